@@ -1,0 +1,1 @@
+"""Command-line interface: ``erasus demo``, ``erasus list``."""

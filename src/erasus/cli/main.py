@@ -1,0 +1,56 @@
+"""Entry point of the ``erasus`` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def _cmd_list(args) -> int:
+    from ..core.registry import list_registered
+
+    kinds = [args.kind] if args.kind else ["strategy", "selector", "metric"]
+    for k in kinds:
+        print(f"{k}: {', '.join(list_registered(k))}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import DEFAULT_STRATEGIES, run_demo
+
+    strategies = args.strategies.split(",") if args.strategies else DEFAULT_STRATEGIES
+    run_demo(strategies, seed=args.seed, forget_class=args.forget_class, cache_dir=args.cache_dir,
+             progress=not args.no_progress, json_out=args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="erasus", description="Machine unlearning: select, unlearn, verify.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="unlearn and verify on bundled Fashion-MNIST data; prints a verdict table")
+    d.add_argument("--strategies", help="comma-separated strategy names (default: %(default)s)", default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--forget-class", type=int, default=1, help="class to forget (default 1, Trouser)")
+    d.add_argument("--cache-dir", default=None, help="where trained models are cached (default: a temp folder)")
+    d.add_argument("--json", default=None, help="also write the rows as JSON here")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    d.set_defaults(func=_cmd_demo)
+    ls = sub.add_parser("list", help="list registered strategies, selectors and metrics")
+    ls.add_argument("kind", nargs="?", choices=["strategy", "selector", "metric"])
+    ls.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..core.exceptions import ErasusError
+
+    try:
+        return args.func(args)
+    except ErasusError as err:
+        print(f"erasus: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""One registry for every named component: strategies, selectors, metrics.
+
+    @register("strategy", "npo", aliases=("negative_preference",))
+    class NPO(BaseStrategy): ...
+
+    get("strategy", "npo")          # -> the class
+    list_registered("strategy")     # -> sorted names
+
+Unknown names raise :class:`UnknownNameError` listing the known names and the closest match.
+Components register when their module is imported; ``_ensure_loaded`` imports the
+built-in packages on first lookup so ``import erasus`` stays light.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from .exceptions import UnknownNameError
+
+KINDS = ("strategy", "selector", "metric")
+_REGISTRY: Dict[str, Dict[str, type]] = {k: {} for k in KINDS}
+_ALIASES: Dict[str, Dict[str, str]] = {k: {} for k in KINDS}
+_BUILTIN_PACKAGES = {
+    "strategy": "erasus.strategies",
+    "selector": "erasus.selectors",
+    "metric": "erasus.metrics",
+}
+_loaded: set = set()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"Expected kind to be one of {KINDS}, got {kind!r}.")
+
+
+def _ensure_loaded(kind: str) -> None:
+    if kind not in _loaded:
+        _loaded.add(kind)
+        importlib.import_module(_BUILTIN_PACKAGES[kind])
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def register(kind: str, name: str, aliases: Iterable[str] = ()) -> Callable[[type], type]:
+    """Class decorator that registers ``cls`` under ``name`` (and ``aliases``) for ``kind``."""
+    _check_kind(kind)
+    key = _normalise(name)
+
+    def deco(cls: type) -> type:
+        existing = _REGISTRY[kind].get(key)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"{kind} {key!r} is already registered to {existing.__qualname__}.")
+        _REGISTRY[kind][key] = cls
+        for alias in aliases:
+            _ALIASES[kind][_normalise(alias)] = key
+        cls.registered_name = key
+        return cls
+
+    return deco
+
+
+def resolve(kind: str, name: str) -> str:
+    """Canonical registered name for ``name`` (an alias or different spelling is accepted)."""
+    _check_kind(kind)
+    _ensure_loaded(kind)
+    if not isinstance(name, str):
+        raise TypeError(f"Expected a {kind} name (str), got {type(name).__name__}.")
+    key = _normalise(name)
+    key = _ALIASES[kind].get(key, key)
+    if key in _REGISTRY[kind]:
+        return key
+    known = sorted(_REGISTRY[kind])
+    candidates = known + sorted(_ALIASES[kind])
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    hint = f" Did you mean {(_ALIASES[kind].get(close[0], close[0]))!r}?" if close else ""
+    raise UnknownNameError(
+        f"Unknown {kind} {name!r}.{hint} Known {kind} names: {', '.join(known)}."
+    )
+
+
+def get(kind: str, name: str) -> type:
+    """The class registered as ``name`` for ``kind``."""
+    return _REGISTRY[kind][resolve(kind, name)]
+
+
+def list_registered(kind: str) -> List[str]:
+    """Sorted canonical names registered for ``kind``."""
+    _check_kind(kind)
+    _ensure_loaded(kind)
+    return sorted(_REGISTRY[kind])
+
+
+def aliases(kind: str) -> Dict[str, str]:
+    _check_kind(kind)
+    _ensure_loaded(kind)
+    return dict(_ALIASES[kind])
+
+
+def build(kind: str, name_or_obj, **kwargs):
+    """Instantiate a registered component by name, or pass an instance through unchanged."""
+    if isinstance(name_or_obj, str):
+        return get(kind, name_or_obj)(**kwargs)
+    if isinstance(name_or_obj, type):
+        return name_or_obj(**kwargs)
+    if kwargs:
+        raise ValueError(
+            f"Expected keyword arguments only with a {kind} name, got an instance of "
+            f"{type(name_or_obj).__name__} together with {sorted(kwargs)}."
+        )
+    return name_or_obj

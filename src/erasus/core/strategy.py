@@ -1,0 +1,122 @@
+"""Strategy base classes: loss-based (trained by the trainer) and one-shot edits."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+from ..utils.data import check_nonempty
+from ..utils.misc import seed_everything
+from .base import Configurable, check_supported
+from .config import BaseConfig
+from .module import UnlearningModule
+from .trainer import TrainerConfig, UnlearningResult, UnlearningTrainer
+
+
+@dataclass
+class LossStrategyConfig(BaseConfig):
+    """Fields shared by loss-based strategies; their defaults feed :class:`TrainerConfig`.
+
+    ``lr``, ``epochs`` (passes over the forget set; an upper bound when calibrated
+    stopping is on), ``optimizer`` (adam / adamw / sgd), ``weight_decay``.
+    """
+
+    lr: float = 1e-3
+    epochs: float = 5
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        self._check_positive("lr", "epochs")
+        self._check_positive("weight_decay", allow_zero=True)
+        self._check_choice("optimizer", ("adam", "adamw", "sgd"))
+
+
+class BaseStrategy(Configurable):
+    """Stage 2. ``unlearn(model, forget, retain, holdout)`` returns an :class:`UnlearningResult`.
+
+    The caller's model is deep-copied unless ``inplace=True``.
+    """
+
+    supports: Tuple[str, ...] = ("*",)
+    registered_name: str = ""
+    needs_retain: bool = False
+
+    def _prepare(self, model, inplace: bool):
+        from ..models import wrap
+
+        adapter = wrap(model)
+        check_supported(self, adapter)
+        if not inplace:
+            adapter = adapter.with_model(copy.deepcopy(adapter.model))
+        return adapter
+
+    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
+                inplace: bool = False, **trainer_kwargs) -> UnlearningResult:
+        raise NotImplementedError  # abstract
+
+
+class LossStrategy(UnlearningModule, BaseStrategy):
+    """A strategy defined by its losses, run by :class:`UnlearningTrainer`."""
+
+    config_class = LossStrategyConfig
+
+    def trainer_config(self, **overrides) -> TrainerConfig:
+        names = {f.name for f in dataclasses.fields(TrainerConfig)}
+        cfg = self.config.to_dict()
+        base = {k: v for k, v in cfg.items() if k in names}
+        if "epochs" in cfg:
+            base["max_epochs"] = cfg["epochs"]
+        if "epochs" in overrides:
+            overrides["max_epochs"] = overrides.pop("epochs")
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"Unknown trainer option(s) {unknown}. Expected a subset of {sorted(names)}.")
+        return TrainerConfig(**{**base, **overrides})
+
+    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
+                inplace: bool = False, callbacks=(), **trainer_kwargs) -> UnlearningResult:
+        forget_loader = check_nonempty(forget_loader, "forget")
+        if self.needs_retain and retain_loader is None:
+            raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
+        trainer = UnlearningTrainer(self.trainer_config(**trainer_kwargs), callbacks=callbacks)
+        seed_everything(trainer.config.seed)
+        self.bind(self._prepare(model, inplace))
+        try:
+            return trainer.fit(self, forget_loader, retain_loader, holdout_loader,
+                               strategy_name=self.registered_name or type(self).__name__)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Drop references to models built in ``setup`` (teachers, masks)."""
+        self.adapter = None
+
+
+class OneShotStrategy(BaseStrategy):
+    """A strategy that edits the weights once (``apply``), with no training loop."""
+
+    def apply(self, adapter, forget_loader, retain_loader) -> str:
+        """Edit ``adapter.model`` in place; return a one-line description of what was done."""
+        raise NotImplementedError  # abstract
+
+    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
+                inplace: bool = False, seed: Optional[int] = 0, progress: bool = True, **unused) -> UnlearningResult:
+        if unused:
+            raise ValueError(f"{type(self).__name__} is a one-shot edit and takes no trainer options; got {sorted(unused)}.")
+        forget_loader = check_nonempty(forget_loader, "forget")
+        if self.needs_retain and retain_loader is None:
+            raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
+        seed_everything(seed)
+        adapter = self._prepare(model, inplace)
+        t0 = time.perf_counter()
+        reason = self.apply(adapter, forget_loader, retain_loader)
+        adapter.model.eval()
+        dt = time.perf_counter() - t0
+        return UnlearningResult(model=adapter.model, stop_reason=reason, steps=1,
+                                strategy=self.registered_name or type(self).__name__,
+                                config=self.config.to_dict(), timings={"unlearn_s": dt})

@@ -1,0 +1,414 @@
+"""``UnlearningTrainer``: the one training loop every loss-based strategy shares.
+
+It owns the optimiser and schedule, forget/retain interleaving, gradient clipping, mixed
+precision, validation, stopping, best-checkpoint restore, the divergence guard,
+callbacks, the progress bar and the history. A strategy only defines its loss
+(:class:`~erasus.core.module.UnlearningModule`).
+
+Stopping rules (``stopping=``):
+
+``"calibrated"`` (the default when held-out data is given)
+    Needs no retrained model. Every ``eval_every_steps`` the trainer compares the forget
+    set with held-out data the model never saw. For sample forgetting the distance is
+    ``|acc(forget) - acc(holdout)| + |AUC - 0.5|``, where AUC is the loss-threshold
+    membership-inference AUC of forget vs held-out samples: zero when the forget set
+    looks like unseen data. For class forgetting (the forget labels are absent from the
+    retain data) it is the larger of the forget and held-out accuracies on the
+    forgotten classes: zero when the model no longer predicts those classes, as a
+    model retrained without them would. A checkpoint is admissible while retain
+    accuracy stays within ``retain_tolerance`` of its starting value. The run stops as
+    soon as the distance is within ``calibration_tolerance``, or when it has not
+    improved for ``calibration_patience`` evaluations after a first improvement, and the
+    best admissible checkpoint is restored. Retain data is used for validation even by
+    methods that do not train on it.
+``"monitor"``
+    Classic early stopping on ``monitor`` (e.g. ``"val_forget_loss"``, ``monitor_mode``
+    ``"max"``) every ``validate_every`` epochs, with ``early_stopping_patience``.
+``"none"``
+    Run the fixed schedule (``max_epochs`` / ``max_steps``).
+``"auto"``
+    ``calibrated`` with held-out data, else ``monitor`` if ``early_stopping_patience``
+    is set, else ``none``. ``result.stop_reason`` always says which rule ended the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..utils.data import check_nonempty, cycle, subsample_loader
+from ..utils.misc import seed_everything, snapshot
+from .config import BaseConfig
+from .exceptions import ConfigError, DivergenceError
+
+
+@dataclass
+class TrainerConfig(BaseConfig):
+    """Schedule and stopping hyperparameters of :class:`UnlearningTrainer`.
+
+    ``max_epochs`` counts passes over the forget loader; ``max_steps`` caps optimiser steps;
+    ``min_steps`` is a floor on the step budget so a tiny forget set (a few batches) still
+    gets enough updates (stopping rules can still end the run earlier).
+    """
+
+    max_epochs: Optional[float] = 5
+    max_steps: Optional[int] = None
+    min_steps: int = 50
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "constant"
+    grad_clip: Optional[float] = 5.0
+    schedule: Optional[str] = None
+    retain_steps_per_epoch: Optional[int] = None
+    stopping: str = "auto"
+    eval_every_steps: Optional[int] = None
+    validate_every: Optional[int] = None
+    early_stopping_patience: Optional[int] = None
+    monitor: str = "val_forget_loss"
+    monitor_mode: str = "max"
+    calibration_tolerance: float = 0.03
+    calibration_patience: int = 8
+    retain_tolerance: float = 0.02
+    forget_mode: str = "auto"
+    val_max_samples: Optional[int] = 1000
+    precision: str = "auto"
+    progress: bool = True
+    seed: Optional[int] = 0
+
+    def validate(self) -> None:
+        self._check_positive("max_epochs", "max_steps", "lr", "eval_every_steps", "validate_every",
+                             "early_stopping_patience", "calibration_patience", "retain_steps_per_epoch",
+                             "val_max_samples")
+        self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "min_steps",
+                             allow_zero=True)
+        if self.grad_clip is not None:
+            self._check_positive("grad_clip")
+        if self.max_epochs is None and self.max_steps is None:
+            raise ConfigError("TrainerConfig: expected max_epochs or max_steps to be set, got neither.")
+        self._check_choice("optimizer", ("adam", "adamw", "sgd"))
+        self._check_choice("scheduler", ("constant", "cosine", "linear"))
+        self._check_choice("schedule", (None, "interleaved", "alternating"))
+        self._check_choice("stopping", ("auto", "calibrated", "monitor", "none"))
+        self._check_choice("monitor_mode", ("min", "max"))
+        self._check_choice("forget_mode", ("auto", "sample", "class"))
+        self._check_choice("precision", ("auto", "fp32", "bf16", "fp16"))
+
+
+@dataclass
+class UnlearningResult:
+    """What an unlearning run returns: the model, the coreset used, history and timings."""
+
+    model: torch.nn.Module
+    coreset: Any = None
+    history: Dict[str, list] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+    stop_reason: str = ""
+    best_step: Optional[int] = None
+    steps: int = 0
+    strategy: str = ""
+    config: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        t = self.timings.get("total_s", self.timings.get("unlearn_s", 0.0))
+        return (f"UnlearningResult(strategy={self.strategy!r}, steps={self.steps}, time={t:.2f}s, "
+                f"stop_reason={self.stop_reason!r})")
+
+
+class Callback:
+    """Hooks called by the trainer. Override any of them."""
+
+    def on_fit_start(self, trainer, module) -> None: ...
+    def on_step_end(self, trainer, module, step: int, loss: float) -> None: ...
+    def on_validation_end(self, trainer, module, step: int, metrics: Dict[str, float]) -> None: ...
+    def on_fit_end(self, trainer, module, result: UnlearningResult) -> None: ...
+
+
+@torch.no_grad()
+def split_stats(adapter, loader) -> Dict[str, np.ndarray]:
+    """Per-sample losses, correctness and labels of ``adapter``'s model on ``loader``."""
+    model = adapter.model
+    was = model.training
+    model.eval()
+    losses, correct, labels = [], [], []
+    try:
+        for batch in loader:
+            logits, y = adapter.logits_and_labels(batch)
+            losses.append(adapter.per_sample_loss(batch, logits=logits).float().cpu())
+            correct.append((logits.argmax(1) == y).cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was)
+    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)
+    return {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels)}
+
+
+def loss_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float:
+    """AUC of the loss-threshold attack: P(member loss < non-member loss), ties half."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(member_losses) == 0 or len(nonmember_losses) == 0:
+        return float("nan")
+    y = np.r_[np.ones(len(member_losses)), np.zeros(len(nonmember_losses))]
+    s = -np.r_[member_losses, nonmember_losses]
+    return float(roc_auc_score(y, s))
+
+
+class UnlearningTrainer:
+    """Runs an :class:`UnlearningModule` on forget (and retain) data. See the module docstring."""
+
+    def __init__(self, config: Optional[TrainerConfig] = None, callbacks: Sequence[Callback] = (), **kwargs):
+        if config is not None and kwargs:
+            raise ValueError("Expected either config= or keyword arguments for UnlearningTrainer, got both.")
+        self.config = config if config is not None else TrainerConfig(**kwargs)
+        self.callbacks = list(callbacks)
+
+    # ------------------------------------------------------------------------------------
+    def _optimizer(self, params):
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _scheduler(self, opt, total: int):
+        c = self.config
+        if c.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
+        if c.scheduler == "linear":
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(1, total)))
+        return None
+
+    def _autocast(self, device: torch.device):
+        p = self.config.precision
+        if device.type == "cuda" and p in ("auto", "bf16", "fp16"):
+            dtype = torch.float16 if p == "fp16" else torch.bfloat16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    def _plan(self, module, forget_loader, retain_loader):
+        """Yield (epoch, forget_batch, retain_batch) per optimiser step, forever."""
+        schedule = self.config.schedule or module.schedule
+        retain_iter = cycle(retain_loader) if retain_loader is not None else None
+        epoch = 0
+        while True:
+            if schedule == "interleaved":
+                for fb in forget_loader:
+                    yield epoch, fb, (next(retain_iter) if retain_iter is not None else None)
+            else:
+                if module.use_forget_phase(epoch):
+                    for fb in forget_loader:
+                        yield epoch, fb, None
+                if retain_iter is not None:
+                    n_r = self.config.retain_steps_per_epoch or len(retain_loader)
+                    for _ in range(n_r):
+                        yield epoch, None, next(retain_iter)
+            epoch += 1
+
+    def _steps_per_epoch(self, module, forget_loader, retain_loader) -> int:
+        schedule = self.config.schedule or module.schedule
+        if schedule == "interleaved" or retain_loader is None:
+            return len(forget_loader)
+        return len(forget_loader) + (self.config.retain_steps_per_epoch or len(retain_loader))
+
+    # ------------------------------------------------------------------------------------
+    def fit(self, module, forget_loader, retain_loader=None, holdout_loader=None,
+            strategy_name: str = "") -> UnlearningResult:
+        """Run ``module`` in place on its bound model and return an :class:`UnlearningResult`."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        if module.adapter is None:
+            raise RuntimeError("Expected a module bound to a model: UnlearningModule(model) or module.bind(adapter).")
+        forget_loader = check_nonempty(forget_loader, "forget")
+        val_retain = check_nonempty(retain_loader, "retain") if retain_loader is not None else None
+        if module.uses_retain and retain_loader is None:
+            warnings.warn(f"{type(module).__name__} uses retain data but none was given: running without it.")
+        # retain data is always used for validation; for training only if the method uses it
+        retain_loader = val_retain if module.uses_retain else None
+        seed_everything(c.seed)
+        model, adapter = module.model, module.adapter
+        device = adapter.device
+        t0 = time.perf_counter()
+        module.setup(forget_loader, retain_loader)
+        setup_s = time.perf_counter() - t0
+
+        stopping = c.stopping
+        note = ""
+        if stopping == "auto":
+            stopping = "calibrated" if holdout_loader is not None else (
+                "monitor" if c.early_stopping_patience else "none")
+        if stopping == "calibrated" and holdout_loader is None:
+            note = " (calibrated stopping needs held-out data; none was given, so the fixed schedule ran)"
+            warnings.warn("stopping='calibrated' needs holdout data: running the fixed schedule instead.")
+            stopping = "none"
+
+        spe = self._steps_per_epoch(module, forget_loader, retain_loader)
+        total = max(int(math.ceil(c.max_epochs * spe)), c.min_steps) if c.max_epochs is not None else c.max_steps
+        if c.max_steps is not None:
+            total = min(total, c.max_steps)
+        eval_every = c.eval_every_steps or (
+            max(1, spe // 4) if stopping == "calibrated" else max(1, (c.validate_every or 1) * spe))
+
+        val = {"forget": subsample_loader(forget_loader, c.val_max_samples, seed=1)}
+        if val_retain is not None:
+            val["retain"] = subsample_loader(val_retain, c.val_max_samples, seed=2)
+        if holdout_loader is not None:
+            val["holdout"] = subsample_loader(holdout_loader, c.val_max_samples, seed=3)
+
+        history: Dict[str, list] = {"step": [], "loss": [], "eval": []}
+        state = {"mode": None, "retain_acc0": None, "best": math.inf, "best_step": 0,
+                 "best_state": snapshot(model), "since_best": 0}
+        sign = 1.0 if c.monitor_mode == "min" else -1.0
+
+        def evaluate(step: int) -> Dict[str, float]:
+            stats = {k: split_stats(adapter, v) for k, v in val.items()}
+            m: Dict[str, float] = {"step": step}
+            for k, s in stats.items():
+                m[f"val_{k}_loss"] = float(s["loss"].mean())
+                m[f"val_{k}_acc"] = float(s["correct"].mean())
+            if state["mode"] is None:
+                mode = c.forget_mode
+                if mode == "auto":
+                    fl = set(np.unique(stats["forget"]["label"]).tolist())
+                    rl = set(np.unique(stats["retain"]["label"]).tolist()) if "retain" in stats else set()
+                    mode = "class" if rl and not (fl & rl) else "sample"
+                state["mode"] = mode
+                state["forget_labels"] = np.unique(stats["forget"]["label"])
+            if "holdout" in stats:
+                f, h = stats["forget"], stats["holdout"]
+                if state["mode"] == "class":
+                    hm = np.isin(h["label"], state["forget_labels"])
+                    h_acc = float(h["correct"][hm].mean()) if hm.any() else 0.0
+                    m["val_mia_auc"] = loss_auc(f["loss"], h["loss"][hm]) if hm.any() else float("nan")
+                    m["calibration_distance"] = max(float(f["correct"].mean()), h_acc)
+                else:
+                    m["val_mia_auc"] = loss_auc(f["loss"], h["loss"])
+                    m["calibration_distance"] = (abs(float(f["correct"].mean()) - float(h["correct"].mean()))
+                                                 + abs(m["val_mia_auc"] - 0.5))
+            history["eval"].append(m)
+            for cb in self.callbacks:
+                cb.on_validation_end(self, module, step, m)
+            return m
+
+        def consider(step: int, m: Dict[str, float]) -> Optional[str]:
+            """Update the best checkpoint; return a stop reason or None."""
+            if stopping == "calibrated":
+                r_acc = m.get("val_retain_acc")
+                if state["retain_acc0"] is None:
+                    state["retain_acc0"] = r_acc
+                ok = r_acc is None or r_acc >= state["retain_acc0"] - c.retain_tolerance
+                d = m["calibration_distance"]
+                if ok and d < state["best"] - 1e-9:
+                    state.update(best=d, best_step=step, best_state=snapshot(model), since_best=0)
+                elif state["best_step"] > 0:  # patience runs once the run has improved at least once
+                    state["since_best"] += 1
+                if ok and d <= c.calibration_tolerance:
+                    return (f"calibrated: forget set indistinguishable from held-out data at step {step} "
+                            f"(distance {d:.3f} <= {c.calibration_tolerance})")
+                if state["since_best"] >= c.calibration_patience:
+                    return (f"calibrated: no improvement for {c.calibration_patience} evaluations; "
+                            f"restored best step {state['best_step']} (distance {state['best']:.3f})")
+                return None
+            if stopping == "monitor":
+                if c.monitor not in m:
+                    raise ConfigError(f"Expected monitor to be one of {sorted(k for k in m if k != 'step')}, "
+                                      f"got {c.monitor!r}.")
+                v = sign * m[c.monitor]
+                if v < state["best"] - 1e-12:
+                    state.update(best=v, best_step=step, best_state=snapshot(model), since_best=0)
+                elif step > 0:
+                    state["since_best"] += 1
+                pat = c.early_stopping_patience
+                if pat and state["since_best"] >= pat:
+                    return (f"early stopping: {c.monitor} did not improve for {pat} validations; "
+                            f"restored best step {state['best_step']}")
+            return None
+
+        params = module.trainable_parameters()
+        if not params:
+            raise RuntimeError(f"{type(module).__name__}: the model has no trainable parameters.")
+        opt = self._optimizer(params)
+        sched = self._scheduler(opt, total)
+        for cb in self.callbacks:
+            cb.on_fit_start(self, module)
+
+        stop_reason = ""
+        step = 0
+        model.train()
+        if stopping != "none":
+            stop_reason = consider(0, evaluate(0)) or ""
+        bar = tqdm(total=total, desc=strategy_name or type(module).__name__, disable=not c.progress,
+                   leave=False, dynamic_ncols=True)
+        plan = self._plan(module, forget_loader, retain_loader)
+        t_loop = time.perf_counter()
+        try:
+            while not stop_reason and step < total:
+                epoch, fb, rb = next(plan)
+                with self._autocast(device):
+                    loss = module.training_step(fb, rb, step)
+                if loss is None:
+                    step += 1
+                    bar.update(1)
+                    continue
+                if not torch.isfinite(loss).all():
+                    model.load_state_dict(state["best_state"])
+                    if step == 0:
+                        raise DivergenceError(
+                            f"{strategy_name or type(module).__name__}: the loss is {loss.item()} at the first step. "
+                            "Expected a finite loss: check the data for NaN/inf values and lower the learning rate. "
+                            "The model was left as it was.")
+                    stop_reason = (f"diverged: non-finite loss at step {step}; restored the checkpoint from step "
+                                   f"{state['best_step']}")
+                    warnings.warn(stop_reason)
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                step += 1
+                lv = float(loss.detach())
+                history["step"].append(step)
+                history["loss"].append(lv)
+                for cb in self.callbacks:
+                    cb.on_step_end(self, module, step, lv)
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{lv:.3f}")
+                if stopping != "none" and (step % eval_every == 0 or step == total):
+                    stop_reason = consider(step, evaluate(step)) or ""
+        finally:
+            bar.close()
+        loop_s = time.perf_counter() - t_loop
+        if stopping in ("calibrated", "monitor") and not stop_reason.startswith("diverged"):
+            model.load_state_dict(state["best_state"])
+            if not stop_reason:
+                stop_reason = (f"{'max_steps' if c.max_steps and step >= c.max_steps else 'max_epochs'} reached "
+                               f"after {step} steps; restored best step {state['best_step']}")
+            if stopping == "calibrated" and state["best_step"] == 0:
+                stop_reason += ("; no step improved on the original within the retain tolerance, so the "
+                                "original model was kept: raise lr/epochs or retain_tolerance")
+                warnings.warn(stop_reason)
+        elif not stop_reason:
+            stop_reason = f"fixed schedule: {step} steps{note}"
+        model.eval()
+        result = UnlearningResult(
+            model=model, history=history, stop_reason=stop_reason,
+            best_step=state["best_step"] if stopping in ("calibrated", "monitor") else step,
+            steps=step, strategy=strategy_name, config=c.to_dict(),
+            timings={"setup_s": setup_s, "loop_s": loop_s, "unlearn_s": setup_s + loop_s},
+        )
+        for cb in self.callbacks:
+            cb.on_fit_end(self, module, result)
+        return result

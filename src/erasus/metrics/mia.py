@@ -1,0 +1,74 @@
+"""Membership-inference metrics: loss-threshold AUC and SalUn's SVC MIA-efficacy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.base import BaseMetric
+from ..core.config import BaseConfig
+from ..core.registry import register
+from ..core.trainer import loss_auc
+
+
+@register("metric", "mia", aliases=("loss_mia", "mia_auc"))
+class LossMIAMetric(BaseMetric):
+    """Loss-threshold membership inference (Yeom et al., "Privacy Risk in Machine
+    Learning", CSF 2018): ``mia_auc`` is the ROC AUC (scikit-learn) of the score ``−loss``
+    separating forget samples (label 1) from held-out samples the model never saw
+    (label 0; the ``holdout`` split, else ``test``).
+
+    Reference 0.5: a model that never trained on the forget set cannot tell them from
+    held-out data. Above 0.5 the forget set is still recognisably "seen"; well below 0.5
+    it is *over*-forgotten (its loss is higher than unseen data's), which is itself a
+    membership signal (the Streisand effect). Closer to 0.5 is better.
+    """
+
+    higher_is_better = {"mia_auc": None}
+    reference = {"mia_auc": 0.5}
+
+    def compute(self, ctx):
+        ctx.require("mia", "forget")
+        nm = ctx.nonmember_split()
+        return {"mia_auc": loss_auc(ctx.stats("forget")["loss"], ctx.stats(nm)["loss"])}
+
+
+@dataclass
+class MIAEfficacyConfig(BaseConfig):
+    """``max_train``: samples per class used to fit the SVC (default 2000); ``seed``."""
+
+    max_train: int = 2000
+    seed: int = 0
+
+    def validate(self) -> None:
+        self._check_positive("max_train")
+
+
+@register("metric", "mia_efficacy", aliases=("svc_mia",))
+class MIAEfficacyMetric(BaseMetric):
+    """MIA-efficacy of SalUn (Fan et al., ICLR 2024), after Jia et al., "Model Sparsity Can
+    Simplify Machine Unlearning", NeurIPS 2023: an RBF SVC (scikit-learn, C=3) is trained
+    on the model's confidence in the true label to separate retain samples (members)
+    from test samples (non-members); ``mia_efficacy`` is the fraction of forget samples it
+    predicts to be non-members. Reference: the retrained model's value (higher means
+    more forget samples look unseen; far above the retrained value means over-forgetting).
+    """
+
+    config_class = MIAEfficacyConfig
+    higher_is_better = {"mia_efficacy": None}
+    reference = {"mia_efficacy": "gold"}
+
+    def compute(self, ctx):
+        from sklearn.svm import SVC
+
+        ctx.require("mia_efficacy", "forget", "retain", "test")
+        rng = np.random.default_rng(self.config.seed)
+        r, t = ctx.stats("retain")["confidence"], ctx.stats("test")["confidence"]
+        n = min(len(r), len(t), self.config.max_train)
+        r = r[rng.choice(len(r), n, replace=False)]
+        t = t[rng.choice(len(t), n, replace=False)]
+        X = np.r_[r, t][:, None]
+        y = np.r_[np.ones(n), np.zeros(n)]
+        clf = SVC(C=3, gamma="auto", kernel="rbf").fit(X, y)
+        pred = clf.predict(ctx.stats("forget")["confidence"][:, None])
+        return {"mia_efficacy": float(1.0 - pred.mean())}

@@ -1,0 +1,47 @@
+"""``MetricSuite``: run several registered metrics on one model with shared caching."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Union
+
+from ..core.registry import build
+from .context import EvalContext
+
+
+class MetricSuite:
+    """``MetricSuite(["accuracy", "mia"]).run(model, forget_loader, retain_loader, ...)``.
+
+    Per-sample statistics are computed once per split and shared by all metrics.
+    ``directions()`` and ``references()`` say, for every value returned, which way is
+    better and what the reference is.
+    """
+
+    def __init__(self, metrics: Sequence[Union[str, object]] = ("accuracy", "mia"), max_samples: Optional[int] = None):
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        self.metrics = [build("metric", m) for m in metrics]
+        self.max_samples = max_samples
+
+    def run(self, model, forget_loader=None, retain_loader=None, test_loader=None, holdout_loader=None,
+            gold_model=None) -> Dict[str, float]:
+        from ..models import wrap
+
+        adapter = wrap(model)
+        gold = adapter.with_model(gold_model) if gold_model is not None else None
+        ctx = EvalContext(adapter, forget_loader, retain_loader, test_loader, holdout_loader, gold,
+                          max_samples=self.max_samples)
+        out: Dict[str, float] = {}
+        for m in self.metrics:
+            out.update(m.compute(ctx))
+        return out
+
+    def directions(self) -> Dict[str, Optional[bool]]:
+        d: Dict[str, Optional[bool]] = {}
+        for m in self.metrics:
+            d.update(m.higher_is_better)
+        return d
+
+    def references(self) -> Dict[str, object]:
+        d: Dict[str, object] = {}
+        for m in self.metrics:
+            d.update(m.reference)
+        return d

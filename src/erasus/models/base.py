@@ -1,0 +1,55 @@
+"""Model adapters: the one place that knows a model family's batch format.
+
+An adapter answers, for any batch of its family: ``per_sample_loss`` (one value per
+sample), ``logits`` and ``features`` (an embedding for geometry selectors and plots).
+Selectors, strategies and metrics are written against this interface only.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Tuple
+
+import torch
+from torch import nn
+
+from ..utils.misc import model_device
+
+
+class ModelAdapter:
+    """Base adapter. ``family`` names the model family for ``supports`` checks."""
+
+    family: str = "generic"
+
+    def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def with_model(self, model: nn.Module) -> "ModelAdapter":
+        """The same kind of adapter around another model (a copy, a teacher)."""
+        return type(self)(model)
+
+    # the interface every family implements -------------------------------------------
+    def to_device(self, batch: Any) -> Any:
+        raise NotImplementedError  # abstract
+
+    def batch_size(self, batch: Any) -> int:
+        raise NotImplementedError  # abstract
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def per_sample_loss(self, batch: Any, logits: torch.Tensor = None) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def features(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        return self.per_sample_loss(batch).mean()
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.model.parameters() if p.requires_grad)

@@ -1,0 +1,133 @@
+"""Adapter for classifiers: any ``nn.Module`` mapping inputs ``x`` to logits, fed ``(x, y)``."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.exceptions import DataError
+from .base import ModelAdapter
+
+
+def _last_linear(model: nn.Module) -> Optional[nn.Linear]:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+class ClassifierAdapter(ModelAdapter):
+    """Adapter for a classifier taking ``(x, y)`` batches (tuples/lists, or dicts with
+    ``"x"``/``"input"``/``"image"`` and ``"y"``/``"label"``/``"labels"`` keys).
+
+    ``features`` are the inputs of the final ``nn.Linear`` layer (the penultimate
+    representation), captured with a forward hook; ``num_classes`` is that layer's
+    ``out_features`` unless given.
+    """
+
+    family = "classifier"
+    _X_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values")
+    _Y_KEYS = ("y", "label", "labels", "target", "targets")
+
+    def __init__(self, model: nn.Module, num_classes: Optional[int] = None):
+        super().__init__(model)
+        head = _last_linear(model)
+        self.head = head
+        self.num_classes = num_classes if num_classes is not None else (head.out_features if head else None)
+
+    def with_model(self, model: nn.Module) -> "ClassifierAdapter":
+        return ClassifierAdapter(model, self.num_classes)
+
+    # batches ---------------------------------------------------------------------
+    def split(self, batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(batch, dict):
+            x = next((batch[k] for k in self._X_KEYS if k in batch), None)
+            y = next((batch[k] for k in self._Y_KEYS if k in batch), None)
+            if x is None or y is None:
+                raise DataError(
+                    f"Expected a classifier batch dict with an input key {self._X_KEYS} and a label "
+                    f"key {self._Y_KEYS}, got keys {sorted(batch)}."
+                )
+            return x, y
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            return batch[0], batch[1]
+        raise DataError(
+            f"Expected a classifier batch (x, y), got {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            + ". Build the loader from a dataset whose items are (input, label) pairs."
+        )
+
+    def to_device(self, batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.split(batch)
+        dev = self.device
+        if not torch.is_tensor(y):
+            y = torch.as_tensor(y)
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise DataError(f"Expected integer class labels, got a {y.dtype} tensor.")
+        return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True).long()
+
+    def batch_size(self, batch: Any) -> int:
+        return len(self.split(batch)[1])
+
+    def check_labels(self, y: torch.Tensor, n_out: int) -> None:
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_out):
+            raise DataError(
+                f"Expected labels in [0, {n_out - 1}] for a model with {n_out} outputs, got labels in "
+                f"[{int(y.min())}, {int(y.max())}]. Check the label encoding or the model's output layer."
+            )
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            out = self.model(x)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise DataError(
+                f"The model could not take an input batch of shape {tuple(x.shape)} and dtype {x.dtype}: "
+                f"{err}. Expected (x, y) batches whose x the model's forward accepts."
+            ) from err
+        if hasattr(out, "logits"):
+            out = out.logits
+        if not torch.is_tensor(out) or out.dim() != 2:
+            raise DataError(
+                f"Expected the classifier to return logits of shape (batch, classes), got "
+                f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}."
+            )
+        return out
+
+    # the adapter interface ---------------------------------------------------------
+    def logits(self, batch: Any) -> torch.Tensor:
+        x, _ = self.to_device(batch)
+        return self._forward(x)
+
+    def logits_and_labels(self, batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.to_device(batch)
+        out = self._forward(x)
+        self.check_labels(y, out.shape[1])
+        return out, y
+
+    def per_sample_loss(self, batch: Any, logits: torch.Tensor = None) -> torch.Tensor:
+        if logits is None:
+            logits, y = self.logits_and_labels(batch)
+        else:
+            _, y = self.to_device(batch)
+            self.check_labels(y, logits.shape[1])
+        return F.cross_entropy(logits.float(), y, reduction="none")
+
+    def features(self, batch: Any) -> torch.Tensor:
+        """Penultimate features (inputs to the final linear layer), flattened."""
+        if self.head is None:
+            x, _ = self.to_device(batch)
+            return self._forward(x).flatten(1)
+        captured = {}
+
+        def hook(_m, inputs, _out):
+            captured["h"] = inputs[0]
+
+        handle = self.head.register_forward_hook(hook)
+        try:
+            self.logits(batch)
+        finally:
+            handle.remove()
+        return captured["h"].flatten(1)

@@ -1,0 +1,52 @@
+"""Gradient- and error-based scoring selectors: ``gradient_norm``, ``el2n``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ..core.base import BaseSelector
+from ..core.config import BaseConfig
+from ..core.registry import register
+from ._common import _require_classifier, auto_last_layer, collect_probs_labels, per_sample_grad_norms
+
+
+@dataclass
+class GradientNormConfig(BaseConfig):
+    """``last_layer``: ``"auto"`` (exact per-sample gradients up to 5M parameters, the
+    closed-form last-layer gradient above), ``True`` or ``False``."""
+
+    last_layer: Union[bool, str] = "auto"
+
+    def validate(self) -> None:
+        self._check_choice("last_layer", ("auto", True, False))
+
+
+@register("selector", "gradient_norm", aliases=("grad_norm", "gradnorm"))
+class GradientNormSelector(BaseSelector):
+    """Samples with the largest per-sample loss-gradient norm ``‖∇_θ ℓ(x, y; θ)‖₂``: the
+    samples whose removal moves the parameters most (the GraNd score of Paul, Ganguli &
+    Dziugaite, "Deep Learning on a Data Diet", NeurIPS 2021, computed at the trained model)."""
+
+    config_class = GradientNormConfig
+    supports = ("classifier",)
+
+    def score(self, adapter, loader):
+        return per_sample_grad_norms(adapter, loader, auto_last_layer(adapter, self.config.last_layer))
+
+
+@register("selector", "el2n")
+class EL2NSelector(BaseSelector):
+    """EL2N score ``‖softmax(f(x)) − onehot(y)‖₂`` (Paul, Ganguli & Dziugaite, "Deep
+    Learning on a Data Diet", NeurIPS 2021). Deviation: the paper averages the score over
+    several networks early in training; here it is computed with the given model (pass an
+    early checkpoint to reproduce the paper's setting)."""
+
+    supports = ("classifier",)
+
+    def score(self, adapter, loader):
+        _require_classifier(adapter, "EL2N")
+        probs, y = collect_probs_labels(adapter, loader)
+        probs[np.arange(len(y)), y] -= 1.0
+        return probs.norm(dim=1).numpy()

@@ -1,0 +1,43 @@
+"""NegGrad+: gradient ascent on the forget set balanced by descent on the retain set."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.registry import register
+from ..core.strategy import LossStrategy, LossStrategyConfig
+
+
+@dataclass
+class NegativeGradientConfig(LossStrategyConfig):
+    """``beta``: weight of the retain loss (forget loss gets ``1 - beta``), default 0.9.
+
+    ``lr`` 1e-4 (Adam), at most ``epochs`` = 5 passes over the forget set, each forget
+    batch paired with one retain batch.
+    """
+
+    beta: float = 0.9
+    lr: float = 1e-4
+    epochs: float = 5
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_range("beta", 0.0, 1.0)
+
+
+@register("strategy", "negative_gradient", aliases=("neggrad", "neggrad_plus", "neggrad+", "grad_diff"))
+class NegativeGradient(LossStrategy):
+    """NegGrad+: ``min_θ  β·L(θ; D_r) − (1−β)·L(θ; D_f)``.
+
+    Kurmanji, Triantafillou, Hayes & Triantafillou, "Towards Unbounded Machine
+    Unlearning", NeurIPS 2023 (the NegGrad+ baseline, their Appendix). It is the
+    gradient-difference objective (GradDiff) with a convex weighting.
+    """
+
+    config_class = NegativeGradientConfig
+    needs_retain = True
+
+    def forget_step(self, batch, batch_idx):
+        return -(1.0 - self.config.beta) * self.adapter.loss(batch)
+
+    def retain_step(self, batch, batch_idx):
+        return self.config.beta * self.adapter.loss(batch)

@@ -1,0 +1,4 @@
+"""High-level unlearners."""
+from .erasus_unlearner import ErasusUnlearner
+
+__all__ = ["ErasusUnlearner"]

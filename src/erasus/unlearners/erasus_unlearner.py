@@ -1,0 +1,108 @@
+"""``ErasusUnlearner``: select → unlearn → verify in two calls."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Dict, Optional, Sequence, Union
+
+from torch import nn
+
+from ..core.coreset import Coreset
+from ..core.exceptions import DataError
+from ..core.registry import build
+from ..core.trainer import UnlearningResult
+from ..utils.data import as_loader, check_nonempty
+
+
+class ErasusUnlearner:
+    """High-level API for any model an adapter supports.
+
+    >>> unlearner = ErasusUnlearner(model, strategy="scrub", selector="gradient_norm")
+    >>> result = unlearner.fit(forget_loader, retain_loader, holdout_data=test_loader, prune_ratio=0.5)
+    >>> unlearner.evaluate(forget_loader, retain_loader, test_data=test_loader)["mia_auc"]
+
+    ``strategy``/``selector``: registered names (``erasus.list_registered("strategy")``)
+    or instances; ``selector=None`` unlearns the whole forget set. The caller's model is
+    never modified unless ``inplace=True``; the unlearned model is ``result.model`` (and
+    ``unlearner.model``).
+    """
+
+    def __init__(self, model: nn.Module, strategy: Union[str, Any] = "scrub", selector: Union[str, Any, None] = None,
+                 device: Optional[str] = None, strategy_kwargs: Optional[Dict[str, Any]] = None,
+                 selector_kwargs: Optional[Dict[str, Any]] = None, inplace: bool = False):
+        from ..models import wrap
+
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
+        if device is not None:
+            if inplace:
+                model.to(device)
+            else:
+                model = copy.deepcopy(model).to(device)
+                inplace = True  # the copy is ours to change
+        self.original_model = model
+        self.model = model
+        self.adapter = wrap(model)
+        self.strategy = build("strategy", strategy, **(strategy_kwargs or {}))
+        self.selector = build("selector", selector, **(selector_kwargs or {})) if selector is not None else None
+        self.inplace = inplace
+        self.result_: Optional[UnlearningResult] = None
+
+    def fit(self, forget_data, retain_data=None, holdout_data=None, *, coreset: Optional[Coreset] = None,
+            prune_ratio: Optional[float] = None, k: Optional[int] = None, epochs: Optional[float] = None,
+            inplace: Optional[bool] = None, **trainer_kwargs) -> UnlearningResult:
+        """Unlearn ``forget_data`` (optionally a coreset of it) and return the result.
+
+        ``holdout_data``: data the model never trained on; enables calibrated stopping
+        for loss-based strategies. ``coreset``: a precomputed :class:`Coreset` of
+        ``forget_data``'s dataset; otherwise the selector (if any) picks ``k`` samples or
+        a ``prune_ratio`` fraction. Other keyword arguments go to the trainer
+        (``validate_every``, ``early_stopping_patience``, ``lr``, ``progress``, ...).
+        """
+        from ..data.unlearning_dataset import check_disjoint
+
+        forget_loader = check_nonempty(forget_data, "forget")
+        retain_loader = check_nonempty(retain_data, "retain") if retain_data is not None else None
+        if retain_loader is not None:
+            check_disjoint(forget_loader.dataset, retain_loader.dataset)
+        t0 = time.perf_counter()
+        select_s = 0.0
+        if coreset is None and self.selector is not None:
+            coreset = self.selector.select(self.adapter, forget_loader, k=k, prune_ratio=prune_ratio)
+            select_s = time.perf_counter() - t0
+        elif coreset is None and (k is not None or prune_ratio not in (None, 1.0)):
+            raise ValueError("Expected a selector for k/prune_ratio: ErasusUnlearner(..., selector='random') "
+                             "or pass coreset=...")
+        train_loader = coreset.to_loader(forget_loader) if coreset is not None else forget_loader
+        if epochs is not None:
+            trainer_kwargs["epochs"] = epochs
+        inplace = self.inplace if inplace is None else inplace
+        result = self.strategy.unlearn(self.original_model, train_loader, retain_loader, holdout_data,
+                                       inplace=inplace, **trainer_kwargs)
+        result.coreset = coreset
+        result.timings["select_s"] = select_s
+        result.timings["total_s"] = time.perf_counter() - t0
+        self.model = result.model
+        self.result_ = result
+        return result
+
+    def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, gold_model=None,
+                 metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None) -> Dict[str, float]:
+        """Measure the current model. Default metrics: accuracy and loss-MIA AUC (``mia_auc``,
+        forget vs ``holdout_data``, else ``test_data``); with ``test_data`` also
+        ``mia_efficacy``; with ``gold_model`` also the average gap to it."""
+        from ..metrics import MetricSuite
+
+        if metrics is None:
+            metrics = ["accuracy"]
+            if holdout_data is not None or test_data is not None:
+                metrics.append("mia")
+            if test_data is not None and retain_data is not None:
+                metrics.append("mia_efficacy")
+                if gold_model is not None:
+                    metrics.append("gold_gap")
+        out = MetricSuite(metrics, max_samples=max_samples).run(
+            self.model, forget_data, retain_data, test_data, holdout_data, gold_model)
+        if self.result_ is not None:
+            self.result_.metrics.update(out)
+        return out

@@ -1,0 +1,39 @@
+"""Plain supervised training, used to build original and gold (retrained) models."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .misc import seed_everything
+
+
+def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.0,
+                     seed: Optional[int] = 0, progress: bool = False, desc: str = "train",
+                     cosine: bool = True) -> nn.Module:
+    """Train ``model`` in place with Adam (cosine-annealed learning rate unless ``cosine=False``)
+    and cross-entropy on ``(x, y)`` batches; returns it."""
+    from tqdm.auto import tqdm
+
+    from ..models import wrap
+
+    seed_everything(seed)
+    adapter = wrap(model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if cosine else None
+    model.train()
+    bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for _ in range(epochs):
+        for batch in loader:
+            loss = adapter.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            bar.update(1)
+    bar.close()
+    model.eval()
+    return model

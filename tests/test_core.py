@@ -1,0 +1,142 @@
+"""Registry, configs, coresets, the trainer's hooks and the guide's examples."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from erasus.core import (Callback, Coreset, UnlearningModule, UnlearningTrainer, get, list_registered, register)
+from erasus.core.registry import resolve
+
+
+def test_registry_aliases_and_listing():
+    assert resolve("strategy", "NegGrad+") == "negative_gradient"
+    assert resolve("strategy", "GA") == "gradient_ascent"
+    assert get("selector", "grad-norm").registered_name == "gradient_norm"
+    assert {"gradient_ascent", "negative_gradient", "scrub", "ssd"} <= set(list_registered("strategy"))
+    assert {"random", "full", "gradient_norm", "el2n", "kcenter", "herding"} <= set(list_registered("selector"))
+
+
+def test_register_refuses_a_second_class_under_one_name():
+    with pytest.raises(ValueError, match="already registered"):
+        @register("strategy", "scrub")
+        class Other:
+            pass
+
+
+def test_import_erasus_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, erasus; erasus.Coreset; print(any(m in sys.modules for m in ('transformers', 'diffusers')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_coreset_algebra_and_persistence(tmp_path):
+    a = Coreset([1, 2, 3, 4], [0.9, 0.1, 0.5, 0.8], {"selector": "a"})
+    b = Coreset([3, 4, 5], [0.7, 0.2, 0.6], {"selector": "b"})
+    assert a.intersect(b).indices.tolist() == [3, 4]
+    assert a.union(b).indices.tolist() == [1, 2, 3, 4, 5]
+    assert a.filter(min_score=0.5).indices.tolist() == [1, 3, 4]
+    assert a.top(2).indices.tolist() == [1, 4]
+    p = a.save(tmp_path / "c.json")
+    c = Coreset.load(p)
+    assert c.indices.tolist() == a.indices.tolist() and np.allclose(c.scores, a.scores)
+    with pytest.raises(FileExistsError):
+        a.save(p)
+    with pytest.raises(ValueError, match="distinct"):
+        Coreset([1, 1])
+
+
+def test_coreset_from_selector_and_to_loader(tiny):
+    model, forget, _, _ = tiny
+    cs = Coreset.from_selector("el2n", model, forget, k=5)
+    loader = cs.to_loader(forget)
+    assert len(loader.dataset) == 5
+    x0 = loader.dataset[0][0]
+    assert torch.equal(x0, forget.dataset[int(cs.indices[0])][0])
+
+
+def test_guide_module_trainer_example_runs_with_early_stopping(tiny):
+    """The conceptual guide's UnlearningModule / UnlearningTrainer example, as written."""
+    model, forget_loader, retain_loader, _ = tiny
+
+    class MyModule(UnlearningModule):
+        def forget_step(self, batch, batch_idx):
+            x, y = batch
+            return -F.cross_entropy(self.model(x), y)
+
+        def retain_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self.model(x), y)
+
+    trainer = UnlearningTrainer(
+        max_epochs=10,
+        validate_every=2,
+        early_stopping_patience=3,
+        monitor="val_forget_loss",
+        monitor_mode="max",
+        progress=False,
+    )
+    module = MyModule(copy.deepcopy(model))
+    result = trainer.fit(module, forget_loader, retain_loader)
+    evals = result.history["eval"]
+    assert len(evals) >= 2 and evals[0]["step"] == 0
+    best = max(evals, key=lambda m: m["val_forget_loss"])
+    assert result.best_step == best["step"]
+    assert result.model is module.model
+
+
+def test_monitor_restores_the_best_checkpoint(tiny):
+    from erasus.core.trainer import split_stats
+    from erasus.models import wrap
+    from erasus.utils.data import subsample_loader
+
+    model, forget, retain, _ = tiny
+
+    class Forget(UnlearningModule):
+        def forget_step(self, batch, i):
+            return -self.adapter.loss(batch)
+
+    res = UnlearningTrainer(max_steps=30, min_steps=0, eval_every_steps=5, stopping="monitor",
+                            monitor="val_retain_acc", monitor_mode="max", progress=False, lr=0.05).fit(
+        Forget(copy.deepcopy(model)), forget, retain)
+    best = max(res.history["eval"], key=lambda m: m["val_retain_acc"])
+    now = split_stats(wrap(res.model), subsample_loader(retain, 1000, seed=2))["correct"].mean()
+    assert now == pytest.approx(best["val_retain_acc"])
+
+
+def test_callbacks_are_called(tiny):
+    model, forget, retain, holdout = tiny
+    seen = []
+
+    class Rec(Callback):
+        def on_fit_start(self, trainer, module):
+            seen.append("start")
+
+        def on_step_end(self, trainer, module, step, loss):
+            seen.append("step")
+
+        def on_validation_end(self, trainer, module, step, metrics):
+            seen.append("val")
+
+        def on_fit_end(self, trainer, module, result):
+            seen.append("end")
+
+    from erasus.strategies import NegativeGradient
+
+    NegativeGradient().unlearn(model, forget, retain, holdout, callbacks=[Rec()], max_steps=4, min_steps=0,
+                               progress=False, stopping="calibrated", eval_every_steps=2)
+    assert seen[0] == "start" and seen[-1] == "end" and "step" in seen and "val" in seen
+
+
+def test_calibrated_stopping_without_holdout_says_so(tiny):
+    model, forget, retain, _ = tiny
+    from erasus.strategies import GradientAscent
+
+    with pytest.warns(UserWarning, match="needs holdout"):
+        res = GradientAscent().unlearn(model, forget, retain, stopping="calibrated", max_steps=3, min_steps=0,
+                                       progress=False)
+    assert "no held-out data" in res.stop_reason or "none was given" in res.stop_reason
