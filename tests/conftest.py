@@ -8,6 +8,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
+    """Trained models are cached per session; set ERASUS_TEST_CACHE to reuse them across runs."""
+    if os.environ.get("ERASUS_TEST_CACHE"):
+        return os.environ["ERASUS_TEST_CACHE"]
     return tmp_path_factory.mktemp("erasus-cache")
 
 

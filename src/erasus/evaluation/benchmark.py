@@ -5,18 +5,21 @@ Protocol ``"general"`` (classifiers). Metrics and their reference values:
 ============== ======================================= =========== ==========
 metric         reference (gold standard)                PASS within PARTIAL
 ============== ======================================= =========== ==========
-forget_acc     retrained model's (``retrain``), or     3 points    8 points
-               held-out accuracy (``holdout``)
-retain_acc     retrained / original model's, one-sided  3 points    8 points
-test_acc       retrained / original model's, one-sided  3 points    8 points
+forget_acc     retrained model's (``retrain``), or     3 points    5 points
+               held-out accuracy (``holdout``; 0 for
+               class forgetting)
+retain_acc     retrained / original model's, one-sided  3 points    5 points
+test_acc       retrained / original model's, one-sided  3 points    5 points
 mia_auc        retrained model's, or 0.5 (``holdout``)  0.05        0.10
 ============== ======================================= =========== ==========
 
 Why these tolerances: across seeds, models retrained on the same data differ by about
 0.5-1.5 points in accuracy and 0.01-0.03 in loss-MIA AUC on Fashion-MNIST and digits
-(``tests/test_benchmark.py`` measures it), so 3 points / 0.05 keep an honestly retrained model
-inside PASS while an untouched model (forget accuracy ~100% vs ~89%, AUC ≥ 0.6) or a
-model collapsed to chance falls outside PARTIAL. Utility metrics are one-sided: being
+(``tests/test_benchmark.py`` checks it), so 3 points / 0.05 keep an honestly retrained model
+inside PASS. PARTIAL (5 points) means at least about half of the forget set's excess
+accuracy is gone: on the Fashion-MNIST protocol an untouched model's forget accuracy
+exceeds the retrained model's by the whole generalisation gap (~9 points with the
+20k-image CNN, ~13 with the bundled MLP), and a model collapsed to chance is far outside. Utility metrics are one-sided: being
 *better* than the reference on retain or test data is never a failure.
 
 A metric PASSes when the confidence interval of (value − reference) comes within the
@@ -41,9 +44,9 @@ PASS, PARTIAL, FAIL = "PASS", "PARTIAL", "FAIL"
 
 # name: (pass tolerance, partial tolerance, one_sided_utility, scale for display)
 GENERAL_TOLERANCES = {
-    "forget_acc": (0.03, 0.08, False),
-    "retain_acc": (0.03, 0.08, True),
-    "test_acc": (0.03, 0.08, True),
+    "forget_acc": (0.03, 0.05, False),
+    "retain_acc": (0.03, 0.05, True),
+    "test_acc": (0.03, 0.05, True),
     "mia_auc": (0.05, 0.10, False),
 }
 
@@ -194,6 +197,9 @@ class UnlearningBenchmark:
                             "utility reference; or pass gold_model for gold_standard='retrain'.")
         models = list(unlearned_model) if isinstance(unlearned_model, (list, tuple)) else [unlearned_model]
         runs = [self._stats(wrap(m), loaders) for m in models]
+        # class forgetting: no forget label occurs in the retain data
+        self._class_mode = "retain" in runs[0] and not (
+            set(np.unique(runs[0]["forget"]["label"]).tolist()) & set(np.unique(runs[0]["retain"]["label"]).tolist()))
         ref_stats = self._stats(wrap(gold_model if gold_standard == "retrain" else original_model), loaders)
         names = [n for n in ("forget_acc", "retain_acc", "test_acc", "mia_auc")
                  if all(req in runs[0] for req in {"forget_acc": ["forget"], "retain_acc": ["retain"],
@@ -207,6 +213,8 @@ class UnlearningBenchmark:
     def _reference(self, name, ref_stats, gold_standard):
         if gold_standard == "retrain":
             return _FUNCS[name](ref_stats), "retrained"
+        if name == "forget_acc" and self._class_mode:
+            return 0.0, "class never seen"
         if name == "forget_acc":
             key = "holdout" if "holdout" in ref_stats else "test"
             return None, f"{key} acc"
@@ -233,7 +241,7 @@ class UnlearningBenchmark:
                 return (float(x.mean() - h), float(x.mean() + h))
             ci, dci = t_ci(values), t_ci(deltas)
         else:
-            ci, dci = self._bootstrap(name, runs[0], ref_stats, ref is None, gold_standard)
+            ci, dci = self._bootstrap(name, runs[0], ref_stats, ref is None, gold_standard, ref)
         pass_tol, partial_tol, one_sided = self.tolerances[name]
         if one_sided:  # only falling below the reference counts
             dist = max(0.0, -dci[1])
@@ -243,12 +251,12 @@ class UnlearningBenchmark:
         shown_ref = float(np.mean([ref_of(s) for s in runs]))
         return MetricResult(name, float(values.mean()), ci, shown_ref, label, dci, (pass_tol, partial_tol), verdict)
 
-    def _bootstrap(self, name, s, ref_stats, ref_is_holdout, gold_standard):
+    def _bootstrap(self, name, s, ref_stats, ref_is_holdout, gold_standard, fixed_ref=0.5):
         """Paired bootstrap: the same resampled evaluation samples for model and reference."""
         rng = np.random.default_rng(self.seed)
         alpha = 1 - self.confidence_level
         vals, deltas = [], []
-        paired = gold_standard == "retrain" or name in ("retain_acc", "test_acc")
+        paired = gold_standard == "retrain" or (name in ("retain_acc", "test_acc"))
         for _ in range(self.n_bootstrap):
             idx = {k: rng.integers(0, len(v["loss"]), len(v["loss"])) for k, v in s.items()
                    if k != "nonmember" and len(v["loss"])}
@@ -263,7 +271,7 @@ class UnlearningBenchmark:
                 rr["nonmember"] = rr["holdout"] if "holdout" in rr else rr.get("test")
                 r = _FUNCS[name](rr)
             else:
-                r = 0.5
+                r = fixed_ref
             vals.append(v)
             deltas.append(v - r)
         q = lambda x: (float(np.quantile(x, alpha / 2)), float(np.quantile(x, 1 - alpha / 2)))

@@ -18,9 +18,9 @@ class SCRUBConfig(LossStrategyConfig):
     ``alpha`` [alpha] weight of the retain KL term, 0.001; ``gamma`` [gamma] weight of
     the retain cross-entropy, 0.99; ``temperature`` [kd_T] 4; ``max_epochs_forget``
     [msteps] number of epochs that run max-steps, 2; ``epochs`` [sgda_epochs] 3 (an upper
-    bound under calibrated stopping); ``optimizer`` Adam, ``lr`` 1e-3 (the authors use SGD;
-    see the class docstring for why Adam); ``retain_steps_ratio``: min-steps per epoch as a
-    multiple of the number of forget batches, 4 (the paper runs one pass over the retain set;
+    bound under calibrated stopping); ``optimizer`` Adam, ``lr`` 3e-4 (the authors use SGD;
+    see the class docstring for why Adam); ``retain_steps_ratio``: min-steps per
+    epoch as a multiple of the number of forget batches, 2 (the paper runs one pass over the retain set;
     pass ``retain_steps_per_epoch=N`` to ``unlearn``/``fit`` to override it).
     """
 
@@ -29,10 +29,10 @@ class SCRUBConfig(LossStrategyConfig):
     temperature: float = 4.0
     max_epochs_forget: int = 2
     epochs: float = 3
-    lr: float = 1e-3
+    lr: float = 3e-4
     optimizer: str = "adam"
     weight_decay: float = 0.0
-    retain_steps_ratio: float = 4.0
+    retain_steps_ratio: float = 2.0
 
     def validate(self) -> None:
         super().validate()

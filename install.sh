@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Erasus set-up: a virtual environment in .venv with Erasus and what it needs.
+#   ./install.sh          library + test tools
+# On a machine without a GPU, the CPU build of torch 2.13.0 is installed first (any other
+# torch request would pull a multi-GB CUDA build). Fashion-MNIST for the benchmark and the
+# 20k-image tests comes from Debian's dataset-fashion-mnist package when apt is available.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -d .venv ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if ! python -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    python -m pip install -q torch
+  else
+    python -m pip install -q torch==2.13.0
+  fi
+fi
+python -m pip install -q -e ".[dev]"
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "note: could not install Debian's dataset-fashion-mnist; the 20k-image benchmark will say how." >&2
+fi
+echo "Erasus installed in .venv ($(python -c 'import torch; print("torch", torch.__version__)'))."

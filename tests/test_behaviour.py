@@ -1,0 +1,61 @@
+"""Each strategy at its defaults against a model retrained without the forget data.
+
+These fail on a no-op: the untouched original is checked against the same thresholds.
+"""
+import warnings
+
+import pytest
+
+from erasus import ErasusUnlearner
+from erasus.core import list_registered
+from erasus.metrics import MetricSuite
+
+STRATEGIES = list_registered("strategy")
+
+
+def unlearn(task, split, name, seed=0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ErasusUnlearner(task.original(0), strategy=name).fit(
+            split.forget, split.retain, split.holdout, **({"progress": False, "seed": seed}))
+    return res
+
+
+def measure(model, split, gold=None):
+    return MetricSuite(["accuracy", "mia", "mia_efficacy"] + (["gold_gap"] if gold is not None else [])).run(
+        model, split.forget, split.retain, split.test, split.holdout, gold_model=gold)
+
+
+@pytest.fixture(scope="module")
+def digits_class(digits):
+    split = digits.split("class", forget_class=3)
+    return digits, split, measure(digits.gold(split, 0), split), measure(digits.original(0), split)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_class_forgetting_on_digits_matches_retraining(name, digits_class):
+    task, split, gold, original = digits_class
+    assert original["forget_accuracy"] > 0.9  # the no-op would fail the next assertion
+    m = measure(unlearn(task, split, name).model, split)
+    assert m["forget_accuracy"] <= gold["forget_accuracy"] + 0.10, m
+    assert m["test_accuracy"] >= gold["test_accuracy"] - 0.05, m
+    assert m["retain_accuracy"] >= gold["retain_accuracy"] - 0.05, m
+
+
+@pytest.fixture(scope="module")
+def fmnist_random(fmnist_small):
+    split = fmnist_small.split("random", seed=0)
+    gold = fmnist_small.gold(split, 0)
+    return fmnist_small, split, gold, measure(fmnist_small.original(0), split, gold)
+
+
+@pytest.mark.parametrize("name", ["negative_gradient", "scrub"])
+def test_random_forgetting_on_fashion_mnist_moves_toward_retraining(name, fmnist_random):
+    """On the bundled Fashion-MNIST subset, a random 10% deletion: the unlearned model must be
+    closer to the retrained model than the untouched original is (average gap), and its
+    forget set must look less like training data (MIA AUC closer to 0.5)."""
+    task, split, gold, original = fmnist_random
+    m = measure(unlearn(task, split, name).model, split, gold)
+    assert m["avg_gap"] < original["avg_gap"] - 1.0, (m, original)
+    assert abs(m["mia_auc"] - 0.5) < abs(original["mia_auc"] - 0.5), (m, original)
+    assert m["test_accuracy"] > original["test_accuracy"] - 0.05
