@@ -66,7 +66,10 @@ def markdown(agg, meta):
     lines = [
         "# Fashion-MNIST unlearning benchmark (classification protocol)",
         "",
-        f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}).",
+        f"Produced by {' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))} on {meta['date']} "
+        f"({meta['machine']}; torch {meta['torch']}). A later run of a subset replaces only its own rows "
+        "(`--merge`); reference models come from the cache, so retraining times are those measured when "
+        "the gold models were trained.",
         f"Seeds: {meta['seeds']}. Values are mean ± std over seeds. Total wall-clock {meta['total_min']:.1f} min.",
         "",
         "forget / retain / test acc in %; test acc for class forgetting is on the other classes; "
@@ -103,6 +106,9 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"), help="trained-model cache (reused across runs)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="classification")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the rows of --strategies in an existing results/<name>.json (the "
+                        "reference rows and other strategies are kept; the runs are recorded in meta)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -119,11 +125,21 @@ def main(argv=None):
             rs = run_scenario(task, split, strategies, seed=seed, progress=True)
             print(format_table(rs), flush=True)
             rows += [r.to_dict() for r in rs]
+    runs_meta = []
+    prev_total = 0.0
+    out = Path(args.out)
+    if args.merge and (out / f"{args.name}.json").exists():
+        old = json.loads((out / f"{args.name}.json").read_text())
+        rerun = set(strategies)
+        rows = [r for r in old["rows"] if r["method"] not in rerun and
+                not (r["method"] in ("original", "retrain"))] + rows
+        runs_meta = old["meta"].get("runs", [old["meta"]["command"]])
+        prev_total = old["meta"].get("total_min", 0.0)
     agg = aggregate(rows)
     meta = {"command": "python benchmarks/" + Path(__file__).name + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": torch.__version__, "seeds": seeds, "total_min": (time.perf_counter() - t0) / 60}
-    out = Path(args.out)
+            "torch": torch.__version__, "seeds": seeds, "total_min": prev_total + (time.perf_counter() - t0) / 60}
+    meta["runs"] = runs_meta + [meta["command"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=2))
     md = markdown(agg, meta)

@@ -140,3 +140,17 @@ def test_calibrated_stopping_without_holdout_says_so(tiny):
         res = GradientAscent().unlearn(model, forget, retain, stopping="calibrated", max_steps=3, min_steps=0,
                                        progress=False)
     assert "no held-out data" in res.stop_reason or "none was given" in res.stop_reason
+
+
+def test_unlearner_fit_then_evaluate_reports_mia_auc(tiny):
+    """The spec's high-level example: fit, then evaluate(forget, retain) gives mia_auc."""
+    from erasus import ErasusUnlearner
+
+    model, forget_loader, retain_loader, holdout = tiny
+    unlearner = ErasusUnlearner(model=model, strategy="negative_gradient", selector="gradient_norm")
+    result = unlearner.fit(forget_data=forget_loader, retain_data=retain_loader, holdout_data=holdout,
+                           prune_ratio=0.5, epochs=2, progress=False)
+    assert len(result.coreset) == 6 and result.timings["select_s"] > 0
+    metrics = unlearner.evaluate(forget_data=forget_loader, retain_data=retain_loader)
+    assert 0.0 <= metrics["mia_auc"] <= 1.0 and "forget_accuracy" in metrics
+    assert result.metrics["mia_auc"] == metrics["mia_auc"]

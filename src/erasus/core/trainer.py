@@ -81,6 +81,8 @@ class TrainerConfig(BaseConfig):
     calibration_tolerance: float = 0.03
     calibration_patience: int = 8
     retain_tolerance: float = 0.05
+    backoff: float = 0.3
+    max_backoffs: int = 3
     forget_mode: str = "auto"
     val_max_samples: Optional[int] = 1000
     precision: str = "auto"
@@ -92,7 +94,8 @@ class TrainerConfig(BaseConfig):
                              "early_stopping_patience", "calibration_patience", "retain_steps_per_epoch",
                              "val_max_samples")
         self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "min_steps",
-                             allow_zero=True)
+                             "max_backoffs", allow_zero=True)
+        self._check_range("backoff", 0.0, 1.0)
         if self.grad_clip is not None:
             self._check_positive("grad_clip")
         if self.max_epochs is None and self.max_steps is None:
@@ -268,9 +271,10 @@ class UnlearningTrainer:
         if holdout_loader is not None:
             val["holdout"] = subsample_loader(holdout_loader, c.val_max_samples, seed=3)
 
-        history: Dict[str, list] = {"step": [], "loss": [], "eval": []}
+        history: Dict[str, list] = {"step": [], "loss": [], "eval": [], "backoffs": []}
         state = {"mode": None, "retain_acc0": None, "best": math.inf, "best_step": 0,
-                 "best_state": snapshot(model), "since_best": 0}
+                 "best_state": snapshot(model), "since_best": 0, "backoffs": 0, "lr_scale": 1.0,
+                 "reset_optimizer": False}
         sign = 1.0 if c.monitor_mode == "min" else -1.0
 
         def evaluate(step: int) -> Dict[str, float]:
@@ -318,6 +322,15 @@ class UnlearningTrainer:
                     state.update(best=d, best_step=step, best_state=snapshot(model), since_best=0)
                 elif state["best_step"] > 0:  # patience runs once the run has improved at least once
                     state["since_best"] += 1
+                if not ok and state["backoffs"] < c.max_backoffs:
+                    state["backoffs"] += 1
+                    model.load_state_dict(state["best_state"])
+                    state["lr_scale"] *= c.backoff
+                    state["reset_optimizer"] = True
+                    state["since_best"] = 0
+                    history["backoffs"].append({"step": step, "restored_step": state["best_step"],
+                                                "lr": c.lr * state["lr_scale"]})
+                    return None
                 if ok and d <= c.calibration_tolerance:
                     return (f"calibrated: forget set indistinguishable from held-out data at step {step} "
                             f"(distance {d:.3f} <= {c.calibration_tolerance})")
@@ -395,6 +408,12 @@ class UnlearningTrainer:
                     bar.set_postfix(loss=f"{lv:.3f}")
                 if stopping != "none" and (step % eval_every == 0 or step == total):
                     stop_reason = consider(step, evaluate(step)) or ""
+                    if state["reset_optimizer"]:  # backtracking: fresh optimiser at a smaller step size
+                        state["reset_optimizer"] = False
+                        opt = self._optimizer(params)
+                        for group in opt.param_groups:
+                            group["lr"] = c.lr * state["lr_scale"]
+                        sched = self._scheduler(opt, max(1, total - step))
         finally:
             bar.close()
         loop_s = time.perf_counter() - t_loop
@@ -403,6 +422,9 @@ class UnlearningTrainer:
             if not stop_reason:
                 stop_reason = (f"{'max_steps' if c.max_steps and step >= c.max_steps else 'max_epochs'} reached "
                                f"after {step} steps; restored best step {state['best_step']}")
+            if state["backoffs"]:
+                stop_reason += (f"; backtracked {state['backoffs']}x after overshooting (learning rate now "
+                                f"{c.lr * state['lr_scale']:.2g})")
             if stopping == "calibrated" and state["best_step"] == 0:
                 stop_reason += ("; no step improved on the original within the retain tolerance, so the "
                                 "original model was kept: raise lr/epochs or retain_tolerance")

@@ -37,10 +37,6 @@ class Split:
     test: DataLoader
     forget_classes: tuple = ()
 
-    @property
-    def retain_only(self) -> DataLoader:
-        return self.retain
-
 
 @dataclass
 class ClassificationTask:
@@ -54,6 +50,7 @@ class ClassificationTask:
     epochs: int = 20
     lr: float = 1e-3
     batch_size: int = 128
+    cosine: bool = True
     cache_dir: Optional[Path] = None
     progress: bool = False
     train_seconds: Dict[str, float] = field(default_factory=dict)
@@ -80,7 +77,7 @@ class ClassificationTask:
                             generator=torch.Generator().manual_seed(seed))
         t0 = time.perf_counter()
         train_classifier(model, loader, epochs=self.epochs, lr=self.lr, seed=seed, progress=self.progress,
-                         desc=f"train {key} (seed {seed})")
+                         desc=f"train {key} (seed {seed})", cosine=self.cosine)
         dt = time.perf_counter() - t0
         self.train_seconds[f"{key}-s{seed}"] = dt
         if path is not None:
@@ -154,8 +151,10 @@ def fashion_mnist_task(n_train: int = 20_000, cache_dir: Optional[Path] = None, 
 
     train = load_fashion_mnist(train=True, n=n_train, seed=0)
     test = load_fashion_mnist(train=False)
+    # a constant learning rate: measured, it memorises (train accuracy ~99.5% after 30 epochs)
+    # where a cosine schedule stops at ~97.9%
     return ClassificationTask("fmnist", train, test, lambda: small_cnn(width=32), epochs=epochs, lr=1e-3,
-                              batch_size=128, cache_dir=cache_dir, progress=progress)
+                              batch_size=128, cache_dir=cache_dir, progress=progress, cosine=False)
 
 
 def fashion_mnist_small_task(cache_dir: Optional[Path] = None, progress: bool = False) -> ClassificationTask:

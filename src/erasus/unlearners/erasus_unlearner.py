@@ -17,7 +17,7 @@ from ..utils.data import as_loader, check_nonempty
 class ErasusUnlearner:
     """High-level API for any model an adapter supports.
 
-    >>> unlearner = ErasusUnlearner(model, strategy="scrub", selector="gradient_norm")
+    >>> unlearner = ErasusUnlearner(model, strategy="negative_gradient", selector="gradient_norm")
     >>> result = unlearner.fit(forget_loader, retain_loader, holdout_data=test_loader, prune_ratio=0.5)
     >>> unlearner.evaluate(forget_loader, retain_loader, test_data=test_loader)["mia_auc"]
 
@@ -27,7 +27,7 @@ class ErasusUnlearner:
     ``unlearner.model``).
     """
 
-    def __init__(self, model: nn.Module, strategy: Union[str, Any] = "scrub", selector: Union[str, Any, None] = None,
+    def __init__(self, model: nn.Module, strategy: Union[str, Any] = "negative_gradient", selector: Union[str, Any, None] = None,
                  device: Optional[str] = None, strategy_kwargs: Optional[Dict[str, Any]] = None,
                  selector_kwargs: Optional[Dict[str, Any]] = None, inplace: bool = False):
         from ..models import wrap
@@ -47,6 +47,7 @@ class ErasusUnlearner:
         self.selector = build("selector", selector, **(selector_kwargs or {})) if selector is not None else None
         self.inplace = inplace
         self.result_: Optional[UnlearningResult] = None
+        self.holdout_data_ = None
 
     def fit(self, forget_data, retain_data=None, holdout_data=None, *, coreset: Optional[Coreset] = None,
             prune_ratio: Optional[float] = None, k: Optional[int] = None, epochs: Optional[float] = None,
@@ -73,6 +74,7 @@ class ErasusUnlearner:
         elif coreset is None and (k is not None or prune_ratio not in (None, 1.0)):
             raise ValueError("Expected a selector for k/prune_ratio: ErasusUnlearner(..., selector='random') "
                              "or pass coreset=...")
+        self.holdout_data_ = holdout_data
         train_loader = coreset.to_loader(forget_loader) if coreset is not None else forget_loader
         if epochs is not None:
             trainer_kwargs["epochs"] = epochs
@@ -89,10 +91,18 @@ class ErasusUnlearner:
     def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, gold_model=None,
                  metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None) -> Dict[str, float]:
         """Measure the current model. Default metrics: accuracy and loss-MIA AUC (``mia_auc``,
-        forget vs ``holdout_data``, else ``test_data``); with ``test_data`` also
-        ``mia_efficacy``; with ``gold_model`` also the average gap to it."""
+        forget vs ``holdout_data`` — by default the held-out data given to ``fit`` — else
+        ``test_data``); with ``test_data`` also ``mia_efficacy``; with ``gold_model`` also
+        the average gap to it."""
+        import warnings
+
         from ..metrics import MetricSuite
 
+        if holdout_data is None:
+            holdout_data = getattr(self, "holdout_data_", None)
+        if metrics is None and holdout_data is None and test_data is None:
+            warnings.warn("evaluate(): no holdout_data or test_data, so no membership-inference metric "
+                          "(mia_auc) can be computed; pass data the model never trained on.")
         if metrics is None:
             metrics = ["accuracy"]
             if holdout_data is not None or test_data is not None:
