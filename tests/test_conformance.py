@@ -1,6 +1,5 @@
 """One conformance suite over every registered strategy, selector and metric."""
 import copy
-import dataclasses
 
 import numpy as np
 import pytest

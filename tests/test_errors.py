@@ -1,7 +1,6 @@
 """Bad input gets a clear error, and nothing is lost."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset

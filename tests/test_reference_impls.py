@@ -55,7 +55,6 @@ def test_per_sample_gradient_norms_match_autograd_loop(tiny):
 def test_mia_efficacy_separates_members_from_nonmembers(fmnist_small):
     """On a memorising model, retained training samples look like members (low efficacy)
     and test samples like non-members (high efficacy)."""
-    from torch.utils.data import DataLoader
 
     model = fmnist_small.original(0)
     split = fmnist_small.split("random", seed=0)

@@ -5,13 +5,11 @@ Constructors only store a validated config (scikit-learn style); work happens in
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-from torch import nn
 
 from .config import BaseConfig
 from .coreset import Coreset

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List
 
 from .exceptions import UnknownNameError
 

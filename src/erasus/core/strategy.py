@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import torch
 
 from ..utils.data import check_nonempty
 from ..utils.misc import seed_everything

@@ -36,12 +36,11 @@ Stopping rules (``stopping=``):
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch

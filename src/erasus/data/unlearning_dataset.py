@@ -1,7 +1,7 @@
 """``UnlearningDataset``: a training set split into forget and retain parts."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch

@@ -32,7 +32,7 @@ runs; for one model a paired bootstrap over evaluation samples (``n_bootstrap``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 

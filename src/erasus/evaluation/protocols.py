@@ -8,7 +8,6 @@ stopping never peeks at the data the verdict is computed on.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field

@@ -6,7 +6,7 @@ Selectors, strategies and metrics are written against this interface only.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Tuple
+from typing import Any, Iterator
 
 import torch
 from torch import nn

@@ -1,7 +1,7 @@
 """Adapter for classifiers: any ``nn.Module`` mapping inputs ``x`` to logits, fed ``(x, y)``."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F

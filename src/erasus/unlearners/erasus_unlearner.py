@@ -8,10 +8,9 @@ from typing import Any, Dict, Optional, Sequence, Union
 from torch import nn
 
 from ..core.coreset import Coreset
-from ..core.exceptions import DataError
 from ..core.registry import build
 from ..core.trainer import UnlearningResult
-from ..utils.data import as_loader, check_nonempty
+from ..utils.data import check_nonempty
 
 
 class ErasusUnlearner:

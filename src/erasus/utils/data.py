@@ -1,11 +1,9 @@
 """Loader helpers shared by selectors, metrics and the trainer."""
 from __future__ import annotations
 
-import itertools
 from typing import Iterator, Optional
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..core.exceptions import DataError

@@ -1,8 +1,7 @@
 """Plain supervised training, used to build original and gold (retrained) models."""
 from __future__ import annotations
 
-import time
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
