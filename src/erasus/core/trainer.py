@@ -45,7 +45,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from ..utils.data import check_nonempty, cycle, subsample_loader
+from ..utils.data import check_nonempty, cycle, is_class_forgetting, subsample_loader
 from ..utils.misc import seed_everything, snapshot
 from .config import BaseConfig
 from .exceptions import ConfigError, DivergenceError
@@ -285,9 +285,8 @@ class UnlearningTrainer:
             if state["mode"] is None:
                 mode = c.forget_mode
                 if mode == "auto":
-                    fl = set(np.unique(stats["forget"]["label"]).tolist())
-                    rl = set(np.unique(stats["retain"]["label"]).tolist()) if "retain" in stats else set()
-                    mode = "class" if rl and not (fl & rl) else "sample"
+                    retain_labels = stats["retain"]["label"] if "retain" in stats else []
+                    mode = "class" if is_class_forgetting(stats["forget"]["label"], retain_labels) else "sample"
                 state["mode"] = mode
                 state["forget_labels"] = np.unique(stats["forget"]["label"])
             if "holdout" in stats:

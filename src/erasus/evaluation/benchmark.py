@@ -19,8 +19,9 @@ Why these tolerances: across seeds, models retrained on the same data differ by 
 inside PASS. PARTIAL (5 points) means at least about half of the forget set's excess
 accuracy is gone: on the Fashion-MNIST protocol an untouched model's forget accuracy
 exceeds the retrained model's by the whole generalisation gap (~9 points with the
-20k-image CNN, ~13 with the bundled MLP), and a model collapsed to chance is far outside. Utility metrics are one-sided: being
-*better* than the reference on retain or test data is never a failure.
+20k-image CNN, ~13 with the bundled MLP), and a model collapsed to chance is far outside.
+Utility metrics are one-sided: being *better* than the reference on retain or test data is
+never a failure.
 
 A metric PASSes when the confidence interval of (value − reference) comes within the
 PASS tolerance of zero, PARTIALs within the PARTIAL tolerance, else FAILs; the overall
@@ -39,6 +40,7 @@ import numpy as np
 from ..core.exceptions import ConfigError, DataError
 from ..core.trainer import loss_auc
 from ..metrics.context import EvalContext
+from ..utils.data import is_class_forgetting
 
 PASS, PARTIAL, FAIL = "PASS", "PARTIAL", "FAIL"
 
@@ -197,9 +199,8 @@ class UnlearningBenchmark:
                             "utility reference; or pass gold_model for gold_standard='retrain'.")
         models = list(unlearned_model) if isinstance(unlearned_model, (list, tuple)) else [unlearned_model]
         runs = [self._stats(wrap(m), loaders) for m in models]
-        # class forgetting: no forget label occurs in the retain data
-        self._class_mode = "retain" in runs[0] and not (
-            set(np.unique(runs[0]["forget"]["label"]).tolist()) & set(np.unique(runs[0]["retain"]["label"]).tolist()))
+        class_mode = "retain" in runs[0] and is_class_forgetting(runs[0]["forget"]["label"],
+                                                                  runs[0]["retain"]["label"])
         ref_stats = self._stats(wrap(gold_model if gold_standard == "retrain" else original_model), loaders)
         names = [n for n in ("forget_acc", "retain_acc", "test_acc", "mia_auc")
                  if all(req in runs[0] for req in {"forget_acc": ["forget"], "retain_acc": ["retain"],
@@ -207,13 +208,13 @@ class UnlearningBenchmark:
                  and runs[0].get("nonmember") is not None]
         report = BenchmarkReport(self.protocol, gold_standard, self.confidence_level, n_models=len(models))
         for name in names:
-            report.results.append(self._metric(name, runs, ref_stats, gold_standard))
+            report.results.append(self._metric(name, runs, ref_stats, gold_standard, class_mode))
         return report
 
-    def _reference(self, name, ref_stats, gold_standard):
+    def _reference(self, name, ref_stats, gold_standard, class_mode):
         if gold_standard == "retrain":
             return _FUNCS[name](ref_stats), "retrained"
-        if name == "forget_acc" and self._class_mode:
+        if name == "forget_acc" and class_mode:
             return 0.0, "class never seen"
         if name == "forget_acc":
             key = "holdout" if "holdout" in ref_stats else "test"
@@ -222,10 +223,10 @@ class UnlearningBenchmark:
             return 0.5, "unseen data"
         return _FUNCS[name](ref_stats), "original"
 
-    def _metric(self, name, runs, ref_stats, gold_standard) -> MetricResult:
+    def _metric(self, name, runs, ref_stats, gold_standard, class_mode) -> MetricResult:
         from scipy import stats as st
 
-        ref, label = self._reference(name, ref_stats, gold_standard)
+        ref, label = self._reference(name, ref_stats, gold_standard, class_mode)
         alpha = 1 - self.confidence_level
 
         def ref_of(s):  # reference for one run's own data (held-out accuracy of the same model)
@@ -256,7 +257,7 @@ class UnlearningBenchmark:
         rng = np.random.default_rng(self.seed)
         alpha = 1 - self.confidence_level
         vals, deltas = [], []
-        paired = gold_standard == "retrain" or (name in ("retain_acc", "test_acc"))
+        paired = gold_standard == "retrain" or name in ("retain_acc", "test_acc")
         for _ in range(self.n_bootstrap):
             idx = {k: rng.integers(0, len(v["loss"]), len(v["loss"])) for k, v in s.items()
                    if k != "nonmember" and len(v["loss"])}

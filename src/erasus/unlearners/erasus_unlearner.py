@@ -98,7 +98,7 @@ class ErasusUnlearner:
         from ..metrics import MetricSuite
 
         if holdout_data is None:
-            holdout_data = getattr(self, "holdout_data_", None)
+            holdout_data = self.holdout_data_
         if metrics is None and holdout_data is None and test_data is None:
             warnings.warn("evaluate(): no holdout_data or test_data, so no membership-inference metric "
                           "(mia_auc) can be computed; pass data the model never trained on.")

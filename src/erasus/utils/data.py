@@ -56,6 +56,12 @@ def check_nonempty(data, what: str) -> DataLoader:
     return loader
 
 
+def is_class_forgetting(forget_labels, retain_labels) -> bool:
+    """Class forgetting: retain data is present and none of the forget labels occurs in it."""
+    retain = set(np.unique(retain_labels).tolist())
+    return bool(retain) and not (set(np.unique(forget_labels).tolist()) & retain)
+
+
 def cycle(loader: DataLoader) -> Iterator:
     """Endless iteration over a loader (re-shuffled each pass if the loader shuffles)."""
     while True:
