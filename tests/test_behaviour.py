@@ -18,6 +18,25 @@ SCRUB_SMALL_MLP = pytest.mark.xfail(strict=True, reason=(
     "54% forget accuracy; bundled Fashion-MNIST random-10% improves the gap to retraining by only 0.6 "
     "points), while it passes class forgetting on the 20k-image CNN benchmark"))
 
+# Measured on digits class forgetting at the defaults (forget accuracy must be <= 10%):
+WEAK_ON_DIGITS = {
+    "bad_teacher": "distillation from a random teacher leaves ~27% forget accuracy (chance level for an "
+                   "incompetent teacher's near-uniform outputs is reached, not 0%)",
+    "boundary_expand": "the shadow class absorbs the forget samples, but after pruning ~35% fall back into "
+                       "the forgotten class before retain accuracy limits the run",
+    "fine_tune": "retain-only fine-tuning within a forget-set-sized step budget leaves ~80% forget accuracy",
+    "sparse_aware": "l1-sparse retain fine-tuning within the same budget leaves ~84% forget accuracy",
+    "neuron_pruning": "pruning without repair forgets the class but costs ~15 points of test accuracy",
+}
+
+
+def _param(name):
+    if name == "scrub":
+        return pytest.param(name, marks=SCRUB_SMALL_MLP)
+    if name in WEAK_ON_DIGITS:
+        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=WEAK_ON_DIGITS[name]))
+    return name
+
 
 def unlearn(task, split, name, seed=0):
     with warnings.catch_warnings():
@@ -38,8 +57,8 @@ def digits_class(digits):
     return digits, split, measure(digits.gold(split, 0), split), measure(digits.original(0), split)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=SCRUB_SMALL_MLP) if n == "scrub" else n
-                                  for n in STRATEGIES])
+# amnesiac needs updates recorded while the original was trained: tested in test_strategies.py
+@pytest.mark.parametrize("name", [_param(n) for n in STRATEGIES if n != "amnesiac"])
 def test_class_forgetting_on_digits_matches_retraining(name, digits_class):
     task, split, gold, original = digits_class
     assert original["forget_accuracy"] > 0.9  # the no-op would fail the next assertion
@@ -56,7 +75,7 @@ def fmnist_random(fmnist_small):
     return fmnist_small, split, gold, measure(fmnist_small.original(0), split, gold)
 
 
-@pytest.mark.parametrize("name", ["negative_gradient", pytest.param("scrub", marks=SCRUB_SMALL_MLP)])
+@pytest.mark.parametrize("name", ["negative_gradient", "wga", "simnpo", pytest.param("scrub", marks=SCRUB_SMALL_MLP)])
 def test_random_forgetting_on_fashion_mnist_moves_toward_retraining(name, fmnist_random):
     """On the bundled Fashion-MNIST subset, a random 10% deletion: the unlearned model must be
     closer to the retrained model than the untouched original is (average gap), and its

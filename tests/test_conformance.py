@@ -15,6 +15,22 @@ SELECTORS = list_registered("selector")
 METRICS = list_registered("metric")
 
 
+def make_strategy(name, tiny, tmp_path):
+    """The strategy at its defaults; strategies that need training-time records get them."""
+    cls = get("strategy", name)
+    if name == "amnesiac":
+        from erasus.strategies import AmnesiacRecorder, IndexedDataset
+        from erasus.utils.training import train_classifier
+
+        model, forget, retain, _ = tiny
+        trained = copy.deepcopy(model)
+        rec = AmnesiacRecorder(trained, tmp_path / "amnesiac", track_ids=range(12))
+        train_classifier(trained, DataLoader(IndexedDataset(forget.dataset.dataset), batch_size=8, shuffle=True),
+                         epochs=1, recorder=rec)
+        return cls(updates_dir=str(tmp_path / "amnesiac"))
+    return cls()
+
+
 def params_equal(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -31,12 +47,12 @@ def test_strategy_builds_with_defaults_and_config_round_trips(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_strategy_step_is_finite_changes_model_and_leaves_caller_untouched(name, tiny):
+def test_strategy_step_is_finite_changes_model_and_leaves_caller_untouched(name, tiny, tmp_path):
     model, forget, retain, _ = tiny
     before = copy.deepcopy(model)
     cls = get("strategy", name)
     kwargs = {"max_steps": 3, "progress": False, "stopping": "none", "min_steps": 0} if issubclass(cls, LossStrategy) else {"progress": False}
-    res = cls().unlearn(model, forget, retain, **kwargs)
+    res = make_strategy(name, tiny, tmp_path).unlearn(model, forget, retain, **kwargs)
     assert params_equal(model, before), "the caller's model must not change without inplace=True"
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
     assert not params_equal(res.model, before), f"{name} left the model unchanged"
@@ -45,32 +61,33 @@ def test_strategy_step_is_finite_changes_model_and_leaves_caller_untouched(name,
 
 
 @pytest.mark.parametrize("name", [n for n in STRATEGIES if issubclass(get("strategy", n), LossStrategy)])
-def test_loss_strategy_changes_only_trainable_parameters(name, tiny):
+def test_loss_strategy_changes_only_trainable_parameters(name, tiny, tmp_path):
     model, forget, retain, _ = tiny
+    strategy = make_strategy(name, tiny, tmp_path)
     model[1].weight.requires_grad_(False)
-    res = get("strategy", name)().unlearn(model, forget, retain, max_steps=3, progress=False, stopping="none",
+    res = strategy.unlearn(model, forget, retain, max_steps=3, progress=False, stopping="none",
                                           min_steps=0)
     assert torch.equal(res.model[1].weight, model[1].weight)
     assert not torch.equal(res.model[3].weight, model[3].weight)
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_strategy_seeded_runs_are_deterministic(name, tiny):
+def test_strategy_seeded_runs_are_deterministic(name, tiny, tmp_path):
     model, forget, retain, holdout = tiny
     cls = get("strategy", name)
     kw = {"max_steps": 4, "progress": False, "min_steps": 0} if issubclass(cls, LossStrategy) else {"progress": False}
-    a = cls().unlearn(model, forget, retain, holdout, seed=3, **kw).model
-    b = cls().unlearn(model, forget, retain, holdout, seed=3, **kw).model
+    a = make_strategy(name, tiny, tmp_path).unlearn(model, forget, retain, holdout, seed=3, **kw).model
+    b = make_strategy(name, tiny, tmp_path / "b").unlearn(model, forget, retain, holdout, seed=3, **kw).model
     assert params_equal(a, b)
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_strategy_inplace_modifies_the_given_model(name, tiny):
+def test_strategy_inplace_modifies_the_given_model(name, tiny, tmp_path):
     model, forget, retain, _ = tiny
     before = copy.deepcopy(model)
     cls = get("strategy", name)
     kw = {"max_steps": 2, "progress": False, "stopping": "none", "min_steps": 0} if issubclass(cls, LossStrategy) else {"progress": False}
-    res = cls().unlearn(model, forget, retain, inplace=True, **kw)
+    res = make_strategy(name, tiny, tmp_path).unlearn(model, forget, retain, inplace=True, **kw)
     assert res.model is model and not params_equal(model, before)
 
 

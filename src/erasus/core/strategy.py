@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 
 from ..utils.data import check_nonempty
-from ..utils.misc import seed_everything
+from ..utils.misc import seed_everything, seeded_loaders
 from .base import Configurable, check_supported
 from .config import BaseConfig
 from .module import UnlearningModule
@@ -33,6 +33,17 @@ class LossStrategyConfig(BaseConfig):
         self._check_positive("lr", "epochs")
         self._check_positive("weight_decay", allow_zero=True)
         self._check_choice("optimizer", ("adam", "adamw", "sgd"))
+
+
+@dataclass
+class ForgetRetainConfig(LossStrategyConfig):
+    """Adds ``retain_weight``: weight of the retain cross-entropy in each step (0 disables it)."""
+
+    retain_weight: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_positive("retain_weight", allow_zero=True)
 
 
 class BaseStrategy(Configurable):
@@ -96,6 +107,21 @@ class LossStrategy(UnlearningModule, BaseStrategy):
         self.adapter = None
 
 
+class ForgetRetainStrategy(LossStrategy):
+    """A forget objective (``forget_step``) plus ``retain_weight`` × the retain loss."""
+
+    config_class = ForgetRetainConfig
+
+    @property
+    def uses_retain(self) -> bool:  # type: ignore[override]
+        return self.config.retain_weight > 0
+
+    def retain_step(self, batch, batch_idx):
+        if self.config.retain_weight == 0:
+            return None
+        return self.config.retain_weight * self.adapter.loss(batch)
+
+
 class OneShotStrategy(BaseStrategy):
     """A strategy that edits the weights once (``apply``), with no training loop."""
 
@@ -113,7 +139,8 @@ class OneShotStrategy(BaseStrategy):
         seed_everything(seed)
         adapter = self._prepare(model, inplace)
         t0 = time.perf_counter()
-        reason = self.apply(adapter, forget_loader, retain_loader)
+        with seeded_loaders(seed, forget_loader, retain_loader):
+            reason = self.apply(adapter, forget_loader, retain_loader)
         adapter.model.eval()
         dt = time.perf_counter() - t0
         return UnlearningResult(model=adapter.model, stop_reason=reason, steps=1,

@@ -8,7 +8,8 @@ callbacks, the progress bar and the history. A strategy only defines its loss
 Stopping rules (``stopping=``):
 
 ``"calibrated"`` (the default when held-out data is given)
-    Needs no retrained model. Every ``eval_every_steps`` the trainer compares the forget
+    Needs no retrained model. Every ``eval_every_steps`` (default: twice per pass over the
+    forget set) the trainer compares ``val_max_samples`` (500) samples of the forget
     set with held-out data the model never saw, and scores the checkpoint with a proxy of
     the average gap to a retrained model. For sample forgetting the distance is
     ``|acc(forget) - acc0(holdout)| + |AUC - 0.5| + drop(retain acc) + drop(holdout acc)``:
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 
 from ..utils.data import check_nonempty, cycle, is_class_forgetting, subsample_loader
-from ..utils.misc import seed_everything, snapshot
+from ..utils.misc import seed_everything, seeded_loaders, snapshot
 from .config import BaseConfig
 from .exceptions import ConfigError, DivergenceError
 
@@ -83,7 +84,7 @@ class TrainerConfig(BaseConfig):
     backoff: float = 0.3
     max_backoffs: int = 3
     forget_mode: str = "auto"
-    val_max_samples: Optional[int] = 1000
+    val_max_samples: Optional[int] = 500
     precision: str = "auto"
     progress: bool = True
     seed: Optional[int] = 0
@@ -139,22 +140,43 @@ class Callback:
 
 
 @torch.no_grad()
-def split_stats(adapter, loader) -> Dict[str, np.ndarray]:
-    """Per-sample losses, correctness and labels of ``adapter``'s model on ``loader``."""
+def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.ndarray]:
+    """Per-sample losses, correctness and labels of ``adapter``'s model on ``loader``
+    (with ``with_entropy``, also the prediction entropy and modified entropy)."""
     model = adapter.model
     was = model.training
     model.eval()
-    losses, correct, labels = [], [], []
+    losses, correct, labels, entropy, m_entropy = [], [], [], [], []
     try:
         for batch in loader:
             logits, y = adapter.logits_and_labels(batch)
             losses.append(adapter.per_sample_loss(batch, logits=logits).float().cpu())
             correct.append((logits.argmax(1) == y).cpu())
             labels.append(y.cpu())
+            if with_entropy:
+                e, me = _entropies(logits.float(), y)
+                entropy.append(e.cpu())
+                m_entropy.append(me.cpu())
     finally:
         model.train(was)
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)
-    return {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels)}
+    out = {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels)}
+    if with_entropy:
+        out["entropy"], out["m_entropy"] = cat(entropy), cat(m_entropy)
+    return out
+
+
+def _entropies(logits: torch.Tensor, y: torch.Tensor):
+    """Prediction entropy and Song & Mittal's modified entropy
+    ``-(1 - p_y) log p_y - Σ_{i≠y} p_i log(1 - p_i)`` per sample (both lower for members)."""
+    logp = torch.log_softmax(logits, -1)
+    p = logp.exp()
+    entropy = -(p * logp).sum(1)
+    log1m = torch.log1p(-p.clamp(max=1 - 1e-7))
+    onehot = torch.nn.functional.one_hot(y, logits.shape[1]).bool()
+    py, logpy = p[onehot], logp[onehot]
+    m_entropy = -(1 - py) * logpy - (p * log1m).masked_fill(onehot, 0.0).sum(1)
+    return entropy, m_entropy
 
 
 def loss_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float:
@@ -228,7 +250,14 @@ class UnlearningTrainer:
     # ------------------------------------------------------------------------------------
     def fit(self, module, forget_loader, retain_loader=None, holdout_loader=None,
             strategy_name: str = "") -> UnlearningResult:
-        """Run ``module`` in place on its bound model and return an :class:`UnlearningResult`."""
+        """Run ``module`` in place on its bound model and return an :class:`UnlearningResult`.
+
+        With a seed, the loaders' own shuffling generators are seeded for the run and
+        restored after it, so the run does not depend on the loaders' earlier use."""
+        with seeded_loaders(self.config.seed, forget_loader, retain_loader):
+            return self._fit(module, forget_loader, retain_loader, holdout_loader, strategy_name)
+
+    def _fit(self, module, forget_loader, retain_loader, holdout_loader, strategy_name) -> UnlearningResult:
         from tqdm.auto import tqdm
 
         c = self.config
@@ -243,10 +272,6 @@ class UnlearningTrainer:
         seed_everything(c.seed)
         model, adapter = module.model, module.adapter
         device = adapter.device
-        t0 = time.perf_counter()
-        module.setup(forget_loader, retain_loader)
-        setup_s = time.perf_counter() - t0
-
         stopping = c.stopping
         note = ""
         if stopping == "auto":
@@ -262,16 +287,26 @@ class UnlearningTrainer:
         if c.max_steps is not None:
             total = min(total, c.max_steps)
         eval_every = c.eval_every_steps or (
-            max(1, spe // 4) if stopping == "calibrated" else max(1, (c.validate_every or 1) * spe))
+            max(1, spe // 2) if stopping == "calibrated" else max(1, (c.validate_every or 1) * spe))
 
         val = {"forget": subsample_loader(forget_loader, c.val_max_samples, seed=1)}
         if val_retain is not None:
             val["retain"] = subsample_loader(val_retain, c.val_max_samples, seed=2)
         if holdout_loader is not None:
             val["holdout"] = subsample_loader(holdout_loader, c.val_max_samples, seed=3)
+        reference: Dict[str, float] = {}
+        if stopping == "calibrated":
+            # utility references come from the model as given, before setup (which may edit weights)
+            ref = {k: split_stats(adapter, val[k]) for k in ("retain", "holdout") if k in val}
+            reference = {f"{k}_acc0": float(v["correct"].mean()) for k, v in ref.items()}
+
+        t0 = time.perf_counter()
+        module.setup(forget_loader, retain_loader)
+        setup_s = time.perf_counter() - t0
 
         history: Dict[str, list] = {"step": [], "loss": [], "eval": [], "backoffs": []}
-        state = {"mode": None, "retain_acc0": None, "best": math.inf, "best_step": 0,
+        state = {"mode": None, "retain_acc0": reference.get("retain_acc0"),
+                 "holdout_acc0": reference.get("holdout_acc0"), "best": math.inf, "best_step": 0,
                  "best_state": snapshot(model), "since_best": 0, "backoffs": 0, "lr_scale": 1.0,
                  "reset_optimizer": False}
         sign = 1.0 if c.monitor_mode == "min" else -1.0
@@ -291,7 +326,7 @@ class UnlearningTrainer:
                 state["forget_labels"] = np.unique(stats["forget"]["label"])
             if "holdout" in stats:
                 f, h = stats["forget"], stats["holdout"]
-                if state.get("retain_acc0") is None:
+                if state["holdout_acc0"] is None:
                     state["retain_acc0"] = m.get("val_retain_acc")
                     state["holdout_acc0"] = float(h["correct"].mean())
                 r_drop = max(0.0, state["retain_acc0"] - m["val_retain_acc"]) if "val_retain_acc" in m else 0.0

@@ -1,8 +1,13 @@
 """Stage 3: metrics. Each module registers its metrics on import."""
 from .accuracy import AccuracyMetric
+from .attacks import (CKAToGold, LinearProbe, QuantizationAttack, RelearnAttack, attack_report, linear_cka,
+                      quantize_weights, relearn)
 from .context import EvalContext
 from .gap import GoldGapMetric
-from .mia import LossMIAMetric, MIAEfficacyMetric
+from .mia import (ConfidenceMIAMetric, EntropyMIAMetric, LossMIAMetric, MIAEfficacyMetric,
+                  ModifiedEntropyMIAMetric)
 from .suite import MetricSuite
 
-__all__ = ["AccuracyMetric", "EvalContext", "GoldGapMetric", "LossMIAMetric", "MIAEfficacyMetric", "MetricSuite"]
+__all__ = [
+    "CKAToGold", "LinearProbe", "QuantizationAttack", "RelearnAttack", "attack_report", "linear_cka",
+    "quantize_weights", "relearn","ConfidenceMIAMetric", "EntropyMIAMetric", "ModifiedEntropyMIAMetric", "AccuracyMetric", "EvalContext", "GoldGapMetric", "LossMIAMetric", "MIAEfficacyMetric", "MetricSuite"]

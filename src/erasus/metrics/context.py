@@ -15,8 +15,8 @@ SPLITS = ("forget", "retain", "test", "holdout")
 class EvalContext:
     """Holds an adapter, up to four loaders and optionally a gold (retrained) adapter.
 
-    ``stats(split)`` returns per-sample ``loss``, ``correct``, ``label`` and ``confidence``
-    (the probability of the true label), computed once per split and model. Each split
+    ``stats(split)`` returns per-sample ``loss``, ``correct``, ``label``, ``confidence``
+    (the probability of the true label) and, for classifiers, ``entropy`` and ``m_entropy``, computed once per split and model. Each split
     is evaluated on at most ``max_samples`` samples (a fixed-seed subsample).
     """
 
@@ -47,7 +47,7 @@ class EvalContext:
             if adapter is None:
                 raise DataError("This metric needs a gold (retrained) model: pass gold_model=...")
             self.require("this metric", split)
-            s = split_stats(adapter, self.loaders[split])
+            s = split_stats(adapter, self.loaders[split], with_entropy=adapter.family == "classifier")
             s["confidence"] = np.exp(-s["loss"])
             self._cache[key] = s
         return self._cache[key]

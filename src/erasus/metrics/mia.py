@@ -7,6 +7,7 @@ import numpy as np
 
 from ..core.base import BaseMetric
 from ..core.config import BaseConfig
+from ..core.exceptions import DataError
 from ..core.registry import register
 from ..core.trainer import loss_auc
 
@@ -72,3 +73,58 @@ class MIAEfficacyMetric(BaseMetric):
         clf = SVC(C=3, gamma="auto", kernel="rbf").fit(X, y)
         pred = clf.predict(ctx.stats("forget")["confidence"][:, None])
         return {"mia_efficacy": float(1.0 - pred.mean())}
+
+
+class _ThresholdMIA(BaseMetric):
+    """A threshold attack on one per-sample score (higher score = "member"): ROC AUC
+    (scikit-learn) of forget samples (1) against held-out samples (0). Reference 0.5;
+    closer is better (well below 0.5 is over-forgetting, itself a membership signal)."""
+
+    key = ""
+    field = ""
+    sign = 1.0
+
+    def compute(self, ctx):
+        from sklearn.metrics import roc_auc_score
+
+        ctx.require(self.registered_name, "forget")
+        f, h = ctx.stats("forget"), ctx.stats(ctx.nonmember_split())
+        if self.field not in f:
+            raise DataError(f"{self.registered_name} needs class probabilities (a classifier), got a "
+                            f"{ctx.adapter.family!r} model.")
+        y = np.r_[np.ones(len(f[self.field])), np.zeros(len(h[self.field]))]
+        score = self.sign * np.r_[f[self.field], h[self.field]]
+        return {self.key: float(roc_auc_score(y, score))}
+
+
+@register("metric", "mia_confidence")
+class ConfidenceMIAMetric(_ThresholdMIA):
+    """Confidence-threshold attack (Song & Mittal, "Systematic Evaluation of Privacy Risks of
+    Machine Learning Models", USENIX Security 2021): members get a higher probability on
+    their true label. ``mia_confidence_auc``, reference 0.5."""
+
+    key, field, sign = "mia_confidence_auc", "confidence", 1.0
+    higher_is_better = {"mia_confidence_auc": None}
+    reference = {"mia_confidence_auc": 0.5}
+
+
+@register("metric", "mia_entropy")
+class EntropyMIAMetric(_ThresholdMIA):
+    """Entropy-threshold attack (Song & Mittal, USENIX Security 2021): members get
+    lower-entropy predictions; label-free. ``mia_entropy_auc``, reference 0.5."""
+
+    key, field, sign = "mia_entropy_auc", "entropy", -1.0
+    higher_is_better = {"mia_entropy_auc": None}
+    reference = {"mia_entropy_auc": 0.5}
+
+
+@register("metric", "mia_modified_entropy", aliases=("mia_m_entropy",))
+class ModifiedEntropyMIAMetric(_ThresholdMIA):
+    """Modified-entropy attack (Song & Mittal, USENIX Security 2021): ``Mentr(p, y) =
+    -(1 - p_y) log p_y - Σ_{i≠y} p_i log(1 - p_i)``, which is monotone in the correct-class
+    confidence and accounts for wrong-class mass; their strongest threshold attack.
+    ``mia_m_entropy_auc``, reference 0.5."""
+
+    key, field, sign = "mia_m_entropy_auc", "m_entropy", -1.0
+    higher_is_better = {"mia_m_entropy_auc": None}
+    reference = {"mia_m_entropy_auc": 0.5}

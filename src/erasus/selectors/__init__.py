@@ -1,7 +1,8 @@
 """Stage 1: coreset selectors. Each module registers its selectors on import."""
 from .basic import FullSelector, RandomSelector
-from .geometry import HerdingSelector, KCenterSelector
-from .gradient import EL2NSelector, GradientNormSelector
+from .geometry import HerdingSelector, KCenterSelector, KMeansPPSelector
+from .gradient import ActiveLearningSelector, EL2NSelector, GradientNormSelector
+from .influence import CheckpointRecorder, InfluenceSelector, TracInSelector
 
-__all__ = ["EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
+__all__ = ["KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
            "RandomSelector"]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from ..core.base import BaseSelector
+from ..core.config import BaseConfig
 from ..core.registry import register
 from ._common import collect_features
 
@@ -13,11 +16,12 @@ def _start_index(X: np.ndarray) -> int:
     return int(np.argmin(((X - X.mean(0)) ** 2).sum(1)))
 
 
-@register("selector", "kcenter", aliases=("k_center", "kcenter_greedy", "coreset_greedy"))
+@register("selector", "kcenter", aliases=("k_center", "kcenter_greedy", "coreset_greedy", "farthest_first"))
 class KCenterSelector(BaseSelector):
     """Greedy k-center on penultimate features (Sener & Savarese, "Active Learning for
     Convolutional Neural Networks: A Core-Set Approach", ICLR 2018): repeatedly add the
-    sample farthest from the chosen centres, a 2-approximation of the minimax cover.
+    sample farthest from the chosen centres, a 2-approximation of the minimax cover. This
+    is Gonzalez's farthest-first traversal (1985), also registered as ``farthest_first``.
     Score: the sample's distance to the centres when it was picked (coverage radius)."""
 
     def _select(self, adapter, loader, k):
@@ -57,3 +61,40 @@ class HerdingSelector(BaseSelector):
             available[i] = False
             running += X[i]
         return np.array(chosen), np.arange(k, 0, -1, dtype=np.float64)
+
+
+@dataclass
+class KMeansPPConfig(BaseConfig):
+    """``seed`` of the D² sampling."""
+
+    seed: int = 0
+
+
+@register("selector", "kmeans_pp", aliases=("kmeans++", "kmeanspp"))
+class KMeansPPSelector(BaseSelector):
+    """k-means++ seeding on penultimate features (Arthur & Vassilvitskii, "k-means++: The
+    Advantages of Careful Seeding", SODA 2007): the first sample uniformly at random, each
+    next one with probability proportional to its squared distance ``D²`` to the nearest
+    chosen sample; an O(log k)-approximate k-means cover that, unlike k-center, does not
+    chase outliers. Score: ``D²`` when picked (the first gets the largest)."""
+
+    config_class = KMeansPPConfig
+
+    def _select(self, adapter, loader, k):
+        X = collect_features(adapter, loader).astype(np.float64)
+        rng = np.random.default_rng(self.config.seed)
+        first = int(rng.integers(len(X)))
+        chosen, scores = [first], [np.inf]
+        d = ((X - X[first]) ** 2).sum(1)
+        for _ in range(k - 1):
+            d[chosen] = 0.0
+            total = d.sum()
+            if total <= 0:  # all remaining samples coincide with chosen ones
+                i = int(np.flatnonzero(~np.isin(np.arange(len(X)), chosen))[0])
+            else:
+                i = int(rng.choice(len(X), p=d / total))
+            chosen.append(i)
+            scores.append(float(d[i]))
+            d = np.minimum(d, ((X - X[i]) ** 2).sum(1))
+        scores[0] = max(scores[1:], default=1.0)
+        return np.array(chosen), np.array(scores)

@@ -50,3 +50,36 @@ class EL2NSelector(BaseSelector):
         probs, y = collect_probs_labels(adapter, loader)
         probs[np.arange(len(y)), y] -= 1.0
         return probs.norm(dim=1).numpy()
+
+
+@dataclass
+class ActiveLearningConfig(BaseConfig):
+    """``method``: ``"entropy"`` (prediction entropy), ``"least_confidence"`` (1 − max
+    probability) or ``"margin"`` (minus the gap between the two largest probabilities)."""
+
+    method: str = "entropy"
+
+    def validate(self) -> None:
+        self._check_choice("method", ("entropy", "least_confidence", "margin"))
+
+
+@register("selector", "active_learning", aliases=("uncertainty",))
+class ActiveLearningSelector(BaseSelector):
+    """Uncertainty sampling (Settles, "Active Learning Literature Survey", 2009; least
+    confidence, margin (Scheffer et al., 2001) and entropy (Shannon) scores): the samples the
+    model is least sure about. Label-free; for unlearning they are the forget samples on
+    the decision boundary, the cheapest to move."""
+
+    config_class = ActiveLearningConfig
+    supports = ("classifier",)
+
+    def score(self, adapter, loader):
+        _require_classifier(adapter, "active_learning")
+        probs, _ = collect_probs_labels(adapter, loader)
+        probs = probs.double()
+        if self.config.method == "entropy":
+            return -(probs * probs.clamp_min(1e-12).log()).sum(1).numpy()
+        top2 = probs.topk(2, dim=1).values
+        if self.config.method == "least_confidence":
+            return (1.0 - top2[:, 0]).numpy()
+        return -(top2[:, 0] - top2[:, 1]).numpy()

@@ -1,10 +1,27 @@
 """Stage 2: unlearning strategies. Each module registers its strategy on import."""
+from .amnesiac import Amnesiac, AmnesiacConfig, AmnesiacRecorder, IndexedDataset
+from .bad_teacher import BadTeacher, BadTeacherConfig
+from .boundary import BoundaryExpand, BoundaryExpandConfig, BoundaryShrink, BoundaryShrinkConfig
+from .composite import (AveragedUnlearning, EnsembleConfig, LayerFreezing, LayerFreezingConfig, MaskBased,
+                        MaskBasedConfig, SequentialUnlearning)
+from .fisher_forgetting import FisherForgetting, FisherForgettingConfig
 from .gradient_ascent import GradientAscent, GradientAscentConfig
 from .negative_gradient import NegativeGradient, NegativeGradientConfig
+from .neuron_pruning import NeuronPruning, NeuronPruningConfig
+from .preference import NPO, NPOConfig, SimNPO, SimNPOConfig, WGA, WGAConfig
+from .relabel import RandomLabel, RandomLabelConfig, SalUnConfig, SaliencyUnlearning
+from .retain_tuning import FineTune, FineTuneConfig, SparseAware, SparseAwareConfig
 from .scrub import SCRUB, SCRUBConfig
 from .ssd import SelectiveSynapticDampening, SSDConfig
 
 __all__ = [
+    "Amnesiac", "AmnesiacConfig", "AmnesiacRecorder", "IndexedDataset",
+    "BadTeacher", "BadTeacherConfig", "BoundaryExpand", "BoundaryExpandConfig", "BoundaryShrink",
+    "BoundaryShrinkConfig", "AveragedUnlearning", "EnsembleConfig", "LayerFreezing", "LayerFreezingConfig",
+    "SequentialUnlearning", "MaskBased", "MaskBasedConfig", "FisherForgetting", "FisherForgettingConfig", "NeuronPruning", "NeuronPruningConfig",
     "GradientAscent", "GradientAscentConfig", "NegativeGradient", "NegativeGradientConfig",
+    "NPO", "NPOConfig", "SimNPO", "SimNPOConfig", "WGA", "WGAConfig",
+    "RandomLabel", "RandomLabelConfig", "SaliencyUnlearning", "SalUnConfig",
+    "FineTune", "FineTuneConfig", "SparseAware", "SparseAwareConfig",
     "SCRUB", "SCRUBConfig", "SelectiveSynapticDampening", "SSDConfig",
 ]

@@ -11,9 +11,11 @@ from .misc import seed_everything
 
 def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.0,
                      seed: Optional[int] = 0, progress: bool = False, desc: str = "train",
-                     cosine: bool = True) -> nn.Module:
+                     cosine: bool = True, recorder=None) -> nn.Module:
     """Train ``model`` in place with Adam (cosine-annealed learning rate unless ``cosine=False``)
-    and cross-entropy on ``(x, y)`` batches; returns it."""
+    and cross-entropy on ``(x, y)`` batches; returns it. ``recorder``: an
+    :class:`~erasus.strategies.amnesiac.AmnesiacRecorder` (batches must then carry their
+    dataset indices, e.g. from an ``IndexedDataset``); it is closed at the end."""
     from tqdm.auto import tqdm
 
     from ..models import wrap
@@ -26,13 +28,19 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
     bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for _ in range(epochs):
         for batch in loader:
+            if recorder is not None:
+                recorder.before_step()
             loss = adapter.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if recorder is not None:
+                recorder.after_step(batch)
             if sched is not None:
                 sched.step()
             bar.update(1)
     bar.close()
+    if recorder is not None:
+        recorder.close()
     model.eval()
     return model
