@@ -5,7 +5,7 @@ set (2,000 samples), each registered selector picks 10% of the forget set; its w
 time is compared, in the same run, with one forward+backward pass over the same samples
 in batches of 64 (the cost of one epoch of gradient-based unlearning on them).
 
-    python benchmarks/selectors.py
+    python benchmarks/selector_cost.py
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def main(argv=None):
         rows.append({"selector": label, "seconds": dt, "per_1000": 1000 * dt / n, "ratio": dt / base})
         print(f"{label:28s} {dt:8.2f}s  {1000 * dt / n:7.3f} s/1k  {dt / base:7.2f}x fwd+bwd", flush=True)
     lines = ["# Selector cost on the Fashion-MNIST protocol", "",
-             f"`python benchmarks/selectors.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
+             f"`python benchmarks/selector_cost.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
              f"{os.cpu_count()} CPU cores; torch {torch.__version__}). Model: the protocol's CNN (0.42M parameters); "
              f"{n} forget samples (random 10%, seed {args.seed}); each selector picks k = {k}.",
              f"Reference: one forward+backward pass over the {n} samples in batches of 64 took {base:.2f} s "
