@@ -39,7 +39,7 @@ def fwd_bwd_seconds(model, loader) -> float:
 
 
 def main(argv=None):
-    from erasus.core.registry import build, list_registered
+    from erasus.core.registry import build, get, list_registered
     from erasus.evaluation.protocols import fashion_mnist_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +56,9 @@ def main(argv=None):
     base = fwd_bwd_seconds(model, split.forget)
     base = min(base, fwd_bwd_seconds(model, split.forget))  # warm
     rows = []
-    runs = [(name, name, {}) for name in list_registered("selector") if name != "full"]
+    skipped = [name for name in list_registered("selector")
+               if getattr(get("selector", name), "needs_training_records", False)]
+    runs = [(name, name, {}) for name in list_registered("selector") if name != "full" and name not in skipped]
     runs += [(label, name, kw) for label, (name, kw) in VARIANTS.items()]
     for label, name, kw in runs:
         sel = build("selector", name, **kw)
@@ -74,6 +76,9 @@ def main(argv=None):
              f"({1000 * base / n:.3f} s per 1,000). Goal for gradient-based scoring: at most 2x that.", "",
              "| selector | seconds | s per 1,000 samples | × one fwd+bwd pass |", "|---|---|---|---|"]
     lines += [f"| {r['selector']} | {r['seconds']:.2f} | {r['per_1000']:.3f} | {r['ratio']:.2f} |" for r in rows]
+    lines += ["", f"Not timed here: {', '.join(f'`{n}`' for n in skipped)}: they read statistics recorded during "
+              "training (`TrainingDynamicsRecorder`), so their selection cost is a table lookup; the recording "
+              "adds one argmax and one per-sample loss per training step."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "selectors.json").write_text(json.dumps({"fwd_bwd_seconds": base, "n": n, "k": k, "rows": rows}, indent=2))

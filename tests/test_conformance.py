@@ -92,10 +92,26 @@ def test_strategy_inplace_modifies_the_given_model(name, tiny, tmp_path):
 
 
 # selectors ----------------------------------------------------------------------------
+def make_selector(name, tiny, tmp_path):
+    """The selector at its defaults; selectors that need training-time records get them."""
+    cls = get("selector", name)
+    if name in ("forgetting_events", "loss_accumulation"):
+        from erasus.selectors import TrainingDynamicsRecorder
+        from erasus.strategies import IndexedDataset
+        from erasus.utils.training import train_classifier
+
+        model, forget, _, _ = tiny
+        rec = TrainingDynamicsRecorder(len(forget.dataset.dataset))
+        train_classifier(copy.deepcopy(model), DataLoader(IndexedDataset(forget.dataset.dataset), batch_size=8,
+                                                          shuffle=True), epochs=3, dynamics=rec)
+        return cls(record=str(rec.save(tmp_path / "dynamics.npz")))
+    return cls()
+
+
 @pytest.mark.parametrize("name", SELECTORS)
-def test_selector_returns_exactly_k_dataset_indices_independent_of_shuffling(name, tiny):
+def test_selector_returns_exactly_k_dataset_indices_independent_of_shuffling(name, tiny, tmp_path):
     model, forget, _, _ = tiny
-    sel = get("selector", name)()
+    sel = make_selector(name, tiny, tmp_path)
     n = len(forget.dataset)
     k = n if name == "full" else 7
     a = sel.select(model, forget, k=k)
@@ -110,7 +126,7 @@ def test_selector_returns_exactly_k_dataset_indices_independent_of_shuffling(nam
 @pytest.mark.parametrize("name", SELECTORS)
 def test_selector_config_round_trips_and_prune_ratio(name, tiny, tmp_path):
     model, forget, _, _ = tiny
-    sel = get("selector", name)()
+    sel = make_selector(name, tiny, tmp_path)
     path = sel.config.save(tmp_path / "sel.json")
     assert type(sel.config).load(path) == sel.config
     cs = sel.select(model, forget, prune_ratio=1.0)

@@ -152,3 +152,77 @@ def test_tracin_on_one_checkpoint_is_the_gradient_dot_product(tmp_path):
     np.testing.assert_allclose(s, 0.5 * (G @ G.sum(0)).numpy(), rtol=1e-5, atol=1e-8)
     s_self = TracInSelector(**rec.config(), target="self", last_layer=False).score(wrap(model), data)
     np.testing.assert_allclose(s_self, 0.5 * (G * G).sum(1).numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_lazy_greedy_facility_location_equals_plain_greedy_and_beats_random():
+    from erasus.selectors.submodular import facility_location_greedy
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    D = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    S = D.max() - D
+    F = lambda A: S[:, A].max(1).sum()
+    chosen, gains = facility_location_greedy(S, 8)
+    plain = []
+    for _ in range(8):  # plain greedy, by brute force
+        plain.append(max((j for j in range(60) if j not in plain), key=lambda j: F(plain + [j])))
+    assert chosen.tolist() == plain
+    assert np.allclose(np.cumsum(gains)[-1], F(plain))
+    assert F(plain) >= max(F(rng.choice(60, 8, replace=False).tolist()) for _ in range(50))
+
+
+def test_craig_gradient_distances_match_explicit_last_layer_gradients(tiny):
+    from erasus.selectors import CraigSelector
+    from erasus.utils.data import ordered_loader
+
+    model, forget, _, _ = tiny
+    R, H = CraigSelector()._gradients(wrap(model), ordered_loader(forget))
+    x, y = next(iter(ordered_loader(forget, batch_size=100)))
+    explicit = []
+    for i in range(len(y)):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        explicit.append(torch.cat([model[3].weight.grad.flatten(), model[3].bias.grad]))
+    E = torch.stack(explicit).double()
+    implicit = torch.stack([torch.cat([torch.outer(R[i], H[i][:-1]).flatten(), R[i]]) for i in range(len(R))])
+    assert torch.allclose(E, implicit, atol=1e-6)
+
+
+def test_forgetting_events_count_correct_to_incorrect_transitions():
+    from erasus.selectors import TrainingDynamicsRecorder
+
+    rec = TrainingDynamicsRecorder(3)
+    seq = {0: [1, 0, 1, 0], 1: [0, 1, 1, 1], 2: [0, 0, 0, 0]}  # 2 events, 0 events, never learned
+    for t in range(4):
+        rec.update([0, 1, 2], [seq[i][t] for i in range(3)], [float(t)] * 3)
+    assert rec.forgets.tolist() == [2, 0, 0] and rec.learned.tolist() == [True, True, False]
+    assert rec.loss_sum.tolist() == [6.0] * 3 and rec.seen.tolist() == [4] * 3
+
+
+def test_dynamics_selectors_find_mislabelled_training_samples(tmp_path):
+    """Digits with 20 flipped labels: the samples with the most forgetting events and the
+    highest accumulated loss over training are mostly the flipped ones (random: 20/200)."""
+    from torch.utils.data import DataLoader, Subset, TensorDataset
+
+    from erasus.data.vision import load_digits
+    from erasus.models.zoo import mlp
+    from erasus.selectors import ForgettingEventsSelector, LossAccumulationSelector, TrainingDynamicsRecorder
+    from erasus.strategies import IndexedDataset
+    from erasus.utils.training import train_classifier
+
+    clean, _ = load_digits(test_fraction=0.4, seed=0)
+    x, y = clean.tensors
+    y = y.clone()
+    flipped = np.arange(0, 200, 10)
+    y[flipped] = (y[flipped] + 3) % 10
+    train = TensorDataset(x, y)
+    rec = TrainingDynamicsRecorder(len(train))
+    torch.manual_seed(0)
+    model = mlp(64, 64, 10)
+    train_classifier(model, DataLoader(IndexedDataset(train), batch_size=32, shuffle=True), epochs=20, lr=3e-3,
+                     dynamics=rec)
+    path = rec.save(tmp_path / "dyn.npz")
+    forget = DataLoader(Subset(train, list(range(200))), batch_size=50)
+    for sel in (ForgettingEventsSelector(record=str(path)), LossAccumulationSelector(record=str(path))):
+        top = sel.select(model, forget, k=20).indices
+        assert len(set(top.tolist()) & set(flipped.tolist())) >= 14, type(sel).__name__

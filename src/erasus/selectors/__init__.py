@@ -2,7 +2,9 @@
 from .basic import FullSelector, RandomSelector
 from .geometry import HerdingSelector, KCenterSelector, KMeansPPSelector
 from .gradient import ActiveLearningSelector, EL2NSelector, GradientNormSelector
+from .dynamics import ForgettingEventsSelector, LossAccumulationSelector, TrainingDynamicsRecorder
+from .submodular import CraigSelector, SubmodularSelector
 from .influence import CheckpointRecorder, InfluenceSelector, TracInSelector
 
-__all__ = ["KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
+__all__ = ["ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
            "RandomSelector"]

@@ -6,41 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
 
 from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig
+from ..utils.data import IndexedDataset, root_indices  # noqa: F401  (re-exported)
 from ..utils.io import atomic_write_text, load_state_dict, save_state_dict
 
 INDEX = "amnesiac_index.json"
-
-
-class IndexedDataset(Dataset):
-    """Wraps a dataset so each item is ``(*item, index)``: the batches then carry their
-    samples' dataset indices, which :class:`AmnesiacRecorder` needs. Classifier adapters
-    read only the first two fields, so training code is unchanged."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        item = self.dataset[i]
-        return (*item, i) if isinstance(item, (tuple, list)) else (item, i)
-
-
-def root_indices(dataset) -> np.ndarray:
-    """Indices of ``dataset``'s samples in the dataset at the bottom of its ``Subset`` chain."""
-    idx = np.arange(len(dataset))
-    while isinstance(dataset, Subset):
-        idx = np.asarray(dataset.indices)[idx]
-        dataset = dataset.dataset
-    return idx
 
 
 class AmnesiacRecorder:

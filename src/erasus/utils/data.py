@@ -71,3 +71,29 @@ def cycle(loader: DataLoader) -> Iterator:
             yield batch
         if empty:
             raise DataError("Expected a non-empty loader to cycle over, got an empty one.")
+
+
+class IndexedDataset(Dataset):
+    """Wraps a dataset so each item is ``(*item, index)``: the batches then carry their
+    samples' dataset indices, which the training-time recorders (``AmnesiacRecorder``,
+    ``TrainingDynamicsRecorder``) need. Classifier adapters
+    read only the first two fields, so training code is unchanged."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        return (*item, i) if isinstance(item, (tuple, list)) else (item, i)
+
+
+def root_indices(dataset) -> np.ndarray:
+    """Indices of ``dataset``'s samples in the dataset at the bottom of its ``Subset`` chain."""
+    idx = np.arange(len(dataset))
+    while isinstance(dataset, Subset):
+        idx = np.asarray(dataset.indices)[idx]
+        dataset = dataset.dataset
+    return idx

@@ -11,11 +11,13 @@ from .misc import seed_everything
 
 def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.0,
                      seed: Optional[int] = 0, progress: bool = False, desc: str = "train",
-                     cosine: bool = True, recorder=None) -> nn.Module:
+                     cosine: bool = True, recorder=None, dynamics=None) -> nn.Module:
     """Train ``model`` in place with Adam (cosine-annealed learning rate unless ``cosine=False``)
     and cross-entropy on ``(x, y)`` batches; returns it. ``recorder``: an
     :class:`~erasus.strategies.amnesiac.AmnesiacRecorder` (batches must then carry their
-    dataset indices, e.g. from an ``IndexedDataset``); it is closed at the end."""
+    dataset indices, e.g. from an ``IndexedDataset``); it is closed at the end. ``dynamics``: a
+    :class:`~erasus.selectors.dynamics.TrainingDynamicsRecorder`, updated with every batch's
+    per-sample correctness and loss (batches must carry indices too)."""
     from tqdm.auto import tqdm
 
     from ..models import wrap
@@ -30,7 +32,13 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
         for batch in loader:
             if recorder is not None:
                 recorder.before_step()
-            loss = adapter.loss(batch)
+            if dynamics is None:
+                loss = adapter.loss(batch)
+            else:
+                logits, y = adapter.logits_and_labels(batch)
+                per = adapter.per_sample_loss(batch, logits=logits)
+                loss = per.mean()
+                dynamics.update(batch[-1], (logits.argmax(1) == y).cpu().numpy(), per.detach().cpu().numpy())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
