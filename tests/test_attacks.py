@@ -40,6 +40,7 @@ def test_every_attack_flags_the_original_and_not_the_retrained_model(fmnist_rand
     split, original, gold = fmnist_random_models
     run = lambda m: MetricSuite(ATTACKS).run(m, split.forget, split.retain, split.test, split.holdout)
     o, g = run(original), run(gold)
+    assert set(o) == {"mia_auc", "mia_confidence_auc", "mia_entropy_auc", "mia_m_entropy_auc"}
     for key in o:
         # measured: the original 0.54-0.56, the retrained model 0.506-0.508 (3,000 + 1,000 samples)
         assert o[key] > 0.53, (key, o[key])           # the memorising original leaks membership
@@ -97,3 +98,12 @@ def test_attacks_separate_the_original_from_the_retrained_model(fmnist_small):
     assert rs["relearn_forget_accuracy_before"]["model"] < 0.05          # it looks forgotten ...
     assert rs["probe_forget_accuracy"]["model"] > 0.9                      # ... its features say otherwise
     assert rs["probe_forget_accuracy"]["model"] > rs["probe_forget_accuracy"]["gold"] + 0.05
+
+
+def test_rmia_with_the_retrained_reference_flags_the_original_and_not_the_retrained_model(fmnist_random_models):
+    split, original, gold = fmnist_random_models
+    run = lambda m: MetricSuite(["rmia"]).run(m, split.forget, split.retain, split.test, split.holdout,
+                                              gold_model=gold)["rmia_auc"]
+    o, g = run(original), run(gold)
+    assert abs(g - 0.5) < 0.03, g        # the reference model against itself: no signal
+    assert o > g + 0.03, (o, g)          # the memorising original is caught

@@ -226,3 +226,38 @@ def test_dynamics_selectors_find_mislabelled_training_samples(tmp_path):
     for sel in (ForgettingEventsSelector(record=str(path)), LossAccumulationSelector(record=str(path))):
         top = sel.select(model, forget, k=20).indices
         assert len(set(top.tolist()) & set(flipped.tolist())) >= 14, type(sel).__name__
+
+
+def test_grad_match_reconstructs_the_forget_gradient_better_than_random(tiny):
+    from scipy.optimize import nnls
+
+    from erasus.selectors import GradMatchSelector
+    from erasus.utils.data import ordered_loader
+
+    model, forget, _, _ = tiny
+    sel = GradMatchSelector(lam=0.0)
+    R, H = sel._gradients(wrap(model), ordered_loader(forget))
+    G = torch.stack([torch.outer(r, h).flatten() for r, h in zip(R, H)]).numpy()
+    target = G.sum(0)
+    cs = sel.select(model, forget, k=4)
+    w = np.zeros(len(G))
+    w[cs.indices] = cs.scores
+    err = np.linalg.norm(G.T @ w - target)
+    rng = np.random.default_rng(0)
+    rand = [np.linalg.norm(G[idx].T @ nnls(G[idx].T, target)[0] - target)
+            for idx in (rng.choice(len(G), 4, replace=False) for _ in range(30))]
+    assert err <= np.median(rand)
+    full = sel.select(model, forget, k=len(G))
+    w = np.zeros(len(G))
+    w[full.indices] = full.scores
+    assert np.linalg.norm(G.T @ w - target) < 1e-6 * np.linalg.norm(target) + 1e-9
+
+
+def test_voting_of_one_selector_reproduces_its_ranking_and_fusion_respects_weights(tiny):
+    from erasus.selectors import EL2NSelector, VotingSelector, WeightedFusionSelector
+
+    model, forget, _, _ = tiny
+    ref = EL2NSelector().select(model, forget, k=5)
+    assert set(VotingSelector(selectors=["el2n"]).select(model, forget, k=5).indices) == set(ref.indices)
+    fused = WeightedFusionSelector(selectors=["el2n", "kcenter"], weights=[1.0, 0.0]).select(model, forget, k=5)
+    assert set(fused.indices) == set(ref.indices)

@@ -5,9 +5,9 @@ from .attacks import (CKAToGold, LinearProbe, QuantizationAttack, RelearnAttack,
 from .context import EvalContext
 from .gap import GoldGapMetric
 from .mia import (ConfidenceMIAMetric, EntropyMIAMetric, LossMIAMetric, MIAEfficacyMetric,
-                  ModifiedEntropyMIAMetric)
+                  ModifiedEntropyMIAMetric, RMIAMetric)
 from .suite import MetricSuite
 
-__all__ = [
+__all__ = ["RMIAMetric", 
     "CKAToGold", "LinearProbe", "QuantizationAttack", "RelearnAttack", "attack_report", "linear_cka",
     "quantize_weights", "relearn","ConfidenceMIAMetric", "EntropyMIAMetric", "ModifiedEntropyMIAMetric", "AccuracyMetric", "EvalContext", "GoldGapMetric", "LossMIAMetric", "MIAEfficacyMetric", "MetricSuite"]

@@ -128,3 +128,58 @@ class ModifiedEntropyMIAMetric(_ThresholdMIA):
     key, field, sign = "mia_m_entropy_auc", "m_entropy", -1.0
     higher_is_better = {"mia_m_entropy_auc": None}
     reference = {"mia_m_entropy_auc": 0.5}
+
+
+@dataclass
+class RMIAConfig(BaseConfig):
+    """``a``: the offline approximation parameter of ``Pr(x)`` from one OUT reference model,
+    0.3; ``gamma``: the likelihood-ratio threshold γ, 1.0."""
+
+    a: float = 0.3
+    gamma: float = 1.0
+
+    def validate(self) -> None:
+        self._check_range("a", 0.0, 1.0)
+        self._check_positive("gamma")
+
+
+@register("metric", "rmia")
+class RMIAMetric(BaseMetric):
+    """RMIA (Zarifzadeh, Liu, Mahloujifar & Shokri, "Low-Cost High-Power Membership Inference
+    Attacks", ICML 2024), offline with a single reference model: the retrained gold model,
+    which never saw the forget set, is the OUT reference.
+
+    For a sample ``x``, ``r(x) = Pr(y|x; θ) / Pr(x)`` with ``Pr(x) ≈ ½((1 + a)·Pr(y|x; θ_ref)
+    + (1 − a))`` (the paper's offline approximation). Population samples ``z`` are the
+    ``holdout`` split; ``score(x)`` is the fraction of them with ``r(x) / r(z) > γ``.
+    ``rmia_auc`` is the ROC AUC of the score on forget samples against the ``test`` split
+    (non-members disjoint from the population). Reference 0.5; the retrained model scores
+    about 0.5 by construction. Needs ``gold_model``, ``holdout`` and ``test``.
+    """
+
+    config_class = RMIAConfig
+    higher_is_better = {"rmia_auc": None}
+    reference = {"rmia_auc": 0.5}
+
+    def compute(self, ctx):
+        from sklearn.metrics import roc_auc_score
+
+        ctx.require("rmia", "forget", "holdout", "test")
+        if ctx.gold is None:
+            raise DataError("rmia uses the retrained model as its reference: pass gold_model=...")
+        a, gamma = self.config.a, self.config.gamma
+
+        def ratio(split):
+            p = ctx.stats(split)["confidence"]
+            p_ref = ctx.stats(split, gold=True)["confidence"]
+            return p / (0.5 * ((1 + a) * p_ref + (1 - a)))
+
+        rz = np.sort(ratio("holdout"))
+
+        def score(split):
+            # fraction of population z with r(x)/r(z) > gamma  <=>  r(z) < r(x)/gamma
+            return np.searchsorted(rz, ratio(split) / gamma, side="left") / len(rz)
+
+        f, t = score("forget"), score("test")
+        y = np.r_[np.ones(len(f)), np.zeros(len(t))]
+        return {"rmia_auc": float(roc_auc_score(y, np.r_[f, t]))}

@@ -2,9 +2,10 @@
 from .basic import FullSelector, RandomSelector
 from .geometry import HerdingSelector, KCenterSelector, KMeansPPSelector
 from .gradient import ActiveLearningSelector, EL2NSelector, GradientNormSelector
+from .ensemble import VotingSelector, WeightedFusionSelector
 from .dynamics import ForgettingEventsSelector, LossAccumulationSelector, TrainingDynamicsRecorder
-from .submodular import CraigSelector, SubmodularSelector
+from .submodular import CraigSelector, GradMatchSelector, SubmodularSelector
 from .influence import CheckpointRecorder, InfluenceSelector, TracInSelector
 
-__all__ = ["ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
+__all__ = ["VotingSelector", "WeightedFusionSelector", "GradMatchSelector", "ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
            "RandomSelector"]

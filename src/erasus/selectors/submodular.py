@@ -124,3 +124,52 @@ class CraigSelector(BaseSelector):
         sq = torch.diagonal(G)
         D = torch.sqrt(torch.clamp(sq[:, None] + sq[None, :] - 2 * G, min=0)).numpy()
         return facility_location_greedy(_similarity_from_dists(D), k)
+
+
+@dataclass
+class GradMatchConfig(BaseConfig):
+    """``lam``: ridge term of the weight fit, 1e-3 (relative to the Gram diagonal's mean)."""
+
+    lam: float = 1e-3
+
+    def validate(self) -> None:
+        self._check_positive("lam", allow_zero=True)
+
+
+@register("selector", "grad_match", aliases=("gradmatch",))
+class GradMatchSelector(CraigSelector):
+    """GradMatch (Killamsetty, Durga, Ramakrishnan, De & Iyer, "GRAD-MATCH: Gradient Matching
+    based Data Subset Selection for Efficient Deep Model Training", ICML 2021): orthogonal
+    matching pursuit picks samples whose non-negatively weighted gradient sum matches the
+    whole forget set's gradient ``Σ_i g_i``; after each pick the weights are refitted by
+    ridge-regularised non-negative least squares (scipy's NNLS). Gradients are last-layer
+    ones (as the paper uses for deep nets), kept in factored form until needed. Score: the
+    fitted weight of each chosen sample (how much of the forget gradient it stands for)."""
+
+    config_class = GradMatchConfig
+
+    def _select(self, adapter, loader, k):
+        from scipy.optimize import nnls
+
+        R, H = self._gradients(adapter, loader)
+        G = torch.stack([torch.outer(r, h).flatten() for r, h in zip(R, H)]).numpy()  # (n, C·(d+1))
+        target = G.sum(0)
+        lam = self.config.lam * float((G * G).sum(1).mean())
+        chosen, w = [], np.zeros(0)
+        residual = target.copy()
+        avail = np.ones(len(G), dtype=bool)
+        for _ in range(k):
+            corr = G @ residual
+            corr[~avail] = -np.inf
+            j = int(np.argmax(corr))
+            chosen.append(j)
+            avail[j] = False
+            A = G[chosen].T                                   # (dim, |S|)
+            if lam > 0:  # ridge as extra rows: ||A w - t||² + lam ||w||²
+                A_aug = np.vstack([A, np.sqrt(lam) * np.eye(len(chosen))])
+                t_aug = np.concatenate([target, np.zeros(len(chosen))])
+            else:
+                A_aug, t_aug = A, target
+            w, _ = nnls(A_aug, t_aug, maxiter=50 * len(chosen) + 100)
+            residual = target - A @ w
+        return np.array(chosen), w
