@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -74,7 +75,7 @@ def main(argv=None):
         cell[(r["method"], r["stopping"], r["factor"])].append(r)
     names = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["# Learning-rate sweep: calibrated stopping vs a fixed schedule", "",
-             f"`python benchmarks/lr_sweep.py {' '.join(argv or [])}`".replace(" `", "`") +
+             f"`python benchmarks/lr_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}`".replace(" `", "`") +
              f" on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} CPU cores; torch "
              f"{torch.__version__}); Fashion-MNIST protocol, {args.scenario} forgetting, seeds {args.seeds}; "
              f"{(time.perf_counter() - t0) / 60:.1f} min.", "",

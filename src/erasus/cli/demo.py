@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULT_STRATEGIES = ("gradient_ascent", "negative_gradient", "scrub", "ssd")
+DEFAULT_STRATEGIES = ("gradient_ascent", "negative_gradient", "scrub", "ssd", "wga", "simnpo")
 
 
 def run_demo(strategies: Sequence[str] = DEFAULT_STRATEGIES, seed: int = 0, forget_class: int = 1,
