@@ -28,6 +28,24 @@ def _require_classifier(adapter, who: str) -> None:
         raise UnsupportedModelError(f"{who} needs a classifier adapter, got a {adapter.family!r} model.")
 
 
+@torch.no_grad()
+def last_layer_grad_factors(adapter, loader):
+    """Factors of each sample's final-layer gradient ``(p − e_y) ⊗ [h, 1]``: returns
+    ``R = p − e_y`` (n, C) and ``H = [h, 1]`` (n, d + 1; the 1 only when the head has a bias),
+    in float64, from one forward pass."""
+    _require_classifier(adapter, "last-layer gradients")
+    has_bias = adapter.head is not None and adapter.head.bias is not None
+    R, H = [], []
+    for b in loader:
+        h = adapter.features(b).float()
+        logits, y = adapter.logits_and_labels(b)
+        r = F.softmax(logits.float(), -1)
+        r[torch.arange(len(y)), y] -= 1.0
+        R.append(r.double().cpu())
+        H.append((torch.cat([h, torch.ones(len(h), 1, device=h.device)], 1) if has_bias else h).double().cpu())
+    return torch.cat(R), torch.cat(H)
+
+
 def per_sample_grad_norms(adapter, loader, last_layer: bool = False) -> np.ndarray:
     """L2 norm of each sample's loss gradient w.r.t. the parameters.
 
@@ -41,15 +59,8 @@ def per_sample_grad_norms(adapter, loader, last_layer: bool = False) -> np.ndarr
     model = adapter.model
     out = []
     if last_layer:
-        with torch.no_grad():
-            for b in loader:
-                h = adapter.features(b).float()
-                logits, y = adapter.logits_and_labels(b)
-                r = F.softmax(logits.float(), -1)
-                r[torch.arange(len(y)), y] -= 1.0
-                has_bias = adapter.head is not None and adapter.head.bias is not None
-                out.append((r.norm(dim=1) * (h.pow(2).sum(1) + float(has_bias)).sqrt()).cpu())
-        return torch.cat(out).numpy()
+        R, H = last_layer_grad_factors(adapter, loader)
+        return (R.norm(dim=1) * H.norm(dim=1)).float().numpy()
 
     from torch.func import functional_call, grad, vmap
 

@@ -11,7 +11,7 @@ import torch
 from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
-from ._common import _require_classifier, collect_features
+from ._common import collect_features, last_layer_grad_factors
 
 
 def pairwise_sq_dists(X: np.ndarray) -> np.ndarray:
@@ -105,17 +105,7 @@ class CraigSelector(BaseSelector):
     supports = ("classifier",)
 
     def _gradients(self, adapter, loader):
-        _require_classifier(adapter, "craig")
-        R, H = [], []
-        with torch.no_grad():
-            for b in loader:
-                h = adapter.features(b).float()
-                logits, y = adapter.logits_and_labels(b)
-                r = torch.softmax(logits.float(), -1)
-                r[torch.arange(len(y)), y] -= 1.0
-                R.append(r.double())
-                H.append(torch.cat([h, torch.ones(len(h), 1)], 1).double())
-        return torch.cat(R), torch.cat(H)
+        return last_layer_grad_factors(adapter, loader)
 
     def _select(self, adapter, loader, k):
         R, H = self._gradients(adapter, loader)
