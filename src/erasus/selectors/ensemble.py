@@ -40,9 +40,9 @@ class _SelectorEnsemble(BaseSelector):
         out = []
         for name in self.config.selectors:
             sel = build("selector", name)
-            try:
+            if type(sel).score is not BaseSelector.score:  # a scoring selector
                 s = np.asarray(sel.score(adapter, loader), dtype=np.float64)
-            except NotImplementedError:
+            else:  # a sequential selector (k-center, herding, ...): rank by selection order
                 order, _ = sel._select(adapter, loader, n)
                 s = np.empty(n)
                 s[np.asarray(order)] = np.arange(n, 0, -1, dtype=np.float64)
