@@ -21,6 +21,7 @@ from ..core.base import BaseMetric
 from ..core.config import BaseConfig
 from ..core.registry import register
 from ..core.trainer import split_stats
+from ..selectors._common import collect_features
 from ..utils.misc import seed_everything
 
 
@@ -139,15 +140,6 @@ class QuantizationAttack(BaseMetric):
         return {f"int{b}_forget_accuracy": _accuracy(quantize_weights(m, b), ctx.loaders["forget"]) for b in (8, 4)}
 
 
-def collect_features(adapter, loader):
-    feats, labels = [], []
-    with torch.no_grad():
-        for batch in loader:
-            feats.append(adapter.features(batch).float().cpu())
-            labels.append(adapter.to_device(batch)[1].cpu())
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
-
-
 @dataclass
 class ProbeConfig(BaseConfig):
     """``C``: inverse L2 strength of the logistic-regression probe, 1.0; ``seed``."""
@@ -183,14 +175,15 @@ class LinearProbe(BaseMetric):
         from ..core.exceptions import DataError
 
         ctx.require("linear_probe", "forget")
-        fit = [collect_features(ctx.adapter, ctx.loaders[s]) for s in ("holdout", "test") if ctx.has(s)]
+        fit = [collect_features(ctx.adapter, ctx.loaders[s], with_labels=True) for s in ("holdout", "test")
+               if ctx.has(s)]
         if not fit:
             ctx.require("linear_probe", "holdout")
         x_fit, y_fit = np.concatenate([f[0] for f in fit]), np.concatenate([f[1] for f in fit])
         if len(np.unique(y_fit)) < 2:
             raise DataError("linear_probe: the held-out and test data hold one class only; expected samples of "
                             "several classes to fit the probe on.")
-        x_f, y_f = collect_features(ctx.adapter, ctx.loaders["forget"])
+        x_f, y_f = collect_features(ctx.adapter, ctx.loaders["forget"], with_labels=True)
         scaler = StandardScaler().fit(x_fit)
         probe = LogisticRegression(C=self.config.C, max_iter=2000, random_state=self.config.seed)
         probe.fit(scaler.transform(x_fit), y_fit)
@@ -225,8 +218,8 @@ class CKAToGold(BaseMetric):
             raise DataError("cka needs a gold (retrained) model: pass gold_model=...")
         for split in ("forget", "retain"):
             if ctx.has(split):
-                a, _ = collect_features(ctx.adapter, ctx.loaders[split])
-                b, _ = collect_features(ctx.gold, ctx.loaders[split])
+                a = collect_features(ctx.adapter, ctx.loaders[split])
+                b = collect_features(ctx.gold, ctx.loaders[split])
                 out[f"cka_{split}_to_gold"] = linear_cka(a, b)
         return out
 

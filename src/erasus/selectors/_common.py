@@ -9,8 +9,15 @@ from ..core.exceptions import UnsupportedModelError
 
 
 @torch.no_grad()
-def collect_features(adapter, loader) -> np.ndarray:
-    return torch.cat([adapter.features(b).float().cpu() for b in loader]).numpy()
+def collect_features(adapter, loader, with_labels: bool = False):
+    """Penultimate features of every sample in ``loader`` order (and their labels)."""
+    feats, labels = [], []
+    for b in loader:
+        feats.append(adapter.features(b).float().cpu())
+        if with_labels:
+            labels.append(adapter.to_device(b)[1].cpu())
+    X = torch.cat(feats).numpy()
+    return (X, torch.cat(labels).numpy()) if with_labels else X
 
 
 @torch.no_grad()
