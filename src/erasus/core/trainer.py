@@ -24,8 +24,12 @@ Stopping rules (``stopping=``):
     retain accuracy stays within ``retain_tolerance`` of its starting value. The run stops as
     soon as the distance is within ``calibration_tolerance``, or when it has not
     improved for ``calibration_patience`` evaluations after a first improvement, and the
-    best admissible checkpoint is restored. Retain data is used for validation even by
-    methods that do not train on it.
+    best admissible checkpoint is restored. When retain accuracy stays below the tolerance
+    for ``backoff_patience`` (2) evaluations in a row the run has overshot: the best
+    checkpoint is restored and the learning rate multiplied by ``backoff`` (at most
+    ``max_backoffs`` times); a single dip is not enough, since random-label and ascent
+    methods dip and recover. Retain data is used for validation even by methods that do
+    not train on it.
 ``"monitor"``
     Classic early stopping on ``monitor`` (e.g. ``"val_forget_loss"``, ``monitor_mode``
     ``"max"``) every ``validate_every`` epochs, with ``early_stopping_patience``.
@@ -63,7 +67,7 @@ class TrainerConfig(BaseConfig):
 
     max_epochs: Optional[float] = 5
     max_steps: Optional[int] = None
-    min_steps: int = 50
+    min_steps: int = 100
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9
@@ -83,6 +87,7 @@ class TrainerConfig(BaseConfig):
     retain_tolerance: float = 0.05
     backoff: float = 0.3
     max_backoffs: int = 3
+    backoff_patience: int = 2
     forget_mode: str = "auto"
     val_max_samples: Optional[int] = 500
     precision: str = "auto"
@@ -95,6 +100,7 @@ class TrainerConfig(BaseConfig):
                              "val_max_samples")
         self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "min_steps",
                              "max_backoffs", allow_zero=True)
+        self._check_positive("backoff_patience")
         self._check_range("backoff", 0.0, 1.0)
         if self.grad_clip is not None:
             self._check_positive("grad_clip")
@@ -308,7 +314,7 @@ class UnlearningTrainer:
         state = {"mode": None, "retain_acc0": reference.get("retain_acc0"),
                  "holdout_acc0": reference.get("holdout_acc0"), "best": math.inf, "best_step": 0,
                  "best_state": snapshot(model), "since_best": 0, "backoffs": 0, "lr_scale": 1.0,
-                 "reset_optimizer": False}
+                 "reset_optimizer": False, "bad_streak": 0}
         sign = 1.0 if c.monitor_mode == "min" else -1.0
 
         def evaluate(step: int) -> Dict[str, float]:
@@ -355,8 +361,12 @@ class UnlearningTrainer:
                     state.update(best=d, best_step=step, best_state=snapshot(model), since_best=0)
                 elif state["best_step"] > 0:  # patience runs once the run has improved at least once
                     state["since_best"] += 1
-                if not ok and state["backoffs"] < c.max_backoffs:
+                # a retain dip must persist before it counts as overshooting: random-label and
+                # ascent methods dip for one evaluation and recover
+                state["bad_streak"] = 0 if ok else state["bad_streak"] + 1
+                if state["bad_streak"] >= c.backoff_patience and state["backoffs"] < c.max_backoffs:
                     state["backoffs"] += 1
+                    state["bad_streak"] = 0
                     model.load_state_dict(state["best_state"])
                     state["lr_scale"] *= c.backoff
                     state["reset_optimizer"] = True

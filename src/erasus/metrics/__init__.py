@@ -4,10 +4,13 @@ from .attacks import (CKAToGold, LinearProbe, QuantizationAttack, RelearnAttack,
                       quantize_weights, relearn)
 from .context import EvalContext
 from .gap import GoldGapMetric
+from .lira import (ForgettingScore, ShadowModels, UnlearningShadows, forgetting_score, lira_scores,
+                   logit_confidence, rmia_ratio, rmia_scores, roc_summary)
 from .mia import (ConfidenceMIAMetric, EntropyMIAMetric, LossMIAMetric, MIAEfficacyMetric,
                   ModifiedEntropyMIAMetric, RMIAMetric)
 from .suite import MetricSuite
 
-__all__ = ["RMIAMetric", 
+__all__ = ["RMIAMetric", "ForgettingScore", "ShadowModels", "UnlearningShadows", "forgetting_score",
+    "lira_scores", "logit_confidence", "rmia_ratio", "rmia_scores", "roc_summary",
     "CKAToGold", "LinearProbe", "QuantizationAttack", "RelearnAttack", "attack_report", "linear_cka",
     "quantize_weights", "relearn","ConfidenceMIAMetric", "EntropyMIAMetric", "ModifiedEntropyMIAMetric", "AccuracyMetric", "EvalContext", "GoldGapMetric", "LossMIAMetric", "MIAEfficacyMetric", "MetricSuite"]

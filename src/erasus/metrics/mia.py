@@ -167,19 +167,13 @@ class RMIAMetric(BaseMetric):
         ctx.require("rmia", "forget", "holdout", "test")
         if ctx.gold is None:
             raise DataError("rmia uses the retrained model as its reference: pass gold_model=...")
-        a, gamma = self.config.a, self.config.gamma
+        from .lira import rmia_ratio, rmia_scores
 
         def ratio(split):
-            p = ctx.stats(split)["confidence"]
-            p_ref = ctx.stats(split, gold=True)["confidence"]
-            return p / (0.5 * ((1 + a) * p_ref + (1 - a)))
+            return rmia_ratio(ctx.stats(split)["confidence"], ctx.stats(split, gold=True)["confidence"],
+                              a=self.config.a)
 
-        rz = np.sort(ratio("holdout"))
-
-        def score(split):
-            # fraction of population z with r(x)/r(z) > gamma  <=>  r(z) < r(x)/gamma
-            return np.searchsorted(rz, ratio(split) / gamma, side="left") / len(rz)
-
-        f, t = score("forget"), score("test")
+        rz = ratio("holdout")
+        f, t = (rmia_scores(ratio(s), rz, self.config.gamma) for s in ("forget", "test"))
         y = np.r_[np.ones(len(f)), np.zeros(len(t))]
         return {"rmia_auc": float(roc_auc_score(y, np.r_[f, t]))}
