@@ -107,3 +107,39 @@ def test_rmia_with_the_retrained_reference_flags_the_original_and_not_the_retrai
     o, g = run(original), run(gold)
     assert abs(g - 0.5) < 0.03, g        # the reference model against itself: no signal
     assert o > g + 0.03, (o, g)          # the memorising original is caught
+
+
+def test_verification_suite_fails_the_original_and_passes_a_retrained_model(fmnist_small, fmnist_random_models):
+    from erasus.certification import UnlearningVerificationSuite
+
+    split, original, gold = fmnist_random_models
+    suite = UnlearningVerificationSuite(max_samples=1000)
+    run = lambda m: suite.run(m, gold, split.forget, split.retain, split.test, split.holdout)  # noqa: E731
+    rep_o, rep_r = run(original), run(fmnist_small.gold(split, 1))  # another seed's retrained model
+    families = {r.family for r in rep_o.results}
+    assert families == {"membership", "extraction", "relearning"} and not rep_o.skipped
+    assert rep_o.verdict == "FAIL" and rep_r.verdict == "PASS", rep_r.summary()
+    assert any(r.family == "membership" and not r.passed for r in rep_o.results), rep_o.summary()
+    text = rep_o.summary()
+    assert "what was attacked and how" in text and "Config:" in text and "overall verdict: FAIL" in text
+    # without held-out/test data the membership attacks say why they were skipped
+    partial = suite.run(original, gold, split.forget, split.retain)
+    assert "mia" in partial.skipped and "holdout" in partial.skipped["mia"] + partial.skipped["rmia"]
+
+
+def test_benchmark_protocol_hook():
+    from erasus.core.exceptions import ConfigError
+    from erasus.evaluation import UnlearningBenchmark
+
+    with pytest.raises(ConfigError, match="LLM extension"):
+        UnlearningBenchmark(protocol="tofu")
+    calls = []
+    UnlearningBenchmark.register_protocol("toy", lambda bench, model, **data: calls.append((bench.n_runs, data)) or "r")
+    try:
+        assert "toy" in UnlearningBenchmark.protocols()
+        assert UnlearningBenchmark(protocol="toy", n_runs=3).evaluate("m", forget_data="f") == "r"
+        assert calls[0][0] == 3 and calls[0][1]["forget_data"] == "f"
+        with pytest.raises(ConfigError, match="built in"):
+            UnlearningBenchmark.register_protocol("general", lambda *a, **k: None)
+    finally:
+        UnlearningBenchmark._extra_protocols.pop("toy", None)

@@ -3,7 +3,14 @@
 original (trained on the forget data)          -> FAIL
 retrained without the forget data (other seed) -> PASS
 reset to random weights                         -> FAIL (utility)
+a no-op strategy (gradient ascent at lr 1e-12)  -> FAIL
+gradient ascent run until the model collapsed   -> FAIL (utility)
+
+The 5-seed ladder draws, per seed, its own original and retrained models (and, for random
+forgetting, its own forget set).
 """
+import warnings
+
 import pytest
 import torch
 
@@ -29,6 +36,35 @@ def check(out):
     r = out["reset"]
     assert r.verdict == "FAIL", r.summary()
     assert {m.name: m.verdict for m in r.results}["test_acc"] == "FAIL"
+
+
+def _unlearned(task, split, seed, **kwargs):
+    from erasus.unlearners import ErasusUnlearner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ErasusUnlearner(task.original(seed), strategy="gradient_ascent", strategy_kwargs=kwargs.pop("skw")).fit(
+            split.forget, split.retain, split.holdout, progress=False, seed=seed, **kwargs).model
+
+
+@pytest.mark.parametrize("task_name,kind", [("digits", "class"), ("fmnist_small", "random")])
+@pytest.mark.parametrize("seed", range(5))
+def test_sanity_ladder_five_seeds(task_name, kind, seed, request):
+    task = request.getfixturevalue(task_name)
+    split = task.split(kind, forget_class=3 if task_name == "digits" else 1, seed=seed)
+    gold = task.gold(split, seed=seed)
+    bench = UnlearningBenchmark(protocol="general", gold_standard="retrain", n_bootstrap=200, seed=seed)
+    ev = lambda m: bench.evaluate(m, split.forget, split.retain, split.test, split.holdout, gold_model=gold)  # noqa
+    torch.manual_seed(1000 + seed)
+    out = {"original": ev(task.original(seed)), "reset": ev(task.model_fn().eval()),
+           "retrained": [ev(task.gold(split, seed=seed + 10))]}
+    check(out)
+    noop = ev(_unlearned(task, split, seed, skw={"lr": 1e-12}, stopping="none"))
+    assert noop.verdict == "FAIL", noop.summary()
+    collapsed_model = _unlearned(task, split, seed, skw={"lr": 1e-2, "epochs": 10}, stopping="none")
+    collapsed = ev(collapsed_model)
+    v = {m.name: m.verdict for m in collapsed.results}
+    assert collapsed.verdict == "FAIL" and v["test_acc"] == "FAIL", collapsed.summary()
 
 
 def test_ladder_digits_class(digits):

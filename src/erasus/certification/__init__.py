@@ -3,6 +3,7 @@
 ``TheoreticalBounds`` (bounds with stated assumptions)."""
 from .bounds import Bound, TheoreticalBounds
 from .certified_removal import CertifiedLogisticRegression, CertifiedRemovalVerifier
+from .suite import SuiteReport, UnlearningVerificationSuite
 from .verifier import UnlearningVerifier, VerificationReport
 
-__all__ = ["Bound", "TheoreticalBounds", "CertifiedLogisticRegression", "CertifiedRemovalVerifier", "UnlearningVerifier", "VerificationReport"]
+__all__ = ["SuiteReport", "UnlearningVerificationSuite", "Bound", "TheoreticalBounds", "CertifiedLogisticRegression", "CertifiedRemovalVerifier", "UnlearningVerifier", "VerificationReport"]

@@ -148,13 +148,30 @@ class UnlearningBenchmark:
     """
 
     PROTOCOLS = ("general",)
+    #: protocols added by extensions: name -> evaluate(benchmark, unlearned_model, **data) -> report
+    _extra_protocols: Dict[str, Callable] = {}
+
+    @classmethod
+    def register_protocol(cls, name: str, evaluate: Callable) -> None:
+        """The hook through which an extension adds a protocol (the LLM package registers
+        ``tofu``, ``muse`` and ``wmdp``): ``evaluate(benchmark, unlearned_model, **data)``
+        returns a report with ``verdict``, ``results`` and ``summary()``; the benchmark's
+        ``n_runs``, ``confidence_level`` and ``tolerances`` are available to it."""
+        if name in cls.PROTOCOLS:
+            raise ConfigError(f"Protocol {name!r} is built in and cannot be replaced.")
+        cls._extra_protocols[name] = evaluate
+
+    @classmethod
+    def protocols(cls) -> tuple:
+        return cls.PROTOCOLS + tuple(sorted(cls._extra_protocols))
 
     def __init__(self, protocol: str = "general", gold_standard: str = "auto", n_runs: int = 1,
                  confidence_level: float = 0.95, n_bootstrap: int = 500, max_samples: Optional[int] = 5000,
                  tolerances: Optional[Dict[str, tuple]] = None, seed: int = 0):
-        if protocol not in self.PROTOCOLS:
-            raise ConfigError(f"Expected protocol in {self.PROTOCOLS}, got {protocol!r}. The LLM protocols "
-                              "(tofu, muse, wmdp) need the LLM extension.")
+        if protocol not in self.protocols():
+            hint = (" The LLM protocols (tofu, muse, wmdp) are registered by the LLM extension when it is "
+                    "imported." if protocol in ("tofu", "muse", "wmdp") else "")
+            raise ConfigError(f"Expected protocol in {self.protocols()}, got {protocol!r}.{hint}")
         if gold_standard not in ("auto", "retrain", "holdout"):
             raise ConfigError(f"Expected gold_standard 'auto', 'retrain' or 'holdout', got {gold_standard!r}.")
         if not 0.5 <= confidence_level < 1.0:
@@ -182,6 +199,10 @@ class UnlearningBenchmark:
         classes); defaults to ``test_data``."""
         from ..models import wrap
 
+        if self.protocol in self._extra_protocols:
+            return self._extra_protocols[self.protocol](
+                self, unlearned_model, forget_data=forget_data, retain_data=retain_data, test_data=test_data,
+                holdout_data=holdout_data, gold_model=gold_model, original_model=original_model)
         if forget_data is None:
             raise DataError("Expected forget_data (the data that was unlearned), got None.")
         gold_standard = self.gold_standard

@@ -90,12 +90,17 @@ class RelearnAttack(BaseMetric):
     ``relearn_forget_accuracy`` (after the attack) with reference ``"gold"``: the same attack
     on the retrained model. A model that only suppressed the forget set springs back above
     the gold value; genuinely removed knowledge relearns no faster than it would from
-    scratch. Also ``relearn_forget_accuracy_before`` on the same evaluation samples.
+    scratch. Also ``relearn_forget_accuracy_before`` on the same evaluation samples, and,
+    when retain data is given, ``retain_finetune_forget_accuracy``: the same fine-tuning on
+    retain data only (a benign user's further training), which must not revive the
+    forget set either.
     """
 
     config_class = RelearnConfig
-    higher_is_better = {"relearn_forget_accuracy": None, "relearn_forget_accuracy_before": None}
-    reference = {"relearn_forget_accuracy": "gold", "relearn_forget_accuracy_before": "gold"}
+    higher_is_better = {"relearn_forget_accuracy": None, "relearn_forget_accuracy_before": None,
+                        "retain_finetune_forget_accuracy": None}
+    reference = {"relearn_forget_accuracy": "gold", "relearn_forget_accuracy_before": "gold",
+                 "retain_finetune_forget_accuracy": "gold"}
 
     def compute(self, ctx) -> Dict[str, float]:
         c = self.config
@@ -103,8 +108,12 @@ class RelearnAttack(BaseMetric):
         attack, evaluate = _split_forget(ctx.loaders["forget"], c.fraction, c.seed)
         model = ctx.adapter.model
         attacked = relearn(model, attack, c.steps, c.lr, c.seed)
-        return {"relearn_forget_accuracy_before": _accuracy(model, evaluate),
-                "relearn_forget_accuracy": _accuracy(attacked, evaluate)}
+        out = {"relearn_forget_accuracy_before": _accuracy(model, evaluate),
+               "relearn_forget_accuracy": _accuracy(attacked, evaluate)}
+        if ctx.has("retain"):  # benign fine-tuning on retain data only must not bring the forget set back
+            out["retain_finetune_forget_accuracy"] = _accuracy(
+                relearn(model, ctx.loaders["retain"], c.steps, c.lr, c.seed), evaluate)
+        return out
 
 
 def quantize_weights(model: torch.nn.Module, bits: int) -> torch.nn.Module:

@@ -185,16 +185,21 @@ def loss_attack_scores(target: np.ndarray) -> np.ndarray:
 
 
 def rmia_ratio(target_conf: np.ndarray, ref_conf: np.ndarray, ref_members: Optional[np.ndarray] = None,
-               a: float = 0.3) -> np.ndarray:
+               a: float = 0.3, out_only: bool = False) -> np.ndarray:
     """RMIA's ``r(x) = Pr(y|x; θ) / Pr(x)`` (Zarifzadeh et al., ICML 2024) with
     ``Pr(x)`` the mean of the reference models' ``p_y`` (``ref_conf``, models × samples),
     where an OUT reference's ``p`` is replaced by the paper's offline correction
     ``½((1 + a)p + (1 − a))`` and IN references count as they are (``ref_members``;
-    default: all OUT)."""
+    default: all OUT). ``out_only``: the offline attack, averaging only each sample's OUT
+    references."""
     ref_conf = np.atleast_2d(ref_conf)
     members = np.zeros(ref_conf.shape, dtype=bool) if ref_members is None else np.atleast_2d(ref_members)
     ref = np.where(members, ref_conf, 0.5 * ((1 + a) * ref_conf + (1 - a)))
-    return np.asarray(target_conf, dtype=np.float64) / np.maximum(ref.mean(0), 1e-30)
+    w = (~members if out_only else np.ones_like(members)).astype(np.float64)
+    if (w.sum(0) == 0).any():
+        raise DataError("Offline RMIA needs at least one OUT reference model for every sample.")
+    pr_x = (ref * w).sum(0) / w.sum(0)
+    return np.asarray(target_conf, dtype=np.float64) / np.maximum(pr_x, 1e-30)
 
 
 def rmia_scores(ratio_x: np.ndarray, ratio_population: np.ndarray, gamma: float = 1.0) -> np.ndarray:

@@ -5,7 +5,10 @@ from .gradient import ActiveLearningSelector, EL2NSelector, GradientNormSelector
 from .ensemble import VotingSelector, WeightedFusionSelector
 from .dynamics import ForgettingEventsSelector, LossAccumulationSelector, TrainingDynamicsRecorder
 from .submodular import CraigSelector, GradMatchSelector, SubmodularSelector
+from .valuation import (AutoSelector, DataShapleySelector, GlisterSelector, RepresenterSelector,
+                        ValuationNetworkSelector, knn_shapley)
 from .influence import CheckpointRecorder, InfluenceSelector, TracInSelector
 
-__all__ = ["VotingSelector", "WeightedFusionSelector", "GradMatchSelector", "ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
+__all__ = ["AutoSelector", "DataShapleySelector", "GlisterSelector", "RepresenterSelector",
+           "ValuationNetworkSelector", "knn_shapley", "VotingSelector", "WeightedFusionSelector", "GradMatchSelector", "ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
            "RandomSelector"]

@@ -92,11 +92,12 @@ class _DynamicsSelector(BaseSelector):
         return rec, idx
 
 
-@register("selector", "forgetting_events", aliases=("forgetting", "toneva"))
+@register("selector", "forgetting_events", aliases=("forgetting", "toneva", "forgetting_score"))
 class ForgettingEventsSelector(_DynamicsSelector):
     """Forgetting events (Toneva, Sordoni, Combes, Trischler, Bengio & Gordon, "An Empirical
     Study of Example Forgetting during Deep Neural Network Learning", ICLR 2019): the number
-    of times a sample went from correctly to incorrectly classified during training.
+    of times a sample went from correctly to incorrectly classified during training (the
+    "forgetting score" of Toneva et al. and of Paul et al.'s data-diet study, hence the alias).
     Samples never learned count as forgotten most often (the paper's convention: they get
     the largest count). High scores: hard, atypical or mislabelled samples, the ones the
     model had to memorise. Needs the record of a :class:`TrainingDynamicsRecorder`."""

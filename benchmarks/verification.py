@@ -1,0 +1,195 @@
+"""Verification benchmark: do the attacks rank models correctly, and what do they find?
+
+Part A, membership inference on overfit Fashion-MNIST models. The protocol's CNN and
+recipe (small CNN, Adam 1e-3, 30 epochs, no augmentation: it memorises), trained as
+``--shadows`` shadow models on random halves of a ``--population``-image population
+(each image is IN for exactly half of them). Leave-one-out, as in LiRA's paper: each
+model in turn is the target and the others are its shadows / reference models. Attacks:
+the loss threshold (Yeom et al.), LiRA online and offline (Carlini et al. 2022, fixed
+variance), RMIA with all references and offline with OUT references only (Zarifzadeh et
+al. 2024). Reported: AUC and TPR at 0.1% and 1% FPR, averaged over targets.
+
+Part B, attacks on unlearned models. The Fashion-MNIST protocol of
+``classification.py`` (seed 0): every strategy at its defaults, then the relearning attack
+(30 Adam steps on 10% of the forget set, accuracy on the other 90%), benign fine-tuning on
+retain data only (same steps; forget accuracy after), int8 and int4 weight quantization
+(forget accuracy), and a linear probe for the forget labels on frozen features, each
+next to the retrained model under the same attack.
+
+    python benchmarks/verification.py                      # ~25 min on 2 CPU cores
+    python benchmarks/verification.py --part b --strategies negative_gradient,scrub
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ATTACK_KEYS = [("forget_acc", "forget acc"), ("relearn_forget_accuracy", "relearn"),
+               ("retain_finetune_forget_accuracy", "retain fine-tune"), ("int8_forget_accuracy", "int8"),
+               ("int4_forget_accuracy", "int4"), ("probe_forget_accuracy", "probe")]
+
+
+def part_a(args, cache: Path):
+    from torch.utils.data import DataLoader, Subset
+
+    from erasus.data.vision import load_fashion_mnist
+    from erasus.metrics.lira import ShadowModels, lira_scores, rmia_ratio, rmia_scores, roc_summary
+    from erasus.models.zoo import small_cnn
+    from erasus.utils.training import train_classifier
+
+    population = load_fashion_mnist(train=True, n=args.population, seed=7)
+    path = cache / f"shadows-fmnist-p{args.population}-m{args.shadows}-e{args.epochs}.npz"
+    if path.exists():
+        z = np.load(path)
+        shadows = ShadowModels(z["scores"], z["members"], float(z["train_seconds"]))
+    else:
+        def train_fn(idx, seed):
+            torch.manual_seed(seed)
+            model = small_cnn(width=32)
+            loader = DataLoader(Subset(population, idx.tolist()), batch_size=128, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed))
+            return train_classifier(model, loader, epochs=args.epochs, lr=1e-3, seed=seed, cosine=False).eval()
+
+        shadows = ShadowModels.train(train_fn, population, n_models=args.shadows, seed=0, progress=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, scores=shadows.scores, members=shadows.members, train_seconds=shadows.train_seconds)
+        os.replace(tmp, path)
+    conf = 1.0 / (1.0 + np.exp(-shadows.scores))  # p_y from phi = logit(p_y)
+    rows = {k: [] for k in ("loss threshold", "LiRA online", "LiRA offline", "RMIA (all references)",
+                            "RMIA offline (OUT references)")}
+    M = shadows.n_models
+    for t in range(M):
+        keep = np.arange(M) != t
+        s, mem = shadows.scores[keep], shadows.members[keep]
+        y = shadows.members[t]
+        rows["loss threshold"].append(roc_summary(shadows.scores[t], y))
+        rows["LiRA online"].append(roc_summary(lira_scores(shadows.scores[t], s, mem, online=True), y))
+        rows["LiRA offline"].append(roc_summary(lira_scores(shadows.scores[t], s, mem, online=False), y))
+        for name, out_only in (("RMIA (all references)", False), ("RMIA offline (OUT references)", True)):
+            r = rmia_ratio(conf[t], conf[keep], mem, out_only=out_only)
+            rows[name].append(roc_summary(rmia_scores(r, r), y))
+    table = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0]} for k, v in rows.items()}
+    return {"attacks": table, "n_models": M, "population": args.population, "epochs": args.epochs,
+            "shadow_train_seconds": shadows.train_seconds}
+
+
+def part_b(args, cache: Path, strategies):
+    from erasus.evaluation.protocols import fashion_mnist_task
+    from erasus.metrics import MetricSuite
+    from erasus.unlearners import ErasusUnlearner
+
+    task = fashion_mnist_task(cache_dir=cache, progress=True)
+    suite = MetricSuite(["accuracy", "relearn", "quantization", "linear_probe"], max_samples=2000)
+    out = []
+    for kind in args.scenarios.split(","):
+        split = task.split(kind, fraction=0.1, forget_class=1, seed=args.seed)
+        original, gold = task.original(args.seed), task.gold(split, args.seed)
+
+        def attack(name, model, note=""):
+            m = suite.run(model, split.forget, split.retain, split.test, split.holdout)
+            row = {"scenario": split.kind, "method": name, "note": note,
+                   "forget_acc": m.get("forget_accuracy", float("nan"))}
+            row.update({k: float(v) for k, v in m.items() if k in dict(ATTACK_KEYS)})
+            print(f"{split.kind:9s} {name:22s} " + " ".join(f"{lab}={100 * row.get(k, float('nan')):.1f}"
+                                                           for k, lab in ATTACK_KEYS), flush=True)
+            return row
+
+        out.append(attack("retrain", gold, "gold standard"))
+        out.append(attack("original", original, "untouched model"))
+        for name in strategies:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = ErasusUnlearner(original, strategy=name).fit(split.forget, split.retain, split.holdout,
+                                                                   progress=False, seed=args.seed)
+            out.append(attack(name, res.model, res.stop_reason))
+    return out
+
+
+def markdown(a, b, meta) -> str:
+    lines = ["# Verification benchmark", "",
+             f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
+             f"{meta['total_min']:.1f} min.", ""]
+    if a:
+        lines += ["## A. Membership inference on overfit Fashion-MNIST models", "",
+                  f"{a['n_models']} models of the protocol's CNN recipe ({a['epochs']} epochs, no augmentation), each "
+                  f"trained on a random half of {a['population']} Fashion-MNIST training images (each image IN for "
+                  f"exactly half of them; {a['shadow_train_seconds'] / 60:.1f} min of training). Leave-one-out: every "
+                  "model is the target once, the others are its shadows / references; mean over targets.", "",
+                  "| attack | AUC | TPR @ 0.1% FPR | TPR @ 1% FPR |", "|---|---|---|---|"]
+        for k, v in a["attacks"].items():
+            lines.append(f"| {k} | {v['auc']:.3f} | {100 * v['tpr@0.1%fpr']:.2f}% | {100 * v['tpr@1%fpr']:.2f}% |")
+        base = a["attacks"]["loss threshold"]
+        lira = a["attacks"]["LiRA online"]
+        lines += ["", f"LiRA online vs the loss threshold: AUC {lira['auc']:.3f} vs {base['auc']:.3f}; TPR at 0.1% FPR "
+                      f"{100 * lira['tpr@0.1%fpr']:.2f}% vs {100 * base['tpr@0.1%fpr']:.2f}% "
+                      f"({lira['tpr@0.1%fpr'] / max(base['tpr@0.1%fpr'], 1e-9):.1f}x).", ""]
+    if b:
+        lines += ["## B. Attacks on unlearned models (Fashion-MNIST protocol, seed 0)", "",
+                  "Forget-set accuracy (%) of each model before and after each attack; the retrained row is the "
+                  "reference: an unlearned model should respond to every attack as the retrained model does. "
+                  "relearn: 30 Adam steps (lr 1e-3) on 10% of the forget set, accuracy on the other 90%; "
+                  "retain fine-tune: the same steps on retain data only; int8 / int4: symmetric per-tensor weight "
+                  "quantization; probe: logistic-regression probe for the forget labels on frozen penultimate "
+                  "features. Δ: mean |difference| to the retrained row over the attack columns (points).", ""]
+        for scenario in dict.fromkeys(r["scenario"] for r in b):
+            rs = [r for r in b if r["scenario"] == scenario]
+            gold = next(r for r in rs if r["method"] == "retrain")
+            lines += [f"### {scenario}", "", "| method | " + " | ".join(lab for _, lab in ATTACK_KEYS) + " | Δ |",
+                      "|---" * (len(ATTACK_KEYS) + 2) + "|"]
+            for r in rs:
+                cols = [k for k, _ in ATTACK_KEYS[1:] if k in r and k in gold]
+                d = np.mean([abs(r[k] - gold[k]) for k in cols]) * 100 if cols else float("nan")
+                lines.append(f"| {r['method']} | " + " | ".join(
+                    f"{100 * r[k]:.1f}" if k in r else "-" for k, _ in ATTACK_KEYS) + f" | {d:.1f} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from erasus.core.registry import get, list_registered, resolve
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", default="ab", help="a, b or ab")
+    p.add_argument("--shadows", type=int, default=16)
+    p.add_argument("--population", type=int, default=8000)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--scenarios", default="random,class")
+    p.add_argument("--strategies", default="all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--out", default=str(HERE / "results"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    names = [n for n in list_registered("strategy")
+             if not getattr(get("strategy", n), "needs_training_records", False)] if args.strategies == "all" else [
+        resolve("strategy", s) for s in args.strategies.split(",")]
+    t0 = time.perf_counter()
+    a = part_a(args, cache) if "a" in args.part else None
+    b = part_b(args, cache, names) if "b" in args.part else None
+    meta = {"command": "python benchmarks/verification.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from erasus.utils.io import atomic_write_text
+
+    atomic_write_text(out / "verification.json", json.dumps({"meta": meta, "membership": a, "attacks": b}, indent=1))
+    md = markdown(a, b, meta)
+    atomic_write_text(out / "verification.md", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
