@@ -1,0 +1,134 @@
+"""TOFU (Maini, Feng, Schwarzschild, Lipton & Kolter, "TOFU: A Task of Fictitious
+Unlearning for LLMs", 2024): 200 fictitious authors, 20 question-answer pairs each.
+
+``load_tofu(split)`` reads a split from local JSON files (the layout of the authors'
+repository and of ``../shared/data/tofu/``: ``full``, ``forget{01,05,10}``,
+``retain{90,95,99}``, ``holdout{01,05,10}``, the ``*_perturbed`` evaluation files with
+paraphrased and perturbed answers, ``real_authors``, ``world_facts``) or, with
+``source="hf"``, from the Hugging Face Hub copy ``locuslab/TOFU`` through ``datasets``
+(when the Hub is reachable). ``tofu_request(forget)`` returns the matched forget /
+retain / holdout splits of one deletion request and checks that they are disjoint.
+``load_idk()`` reads the refusal answers used by the IdK variants of DPO / NLL.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from torch.utils.data import Dataset
+
+from ...core.exceptions import DataError
+
+FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+SPLITS = ("full", *FORGET_SPLITS, *FORGET_SPLITS.values(), "holdout01", "holdout05", "holdout10",
+          "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
+          "real_authors", "real_authors_perturbed", "world_facts", "world_facts_perturbed")
+
+
+def default_root() -> Optional[Path]:
+    """``$ERASUS_TOFU_DIR``, else ``../shared/data/tofu`` next to a source checkout."""
+    if os.environ.get("ERASUS_TOFU_DIR"):
+        return Path(os.environ["ERASUS_TOFU_DIR"])
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent.parent / "shared" / "data" / "tofu"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+class TOFUDataset(Dataset):
+    """A list of TOFU records (dicts with ``question``, ``answer`` and, in evaluation
+    splits, ``paraphrased_answer``, ``perturbed_answer``, ``paraphrased_question``);
+    ``split`` names the file it came from."""
+
+    def __init__(self, records: List[dict], split: str):
+        self.records, self.split = records, split
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.records[i]
+
+    @property
+    def questions(self) -> List[str]:
+        return [r["question"] for r in self.records]
+
+    @property
+    def answers(self) -> List[str]:
+        return [r["answer"] for r in self.records]
+
+
+def load_tofu(split: str = "forget10", root: Optional[os.PathLike] = None, source: str = "local") -> TOFUDataset:
+    """One TOFU split (see the module docstring). ``root``: the directory with the JSON
+    files (default :func:`default_root`); ``source="hf"`` loads ``locuslab/TOFU`` with
+    ``datasets`` instead."""
+    if split not in SPLITS:
+        import difflib
+
+        close = difflib.get_close_matches(split, SPLITS, n=1)
+        raise DataError(f"Expected a TOFU split in {list(SPLITS)}, got {split!r}."
+                        + (f" Did you mean {close[0]!r}?" if close else ""))
+    if source == "hf":
+        try:
+            import datasets
+        except ImportError as e:
+            raise ImportError("source='hf' needs the `datasets` package: pip install 'erasus[llm]'.") from e
+        return TOFUDataset([dict(r) for r in datasets.load_dataset("locuslab/TOFU", split, split="train")], split)
+    if source != "local":
+        raise DataError(f"Expected source 'local' or 'hf', got {source!r}.")
+    base = Path(root) if root is not None else default_root()
+    path = base / f"{split}.json" if base is not None else None
+    if path is None or not path.exists():
+        raise DataError(f"TOFU file {split}.json not found (looked in {base}). Point root= (or $ERASUS_TOFU_DIR) at "
+                        "a directory with the TOFU JSON files, or use source='hf' with Hub access.")
+    records = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(records, list) or not records or "question" not in records[0]:
+        raise DataError(f"Expected {path} to hold a JSON array of question/answer records.")
+    return TOFUDataset(records, split)
+
+
+def load_idk(root: Optional[os.PathLike] = None) -> List[str]:
+    """The refusal answers (``idontknow.jsonl``: one plain-text line each)."""
+    base = Path(root) if root is not None else default_root()
+    path = base / "idontknow.jsonl" if base is not None else None
+    if path is None or not path.exists():
+        raise DataError(f"idontknow.jsonl not found (looked in {base}); pass root=.")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass
+class TOFURequest:
+    """The splits of one TOFU deletion request: ``forget`` (e.g. forget10), the matching
+    ``retain`` (retain90), ``holdout`` (holdout10: never trained on, for MIAs) and the
+    evaluation files with paraphrased / perturbed answers."""
+
+    forget: TOFUDataset
+    retain: TOFUDataset
+    holdout: TOFUDataset
+    forget_eval: TOFUDataset
+    retain_eval: TOFUDataset
+    real_authors: TOFUDataset
+    world_facts: TOFUDataset
+
+    def as_dict(self) -> Dict[str, TOFUDataset]:
+        return dict(self.__dict__)
+
+
+def tofu_request(forget: str = "forget10", root: Optional[os.PathLike] = None, source: str = "local") -> TOFURequest:
+    """All splits for ``forget`` in ``{forget01, forget05, forget10}``; raises if forget and
+    retain overlap or do not make up ``full``."""
+    if forget not in FORGET_SPLITS:
+        raise DataError(f"Expected forget in {sorted(FORGET_SPLITS)}, got {forget!r}.")
+    get = lambda s: load_tofu(s, root, source)  # noqa: E731
+    f, r = get(forget), get(FORGET_SPLITS[forget])
+    overlap = set(f.questions) & set(r.questions)
+    if overlap:
+        raise DataError(f"TOFU {forget} and {FORGET_SPLITS[forget]} share {len(overlap)} questions; expected disjoint "
+                        "splits.")
+    return TOFURequest(f, r, get("holdout" + forget[-2:]), get(forget + "_perturbed"), get("retain_perturbed"),
+                       get("real_authors_perturbed"), get("world_facts_perturbed"))
