@@ -155,6 +155,9 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     losses, correct, labels, entropy, m_entropy = [], [], [], [], []
     try:
         for batch in loader:
+            if adapter.family != "classifier":  # language models: the per-sample loss only
+                losses.append(adapter.per_sample_loss(batch).float().cpu())
+                continue
             logits, y = adapter.logits_and_labels(batch)
             losses.append(adapter.per_sample_loss(batch, logits=logits).float().cpu())
             correct.append((logits.argmax(1) == y).cpu())
@@ -166,6 +169,9 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     finally:
         model.train(was)
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)
+    if adapter.family != "classifier":
+        loss = cat(losses)
+        return {"loss": loss, "correct": np.full(len(loss), np.nan), "label": np.zeros(len(loss), dtype=np.int64)}
     out = {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels)}
     if with_entropy:
         out["entropy"], out["m_entropy"] = cat(entropy), cat(m_entropy)
@@ -281,8 +287,13 @@ class UnlearningTrainer:
         stopping = c.stopping
         note = ""
         if stopping == "auto":
-            stopping = "calibrated" if holdout_loader is not None else (
+            # calibrated stopping compares classification accuracies; other families run
+            # the fixed schedule (or monitor) until they have a calibration of their own
+            stopping = "calibrated" if holdout_loader is not None and adapter.family == "classifier" else (
                 "monitor" if c.early_stopping_patience else "none")
+        if stopping == "calibrated" and adapter.family != "classifier":
+            raise ConfigError(f"stopping='calibrated' is defined for classifiers; this is a {adapter.family!r} "
+                              "model: use stopping='monitor' (e.g. monitor='val_forget_loss') or 'none'.")
         if stopping == "calibrated" and holdout_loader is None:
             note = " (calibrated stopping needs held-out data; none was given, so the fixed schedule ran)"
             warnings.warn("stopping='calibrated' needs holdout data: running the fixed schedule instead.")

@@ -1,0 +1,150 @@
+"""Causal language models (Hugging Face ``AutoModelForCausalLM``: GPT-2, LLaMA, Mistral, …,
+and ``PeftModel`` wrappers of them) with answer-only labels.
+
+A batch is a dict with ``input_ids``, ``attention_mask`` and ``labels`` (``-100`` where a
+token is not scored: the prompt and the padding), as :class:`QACollator` builds it from
+question/answer records. ``per_sample_loss`` is the mean negative log-likelihood of each
+sample's answer tokens (length-normalised, as TOFU and SimNPO use it);
+``sequence_nll`` is its sum (the sequence log-likelihood of NPO / DPO).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.exceptions import DataError
+from .base import ModelAdapter
+
+IGNORE = -100
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """A Hugging Face causal LM (or a PEFT wrapper of one), recognised without importing
+    transformers: a ``config`` that is not encoder-decoder and an output embedding."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    cfg = getattr(base, "config", None)
+    return (cfg is not None and hasattr(base, "get_output_embeddings") and not getattr(cfg, "is_encoder_decoder", False)
+            and type(base).__name__.endswith(("ForCausalLM", "LMHeadModel")))
+
+
+class CausalLMAdapter(ModelAdapter):
+    family = "causal_lm"
+
+    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
+        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
+            raise DataError("Expected a causal-LM batch: a dict with input_ids, attention_mask and labels (-100 on "
+                            "tokens that are not scored), e.g. from erasus.models.causal_lm.QACollator; got "
+                            f"{type(batch).__name__}.")
+        d = self.device
+        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        b = self.to_device(batch)
+        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+
+    def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
+        """Per-token NLL of the scored tokens (next-token shift) and their mask."""
+        b = self.to_device(batch)
+        if logits is None:
+            logits = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+        labels = b["labels"][:, 1:]
+        mask = labels != IGNORE
+        if not mask.any(1).all():
+            raise DataError("A sample in the batch has no scored (answer) tokens: check max_length, or that the "
+                            "answer is not empty.")
+        lg = logits[:, :-1].float()
+        nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels.clamp_min(0).reshape(-1),
+                              reduction="none").view(labels.shape)
+        return nll * mask, mask
+
+    def per_sample_loss(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        nll, mask = self.token_nll(batch, logits)
+        return nll.sum(1) / mask.sum(1)
+
+    def sequence_nll(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        nll, _ = self.token_nll(batch, logits)
+        return nll.sum(1)
+
+    @torch.no_grad()
+    def features(self, batch: Any) -> torch.Tensor:
+        """Mean of the last hidden state over the attended tokens."""
+        b = self.to_device(batch)
+        out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
+        h = out.hidden_states[-1].float()
+        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
+        return (h * m).sum(1) / m.sum(1)
+
+
+class QACollator:
+    """Tokenises question/answer records into causal-LM batches with answer-only labels.
+
+    ``template`` formats the prompt from the question (the answer follows it); the EOS
+    token ends the answer; sequences are right-padded and truncated to ``max_length``
+    (the prompt is kept whole when it can be). ``answer_key`` picks which answer field to
+    train on (e.g. ``"paraphrased_answer"``); ``answers`` overrides every answer (e.g. an
+    "I don't know" refusal) when given as a list, cycled by index.
+    """
+
+    def __init__(self, tokenizer, max_length: int = 128, template: str = "Question: {question}\nAnswer:",
+                 answer_key: str = "answer", answers: Optional[Sequence[str]] = None):
+        self.tok, self.max_length, self.template = tokenizer, max_length, template
+        self.answer_key, self.answers = answer_key, list(answers) if answers else None
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            raise DataError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
+        self._i = 0
+
+    def encode(self, question: str, answer: str):
+        p = self.tok(self.template.format(question=question), add_special_tokens=False)["input_ids"]
+        a = self.tok(" " + answer, add_special_tokens=False)["input_ids"]
+        if self.tok.eos_token_id is not None:
+            a = a + [self.tok.eos_token_id]
+        ids = (p + a)[: self.max_length]
+        labels = ([IGNORE] * len(p) + a)[: self.max_length]
+        return ids, labels
+
+    def __call__(self, records: List[dict]) -> Dict[str, torch.Tensor]:
+        rows = []
+        for r in records:
+            if self.answers is not None:
+                ans = self.answers[self._i % len(self.answers)]
+                self._i += 1
+            else:
+                ans = r[self.answer_key]
+            rows.append(self.encode(r["question"], ans))
+        n = max(len(i) for i, _ in rows)
+        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
+        att = torch.zeros((len(rows), n), dtype=torch.long)
+        for k, (i, lab) in enumerate(rows):
+            ids[k, : len(i)] = torch.tensor(i)
+            labels[k, : len(lab)] = torch.tensor(lab)
+            att[k, : len(i)] = 1
+        return {"input_ids": ids, "attention_mask": att, "labels": labels}
+
+
+def word_tokenizer(texts: Sequence[str], min_count: int = 1):
+    """A word-level ``PreTrainedTokenizerFast`` built from ``texts`` (words and punctuation,
+    lower-cased; ``<pad>``, ``<unk>``, ``<eos>``), for language models trained from scratch
+    where no pretrained tokenizer can be downloaded (tests, ``benchmarks/tofu.py``)."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pre = pre_tokenizers.Whitespace()
+    norm = normalizers.Lowercase()
+    counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2}
+    for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if c >= min_count:
+            vocab[w] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer, tok.pre_tokenizer = norm, pre
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")

@@ -1,0 +1,89 @@
+"""Causal-LM unlearning on real TOFU records with a tiny GPT-2 trained here from scratch
+(a word-level tokenizer, 2 layers; a few seconds): every loss-based strategy that applies
+to language models must raise the forget answers' loss more than the retain answers'."""
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from erasus.data.datasets.tofu import load_tofu  # noqa: E402
+from erasus.models import CausalLMAdapter, QACollator, wrap  # noqa: E402
+from erasus.models.causal_lm import word_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_tofu():
+    full = load_tofu("full")
+    records = full.records[:100]  # 5 authors, 20 questions each
+    forget, retain = records[80:], records[:80]
+    tok = word_tokenizer([r["question"] + " " + r["answer"] for r in records] + ["Question: Answer:"])
+    cfg = transformers.GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=64, n_layer=2, n_head=2,
+                                  bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    coll = QACollator(tok, max_length=96)
+    loader = DataLoader(records, batch_size=20, shuffle=True, collate_fn=coll,
+                        generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    adapter = wrap(model)
+    model.train()
+    for _ in range(40):
+        for b in loader:
+            loss = adapter.loss(b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    mk = lambda rs, shuffle: DataLoader(rs, batch_size=10, shuffle=shuffle, collate_fn=coll,  # noqa: E731
+                                        generator=torch.Generator().manual_seed(1))
+    return model, mk(forget, True), mk(retain, True), mk(forget, False), mk(retain, False)
+
+
+def mean_nll(model, loader):
+    a = wrap(model)
+    with torch.no_grad():
+        return float(torch.cat([a.per_sample_loss(b) for b in loader]).mean())
+
+
+def test_adapter_is_picked_and_scores_answer_tokens_only(tiny_tofu):
+    model, _, _, forget_eval, _ = tiny_tofu
+    a = wrap(model)
+    assert isinstance(a, CausalLMAdapter) and a.family == "causal_lm"
+    b = next(iter(forget_eval))
+    # the memorised answers: low loss; the loss ignores prompt and padding
+    assert mean_nll(model, forget_eval) < 0.5
+    manual = []
+    with torch.no_grad():
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+    for i in range(len(b["input_ids"])):
+        lp = torch.log_softmax(logits[i, :-1], -1)
+        lab = b["labels"][i, 1:]
+        m = lab != -100
+        manual.append(-lp[m.nonzero().squeeze(1), lab[m]].mean())
+    np.testing.assert_allclose(a.per_sample_loss(b).detach().numpy(), torch.stack(manual).numpy(), rtol=1e-5)
+    with pytest.raises(Exception, match="input_ids"):
+        a.per_sample_loss((torch.zeros(2, 3), torch.zeros(2)))
+
+
+GA_COLLAPSES = pytest.mark.xfail(strict=True, reason=(
+    "gradient ascent has no retain term and an unbounded loss: on a 2-layer model it destroys retain answers "
+    "as fast as forget answers (measured: forget NLL 0.05 -> 16.7, retain 0.05 -> 14.5)"))
+
+
+@pytest.mark.parametrize("name", [pytest.param("gradient_ascent", marks=GA_COLLAPSES), "negative_gradient", "npo",
+                                  "simnpo", "wga"])
+def test_strategy_raises_forget_loss_more_than_retain_loss(tiny_tofu, name):
+    from erasus.unlearners import ErasusUnlearner
+
+    model, forget, retain, forget_eval, retain_eval = tiny_tofu
+    f0, r0 = mean_nll(model, forget_eval), mean_nll(model, retain_eval)
+    res = ErasusUnlearner(model, strategy=name).fit(forget, retain, progress=False, seed=0, max_epochs=10,
+                                                    min_steps=20)
+    f1, r1 = mean_nll(res.model, forget_eval), mean_nll(res.model, retain_eval)
+    assert f1 - f0 > 0.5, (name, f0, f1)
+    assert f1 - f0 > 2 * (r1 - r0), (name, f0, f1, r0, r1)
+    assert mean_nll(model, forget_eval) == pytest.approx(f0)  # the caller's model is untouched
+    assert "fixed schedule" in res.stop_reason
