@@ -58,9 +58,12 @@ class NPO(ForgetRetainStrategy):
             p.requires_grad_(False)
 
     def forget_step(self, batch, batch_idx):
-        loss = self.adapter.per_sample_loss(batch)
+        # the sequence log-likelihood log π(y|x) (a sum over answer tokens for language models;
+        # the cross-entropy for a classifier)
+        seq = lambda a: a.sequence_nll(batch) if hasattr(a, "sequence_nll") else a.per_sample_loss(batch)  # noqa: E731
+        loss = seq(self.adapter)
         with torch.no_grad():
-            ref_loss = self.adapter.with_model(self.reference).per_sample_loss(batch)
+            ref_loss = seq(self.adapter.with_model(self.reference))
         log_ratio = ref_loss - loss  # log π_θ − log π_ref
         beta = self.config.beta
         return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
