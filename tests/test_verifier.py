@@ -62,6 +62,10 @@ def test_certified_removal_newton_step_matches_retraining_and_certifies_honestly
     assert (model.W - retrained.W).norm() < 0.1 * (w_full - retrained.W).norm()
     # and the data-dependent bound really bounds the gradient residual
     assert model.gradient_norm() <= bound + model.fit_gradient_norm + 1e-9
+    # within the certified distance: the objective on the remaining n - k points is
+    # λ(n - k)-strongly convex, so ||w⁻ − w'|| <= (residual(w⁻) + residual(w')) / (λ (n - k))
+    certified_distance = (bound + model.fit_gradient_norm + retrained.fit_gradient_norm) / (kw["lam"] * (600 - 10))
+    assert (model.W - retrained.W).norm() <= certified_distance
     res = v.verify(model)
     assert res["certified"], res
     assert res["epsilon_achieved"] <= 1.0
