@@ -68,13 +68,7 @@ def test_adapter_is_picked_and_scores_answer_tokens_only(tiny_tofu):
         a.per_sample_loss((torch.zeros(2, 3), torch.zeros(2)))
 
 
-GA_COLLAPSES = pytest.mark.xfail(strict=True, reason=(
-    "gradient ascent has no retain term and an unbounded loss: on a 2-layer model it destroys retain answers "
-    "as fast as forget answers (measured: forget NLL 0.05 -> 16.7, retain 0.05 -> 14.5)"))
-
-
-@pytest.mark.parametrize("name", [pytest.param("gradient_ascent", marks=GA_COLLAPSES), "negative_gradient", "npo",
-                                  "simnpo", "wga"])
+@pytest.mark.parametrize("name", ["gradient_ascent", "negative_gradient", "npo", "simnpo", "wga"])
 def test_strategy_raises_forget_loss_more_than_retain_loss(tiny_tofu, name):
     from erasus.unlearners import ErasusUnlearner
 
