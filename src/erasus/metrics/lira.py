@@ -179,11 +179,6 @@ def lira_scores(target: np.ndarray, shadow_scores: np.ndarray, shadow_members: n
     return _gauss_logpdf(target, mu_in, sd_in) - _gauss_logpdf(target, mu_out, sd_out)
 
 
-def loss_attack_scores(target: np.ndarray) -> np.ndarray:
-    """The population loss-threshold attack on the same statistic (monotone in −loss)."""
-    return np.asarray(target, dtype=np.float64)
-
-
 def rmia_ratio(target_conf: np.ndarray, ref_conf: np.ndarray, ref_members: Optional[np.ndarray] = None,
                a: float = 0.3, out_only: bool = False) -> np.ndarray:
     """RMIA's ``r(x) = Pr(y|x; θ) / Pr(x)`` (Zarifzadeh et al., ICML 2024) with
