@@ -19,6 +19,7 @@ from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
 from ._common import _require_classifier, collect_features, last_layer_grad_factors
+from .submodular import pairwise_sq_dists
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,9 +181,7 @@ class DataShapleySelector(BaseSelector):
     def _tmc(self, X, y):
         c = self.config
         n, K = len(X), c.n_neighbors
-        sq = (X ** 2).sum(1)
-        D = sq[:, None] + sq[None, :] - 2 * X @ X.T
-        np.fill_diagonal(D, np.inf)                                  # leave-one-out: a point is not its own neighbour
+        D = loo_distances(X)
         full = knn_utility(D, y, np.arange(n), K)
         rng = np.random.default_rng(c.seed)
         values = np.zeros(n)
@@ -205,6 +204,14 @@ class DataShapleySelector(BaseSelector):
                 values[j] += cur - prev
                 prev = cur
         return values / c.permutations
+
+
+def loo_distances(X: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances with inf on the diagonal (leave-one-out: a point is not
+    its own neighbour)."""
+    D = pairwise_sq_dists(X)
+    np.fill_diagonal(D, np.inf)
+    return D
 
 
 def knn_utility(D, y, members, K) -> float:
@@ -276,9 +283,7 @@ class ValuationNetworkSelector(BaseSelector):
         net = torch.nn.Sequential(torch.nn.Linear(inp.shape[1], c.hidden), torch.nn.ReLU(),
                                   torch.nn.Linear(c.hidden, 1))
         opt = torch.optim.Adam(net.parameters(), lr=c.lr)
-        sq = (X ** 2).sum(1)
-        D = sq[:, None] + sq[None, :] - 2 * X @ X.T
-        np.fill_diagonal(D, np.inf)
+        D = loo_distances(X)
         baseline = None
         for _ in range(c.iterations):
             cand = torch.randperm(n, generator=g)[: min(c.batch_size, n)]
