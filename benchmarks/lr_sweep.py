@@ -29,6 +29,28 @@ HERE = Path(__file__).resolve().parent
 FACTORS = (1 / 10, 1 / 3, 1.0, 3.0)
 
 
+def findings(names, summary, factors, goal: float = 1.5):
+    """One line per strategy: the spread with and without calibrated stopping against the
+    goal, and the honest caveats (original kept, rate raised, collapses avoided)."""
+    out = []
+    for name in names:
+        cal, fix = summary[f"{name}/calibrated"], summary[f"{name}/none"]
+        kept = [f"{f:.3g}x" for f, k in zip(factors, cal["kept_original"]) if k]
+        grown = [f"{f:.3g}x" for f, k in zip(factors, cal["raised_lr"]) if k]
+        line = (f"- {name}: spread {cal['spread']:.2f} points calibrated vs {fix['spread']:.2f} fixed "
+                f"({'meets' if cal['spread'] <= goal else 'misses'} the {goal} goal); best calibrated gap "
+                f"{min(cal['gaps']):.2f}, worst {max(cal['gaps']):.2f}; fixed schedule worst {max(fix['gaps']):.2f} "
+                f"at {100 * min(fix['tests']):.1f}% lowest test accuracy.")
+        if kept:
+            line += (f" Original kept (no admissible improvement) at {', '.join(kept)}"
+                     + (": the flat row is the rule refusing a damaging run, not forgetting." if len(kept) == len(
+                         factors) else "."))
+        if grown:
+            line += f" Learning rate raised by the rule at {', '.join(grown)}."
+        out.append(line)
+    return out
+
+
 def main(argv=None):
     from erasus.core.registry import get, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
@@ -82,6 +104,9 @@ def main(argv=None):
              "Cells: average gap to the retrained model (points; forget/retain/test accuracy and MIA-efficacy), "
              "mean over seeds, with test accuracy in brackets. Spread: worst minus best gap over the learning-rate "
              f"range. The untouched original's gap: {np.mean([r['original_gap'] for r in rows]):.2f}.", "",
+             "A dagger (†) marks cells where calibrated stopping found no checkpoint better than the original "
+             "within the retain tolerance and returned the original (its gap is then the original's, not "
+             "forgetting); ↑ marks runs where the rule raised the learning rate because progress was too slow.", "",
              "| strategy | stopping | " + " | ".join(f"lr × {f:.3g}" for f in factors) + " | spread |",
              "|---|---|" + "---|" * (len(factors) + 1)]
     summary = {}
@@ -89,14 +114,21 @@ def main(argv=None):
         for stopping in ("calibrated", "none"):
             gaps = [float(np.mean([r["avg_gap"] for r in cell[(name, stopping, f)]])) for f in factors]
             tests = [float(np.mean([r["test_acc"] for r in cell[(name, stopping, f)]])) for f in factors]
+            kept = [any("original model was kept" in r["note"] for r in cell[(name, stopping, f)]) for f in factors]
+            grown = [any("raised the learning rate" in r["note"] for r in cell[(name, stopping, f)]) for f in factors]
             spread = max(gaps) - min(gaps)
-            summary[f"{name}/{stopping}"] = {"gaps": gaps, "spread": spread}
+            summary[f"{name}/{stopping}"] = {"gaps": gaps, "spread": spread, "kept_original": kept,
+                                             "raised_lr": grown, "tests": tests}
             lines.append(f"| {name} | {stopping} | " + " | ".join(
-                f"{g:.2f} ({100 * t:.1f})" for g, t in zip(gaps, tests)) + f" | {spread:.2f} |")
+                f"{g:.2f} ({100 * t:.1f}){'†' if k else ''}{'↑' if u else ''}"
+                for g, t, k, u in zip(gaps, tests, kept, grown)) + f" | {spread:.2f} |")
+    lines += ["", "What this shows (generated from the table):"] + findings(names, summary, factors)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lr_sweep.json").write_text(json.dumps({"rows": rows, "summary": summary, "factors": factors}, indent=2))
-    (out / "lr_sweep.md").write_text("\n".join(lines) + "\n")
+    from erasus.utils.io import atomic_write_text
+
+    atomic_write_text(out / "lr_sweep.json", json.dumps({"rows": rows, "summary": summary, "factors": factors}, indent=2))
+    atomic_write_text(out / "lr_sweep.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

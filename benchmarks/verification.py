@@ -6,7 +6,7 @@ recipe (small CNN, Adam 1e-3, 30 epochs, no augmentation: it memorises), trained
 (each image is IN for exactly half of them). Leave-one-out, as in LiRA's paper: each
 model in turn is the target and the others are its shadows / reference models. Attacks:
 the loss threshold (Yeom et al.), LiRA online and offline (Carlini et al. 2022, fixed
-variance), RMIA with all references and offline with OUT references only (Zarifzadeh et
+and per-example variance), RMIA with all references and offline with OUT references only (Zarifzadeh et
 al. 2024). Reported: AUC and TPR at 0.1% and 1% FPR, averaged over targets.
 
 Part B, attacks on unlearned models. The Fashion-MNIST protocol of
@@ -65,7 +65,8 @@ def part_a(args, cache: Path):
         np.savez(tmp, scores=shadows.scores, members=shadows.members, train_seconds=shadows.train_seconds)
         os.replace(tmp, path)
     conf = 1.0 / (1.0 + np.exp(-shadows.scores))  # p_y from phi = logit(p_y)
-    rows = {k: [] for k in ("loss threshold", "LiRA online", "LiRA offline", "RMIA (all references)",
+    rows = {k: [] for k in ("loss threshold", "LiRA online", "LiRA offline", "LiRA online, per-example variance",
+                            "LiRA offline, per-example variance", "RMIA (all references)",
                             "RMIA offline (OUT references)")}
     M = shadows.n_models
     for t in range(M):
@@ -75,6 +76,9 @@ def part_a(args, cache: Path):
         rows["loss threshold"].append(roc_summary(shadows.scores[t], y))
         rows["LiRA online"].append(roc_summary(lira_scores(shadows.scores[t], s, mem, online=True), y))
         rows["LiRA offline"].append(roc_summary(lira_scores(shadows.scores[t], s, mem, online=False), y))
+        for online in (True, False):
+            rows[f"LiRA {'online' if online else 'offline'}, per-example variance"].append(
+                roc_summary(lira_scores(shadows.scores[t], s, mem, online=online, fix_variance=False), y))
         for name, out_only in (("RMIA (all references)", False), ("RMIA offline (OUT references)", True)):
             r = rmia_ratio(conf[t], conf[keep], mem, out_only=out_only)
             rows[name].append(roc_summary(rmia_scores(r, r), y))
@@ -155,6 +159,23 @@ def markdown(a, b, meta) -> str:
     return "\n".join(lines)
 
 
+def merge_previous(path: Path, a, b):
+    """Keep what an earlier run measured: the other part when only one part ran, and the
+    rows of strategies this run did not measure."""
+    if not path.exists():
+        return a, b
+    old = json.loads(path.read_text())
+    if a is None:
+        a = old.get("membership")
+    if old.get("attacks"):
+        new = {(r["scenario"], r["method"]) for r in (b or [])}
+        kept = [r for r in old["attacks"] if (r["scenario"], r["method"]) not in new]
+        b = kept + (b or [])
+        order = {"retrain": 0, "original": 1}
+        b.sort(key=lambda r: (r["scenario"], order.get(r["method"], 2)))
+    return a, b
+
+
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
 
@@ -178,6 +199,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     a = part_a(args, cache) if "a" in args.part else None
     b = part_b(args, cache, names) if "b" in args.part else None
+    a, b = merge_previous(Path(args.out) / "verification.json", a, b)
     meta = {"command": "python benchmarks/verification.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
             "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60}

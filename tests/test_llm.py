@@ -81,3 +81,48 @@ def test_strategy_raises_forget_loss_more_than_retain_loss(tiny_tofu, name):
     assert f1 - f0 > 2 * (r1 - r0), (name, f0, f1, r0, r1)
     assert mean_nll(model, forget_eval) == pytest.approx(f0)  # the caller's model is untouched
     assert "fixed schedule" in res.stop_reason
+
+
+def test_lm_token_stats_match_hand_computation(tiny_tofu):
+    """Min-K%, Min-K%++, zlib, exact memorisation and extraction strength recomputed by hand
+    from the logits of one batch."""
+    import zlib
+
+    from erasus.metrics.llm import lm_token_stats
+
+    model, _, _, forget_eval, _ = tiny_tofu
+    b = next(iter(forget_eval))
+    s = lm_token_stats(wrap(model), [b], k=0.4)
+    with torch.no_grad():
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.double()
+    for i in range(len(b["input_ids"])):
+        lab = b["labels"][i, 1:]
+        m = lab != -100
+        lp = torch.log_softmax(logits[i, :-1], -1)[m]
+        y = lab[m]
+        tok = lp[torch.arange(len(y)), y]
+        kk = max(1, round(0.4 * len(y)))
+        assert s["min_k"][i] == pytest.approx(float(torch.sort(tok).values[:kk].mean()))
+        mu = (lp.exp() * lp).sum(-1)
+        sd = ((lp.exp() * lp ** 2).sum(-1) - mu ** 2).sqrt()
+        assert s["min_k_pp"][i] == pytest.approx(float(torch.sort((tok - mu) / sd).values[:kk].mean()), rel=1e-6)
+        assert s["zlib"][i] == pytest.approx(float(-tok.mean()) / len(zlib.compress(b["text"][i].encode())))
+        hit = (lp.argmax(-1) == y).tolist()
+        assert s["exact_memorization"][i] == pytest.approx(sum(hit) / len(hit))
+        k = max([j + 1 for j, h in enumerate(hit) if not h], default=0)
+        assert s["extraction_strength"][i] == pytest.approx(1 - k / len(hit))
+
+
+def test_lm_membership_attacks_rank_the_unlearned_model(tiny_tofu):
+    """Forget answers the model trained on are detected (AUC well above 0.5 against retain
+    answers it also saw is not the test; against unseen held-out TOFU authors it is)."""
+    from erasus.data.datasets.tofu import load_tofu
+    from erasus.metrics import MetricSuite
+
+    model, forget, retain, forget_eval, retain_eval = tiny_tofu
+    coll = forget_eval.collate_fn
+    unseen = [r for r in load_tofu("full").records[100:140]]
+    holdout = DataLoader(unseen, batch_size=10, collate_fn=coll)
+    m = MetricSuite(["lm_mia", "memorization"]).run(model, forget_eval, retain_eval, None, holdout)
+    assert m["loss_auc"] > 0.9 and m["min_k_auc"] > 0.9, m
+    assert m["forget_exact_memorization"] > 0.8, m

@@ -274,3 +274,27 @@ def test_amnesiac_on_digits_removes_memorised_mislabelled_samples(tmp_path):
     assert "subtracted" in res.stop_reason
     with pytest.raises(Exception, match="already holds"):
         AmnesiacRecorder(model, tmp_path / "upd")  # never overwrite earlier records
+
+
+def test_lora_unlearning_updates_are_low_rank_and_merged(tiny):
+    pytest.importorskip("peft")
+    model, forget, retain, _ = tiny
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    res = build("strategy", "lora_unlearning", rank=2).unlearn(model, forget, retain, max_steps=5, **NONE)
+    for n, p in model.named_parameters():  # the user's model is untouched
+        assert torch.equal(p, before[n])
+    assert [type(m) for m in res.model.modules()] == [type(m) for m in model.modules()]  # merged back
+    assert all(p.requires_grad for p in res.model.parameters())
+    moved = 0
+    for (n, p), q in zip(model.named_parameters(), res.model.parameters()):
+        delta = (q - p).detach()
+        if n.endswith("bias"):
+            assert torch.equal(delta, torch.zeros_like(delta)), n  # peft bias="none"
+        elif delta.abs().max() > 0:
+            moved += 1
+            assert torch.linalg.matrix_rank(delta.reshape(delta.shape[0], -1)) <= 2, n
+    assert moved > 0
+    kept = build("strategy", "lora_unlearning", merge=False).unlearn(model, forget, retain, max_steps=2, **NONE)
+    assert any("lora_A" in n for n, _ in kept.model.named_parameters())
+    with pytest.raises(ValueError, match="loss-based"):
+        build("strategy", "lora_unlearning", base="ssd")

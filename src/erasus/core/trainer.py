@@ -28,7 +28,11 @@ Stopping rules (``stopping=``):
     for ``backoff_patience`` (2) evaluations in a row the run has overshot: the best
     checkpoint is restored and the learning rate multiplied by ``backoff`` (at most
     ``max_backoffs`` times); a single dip is not enough, since random-label and ascent
-    methods dip and recover. Retain data is used for validation even by methods that do
+    methods dip and recover. The other side of the knife edge, a rate too small to get
+    there: when the best distance falls so slowly that, at that pace, it would still be
+    above the tolerance when the step budget runs out, the learning rate is multiplied by
+    ``1 / backoff`` (at most ``max_lr_growth`` (30) times the configured rate in all, and
+    never after a backtrack). Retain data is used for validation even by methods that do
     not train on it.
 ``"monitor"``
     Classic early stopping on ``monitor`` (e.g. ``"val_forget_loss"``, ``monitor_mode``
@@ -88,6 +92,7 @@ class TrainerConfig(BaseConfig):
     backoff: float = 0.3
     max_backoffs: int = 3
     backoff_patience: int = 2
+    max_lr_growth: float = 30.0
     forget_mode: str = "auto"
     val_max_samples: Optional[int] = 500
     precision: str = "auto"
@@ -101,6 +106,8 @@ class TrainerConfig(BaseConfig):
         self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "min_steps",
                              "max_backoffs", allow_zero=True)
         self._check_positive("backoff_patience")
+        if self.max_lr_growth < 1.0:
+            raise ConfigError(f"TrainerConfig: expected max_lr_growth >= 1 (1 disables growth), got {self.max_lr_growth}.")
         self._check_range("backoff", 0.0, 1.0)
         if self.grad_clip is not None:
             self._check_positive("grad_clip")
@@ -148,11 +155,14 @@ class Callback:
 @torch.no_grad()
 def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.ndarray]:
     """Per-sample losses, correctness and labels of ``adapter``'s model on ``loader``
-    (with ``with_entropy``, also the prediction entropy and modified entropy)."""
+    (with ``with_entropy``, also the prediction entropy and modified entropy). For
+    classifiers also ``phi``, the logit-scaled confidence ``z_y − logsumexp_{j≠y} z_j``
+    computed in float64 from the logits: exact even where the float32 loss has rounded
+    to 0 (confidently fitted training samples, the ones membership attacks care about)."""
     model = adapter.model
     was = model.training
     model.eval()
-    losses, correct, labels, entropy, m_entropy = [], [], [], [], []
+    losses, correct, labels, entropy, m_entropy, phi = [], [], [], [], [], []
     try:
         for batch in loader:
             if adapter.family != "classifier":  # language models: the per-sample loss only
@@ -162,6 +172,7 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
             losses.append(adapter.per_sample_loss(batch, logits=logits).float().cpu())
             correct.append((logits.argmax(1) == y).cpu())
             labels.append(y.cpu())
+            phi.append(logit_margin(logits, y).cpu())
             if with_entropy:
                 e, me = _entropies(logits.float(), y)
                 entropy.append(e.cpu())
@@ -172,10 +183,17 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     if adapter.family != "classifier":
         loss = cat(losses)
         return {"loss": loss, "correct": np.full(len(loss), np.nan), "label": np.zeros(len(loss), dtype=np.int64)}
-    out = {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels)}
+    out = {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels), "phi": cat(phi)}
     if with_entropy:
         out["entropy"], out["m_entropy"] = cat(entropy), cat(m_entropy)
     return out
+
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j`` per sample, in float64."""
+    z = logits.detach().double()
+    onehot = torch.nn.functional.one_hot(y, z.shape[1]).bool()
+    return z[onehot] - torch.logsumexp(z.masked_fill(onehot, float("-inf")), dim=1)
 
 
 def _entropies(logits: torch.Tensor, y: torch.Tensor):
@@ -325,7 +343,7 @@ class UnlearningTrainer:
         state = {"mode": None, "retain_acc0": reference.get("retain_acc0"),
                  "holdout_acc0": reference.get("holdout_acc0"), "best": math.inf, "best_step": 0,
                  "best_state": snapshot(model), "since_best": 0, "backoffs": 0, "lr_scale": 1.0,
-                 "reset_optimizer": False, "bad_streak": 0}
+                 "reset_optimizer": False, "bad_streak": 0, "grown": 0, "d_base": None, "since_base": 0}
         sign = 1.0 if c.monitor_mode == "min" else -1.0
 
         def evaluate(step: int) -> Dict[str, float]:
@@ -362,6 +380,31 @@ class UnlearningTrainer:
                 cb.on_validation_end(self, module, step, m)
             return m
 
+        def maybe_grow(step: int, d: float, ok: bool) -> None:
+            """The other side of the knife edge: a learning rate too small to reach the
+            target within the step budget. When the best distance has been falling at a rate
+            that would leave it above the tolerance at the end of the budget (and the run is
+            neither overshooting nor moving away), raise the rate by ``1 / backoff``, up to
+            ``max_lr_growth`` times the configured one; never after a backtrack, which means
+            the edge was found."""
+            if state["d_base"] is None:
+                state["d_base"] = d
+                return
+            state["since_base"] += 1
+            grow = 1.0 / c.backoff
+            if (not ok or state["backoffs"] or state["since_base"] < 2
+                    or state["lr_scale"] * grow > c.max_lr_growth * (1 + 1e-9)
+                    or d > state["d_base"] + c.calibration_tolerance):
+                return
+            rate = (state["d_base"] - state["best"]) / state["since_base"]
+            evals_left = max(0, total - step) / eval_every
+            if state["best"] - rate * evals_left > c.calibration_tolerance:
+                state["lr_scale"] *= grow
+                state["grown"] += 1
+                state["reset_optimizer"] = True
+                state["d_base"], state["since_base"] = state["best"], 0
+                history["backoffs"].append({"step": step, "restored_step": None, "lr": c.lr * state["lr_scale"]})
+
         def consider(step: int, m: Dict[str, float]) -> Optional[str]:
             """Update the best checkpoint; return a stop reason or None."""
             if stopping == "calibrated":
@@ -391,6 +434,7 @@ class UnlearningTrainer:
                 if state["since_best"] >= c.calibration_patience:
                     return (f"calibrated: no improvement for {c.calibration_patience} evaluations; "
                             f"restored best step {state['best_step']} (distance {state['best']:.3f})")
+                maybe_grow(step, d, ok)
                 return None
             if stopping == "monitor":
                 if c.monitor not in m:
@@ -476,6 +520,8 @@ class UnlearningTrainer:
             if not stop_reason:
                 stop_reason = (f"{'max_steps' if c.max_steps and step >= c.max_steps else 'max_epochs'} reached "
                                f"after {step} steps; restored best step {state['best_step']}")
+            if state["grown"]:
+                stop_reason += (f"; raised the learning rate {state['grown']}x (too slow for the step budget)")
             if state["backoffs"]:
                 stop_reason += (f"; backtracked {state['backoffs']}x after overshooting (learning rate now "
                                 f"{c.lr * state['lr_scale']:.2g})")

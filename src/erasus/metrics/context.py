@@ -52,6 +52,19 @@ class EvalContext:
             self._cache[key] = s
         return self._cache[key]
 
+    def lm_stats(self, split: str, gold: bool = False, k: float = 0.4) -> Dict[str, np.ndarray]:
+        """Per-sample language-model statistics (:func:`erasus.metrics.llm.lm_token_stats`)."""
+        from .llm import lm_token_stats
+
+        key = (split, gold, "lm", k)
+        if key not in self._cache:
+            adapter = self.gold if gold else self.adapter
+            if adapter is None:
+                raise DataError("This metric needs a gold (retrained) model: pass gold_model=...")
+            self.require("this metric", split)
+            self._cache[key] = lm_token_stats(adapter, self.loaders[split], k=k)
+        return self._cache[key]
+
     def nonmember_split(self) -> str:
         """Held-out data for membership tests: ``holdout`` if given, else ``test``."""
         if self.has("holdout"):
@@ -63,5 +76,5 @@ class EvalContext:
         """The same splits, evaluated on the gold model (sharing the gold cache)."""
         ctx = EvalContext.__new__(EvalContext)
         ctx.adapter, ctx.gold, ctx.max_samples, ctx.loaders = self.gold, None, self.max_samples, self.loaders
-        ctx._cache = {(k[0], False): v for k, v in self._cache.items() if k[1]}
+        ctx._cache = {(k[0], False) + tuple(k[2:]): v for k, v in self._cache.items() if k[1]}
         return ctx

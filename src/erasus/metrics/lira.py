@@ -46,11 +46,16 @@ def logit_confidence(losses: np.ndarray) -> np.ndarray:
 
 def model_scores(model: torch.nn.Module, data, batch_size: int = 512) -> np.ndarray:
     """LiRA's statistic ``φ`` of ``model`` on every sample of ``data`` (a Dataset or a
-    non-shuffling DataLoader), in data-set order."""
+    non-shuffling DataLoader), in data-set order. For classifiers ``φ`` comes from the
+    logits in float64 (``z_y − logsumexp_{j≠y} z_j``), as in Carlini et al.: going through
+    the float32 loss would round every confidently fitted sample's loss to 0 and pile
+    them up on one value, exactly where the attack makes its low-FPR calls. For language
+    models (no class probability) it is ``logit_confidence`` of the mean answer loss."""
     from ..models import wrap
 
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
-    return logit_confidence(split_stats(wrap(model), loader)["loss"])
+    stats = split_stats(wrap(model), loader)
+    return stats["phi"] if "phi" in stats else logit_confidence(stats["loss"])
 
 
 def roc_summary(scores: np.ndarray, is_positive: np.ndarray, fprs: Sequence[float] = (0.001, 0.01)

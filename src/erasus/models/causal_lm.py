@@ -88,7 +88,8 @@ class QACollator:
     token ends the answer; sequences are right-padded and truncated to ``max_length``
     (the prompt is kept whole when it can be). ``answer_key`` picks which answer field to
     train on (e.g. ``"paraphrased_answer"``); ``answers`` overrides every answer (e.g. an
-    "I don't know" refusal) when given as a list, cycled by index.
+    "I don't know" refusal) when given as a list, cycled by index. Batches also carry the
+    answer strings under ``"text"`` (for text-level metrics such as the zlib attack).
     """
 
     def __init__(self, tokenizer, max_length: int = 128, template: str = "Question: {question}\nAnswer:",
@@ -110,7 +111,7 @@ class QACollator:
         return ids, labels
 
     def __call__(self, records: List[dict]) -> Dict[str, torch.Tensor]:
-        rows = []
+        rows, texts = [], []
         for r in records:
             if self.answers is not None:
                 ans = self.answers[self._i % len(self.answers)]
@@ -118,6 +119,7 @@ class QACollator:
             else:
                 ans = r[self.answer_key]
             rows.append(self.encode(r["question"], ans))
+            texts.append(ans)
         n = max(len(i) for i, _ in rows)
         ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
@@ -126,7 +128,7 @@ class QACollator:
             ids[k, : len(i)] = torch.tensor(i)
             labels[k, : len(lab)] = torch.tensor(lab)
             att[k, : len(i)] = 1
-        return {"input_ids": ids, "attention_mask": att, "labels": labels}
+        return {"input_ids": ids, "attention_mask": att, "labels": labels, "text": texts}
 
 
 def word_tokenizer(texts: Sequence[str], min_count: int = 1):

@@ -171,9 +171,12 @@ class _Restricted(BaseStrategy):
     def restrict(self, work, base, forget_loader) -> Tuple[str, Callable[[], None]]:
         raise NotImplementedError  # abstract
 
+    def make_base(self) -> BaseStrategy:
+        return build("strategy", self.config.base, **self.config.base_kwargs)
+
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *, inplace: bool = False,
                 seed: Optional[int] = 0, progress: bool = True, **trainer_kwargs) -> UnlearningResult:
-        base = build("strategy", self.config.base, **self.config.base_kwargs)
+        base = self.make_base()
         work = model if inplace else copy.deepcopy(model)
         what, undo = self.restrict(work, base, forget_loader)
         try:
@@ -279,3 +282,93 @@ class MaskBased(_Restricted):
                 h.remove()
 
         return f"on the {100 * kept:.0f}% most salient weights", undo
+
+
+@dataclass
+class LoRAConfig(RestrictedConfig):
+    """``base``: the loss-based strategy trained through the adapters,
+    ``"negative_gradient"``; ``base_kwargs``: its hyperparameters; ``lr``: the base
+    strategy's learning rate unless ``base_kwargs`` sets one, 1e-2 (low-rank updates from
+    a zero-initialised ``B`` need a larger step than full fine-tuning, as in Hu et al.);
+    ``rank`` 8; ``alpha`` 16 (the update is scaled by ``alpha / rank``); ``dropout`` 0;
+    ``target_modules``: module names to adapt, default every ``Linear`` / ``Conv`` layer
+    (GPT-2's ``Conv1D`` included); ``merge``: fold the adapters into the weights and return
+    a model of the original architecture (True), or keep the LoRA layers (False) so the
+    adapters can be saved, inspected or removed."""
+
+    lr: float = 1e-2
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: List[str] = field(default_factory=list)
+    merge: bool = True
+
+    def validate(self) -> None:
+        from ..core.registry import get
+
+        super().validate()
+        if not issubclass(get("strategy", self.base), LossStrategy):
+            raise ConfigError(f"lora_unlearning: expected a loss-based base strategy, got {self.base!r} "
+                              "(a one-shot edit has no gradient to train adapters with).")
+        self._check_positive("rank", "alpha", "lr")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoRAConfig: expected 0 <= dropout < 1, got {self.dropout}.")
+
+
+def lora_targets(model: torch.nn.Module) -> List[str]:
+    """Names of the layers LoRA can adapt by default: ``nn.Linear``, ``nn.Conv1d/2d/3d``
+    and Hugging Face's ``Conv1D`` (GPT-2), excluding layers inside existing adapters."""
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    return [n for n, m in model.named_modules()
+            if n and (isinstance(m, kinds) or type(m).__name__ == "Conv1D") and "lora_" not in n]
+
+
+@register("strategy", "lora_unlearning", aliases=("lora",))
+class LoRAUnlearning(_Restricted):
+    """Unlearning through low-rank adapters: any loss-based strategy, but only LoRA
+    matrices ``B A`` added to the chosen layers are trained (Hu et al., "LoRA: Low-Rank
+    Adaptation of Large Language Models", ICLR 2022; applied to unlearning e.g. by Gao et
+    al., "Large Language Model Unlearning via Embedding-Corrupted Prompts"/ "On Large
+    Language Model Continual Unlearning" and Zhang et al.'s NPO experiments with LoRA).
+    The base weights stay frozen, so the change is confined to a rank-``rank`` subspace
+    per layer, cheap to store (the adapters alone) and reversible (drop the adapters).
+
+    Adapters come from Hugging Face ``peft`` (``LoraModel``; install ``erasus[llm]``),
+    which supports plain ``nn.Module`` classifiers as well as transformers. With
+    ``merge=True`` (default) the result is the original architecture with the adapters
+    folded in (``merge_and_unload``); with ``merge=False`` the LoRA layers stay in the
+    returned model. Deviation: biases are frozen (peft's ``bias="none"``).
+    """
+
+    config_class = LoRAConfig
+
+    def make_base(self) -> BaseStrategy:
+        return build("strategy", self.config.base, **{"lr": self.config.lr, **self.config.base_kwargs})
+
+    def restrict(self, work, base, forget_loader):
+        try:
+            from peft import LoraConfig as PeftLoraConfig
+            from peft.tuners.lora import LoraModel
+        except ImportError as e:
+            raise ConfigError("lora_unlearning needs the peft package: pip install 'erasus[llm]' "
+                              "(or pip install peft).") from e
+        c = self.config
+        targets = list(c.target_modules) or lora_targets(work)
+        known = {n for n, _ in work.named_modules()}
+        missing = [t for t in targets if t not in known]
+        if not targets or missing:
+            raise ConfigError(f"lora_unlearning: no adaptable layer named {missing or targets}; expected names "
+                              f"such as {lora_targets(work)[:6]}.")
+        flags = {n: p.requires_grad for n, p in work.named_parameters()}
+        lora = LoraModel(work, PeftLoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout,
+                                              target_modules=targets), "default")
+        n_train = sum(p.numel() for p in work.parameters() if p.requires_grad)
+
+        def undo():
+            if c.merge:
+                lora.merge_and_unload()
+                for n, p in work.named_parameters():
+                    p.requires_grad_(flags.get(n, True))
+
+        return (f"through rank-{c.rank} LoRA adapters on {len(targets)} layers ({n_train:,} trainable parameters, "
+                f"{'merged' if c.merge else 'kept'})"), undo

@@ -1,0 +1,175 @@
+"""Language-model memorisation and membership metrics (the MUSE / open-unlearning set).
+
+Per sample (one question/answer pair; only the scored answer tokens count):
+
+* ``loss``: mean answer NLL (the LOSS attack of Yeom et al. 2018);
+* ``zlib``: NLL relative to the answer's zlib-compressed length (Carlini et al.,
+  "Extracting Training Data from Large Language Models", USENIX Security 2021): text that
+  is easy for the model but not intrinsically simple;
+* ``min_k``: the mean log-probability of the ``k`` fraction of least likely tokens
+  (Shi et al., "Detecting Pretraining Data from Large Language Models", ICLR 2024);
+* ``min_k_pp``: Min-K%++ (Zhang et al., ICLR 2025): each token's log-probability
+  standardised by the mean and standard deviation of log-probabilities under the model's
+  own next-token distribution, then the mean of the lowest ``k`` fraction;
+* ``exact_memorization``: the fraction of answer tokens the model predicts exactly
+  (teacher forcing; Tirumala et al. 2022, as in open-unlearning);
+* ``extraction_strength``: ``1 − k/n`` for the shortest answer prefix ``k`` after which
+  every remaining token is predicted exactly (Carlini et al. 2021's extraction, in the
+  form of Wang et al., "Towards Effective Evaluations and Comparisons for LLM Unlearning
+  Methods", ICLR 2025).
+
+Attack scores are oriented so that higher means "member".
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Dict
+
+import numpy as np
+import torch
+
+from ..core.base import BaseMetric
+from ..core.config import BaseConfig
+from ..core.exceptions import DataError
+from ..core.registry import register
+
+ATTACKS = ("loss", "zlib", "min_k", "min_k_pp")
+
+
+@torch.no_grad()
+def lm_token_stats(adapter, loader, k: float = 0.4) -> Dict[str, np.ndarray]:
+    """Per-sample statistics of a causal LM on QA batches (see the module docstring).
+    ``zlib`` needs the answer text: batches from :class:`~erasus.models.QACollator` carry it
+    under ``"text"``; without it that statistic is NaN."""
+    if getattr(adapter, "family", None) != "causal_lm":
+        raise DataError(f"Language-model metrics need a causal LM; this model is a {adapter.family!r}.")
+    model = adapter.model
+    was = model.training
+    model.eval()
+    out = {key: [] for key in ("loss", "zlib", "min_k", "min_k_pp", "exact_memorization", "extraction_strength")}
+    try:
+        for batch in loader:
+            b = adapter.to_device(batch)
+            logits = model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits[:, :-1].double()
+            labels = b["labels"][:, 1:]
+            logp = torch.log_softmax(logits, -1)
+            p = logp.exp()
+            mu = (p * logp).sum(-1)
+            sd = ((p * logp ** 2).sum(-1) - mu ** 2).clamp_min(1e-12).sqrt()
+            tok = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+            hit = logits.argmax(-1) == labels
+            texts = batch.get("text") if isinstance(batch, dict) else None
+            for i in range(labels.shape[0]):
+                m = labels[i] != -100
+                n = int(m.sum())
+                if n == 0:
+                    raise DataError("A sample has no scored (answer) tokens: check max_length.")
+                lp, z, h = tok[i][m], ((tok[i] - mu[i]) / sd[i])[m], hit[i][m]
+                kk = max(1, int(round(k * n)))
+                nll = float(-lp.mean())
+                out["loss"].append(nll)
+                out["min_k"].append(float(lp.sort().values[:kk].mean()))
+                out["min_k_pp"].append(float(z.sort().values[:kk].mean()))
+                out["exact_memorization"].append(float(h.double().mean()))
+                miss = (~h).nonzero()
+                first_ok = int(miss[-1]) + 1 if len(miss) else 0  # shortest prefix after which all match
+                out["extraction_strength"].append(1.0 - first_ok / n)
+                out["zlib"].append(nll / len(zlib.compress(texts[i].encode("utf-8"))) if texts else float("nan"))
+    finally:
+        model.train(was)
+    return {key: np.asarray(v, dtype=np.float64) for key, v in out.items()}
+
+
+def attack_scores(stats: Dict[str, np.ndarray], attack: str) -> np.ndarray:
+    """Membership scores (higher = member) of one attack from :func:`lm_token_stats`."""
+    if attack not in ATTACKS:
+        raise DataError(f"Unknown language-model attack {attack!r}; expected one of {ATTACKS}.")
+    s = stats[attack]
+    return -s if attack in ("loss", "zlib") else s
+
+
+def attack_auc(member: Dict[str, np.ndarray], nonmember: Dict[str, np.ndarray], attack: str) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    a, b = attack_scores(member, attack), attack_scores(nonmember, attack)
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise DataError(f"The {attack} attack needs the answer text in each batch (QACollator adds it as 'text').")
+    return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
+
+
+@dataclass
+class LMConfig(BaseConfig):
+    """``k``: the fraction of least likely tokens for Min-K% / Min-K%++, 0.4 (open-unlearning's
+    default; the papers sweep 0.1-0.6); ``attacks``: which membership attacks to run."""
+
+    k: float = 0.4
+    attacks: tuple = ATTACKS
+
+    def validate(self) -> None:
+        self._check_range("k", 0.0, 1.0)
+        for a in self.attacks:
+            if a not in ATTACKS:
+                raise DataError(f"LMConfig: unknown attack {a!r}; expected some of {ATTACKS}.")
+
+
+@register("metric", "lm_mia", aliases=("llm_mia", "min_k", "zlib_mia"))
+class LMMembershipMetric(BaseMetric):
+    """Membership inference on a language model: ROC AUC (scikit-learn) of each attack
+    (LOSS, zlib, Min-K%, Min-K%++; see :mod:`erasus.metrics.llm`) separating forget samples
+    from held-out samples (``holdout``, else ``test``). Reference 0.5 (a model that never
+    saw the forget set); closer is better. ``*_auc`` keys, one per attack."""
+
+    config_class = LMConfig
+    supports = ("causal_lm",)
+    higher_is_better = {f"{a}_auc": None for a in ATTACKS}
+    reference = {f"{a}_auc": 0.5 for a in ATTACKS}
+
+    def compute(self, ctx):
+        ctx.require("lm_mia", "forget")
+        nm = ctx.nonmember_split()
+        f, h = ctx.lm_stats("forget", k=self.config.k), ctx.lm_stats(nm, k=self.config.k)
+        return {f"{a}_auc": attack_auc(f, h, a) for a in self.config.attacks}
+
+
+@register("metric", "privleak", aliases=("priv_leak",))
+class PrivLeakMetric(BaseMetric):
+    """MUSE's PrivLeak (Shi et al., "MUSE: Machine Unlearning Six-Way Evaluation for Language
+    Models", 2024): ``(AUC_unlearned − AUC_retrained) / AUC_retrained × 100`` with the Min-K%
+    AUC of forget vs held-out samples. Reference 0 (the retrained model); large positive =
+    under-unlearning (the forget set still leaks), large negative = over-unlearning. Needs
+    ``gold_model``."""
+
+    config_class = LMConfig
+    supports = ("causal_lm",)
+    higher_is_better = {"privleak": None}
+    reference = {"privleak": 0.0}
+
+    def compute(self, ctx):
+        ctx.require("privleak", "forget")
+        nm, k = ctx.nonmember_split(), self.config.k
+        auc = attack_auc(ctx.lm_stats("forget", k=k), ctx.lm_stats(nm, k=k), "min_k")
+        gold = attack_auc(ctx.lm_stats("forget", gold=True, k=k), ctx.lm_stats(nm, gold=True, k=k), "min_k")
+        return {"privleak": (auc - gold) / gold * 100.0}
+
+
+@register("metric", "memorization", aliases=("exact_memorization", "extraction_strength"))
+class MemorizationMetric(BaseMetric):
+    """Exact memorisation and extraction strength of the forget (and retain) answers under
+    teacher forcing (see :mod:`erasus.metrics.llm`). Lower on forget is the goal, with
+    the retrained model's value as reference; retain values should stay high."""
+
+    config_class = LMConfig
+    supports = ("causal_lm",)
+    higher_is_better = {"forget_exact_memorization": False, "forget_extraction_strength": False,
+                        "retain_exact_memorization": True, "retain_extraction_strength": True}
+    reference = {k: "gold" for k in higher_is_better}
+
+    def compute(self, ctx):
+        out = {}
+        for split in ("forget", "retain"):
+            if ctx.has(split):
+                s = ctx.lm_stats(split, k=self.config.k)
+                out[f"{split}_exact_memorization"] = float(s["exact_memorization"].mean())
+                out[f"{split}_extraction_strength"] = float(s["extraction_strength"].mean())
+        return out
