@@ -126,3 +126,30 @@ def test_lm_membership_attacks_rank_the_unlearned_model(tiny_tofu):
     m = MetricSuite(["lm_mia", "memorization"]).run(model, forget_eval, retain_eval, None, holdout)
     assert m["loss_auc"] > 0.9 and m["min_k_auc"] > 0.9, m
     assert m["forget_exact_memorization"] > 0.8, m
+
+
+def test_llm_unlearner_lora_save_and_reload(tiny_tofu, tmp_path):
+    """LLMUnlearner end to end: NPO through LoRA adapters (only adapters train, merged at the
+    end), forget loss rises more than retain loss, the caller's model is untouched, and
+    save_pretrained writes safetensors + a model card atomically and never overwrites."""
+    pytest.importorskip("peft")
+    from erasus import LLMUnlearner
+
+    model, forget, retain, forget_eval, retain_eval = tiny_tofu
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    f0, r0 = mean_nll(model, forget_eval), mean_nll(model, retain_eval)
+    llm = LLMUnlearner(model, strategy="npo", lora={"rank": 4})
+    res = llm.fit(forget, retain, progress=False, seed=0, max_epochs=10, min_steps=20)
+    assert res.strategy == "lora_unlearning" and "LoRA" in res.stop_reason
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    f1, r1 = mean_nll(res.model, forget_eval), mean_nll(res.model, retain_eval)
+    assert f1 - f0 > 0.5 and (f1 - f0) > 2 * (r1 - r0), (f0, f1, r0, r1)
+    llm.evaluate(forget_eval, retain_eval)
+    out = llm.save_pretrained(tmp_path / "unlearned")
+    assert (out / "model.safetensors").exists() and "lora_unlearning" in (out / "README.md").read_text()
+    with pytest.raises(FileExistsError):
+        llm.save_pretrained(out)
+    again = LLMUnlearner(out, strategy="gradient_ascent")
+    assert mean_nll(again.model, forget_eval) == pytest.approx(f1, rel=1e-4)
+    with pytest.raises(Exception, match="causal LM"):
+        LLMUnlearner(torch.nn.Linear(2, 2))

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ErasusUnlearner": "erasus.unlearners",
+    "LLMUnlearner": "erasus.unlearners",
     "Coreset": "erasus.core",
     "UnlearningModule": "erasus.core",
     "UnlearningTrainer": "erasus.core",

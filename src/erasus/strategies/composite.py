@@ -317,10 +317,17 @@ class LoRAConfig(RestrictedConfig):
 
 def lora_targets(model: torch.nn.Module) -> List[str]:
     """Names of the layers LoRA can adapt by default: ``nn.Linear``, ``nn.Conv1d/2d/3d``
-    and Hugging Face's ``Conv1D`` (GPT-2), excluding layers inside existing adapters."""
+    and Hugging Face's ``Conv1D`` (GPT-2), excluding layers inside existing adapters and
+    layers whose weight is tied to another module (a language model's output layer
+    sharing the input embedding: merging an adapter there would also change the
+    embedding)."""
+    from collections import Counter
+
     kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    owners = Counter(id(m.weight) for m in model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor))
     return [n for n, m in model.named_modules()
-            if n and (isinstance(m, kinds) or type(m).__name__ == "Conv1D") and "lora_" not in n]
+            if n and (isinstance(m, kinds) or type(m).__name__ == "Conv1D") and "lora_" not in n
+            and owners[id(m.weight)] == 1]
 
 
 @register("strategy", "lora_unlearning", aliases=("lora",))
@@ -360,8 +367,10 @@ class LoRAUnlearning(_Restricted):
             raise ConfigError(f"lora_unlearning: no adaptable layer named {missing or targets}; expected names "
                               f"such as {lora_targets(work)[:6]}.")
         flags = {n: p.requires_grad for n, p in work.named_parameters()}
+        mods = dict(work.named_modules())
+        conv1d = all(type(mods[t]).__name__ == "Conv1D" for t in targets)  # GPT-2 stores W transposed
         lora = LoraModel(work, PeftLoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout,
-                                              target_modules=targets), "default")
+                                              target_modules=targets, fan_in_fan_out=conv1d), "default")
         n_train = sum(p.numel() for p in work.parameters() if p.requires_grad)
 
         def undo():

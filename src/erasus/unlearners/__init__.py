@@ -1,4 +1,5 @@
 """High-level unlearners."""
 from .erasus_unlearner import ErasusUnlearner
+from .llm_unlearner import LLMUnlearner
 
-__all__ = ["ErasusUnlearner"]
+__all__ = ["ErasusUnlearner", "LLMUnlearner"]

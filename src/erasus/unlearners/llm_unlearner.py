@@ -1,0 +1,156 @@
+"""``LLMUnlearner``: the select → unlearn → verify pipeline for Hugging Face causal LMs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+from torch import nn
+
+from ..core.exceptions import ConfigError, UnsupportedModelError
+from .erasus_unlearner import ErasusUnlearner
+
+LM_METRICS = ("lm_mia", "memorization")
+
+
+class LLMUnlearner(ErasusUnlearner):
+    """Unlearning for causal language models (GPT-2, LLaMA, Mistral, ... through
+    ``transformers``' ``AutoModelForCausalLM``).
+
+    >>> llm = LLMUnlearner("path/to/finetuned", strategy="npo", lora={"rank": 8})
+    >>> result = llm.fit(forget_loader, retain_loader)          # QACollator batches
+    >>> llm.evaluate(forget_loader, retain_loader, holdout_data=holdout_loader)
+    >>> llm.save_pretrained("unlearned/")                        # weights + model card
+
+    ``model``: a loaded model, or a local path / Hub name given to
+    ``AutoModelForCausalLM.from_pretrained`` (and ``AutoTokenizer`` when ``tokenizer`` is
+    not given). Batches are dicts with ``input_ids``, ``attention_mask`` and ``labels``
+    (answer tokens only; :class:`~erasus.models.QACollator` builds them). ``lora``: train
+    only LoRA adapters (``True`` or a dict of :class:`~erasus.strategies.composite.LoRAConfig`
+    fields, e.g. ``{"rank": 8, "merge": False}``) with ``strategy`` as the objective.
+    Default strategy: ``npo`` (Zhang et al. 2024), the method with the best utility /
+    forgetting trade-off in the TOFU and MUSE studies. Loss-based strategies run their
+    fixed schedule on language models unless a ``monitor`` rule is requested.
+    """
+
+    def __init__(self, model: Union[nn.Module, str, os.PathLike], strategy: Union[str, Any] = "npo",
+                 selector: Union[str, Any, None] = None, tokenizer: Any = None, device: Optional[str] = None,
+                 strategy_kwargs: Optional[Dict[str, Any]] = None, selector_kwargs: Optional[Dict[str, Any]] = None,
+                 lora: Union[bool, Dict[str, Any], None] = None, inplace: bool = False, **load_kwargs):
+        from ..models.causal_lm import is_causal_lm
+
+        if isinstance(model, (str, os.PathLike)):
+            model, tokenizer = load_causal_lm(model, tokenizer, **load_kwargs)
+            inplace = True  # we loaded it: nobody else holds this object
+        if not is_causal_lm(model):
+            raise UnsupportedModelError(
+                f"LLMUnlearner expects a Hugging Face causal LM (…ForCausalLM / …LMHeadModel), got "
+                f"{type(model).__name__}; use ErasusUnlearner for classifiers.")
+        self.tokenizer = tokenizer
+        self.lora = {} if lora is True else (dict(lora) if lora else None)
+        if self.lora is not None:
+            if not isinstance(strategy, str):
+                raise ConfigError("lora=... needs the strategy by name (it becomes the adapters' objective).")
+            strategy_kwargs = {**self.lora, "base": strategy, "base_kwargs": dict(strategy_kwargs or {})}
+            strategy = "lora_unlearning"
+        super().__init__(model, strategy=strategy, selector=selector, device=device,
+                         strategy_kwargs=strategy_kwargs, selector_kwargs=selector_kwargs, inplace=inplace)
+        self.forget_size_: Optional[int] = None
+
+    def fit(self, forget_data, retain_data=None, holdout_data=None, **kwargs):
+        res = super().fit(forget_data, retain_data, holdout_data, **kwargs)
+        try:
+            self.forget_size_ = len(getattr(forget_data, "dataset", forget_data))
+        except TypeError:
+            self.forget_size_ = None
+        return res
+
+    def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, gold_model=None,
+                 metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None) -> Dict[str, float]:
+        """Default metrics for language models: membership AUCs (LOSS, zlib, Min-K%,
+        Min-K%++; forget vs ``holdout_data``), exact memorisation and extraction strength,
+        and MUSE's PrivLeak when ``gold_model`` is given."""
+        if holdout_data is None:
+            holdout_data = self.holdout_data_
+        if metrics is None:
+            metrics = (["lm_mia"] if holdout_data is not None or test_data is not None else []) + ["memorization"]
+            if gold_model is not None and (holdout_data is not None or test_data is not None):
+                metrics.append("privleak")
+        return super().evaluate(forget_data, retain_data, test_data, holdout_data, gold_model, metrics, max_samples)
+
+    def model_card(self) -> str:
+        """A Markdown model card: the method, its configuration, the forget request and the
+        metrics measured so far."""
+        r = self.result_
+        if r is None:
+            raise ConfigError("Nothing to describe yet: call fit() first.")
+        lines = ["---", "tags: [erasus, machine-unlearning]", "---", "", "# Unlearned model", "",
+                 f"Produced with Erasus {_version()} on {time.strftime('%Y-%m-%d')}.", "",
+                 f"- method: `{r.strategy}`" + (f" (objective `{r.config.get('base')}` through LoRA adapters)"
+                                                 if r.strategy == "lora_unlearning" else ""),
+                 f"- forget set: {self.forget_size_ if self.forget_size_ is not None else 'unknown'} samples"
+                 + (f" (coreset of {len(r.coreset)})" if r.coreset is not None else ""),
+                 f"- steps: {r.steps}; stopped: {r.stop_reason}",
+                 f"- time: {r.timings.get('total_s', r.timings.get('unlearn_s', 0.0)):.1f} s", "",
+                 "## Configuration", "", "```json", json.dumps(r.config, indent=1, default=str), "```", ""]
+        if r.metrics:
+            lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.4g} |" for k, v in sorted(r.metrics.items())]
+        return "\n".join(lines) + "\n"
+
+    def save_pretrained(self, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+        """Save the unlearned model (``save_pretrained``, safetensors), the tokenizer if known,
+        and ``README.md`` (the model card) into ``path``, atomically: everything is written
+        to a temporary folder beside it and moved into place at the end. An existing
+        non-empty ``path`` is never overwritten unless ``overwrite=True``."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True or choose a new folder.")
+        card = self.model_card()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            (tmp / "README.md").write_text(card)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+
+def load_causal_lm(name_or_path, tokenizer=None, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` (weights via safetensors where the checkpoint
+    has them) and its tokenizer; a clear error when ``transformers`` is missing."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        raise ConfigError("Loading a language model needs transformers: pip install 'erasus[llm]'.") from e
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError):
+            tokenizer = None  # a weights-only folder: the caller tokenises
+    return model, tokenizer
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("erasus")
+    except Exception:
+        return "(development)"
