@@ -122,7 +122,7 @@ def main(argv=None):
     # strategies that need records made while the original was trained (amnesiac) cannot run on
     # this protocol's models; they are named in the results file and tested elsewhere
     skipped = [n for n in list_registered("strategy") if getattr(get("strategy", n), "needs_training_records", False)]
-    strategies = [n for n in list_registered("strategy") if n not in skipped] if args.strategies == "all" else [
+    strategies = [n for n in list_registered("strategy", family="classifier") if n not in skipped] if args.strategies == "all" else [
         resolve("strategy", s) for s in args.strategies.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     task = fashion_mnist_task(n_train=args.n_train, cache_dir=Path(args.cache), epochs=args.epochs, progress=True)

@@ -193,7 +193,7 @@ def main(argv=None):
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    names = [n for n in list_registered("strategy")
+    names = [n for n in list_registered("strategy", family="classifier")
              if not getattr(get("strategy", n), "needs_training_records", False)] if args.strategies == "all" else [
         resolve("strategy", s) for s in args.strategies.split(",")]
     t0 = time.perf_counter()

@@ -68,19 +68,53 @@ def test_adapter_is_picked_and_scores_answer_tokens_only(tiny_tofu):
         a.per_sample_loss((torch.zeros(2, 3), torch.zeros(2)))
 
 
-@pytest.mark.parametrize("name", ["gradient_ascent", "negative_gradient", "npo", "simnpo", "wga"])
+LM_STRATEGIES = ["gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
+                 "task_vector"]
+
+
+def idk_forget_loader(forget):
+    """The forget loader with a refusal answer per question (for idk / dpo)."""
+    from erasus.data.datasets.tofu import load_idk
+
+    tok = forget.collate_fn.tok
+    coll = QACollator(tok, max_length=96, alt_answers=load_idk())
+    return DataLoader(forget.dataset, batch_size=forget.batch_size, shuffle=True, collate_fn=coll,
+                      generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", LM_STRATEGIES)
 def test_strategy_raises_forget_loss_more_than_retain_loss(tiny_tofu, name):
     from erasus.unlearners import ErasusUnlearner
 
     model, forget, retain, forget_eval, retain_eval = tiny_tofu
+    if name in ("idk", "dpo"):
+        forget = idk_forget_loader(forget)
     f0, r0 = mean_nll(model, forget_eval), mean_nll(model, retain_eval)
-    res = ErasusUnlearner(model, strategy=name).fit(forget, retain, progress=False, seed=0, max_epochs=10,
-                                                    min_steps=20)
+    kw = dict(progress=False, seed=0)
+    if name != "task_vector":  # a one-shot edit: no trainer options
+        kw.update(max_epochs=10, min_steps=20)
+    res = ErasusUnlearner(model, strategy=name).fit(forget, retain, **kw)
     f1, r1 = mean_nll(res.model, forget_eval), mean_nll(res.model, retain_eval)
     assert f1 - f0 > 0.5, (name, f0, f1)
     assert f1 - f0 > 2 * (r1 - r0), (name, f0, f1, r0, r1)
     assert mean_nll(model, forget_eval) == pytest.approx(f0)  # the caller's model is untouched
-    assert "fixed schedule" in res.stop_reason
+    assert "fixed schedule" in res.stop_reason or name == "task_vector"
+
+
+def test_idk_strategies_explain_missing_refusals_and_lm_only_components_refuse_classifiers(tiny_tofu):
+    from erasus.core.exceptions import UnsupportedModelError
+    from erasus.metrics import MetricSuite
+    from erasus.unlearners import ErasusUnlearner
+
+    model, forget, retain, forget_eval, _ = tiny_tofu
+    with pytest.raises(Exception, match="alt_answers"):
+        ErasusUnlearner(model, strategy="idk").fit(forget, retain, progress=False, max_steps=2, min_steps=0)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModelError, match="causal_lm"):
+        ErasusUnlearner(clf, strategy="rmu").fit(forget, retain, progress=False)
+    xy = DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)
+    with pytest.raises(UnsupportedModelError, match="causal_lm"):
+        MetricSuite(["lm_mia"]).run(clf, xy, None, None, xy)
 
 
 def test_lm_token_stats_match_hand_computation(tiny_tofu):

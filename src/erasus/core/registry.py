@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 from .exceptions import UnknownNameError
 
@@ -86,11 +86,15 @@ def get(kind: str, name: str) -> type:
     return _REGISTRY[kind][resolve(kind, name)]
 
 
-def list_registered(kind: str) -> List[str]:
-    """Sorted canonical names registered for ``kind``."""
+def list_registered(kind: str, family: Optional[str] = None) -> List[str]:
+    """Sorted canonical names registered for ``kind``; with ``family`` (e.g.
+    ``"classifier"``, ``"causal_lm"``) only those that support that model family."""
     _check_kind(kind)
     _ensure_loaded(kind)
-    return sorted(_REGISTRY[kind])
+    names = sorted(_REGISTRY[kind])
+    if family is None:
+        return names
+    return [n for n in names if {"*", family} & set(getattr(_REGISTRY[kind][n], "supports", ("*",)))]
 
 
 def aliases(kind: str) -> Dict[str, str]:

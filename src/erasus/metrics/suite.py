@@ -29,8 +29,11 @@ class MetricSuite:
         gold = adapter.with_model(gold_model) if gold_model is not None else None
         ctx = EvalContext(adapter, forget_loader, retain_loader, test_loader, holdout_loader, gold,
                           max_samples=self.max_samples)
+        from ..core.base import check_supported
+
         out: Dict[str, float] = {}
         for m in self.metrics:
+            check_supported(m, adapter)  # e.g. a language-model metric on a classifier: a clear error
             out.update(m.compute(ctx))
         return out
 

@@ -90,12 +90,18 @@ class QACollator:
     train on (e.g. ``"paraphrased_answer"``); ``answers`` overrides every answer (e.g. an
     "I don't know" refusal) when given as a list, cycled by index. Batches also carry the
     answer strings under ``"text"`` (for text-level metrics such as the zlib attack).
+    ``alt_answers`` (e.g. :func:`erasus.data.datasets.tofu.load_idk`) adds a second,
+    aligned encoding of every question with an alternative answer under ``alt_input_ids``,
+    ``alt_attention_mask`` and ``alt_labels``: the targets of the IdkNLL / IdkDPO strategies.
     """
 
     def __init__(self, tokenizer, max_length: int = 128, template: str = "Question: {question}\nAnswer:",
-                 answer_key: str = "answer", answers: Optional[Sequence[str]] = None):
+                 answer_key: str = "answer", answers: Optional[Sequence[str]] = None,
+                 alt_answers: Optional[Sequence[str]] = None):
         self.tok, self.max_length, self.template = tokenizer, max_length, template
         self.answer_key, self.answers = answer_key, list(answers) if answers else None
+        self.alt_answers = list(alt_answers) if alt_answers else None
+        self._j = 0
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise DataError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
@@ -120,6 +126,17 @@ class QACollator:
                 ans = r[self.answer_key]
             rows.append(self.encode(r["question"], ans))
             texts.append(ans)
+        ids, att, labels = self._pad(rows)
+        out = {"input_ids": ids, "attention_mask": att, "labels": labels, "text": texts}
+        if self.alt_answers is not None:
+            alt = []
+            for r in records:
+                alt.append(self.encode(r["question"], self.alt_answers[self._j % len(self.alt_answers)]))
+                self._j += 1
+            out["alt_input_ids"], out["alt_attention_mask"], out["alt_labels"] = self._pad(alt)
+        return out
+
+    def _pad(self, rows):
         n = max(len(i) for i, _ in rows)
         ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
@@ -128,7 +145,7 @@ class QACollator:
             ids[k, : len(i)] = torch.tensor(i)
             labels[k, : len(lab)] = torch.tensor(lab)
             att[k, : len(i)] = 1
-        return {"input_ids": ids, "attention_mask": att, "labels": labels, "text": texts}
+        return ids, att, labels
 
 
 def word_tokenizer(texts: Sequence[str], min_count: int = 1):
