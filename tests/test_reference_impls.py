@@ -261,3 +261,27 @@ def test_voting_of_one_selector_reproduces_its_ranking_and_fusion_respects_weigh
     assert set(VotingSelector(selectors=["el2n"]).select(model, forget, k=5).indices) == set(ref.indices)
     fused = WeightedFusionSelector(selectors=["el2n", "kcenter"], weights=[1.0, 0.0]).select(model, forget, k=5)
     assert set(fused.indices) == set(ref.indices)
+
+
+def test_hook_gradient_norms_match_vmap_on_conv_and_fall_back_for_batchnorm():
+    """The closed-form (hooks) per-sample gradient norms equal torch.func's on a CNN with
+    padding and stride; a BatchNorm model is outside the closed forms: auto uses vmap,
+    method='hooks' says why it cannot."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from erasus.core.exceptions import UnsupportedModelError
+
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 6, 3, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 5))
+    loader = DataLoader(TensorDataset(torch.randn(20, 1, 8, 8), torch.randint(0, 5, (20,))), batch_size=8)
+    hooks = per_sample_grad_norms(wrap(cnn), loader, method="hooks")
+    ref = per_sample_grad_norms(wrap(cnn), loader, method="vmap")
+    np.testing.assert_allclose(hooks, ref, rtol=1e-5)
+    bn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                             torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    np.testing.assert_allclose(per_sample_grad_norms(wrap(bn), loader), per_sample_grad_norms(wrap(bn), loader,
+                                                                                               method="vmap"))
+    with pytest.raises(UnsupportedModelError, match="vmap"):
+        per_sample_grad_norms(wrap(bn), loader, method="hooks")

@@ -1,4 +1,7 @@
 """Stage 3 protocols: ``UnlearningBenchmark`` and its report."""
 from .benchmark import FAIL, PARTIAL, PASS, BenchmarkReport, MetricResult, UnlearningBenchmark
+from .tofu import register as _register_tofu
+
+_register_tofu()
 
 __all__ = ["UnlearningBenchmark", "BenchmarkReport", "MetricResult", "PASS", "PARTIAL", "FAIL"]

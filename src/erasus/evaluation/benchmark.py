@@ -138,8 +138,9 @@ class BenchmarkReport:
 class UnlearningBenchmark:
     """Evaluate an unlearned model against a gold standard with confidence intervals.
 
-    ``protocol``: ``"general"`` (classifiers; see the module docstring). LLM protocols
-    (``tofu``, ``muse``, ``wmdp``) are provided by the LLM package when installed.
+    ``protocol``: ``"general"`` (classifiers; see the module docstring) or ``"tofu"``
+    (causal LMs on a TOFU request: :func:`erasus.evaluation.tofu.tofu_protocol`; pass
+    ``tokenizer=``). Extensions add more through :meth:`register_protocol`.
     ``gold_standard``: ``"retrain"`` (compare with ``gold_model``, a model retrained
     without the forget data), ``"holdout"`` (compare forget data with held-out data
     and utility with ``original_model``), or ``"auto"`` (retrain if a gold model is given).
@@ -169,8 +170,8 @@ class UnlearningBenchmark:
                  confidence_level: float = 0.95, n_bootstrap: int = 500, max_samples: Optional[int] = 5000,
                  tolerances: Optional[Dict[str, tuple]] = None, seed: int = 0):
         if protocol not in self.protocols():
-            hint = (" The LLM protocols (tofu, muse, wmdp) are registered by the LLM extension when it is "
-                    "imported." if protocol in ("tofu", "muse", "wmdp") else "")
+            hint = (" The muse and wmdp protocols are not implemented yet; tofu is." if protocol in ("muse", "wmdp")
+                    else "")
             raise ConfigError(f"Expected protocol in {self.protocols()}, got {protocol!r}.{hint}")
         if gold_standard not in ("auto", "retrain", "holdout"):
             raise ConfigError(f"Expected gold_standard 'auto', 'retrain' or 'holdout', got {gold_standard!r}.")
@@ -192,7 +193,7 @@ class UnlearningBenchmark:
         return s
 
     def evaluate(self, unlearned_model, forget_data=None, retain_data=None, test_data=None, holdout_data=None,
-                 gold_model=None, original_model=None) -> BenchmarkReport:
+                 gold_model=None, original_model=None, **protocol_kwargs) -> BenchmarkReport:
         """Compare ``unlearned_model`` (one model, or a list of models from independent runs)
         with the gold standard. ``holdout_data``: samples never trained on, from the forget
         set's distribution (for class forgetting: held-out samples of the forgotten
@@ -202,7 +203,9 @@ class UnlearningBenchmark:
         if self.protocol in self._extra_protocols:
             return self._extra_protocols[self.protocol](
                 self, unlearned_model, forget_data=forget_data, retain_data=retain_data, test_data=test_data,
-                holdout_data=holdout_data, gold_model=gold_model, original_model=original_model)
+                holdout_data=holdout_data, gold_model=gold_model, original_model=original_model, **protocol_kwargs)
+        if protocol_kwargs:
+            raise ConfigError(f"Unexpected argument(s) {sorted(protocol_kwargs)} for protocol {self.protocol!r}.")
         if forget_data is None:
             raise DataError("Expected forget_data (the data that was unlearned), got None.")
         gold_standard = self.gold_standard

@@ -167,3 +167,25 @@ def word_tokenizer(texts: Sequence[str], min_count: int = 1):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer, tok.pre_tokenizer = norm, pre
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+
+
+def gpt2_lm(tokenizer, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 256, seed: int = 0):
+    """A freshly initialised GPT-2 (``transformers.GPT2LMHeadModel``) sized for ``tokenizer``,
+    for models trained from scratch here (tests and ``benchmarks/tofu.py``)."""
+    import transformers
+
+    cfg = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                                  n_head=n_head, bos_token_id=tokenizer.eos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def tofu_texts(request) -> List[str]:
+    """Every text of a TOFU request (questions, answers, paraphrases, perturbations), for
+    building a word-level vocabulary that covers the evaluation."""
+    out = ["Question: Answer:"]
+    for ds in (request.forget, request.retain, request.holdout, request.forget_eval, request.retain_eval):
+        for r in ds.records:
+            out += [r["question"], r["answer"], r.get("paraphrased_answer", ""), *r.get("perturbed_answer", [])]
+    return out

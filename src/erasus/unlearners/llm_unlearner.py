@@ -51,7 +51,7 @@ class LLMUnlearner(ErasusUnlearner):
                 f"LLMUnlearner expects a Hugging Face causal LM (…ForCausalLM / …LMHeadModel), got "
                 f"{type(model).__name__}; use ErasusUnlearner for classifiers.")
         self.tokenizer = tokenizer
-        self.lora = {} if lora is True else (dict(lora) if lora else None)
+        self.lora = None if lora is None or lora is False else ({} if lora is True else dict(lora))
         if self.lora is not None:
             if not isinstance(strategy, str):
                 raise ConfigError("lora=... needs the strategy by name (it becomes the adapters' objective).")

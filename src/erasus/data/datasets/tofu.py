@@ -132,3 +132,25 @@ def tofu_request(forget: str = "forget10", root: Optional[os.PathLike] = None, s
                         "splits.")
     return TOFURequest(f, r, get("holdout" + forget[-2:]), get(forget + "_perturbed"), get("retain_perturbed"),
                        get("real_authors_perturbed"), get("world_facts_perturbed"))
+
+
+QUESTIONS_PER_AUTHOR = 20
+
+
+def subset_request(request: TOFURequest, forget_authors: int, retain_authors: int) -> TOFURequest:
+    """A smaller request with the first ``forget_authors`` authors of the forget split (and
+    as many held-out authors) and the first ``retain_authors`` of the retain split, with
+    their evaluation records: for tests and quick benchmark runs (TOFU has 20 questions
+    per author, stored author by author)."""
+    nf, nr = forget_authors * QUESTIONS_PER_AUTHOR, retain_authors * QUESTIONS_PER_AUTHOR
+    if nf < 1 or nr < 1 or nf > len(request.forget) or nr > len(request.retain):
+        raise DataError(f"Expected 1..{len(request.forget) // QUESTIONS_PER_AUTHOR} forget and "
+                        f"1..{len(request.retain) // QUESTIONS_PER_AUTHOR} retain authors, got {forget_authors} and "
+                        f"{retain_authors}.")
+    f, r = request.forget.records[:nf], request.retain.records[:nr]
+    keep = lambda ds, qs: TOFUDataset([x for x in ds.records if x["question"] in qs], ds.split)  # noqa: E731
+    return TOFURequest(TOFUDataset(f, request.forget.split), TOFUDataset(r, request.retain.split),
+                       TOFUDataset(request.holdout.records[:nf], request.holdout.split),
+                       keep(request.forget_eval, {x["question"] for x in f}),
+                       keep(request.retain_eval, {x["question"] for x in r}),
+                       request.real_authors, request.world_facts)

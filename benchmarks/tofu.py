@@ -1,0 +1,206 @@
+"""TOFU from scratch: every language-model strategy on a TOFU deletion request, at defaults.
+
+No pretrained weights can be downloaded here, so the protocol trains its own models: a
+word-level tokenizer over the TOFU texts and a small GPT-2 trained from scratch on the
+``full`` split (the "finetuned" model that has memorised every author) and on the retain
+split alone (the gold model, retrained without the forget authors); both are cached. Each
+strategy then unlearns the forget split from the finetuned model with its defaults (the
+retain split as retain data; ``idk`` / ``dpo`` get the refusal answers of
+``idontknow.jsonl``; ``lora_npo`` is NPO through LoRA adapters), for each seed.
+
+Reported per method (mean over seeds): forget quality (KS test of truth ratios against the
+gold model), model utility (retain split: probability, ROUGE-L, truth ratio), forget /
+retain / held-out ROUGE-L, Min-K% membership AUC forget vs held-out authors, PrivLeak,
+unlearning time and the speed-up over training the gold model (same run, same machine).
+
+    python benchmarks/tofu.py                                   # forget10, all 200 authors
+    python benchmarks/tofu.py --forget-authors 2 --retain-authors 8 --seeds 0   # a quick run
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+STRATEGIES = ("gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
+              "task_vector", "lora_npo")
+KEYS = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "holdout_rouge", "min_k_auc", "privleak",
+        "time_s", "speedup")
+
+
+def train_lm(records, tok, args, seed, cache: Path, tag: str):
+    """Train (or load from ``cache``) a GPT-2 from scratch on ``records``."""
+    from torch.utils.data import DataLoader
+
+    from erasus.models.causal_lm import QACollator, gpt2_lm
+    from erasus.utils.io import load_state_dict, save_state_dict
+    from erasus.utils.training import train_classifier
+
+    key = hashlib.sha1(json.dumps([len(tok), len(records), records[0]["question"], records[-1]["question"],
+                                   args.n_layer, args.n_embd, args.epochs, args.lr, seed]).encode()).hexdigest()[:10]
+    path = cache / f"tofu-{tag}-{key}.safetensors"
+    model = gpt2_lm(tok, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, seed=seed)
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        model.load_state_dict(load_state_dict(path), strict=False)
+        model.tie_weights()
+        return model.eval(), json.loads(meta.read_text())["train_s"]
+    loader = DataLoader(records, batch_size=args.batch_size, shuffle=True,
+                        collate_fn=QACollator(tok, max_length=args.max_length),
+                        generator=torch.Generator().manual_seed(seed))
+    t0 = time.perf_counter()
+    train_classifier(model, loader, epochs=args.epochs, lr=args.lr, seed=seed, progress=True, desc=f"train {tag}")
+    train_s = time.perf_counter() - t0
+    save_state_dict({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}, path,
+                    overwrite=True)
+    meta.write_text(json.dumps({"train_s": train_s}))
+    return model.eval(), train_s
+
+
+def forget_loader(req, tok, args, name, seed):
+    from torch.utils.data import DataLoader
+
+    from erasus.data.datasets.tofu import load_idk
+    from erasus.models.causal_lm import QACollator
+
+    alt = load_idk() if name in ("idk", "dpo") else None
+    return DataLoader(req.forget.records, batch_size=args.batch_size, shuffle=True,
+                      collate_fn=QACollator(tok, max_length=args.max_length, alt_answers=alt),
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def main(argv=None):
+    from torch.utils.data import DataLoader
+
+    from erasus.data.datasets.tofu import subset_request, tofu_request
+    from erasus.evaluation.tofu import tofu_scores
+    from erasus.models.causal_lm import QACollator, tofu_texts, word_tokenizer
+    from erasus.unlearners import LLMUnlearner
+    from erasus.utils.io import atomic_write_text
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--forget", default="forget10")
+    p.add_argument("--forget-authors", type=int, default=None, help="use the first N forget authors (quick runs)")
+    p.add_argument("--retain-authors", type=int, default=None)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--n-generate", type=int, default=200, help="questions per split scored by ROUGE")
+    p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--name", default="tofu")
+    args = p.parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    req = tofu_request(args.forget)
+    if args.forget_authors or args.retain_authors:
+        req = subset_request(req, args.forget_authors or len(req.forget) // 20, args.retain_authors or len(req.retain) // 20)
+    tok = word_tokenizer(tofu_texts(req))
+    print(f"TOFU {args.forget}: {len(req.forget)} forget, {len(req.retain)} retain, {len(req.holdout)} held-out "
+          f"questions; vocabulary {len(tok)} words", flush=True)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        full, _ = train_lm(req.forget.records + req.retain.records, tok, args, seed, cache, "full")
+        gold, gold_s = train_lm(req.retain.records, tok, args, seed, cache, "retain")
+        n_params = sum(p.numel() for p in full.parameters())
+        g = tofu_scores(gold, tok, req, n_generate=args.n_generate)
+        g["forget_quality"], g["privleak"] = 1.0, 0.0
+        rows.append({"method": "retrain (gold)", "seed": seed, **{k: g[k] for k in KEYS if k in g},
+                     "time_s": gold_s, "speedup": 1.0})
+        f = tofu_scores(full, tok, req, gold_scores=g, n_generate=args.n_generate)
+        rows.append({"method": "finetuned (original)", "seed": seed, **{k: f[k] for k in KEYS if k in f},
+                     "time_s": 0.0, "speedup": float("nan")})
+        print(f"seed {seed}: gold trained in {gold_s:.0f}s; finetuned forget ROUGE {f['forget_rouge']:.2f}, "
+              f"FQ {f['forget_quality']:.2e}; gold forget ROUGE {g['forget_rouge']:.2f}", flush=True)
+        retain = DataLoader(req.retain.records, batch_size=args.batch_size, shuffle=True,
+                            collate_fn=QACollator(tok, max_length=args.max_length),
+                            generator=torch.Generator().manual_seed(seed + 1))
+        for name in args.strategies.split(","):
+            strategy, lora = ("npo", {}) if name == "lora_npo" else (name, None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                llm = LLMUnlearner(full, strategy=strategy, tokenizer=tok, lora=lora)
+                t0 = time.perf_counter()
+                res = llm.fit(forget_loader(req, tok, args, strategy, seed), retain, progress=False, seed=seed)
+                dt = time.perf_counter() - t0
+            s = tofu_scores(res.model, tok, req, gold_scores=g, n_generate=args.n_generate)
+            row = {"method": name, "seed": seed, **{k: s[k] for k in KEYS if k in s}, "time_s": dt,
+                   "speedup": gold_s / dt, "note": res.stop_reason}
+            rows.append(row)
+            print(f"seed {seed} {name:18s} FQ {s['forget_quality']:.2e} MU {s['model_utility']:.3f} forget ROUGE "
+                  f"{s['forget_rouge']:.2f} retain ROUGE {s['retain_rouge']:.2f} MinK AUC {s['min_k_auc']:.2f} "
+                  f"{dt:.0f}s", flush=True)
+    meta = {"command": "python benchmarks/tofu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "torch": torch.__version__, "n_params": n_params, "vocab": len(tok), "total_min": (time.perf_counter() - t_start) / 60,
+            "forget": len(req.forget), "retain": len(req.retain), "args": vars(args)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
+    md = markdown(rows, meta)
+    atomic_write_text(out / f"{args.name}.md", md)
+    print(md)
+
+
+def markdown(rows, meta) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fin = [r for r in rows if r["method"] == "finetuned (original)"]
+    base_retain = float(np.mean([r["retain_rouge"] for r in fin]))
+    lines = ["# TOFU from scratch", "",
+             f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
+             f"{meta['total_min']:.1f} min. GPT-2 with {meta['n_params'] / 1e6:.2f}M parameters "
+             f"({meta['args']['n_layer']} layers, width {meta['args']['n_embd']}; word vocabulary of {meta['vocab']}), "
+             f"trained from scratch for {meta['args']['epochs']} epochs; {meta['forget']} forget / {meta['retain']} "
+             "retain questions. Mean over seeds (± std).", "",
+             "FQ: forget quality (KS p-value of truth ratios vs the gold model; ≥ 0.05 = indistinguishable). "
+             "MU: model utility on the retain split. ROUGE: ROUGE-L recall of greedy answers. Min-K% AUC: forget vs "
+             "held-out authors (gold ≈ 0.5). PrivLeak: relative Min-K% AUC gap to the gold model (%). Speed-up: "
+             "training the gold model / unlearning.", "",
+             "| method | FQ | MU | forget ROUGE | retain ROUGE | held-out ROUGE | Min-K% AUC | PrivLeak | time (s) | "
+             "speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+    best = []
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+
+        def cell(k, fmt):
+            v = np.array([r.get(k, np.nan) for r in rs], dtype=float)
+            if np.isnan(v).all():
+                return "-"
+            return fmt.format(np.nanmean(v)) + (f" ± {fmt.format(np.nanstd(v, ddof=1))}" if len(v) > 1 else "")
+
+        lines.append(f"| {m} | {cell('forget_quality', '{:.2g}')} | {cell('model_utility', '{:.3f}')} | "
+                     f"{cell('forget_rouge', '{:.2f}')} | {cell('retain_rouge', '{:.2f}')} | "
+                     f"{cell('holdout_rouge', '{:.2f}')} | {cell('min_k_auc', '{:.2f}')} | {cell('privleak', '{:.0f}')} | "
+                     f"{cell('time_s', '{:.0f}')} | {cell('speedup', '{:.1f}')} |")
+        if m not in ("retrain (gold)", "finetuned (original)"):
+            fq = float(np.mean([r["forget_quality"] for r in rs]))
+            rr = float(np.mean([r["retain_rouge"] for r in rs]))
+            if fq >= 0.05 and rr >= 0.9 * base_retain:
+                best.append(f"{m} (FQ {fq:.2g}, retain ROUGE {rr:.2f} = {100 * rr / base_retain:.0f}% of the finetuned "
+                            "model's)")
+    lines += ["", "Methods at defaults with forget quality ≥ 0.05 and retain ROUGE ≥ 90% of the finetuned model's: "
+              + ("; ".join(best) if best else "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

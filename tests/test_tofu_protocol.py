@@ -1,0 +1,51 @@
+"""The TOFU protocol end to end on real TOFU records with tiny GPT-2s trained here: the
+finetuned model (forget + retain authors) must FAIL against the retain-only model, an
+independently retrained retain-only model must reach forget quality >= 0.05."""
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("rouge_score")
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from erasus.data.datasets.tofu import subset_request, tofu_request  # noqa: E402
+from erasus.models.causal_lm import QACollator, gpt2_lm, tofu_texts, word_tokenizer  # noqa: E402
+from erasus.utils.training import train_classifier  # noqa: E402
+
+
+def train(records, tok, seed, epochs=40):
+    model = gpt2_lm(tok, seed=seed)
+    loader = DataLoader(records, batch_size=20, shuffle=True, collate_fn=QACollator(tok, max_length=96),
+                        generator=torch.Generator().manual_seed(seed))
+    return train_classifier(model, loader, epochs=epochs, lr=3e-3, seed=seed, cosine=False)
+
+
+@pytest.fixture(scope="module")
+def world():
+    req = subset_request(tofu_request("forget10"), forget_authors=1, retain_authors=2)
+    tok = word_tokenizer(tofu_texts(req))
+    full = train(req.forget.records + req.retain.records, tok, 0)
+    gold = train(req.retain.records, tok, 1)
+    gold2 = train(req.retain.records, tok, 2)
+    return req, tok, full, gold, gold2
+
+
+def test_tofu_scores_and_protocol_rank_models(world):
+    from erasus.evaluation import UnlearningBenchmark
+    from erasus.evaluation.tofu import tofu_scores
+
+    req, tok, full, gold, gold2 = world
+    g = tofu_scores(gold, tok, req)
+    s_full = tofu_scores(full, tok, req, gold_scores=g)
+    s_gold2 = tofu_scores(gold2, tok, req, gold_scores=g)
+    assert s_full["forget_rouge"] > s_gold2["forget_rouge"] + 0.3, (s_full, s_gold2)
+    assert s_full["forget_prob"] > 2 * s_gold2["forget_prob"]
+    assert s_full["min_k_auc"] > 0.9 and abs(s_gold2["min_k_auc"] - 0.5) < abs(s_full["min_k_auc"] - 0.5)
+    assert s_gold2["forget_quality"] > s_full["forget_quality"] and s_gold2["forget_quality"] >= 0.05
+    assert s_full["privleak"] > abs(s_gold2["privleak"])
+    assert 0 < s_full["model_utility"] <= 1
+    bench = UnlearningBenchmark(protocol="tofu")
+    rep_full = bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok)
+    assert rep_full.verdict == "FAIL", rep_full.summary()
+    assert {r.name: r.verdict for r in rep_full.results}["forget_quality"] != "PASS", rep_full.summary()
