@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..core.exceptions import DataError
 from ..metrics import tofu as T
-from ..metrics.llm import attack_auc, lm_token_stats
+from ..metrics.llm import attack_auc, generate_text, lm_token_stats
 
 TEMPLATE = "Question: {question}\nAnswer:"
 
@@ -46,29 +46,11 @@ def avg_logp(model, tokenizer, pairs: Sequence[tuple], batch_size: int = 32, max
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-@torch.no_grad()
 def generate_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: int = 64,
                      batch_size: int = 32) -> List[str]:
-    """Greedy answers to ``questions`` (left-padded batches, stopping at EOS)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers = []
-    for i in range(0, len(questions), batch_size):
-        prompts = [tokenizer(TEMPLATE.format(question=q), add_special_tokens=False)["input_ids"]
-                   for q in questions[i:i + batch_size]]
-        n = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), n), pad, dtype=torch.long)
-        att = torch.zeros((len(prompts), n), dtype=torch.long)
-        for k, p in enumerate(prompts):
-            ids[k, n - len(p):] = torch.tensor(p)
-            att[k, n - len(p):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        answers += tokenizer.batch_decode(out[:, n:], skip_special_tokens=True)
-    model.train(was)
-    return [a.strip() for a in answers]
+    """Greedy answers to ``questions`` in TOFU's prompt template."""
+    return generate_text(model, tokenizer, [TEMPLATE.format(question=q) for q in questions], max_new_tokens,
+                         batch_size)
 
 
 def _split_scores(model, tokenizer, records, forget: bool, n_generate: Optional[int], seed: int = 0):
