@@ -187,3 +187,27 @@ def test_llm_unlearner_lora_save_and_reload(tiny_tofu, tmp_path):
     assert mean_nll(again.model, forget_eval) == pytest.approx(f1, rel=1e-4)
     with pytest.raises(Exception, match="causal LM"):
         LLMUnlearner(torch.nn.Linear(2, 2))
+
+
+def test_peft_model_trains_only_its_adapters_and_merges_on_request(tiny_tofu):
+    peft = pytest.importorskip("peft")
+    import copy
+
+    from erasus import LLMUnlearner
+
+    model, forget, retain, forget_eval, retain_eval = tiny_tofu
+    pm = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"],
+                                                                  fan_in_fan_out=True, task_type="CAUSAL_LM"))
+    base_before = {k: v.clone() for k, v in pm.state_dict().items() if "lora_" not in k}
+    lora_before = {k: v.clone() for k, v in pm.state_dict().items() if "lora_" in k}
+    f0 = mean_nll(pm, forget_eval)
+    llm = LLMUnlearner(pm, strategy="npo", strategy_kwargs={"lr": 1e-2})  # adapters take a larger step
+    res = llm.fit(forget, retain, progress=False, seed=0, max_epochs=10, min_steps=20)
+    sd = res.model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in base_before.items())  # frozen base
+    assert any(not torch.equal(sd[k], v) for k, v in lora_before.items())  # adapters moved
+    assert all(torch.equal(pm.state_dict()[k], v) for k, v in lora_before.items())  # the caller's copy untouched
+    f1 = mean_nll(res.model, forget_eval)
+    merged = llm.merge_adapters()
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert mean_nll(merged, forget_eval) == pytest.approx(f1, rel=1e-4) and f1 - f0 > 0.5

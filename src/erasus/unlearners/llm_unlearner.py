@@ -82,6 +82,16 @@ class LLMUnlearner(ErasusUnlearner):
                 metrics.append("privleak")
         return super().evaluate(forget_data, retain_data, test_data, holdout_data, gold_model, metrics, max_samples)
 
+    def merge_adapters(self):
+        """For a ``peft.PeftModel`` (adapters trained, base frozen): fold the adapters into the
+        base weights (``merge_and_unload``) and return the plain model, which becomes
+        ``self.model``. A model without adapters is returned unchanged."""
+        if hasattr(self.model, "merge_and_unload"):
+            self.model = self.model.merge_and_unload()
+            if self.result_ is not None:
+                self.result_.model = self.model
+        return self.model
+
     def model_card(self) -> str:
         """A Markdown model card: the method, its configuration, the forget request and the
         metrics measured so far."""
