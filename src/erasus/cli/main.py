@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered strategies, selectors and metrics")
     ls.add_argument("kind", nargs="?", choices=["strategy", "selector", "metric"])
     ls.set_defaults(func=_cmd_list)
+    from .lm import add_parser as add_lm
+
+    add_lm(sub)
     return p
 
 

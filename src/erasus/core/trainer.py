@@ -189,6 +189,41 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     return out
 
 
+def distributed_context():
+    """``(torch.distributed, rank, world_size)`` when several processes train together (e.g.
+    under ``accelerate launch``, which initialises the process group), else ``(None, 0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+def shard_batch(batch, rank: int, world: int):
+    """This process's share of a batch: every ``world``-th sample from ``rank`` of every
+    tensor / list in a dict, tuple or list batch (all processes see the same loader order,
+    so the shares are disjoint and cover the batch). ``None`` stays ``None``."""
+    if batch is None:
+        return None
+    if isinstance(batch, torch.Tensor) or isinstance(batch, list) and not any(isinstance(b, torch.Tensor) for b in batch):
+        return batch[rank::world]
+    if isinstance(batch, dict):
+        return {k: shard_batch(v, rank, world) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard_batch(v, rank, world) for v in batch)
+    return batch
+
+
+def average_gradients(params, dist, world: int) -> None:
+    """All-reduce the gradients to their mean over processes: with per-sample-mean losses and
+    batch sizes divisible by the number of processes this equals the one-process gradient."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+
 def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j`` per sample, in float64."""
     z = logits.detach().double()
@@ -467,17 +502,26 @@ class UnlearningTrainer:
         bar = tqdm(total=total, desc=strategy_name or type(module).__name__, disable=not c.progress,
                    leave=False, dynamic_ncols=True)
         plan = self._plan(module, forget_loader, retain_loader)
+        dist, rank, world = distributed_context()
         t_loop = time.perf_counter()
         try:
             while not stop_reason and step < total:
                 epoch, fb, rb = next(plan)
+                if dist is not None:  # data parallel: each process takes its share of the batch
+                    fb, rb = shard_batch(fb, rank, world), shard_batch(rb, rank, world)
                 with self._autocast(device):
                     loss = module.training_step(fb, rb, step)
                 if loss is None:
                     step += 1
                     bar.update(1)
                     continue
-                if not torch.isfinite(loss).all():
+                if dist is not None:  # the global loss: the mean of the processes' losses
+                    reduced = loss.detach().clone()
+                    dist.all_reduce(reduced)
+                    loss_value = reduced / world
+                else:
+                    loss_value = loss.detach()
+                if not torch.isfinite(loss_value).all():
                     model.load_state_dict(state["best_state"])
                     if step == 0:
                         raise DivergenceError(
@@ -490,13 +534,15 @@ class UnlearningTrainer:
                     break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if dist is not None:
+                    average_gradients(params, dist, world)
                 if c.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
                 opt.step()
                 if sched is not None:
                     sched.step()
                 step += 1
-                lv = float(loss.detach())
+                lv = float(loss_value)
                 history["step"].append(step)
                 history["loss"].append(lv)
                 for cb in self.callbacks:

@@ -169,14 +169,17 @@ def word_tokenizer(texts: Sequence[str], min_count: int = 1):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
 
 
-def gpt2_lm(tokenizer, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 256, seed: int = 0):
+def gpt2_lm(tokenizer, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 256, seed: int = 0,
+            dropout: float = 0.0):
     """A freshly initialised GPT-2 (``transformers.GPT2LMHeadModel``) sized for ``tokenizer``,
-    for models trained from scratch here (tests and ``benchmarks/tofu.py``)."""
+    for models trained from scratch here (tests and ``benchmarks/tofu.py``); ``dropout`` 0 by
+    default (memorisation is the point, and runs stay deterministic)."""
     import transformers
 
     cfg = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                                   n_head=n_head, bos_token_id=tokenizer.eos_token_id,
-                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                  resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(cfg)
 
