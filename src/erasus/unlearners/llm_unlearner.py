@@ -118,6 +118,10 @@ class LLMUnlearner(ErasusUnlearner):
         to a temporary folder beside it and moved into place at the end. An existing
         non-empty ``path`` is never overwritten unless ``overwrite=True``."""
         path = Path(path)
+        if getattr(self.model, "erasus_hooks", None):
+            raise ConfigError("This model's unlearning lives in forward hooks (an inference-time method such as "
+                              "activation_steering); its weights are the original's, so save_pretrained would not "
+                              "keep it. Keep the model object, or use a weight-editing strategy.")
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True or choose a new folder.")
         card = self.model_card()
