@@ -42,11 +42,14 @@ def diagonal_fisher(adapter, loader, max_batches: Optional[int] = None) -> Dict[
 @dataclass
 class SSDConfig(BaseConfig):
     """``alpha`` (selection weighting, α): a parameter is dampened when its forget importance
-    exceeds α × its importance on the training data; default 10. ``lam`` (dampening constant, λ):
+    exceeds α × its importance on the training data; default (``None``) 10 for classifiers
+    (the paper's value) and 3 for language models (measured on a 2-layer GPT-2 trained on
+    TOFU, forgetting one author: α = 10 raised the forget NLL by only 0.17, α = 3 by 3.3 with
+    the retain NLL +0.38, α = 1 damaged retain answers too, +1.55). ``lam`` (dampening constant, λ):
     the dampening factor is ``min(1, λ·I_D / I_f)``; default 1 (the paper's values).
     ``max_train_batches``: cap on batches used for the training-data importance (None: all)."""
 
-    alpha: float = 10.0
+    alpha: Optional[float] = None
     lam: float = 1.0
     max_train_batches: Optional[int] = None
 
@@ -70,6 +73,7 @@ class SelectiveSynapticDampening(OneShotStrategy):
 
     def apply(self, adapter, forget_loader, retain_loader) -> str:
         c = self.config
+        alpha = c.alpha if c.alpha is not None else (10.0 if adapter.family == "classifier" else 3.0)
         i_f = diagonal_fisher(adapter, forget_loader)
         # the training set is forget ∪ retain, in shuffled mixed batches as in the authors' code
         train = DataLoader(ConcatDataset([forget_loader.dataset, retain_loader.dataset]),
@@ -82,9 +86,9 @@ class SelectiveSynapticDampening(OneShotStrategy):
                 if name not in i_f:
                     continue
                 i_d = i_dall[name]
-                mask = i_f[name] > c.alpha * i_d
+                mask = i_f[name] > alpha * i_d
                 beta = torch.clamp(c.lam * i_d / i_f[name].clamp_min(1e-30), max=1.0)
                 p[mask] = p[mask] * beta[mask]
                 n_changed += int(mask.sum())
                 n_total += p.numel()
-        return f"one-shot: dampened {n_changed} of {n_total} parameters ({100 * n_changed / max(1, n_total):.2f}%)"
+        return f"one-shot (alpha {alpha:g}): dampened {n_changed} of {n_total} parameters ({100 * n_changed / max(1, n_total):.2f}%)"
