@@ -176,8 +176,12 @@ class _Restricted(BaseStrategy):
 
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *, inplace: bool = False,
                 seed: Optional[int] = 0, progress: bool = True, **trainer_kwargs) -> UnlearningResult:
+        from ..utils.misc import seed_everything
+
         base = self.make_base()
         work = model if inplace else copy.deepcopy(model)
+        if seed is not None:
+            seed_everything(seed)  # restrict may draw random numbers (LoRA's initial A matrices)
         what, undo = self.restrict(work, base, forget_loader)
         try:
             res = run_child(base, work, forget_loader, retain_loader, holdout_loader, inplace=True, seed=seed,
