@@ -20,6 +20,7 @@ from ..core.module import UnlearningModule
 from ..core.registry import register
 from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy, LossStrategyConfig, OneShotStrategy
 from ..core.trainer import UnlearningTrainer
+from .preference import NPO, NPOConfig
 
 
 def alt_view(batch, who: str) -> dict:
@@ -63,21 +64,13 @@ class IdkNLL(ForgetRetainStrategy):
 
 
 @dataclass
-class DPOConfig(ForgetRetainConfig):
+class DPOConfig(NPOConfig):
     """``beta`` (β) 0.1 (TOFU's IdkDPO); ``lr`` 1e-3 (Adam), at most ``epochs`` = 10;
-    ``retain_weight`` 1."""
-
-    beta: float = 0.1
-    lr: float = 1e-3
-    epochs: float = 10
-
-    def validate(self) -> None:
-        super().validate()
-        self._check_positive("beta")
+    ``retain_weight`` 1 (the same fields and defaults as NPO's)."""
 
 
 @register("strategy", "dpo", aliases=("idk_dpo", "idkdpo"))
-class IdkDPO(ForgetRetainStrategy):
+class IdkDPO(NPO):
     """Direct Preference Optimization (Rafailov et al., NeurIPS 2023) with the refusal as the
     preferred answer ``y_w`` and the forget answer as the rejected one ``y_l`` (the IdkDPO
     variant of Maini et al., TOFU, 2024; also Zhang et al. 2024's DPO baseline)::
@@ -91,9 +84,6 @@ class IdkDPO(ForgetRetainStrategy):
     config_class = DPOConfig
     supports = ("causal_lm",)
 
-    def setup(self, forget_loader, retain_loader):
-        self.reference = frozen_copy(self.model)
-
     def forget_step(self, batch, batch_idx):
         win = alt_view(batch, "dpo")
         ref = self.adapter.with_model(self.reference)
@@ -102,10 +92,6 @@ class IdkDPO(ForgetRetainStrategy):
         lw, ll = -self.adapter.sequence_nll(win), -self.adapter.sequence_nll(batch)
         margin = (lw - ref_w) - (ll - ref_l)
         return -F.logsigmoid(self.config.beta * margin).mean()
-
-    def release(self) -> None:
-        self.reference = None
-        super().release()
 
 
 @dataclass

@@ -10,7 +10,6 @@ variants the papers report; default on, since the bare forget losses alone degra
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -53,9 +52,9 @@ class NPO(ForgetRetainStrategy):
     config_class = NPOConfig
 
     def setup(self, forget_loader, retain_loader):
-        self.reference = copy.deepcopy(self.model).eval()
-        for p in self.reference.parameters():
-            p.requires_grad_(False)
+        from .llm import frozen_copy
+
+        self.reference = frozen_copy(self.model)
 
     def forget_step(self, batch, batch_idx):
         # the sequence log-likelihood log π(y|x) (a sum over answer tokens for language models;
