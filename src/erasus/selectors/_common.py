@@ -145,14 +145,14 @@ def _hook_grad_norms(adapter, loader):
                 g = g.detach()
                 if isinstance(m, torch.nn.Linear):
                     if a.dim() == 2:
-                        w = a.double().pow(2).sum(1) * g.double().pow(2).sum(1)
+                        w = a.pow(2).sum(1).double() * g.pow(2).sum(1).double()
                     else:  # tokens: sum over positions before squaring
-                        w = torch.einsum("b...i,b...o->bio", a.double(), g.double()).pow(2).sum((1, 2))
+                        w = torch.einsum("b...i,b...o->bio", a, g).pow(2).sum((1, 2)).double()
                     gb = g.reshape(len(y), -1, g.shape[-1]).sum(1)
                 else:
                     A = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
                     G = g.flatten(2)
-                    w = torch.einsum("bol,bkl->bok", G.double(), A.double()).pow(2).sum((1, 2))
+                    w = torch.einsum("bol,bkl->bok", G, A).pow(2).sum((1, 2)).double()
                     gb = G.sum(2)
                 if m.weight.requires_grad:
                     sq += w
