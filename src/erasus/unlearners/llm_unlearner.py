@@ -162,9 +162,9 @@ def load_causal_lm(name_or_path, tokenizer=None, **kwargs):
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("erasus")
-    except Exception:
+    except PackageNotFoundError:  # running from a source tree that was not installed
         return "(development)"
