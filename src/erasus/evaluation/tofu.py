@@ -22,13 +22,10 @@ from ..core.exceptions import DataError
 from ..metrics import tofu as T
 from ..metrics.llm import attack_auc, generate_text, lm_token_stats
 
-TEMPLATE = "Question: {question}\nAnswer:"
-
-
 def _collator(tokenizer, max_length: int):
     from ..models.causal_lm import QACollator
 
-    return QACollator(tokenizer, max_length=max_length, template=TEMPLATE)
+    return QACollator(tokenizer, max_length=max_length)
 
 
 @torch.no_grad()
@@ -49,7 +46,9 @@ def avg_logp(model, tokenizer, pairs: Sequence[tuple], batch_size: int = 32, max
 def generate_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: int = 64,
                      batch_size: int = 32) -> List[str]:
     """Greedy answers to ``questions`` in TOFU's prompt template."""
-    return generate_text(model, tokenizer, [TEMPLATE.format(question=q) for q in questions], max_new_tokens,
+    from ..models.causal_lm import PROMPT_TEMPLATE
+
+    return generate_text(model, tokenizer, [PROMPT_TEMPLATE.format(question=q) for q in questions], max_new_tokens,
                          batch_size)
 
 

@@ -40,30 +40,30 @@ class EvalContext:
             raise DataError(f"{who} needs the {', '.join(missing)} split(s); pass "
                             + ", ".join(f"{s}_loader" for s in missing) + ".")
 
-    def stats(self, split: str, gold: bool = False) -> Dict[str, np.ndarray]:
-        key = (split, gold)
+    def _cached(self, key: tuple, compute) -> Dict[str, np.ndarray]:
+        """``compute(adapter, loader)`` for ``key = (split, gold, ...)``, once per key."""
         if key not in self._cache:
+            split, gold = key[0], key[1]
             adapter = self.gold if gold else self.adapter
             if adapter is None:
                 raise DataError("This metric needs a gold (retrained) model: pass gold_model=...")
             self.require("this metric", split)
-            s = split_stats(adapter, self.loaders[split], with_entropy=adapter.family == "classifier")
-            s["confidence"] = np.exp(-s["loss"])
-            self._cache[key] = s
+            self._cache[key] = compute(adapter, self.loaders[split])
         return self._cache[key]
+
+    def stats(self, split: str, gold: bool = False) -> Dict[str, np.ndarray]:
+        def compute(adapter, loader):
+            s = split_stats(adapter, loader, with_entropy=adapter.family == "classifier")
+            s["confidence"] = np.exp(-s["loss"])
+            return s
+
+        return self._cached((split, gold), compute)
 
     def lm_stats(self, split: str, gold: bool = False, k: float = 0.4) -> Dict[str, np.ndarray]:
         """Per-sample language-model statistics (:func:`erasus.metrics.llm.lm_token_stats`)."""
         from .llm import lm_token_stats
 
-        key = (split, gold, "lm", k)
-        if key not in self._cache:
-            adapter = self.gold if gold else self.adapter
-            if adapter is None:
-                raise DataError("This metric needs a gold (retrained) model: pass gold_model=...")
-            self.require("this metric", split)
-            self._cache[key] = lm_token_stats(adapter, self.loaders[split], k=k)
-        return self._cache[key]
+        return self._cached((split, gold, "lm", k), lambda adapter, loader: lm_token_stats(adapter, loader, k=k))
 
     def nonmember_split(self) -> str:
         """Held-out data for membership tests: ``holdout`` if given, else ``test``."""

@@ -34,6 +34,7 @@ from ..core.base import BaseMetric
 from ..core.config import BaseConfig
 from ..core.exceptions import DataError
 from ..core.registry import register
+from .tofu import rouge_l  # noqa: F401  (ROUGE-L recall for TOFU, F-measure for MUSE; re-exported)
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_pp")
 
@@ -202,25 +203,12 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
     return out_text
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], kind: str = "recall"):
-    """ROUGE-L per pair (rouge-score, Porter stemmer): ``recall`` (TOFU) or ``fmeasure`` (MUSE)."""
-    from .tofu import rouge_l_recall
-
-    if kind == "recall":
-        return rouge_l_recall(predictions, references)
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return np.array([getattr(scorer.score(r, p)["rougeL"], kind) for p, r in zip(predictions, references)])
-
-
 @torch.no_grad()
 def perplexity(model, tokenizer, texts: Sequence[str], length: int = 256, batch_size: int = 8) -> float:
     """Token-level perplexity ``exp(mean NLL)`` of ``texts`` cut into ``length``-token chunks."""
-    ids = []
-    for t in texts:
-        e = tokenizer(t, add_special_tokens=False)["input_ids"]
-        ids += [e[i:i + length] for i in range(0, len(e), length) if len(e[i:i + length]) > 1]
+    from ..models.causal_lm import chunk_text
+
+    ids = [c for t in texts for c in chunk_text(t, tokenizer, length)]
     if not ids:
         raise DataError("perplexity: the texts are empty after tokenisation.")
     was = model.training

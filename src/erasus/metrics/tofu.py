@@ -27,16 +27,24 @@ import numpy as np
 from ..core.exceptions import DataError
 
 
-def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """ROUGE-L recall per pair (rouge-score with the Porter stemmer, as TOFU's evaluation)."""
+def rouge_l(predictions: Sequence[str], references: Sequence[str], kind: str = "recall") -> np.ndarray:
+    """ROUGE-L per pair (rouge-score with the Porter stemmer): ``kind`` ``"recall"`` (TOFU's
+    evaluation), ``"fmeasure"`` (MUSE's) or ``"precision"``."""
     try:
         from rouge_score import rouge_scorer
     except ImportError as e:
         raise ImportError("ROUGE needs the rouge-score package: pip install 'erasus[llm]'.") from e
     if len(predictions) != len(references):
         raise DataError(f"Expected as many predictions as references, got {len(predictions)} and {len(references)}.")
+    if kind not in ("recall", "fmeasure", "precision"):
+        raise DataError(f"Expected kind 'recall', 'fmeasure' or 'precision', got {kind!r}.")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return np.array([scorer.score(r, p)["rougeL"].recall for p, r in zip(predictions, references)])
+    return np.array([getattr(scorer.score(r, p)["rougeL"], kind) for p, r in zip(predictions, references)])
+
+
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """ROUGE-L recall per pair, as TOFU's evaluation."""
+    return rouge_l(predictions, references, "recall")
 
 
 def answer_probability(avg_logp: np.ndarray) -> np.ndarray:

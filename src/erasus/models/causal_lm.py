@@ -19,6 +19,8 @@ from ..core.exceptions import DataError
 from .base import ModelAdapter
 
 IGNORE = -100
+#: the question/answer prompt of TOFU's evaluation, used for training and generation alike
+PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -71,6 +73,14 @@ class CausalLMAdapter(ModelAdapter):
         nll, _ = self.token_nll(batch, logits)
         return nll.sum(1)
 
+    def block_output(self, batch: Any, layer: int, answer_only: bool = False) -> torch.Tensor:
+        """Output of transformer block ``layer`` (0-based) at every attended token, or only at
+        the answer tokens, as a (tokens, hidden) matrix; gradients flow unless disabled."""
+        b = self.to_device(batch)
+        out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
+        m = (b["labels"] != IGNORE) if answer_only else b.get("attention_mask", torch.ones_like(b["input_ids"])).bool()
+        return out.hidden_states[layer + 1][m]  # hidden_states[0] is the embedding output
+
     @torch.no_grad()
     def features(self, batch: Any) -> torch.Tensor:
         """Mean of the last hidden state over the attended tokens."""
@@ -95,7 +105,7 @@ class QACollator:
     ``alt_attention_mask`` and ``alt_labels``: the targets of the IdkNLL / IdkDPO strategies.
     """
 
-    def __init__(self, tokenizer, max_length: int = 128, template: str = "Question: {question}\nAnswer:",
+    def __init__(self, tokenizer, max_length: int = 128, template: str = PROMPT_TEMPLATE,
                  answer_key: str = "answer", answers: Optional[Sequence[str]] = None,
                  alt_answers: Optional[Sequence[str]] = None):
         self.tok, self.max_length, self.template = tokenizer, max_length, template
@@ -192,3 +202,10 @@ def tofu_texts(request) -> List[str]:
         for r in ds.records:
             out += [r["question"], r["answer"], r.get("paraphrased_answer", ""), *r.get("perturbed_answer", [])]
     return out
+
+
+def chunk_text(text: str, tokenizer, length: int) -> List[List[int]]:
+    """Split a text into consecutive ``length``-token chunks (chunks of one token, which
+    have nothing to predict, are dropped); MUSE trains and unlearns on such chunks."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [ids[i:i + length] for i in range(0, len(ids), length) if len(ids[i:i + length]) > 1]

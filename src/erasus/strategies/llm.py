@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..core.config import BaseConfig
 from ..core.exceptions import ConfigError, DataError
 from ..core.module import UnlearningModule
 from ..core.registry import register
@@ -161,6 +162,15 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
                       f"{n} layers).")
 
 
+def block_index(model: torch.nn.Module, layer: Optional[int], default: int, who: str) -> int:
+    """``layer`` (or ``default``) checked against the model's number of transformer blocks."""
+    n = len(transformer_blocks(model))
+    layer = default if layer is None else layer
+    if not 0 <= layer < n:
+        raise ConfigError(f"{who}: layer {layer} does not exist; the model has {n} blocks.")
+    return layer
+
+
 @dataclass
 class RMUConfig(LossStrategyConfig):
     """``layer``: the block whose output is steered, default ``n_layers // 4`` (the paper
@@ -185,11 +195,8 @@ class RMUConfig(LossStrategyConfig):
 
     def validate(self) -> None:
         super().validate()
-        self._check_positive("update_layers", "steering_scale", "alpha")
-        if self.steering_coeff is not None:
-            self._check_positive("steering_coeff")
-        if self.layer is not None and self.layer < 0:
-            raise ConfigError(f"RMUConfig: expected layer >= 0, got {self.layer}.")
+        self._check_positive("update_layers", "steering_scale", "alpha", "steering_coeff")
+        self._check_positive("layer", allow_zero=True)
 
 
 @register("strategy", "rmu", aliases=("representation_misdirection",))
@@ -212,9 +219,7 @@ class RMU(ForgetRetainStrategy):
     def setup(self, forget_loader, retain_loader):
         blocks = transformer_blocks(self.model)
         c = self.config
-        self.layer = c.layer if c.layer is not None else max(0, len(blocks) // 4)
-        if self.layer >= len(blocks):
-            raise ConfigError(f"rmu: layer {self.layer} does not exist; the model has {len(blocks)} blocks.")
+        self.layer = block_index(self.model, c.layer, len(blocks) // 4, "rmu")
         self.frozen = frozen_copy(self.model)
         train = {id(p) for i in range(max(0, self.layer - c.update_layers + 1), self.layer + 1)
                  for name, mod in blocks[i].named_children() if "mlp" in name.lower() or "ffn" in name.lower()
@@ -225,30 +230,28 @@ class RMU(ForgetRetainStrategy):
         for p in self.model.parameters():
             p.requires_grad_(p.requires_grad and id(p) in train)
         g = torch.Generator().manual_seed(0)
-        hidden = self._hidden(self.model, next(iter(forget_loader)))[0]
+        hidden = self._hidden(self.adapter, next(iter(forget_loader)))
         u = torch.rand(hidden.shape[-1], generator=g)
         coeff = c.steering_coeff
         if coeff is None:
             with torch.no_grad():
-                norms = [self._hidden(self.frozen, b)[0].norm(dim=-1).mean() for b, _ in zip(forget_loader, range(4))]
+                frozen = self.adapter.with_model(self.frozen)
+                norms = [self._hidden(frozen, b).norm(dim=-1).mean() for b, _ in zip(forget_loader, range(4))]
             coeff = c.steering_scale * float(torch.stack(norms).mean())
         self.target = (coeff * u / u.norm()).to(hidden.device)
         self.coeff = coeff
 
-    def _hidden(self, model, batch):
-        b = self.adapter.to_device(batch)
-        out = model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
-        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).bool()
-        return out.hidden_states[self.layer + 1][m], m  # hidden_states[0] is the embedding output
+    def _hidden(self, adapter, batch):
+        return adapter.block_output(batch, self.layer)
 
     def forget_step(self, batch, batch_idx):
-        h, _ = self._hidden(self.model, batch)
+        h = self._hidden(self.adapter, batch)
         return F.mse_loss(h.float(), self.target.expand_as(h).float())
 
     def retain_step(self, batch, batch_idx):
-        h, _ = self._hidden(self.model, batch)
+        h = self._hidden(self.adapter, batch)
         with torch.no_grad():
-            h0, _ = self._hidden(self.frozen, batch)
+            h0 = self._hidden(self.adapter.with_model(self.frozen), batch)
         return self.config.alpha * F.mse_loss(h.float(), h0.float())
 
     @property
@@ -311,21 +314,21 @@ class TaskVector(OneShotStrategy):
 
 
 @dataclass
-class SteeringConfig(LossStrategyConfig):
+class SteeringConfig(BaseConfig):
     """``layer``: the first block whose output is edited, default ``n_layers // 2``; ``scale``
     (α): 1 removes the projection on the forget direction, 2 (default) reflects it to the
     other side (steering away rather than only ablating; measured on a 2-layer GPT-2 trained
     on TOFU: α = 1 raised the forget NLL by 0.09, α = 2 by 0.59 with retain +0.06, α = 4 by
     1.98 with retain +0.34); ``max_batches``: forget / retain batches used to estimate the
-    direction, 16. (``lr`` / ``epochs`` are unused: nothing is trained.)"""
+    direction, 16. Nothing is trained."""
 
     layer: Optional[int] = None
     scale: float = 2.0
     max_batches: int = 16
 
     def validate(self) -> None:
-        super().validate()
         self._check_positive("scale", "max_batches")
+        self._check_positive("layer", allow_zero=True)
 
 
 @register("strategy", "activation_steering", aliases=("directional_ablation", "steering"))
@@ -348,20 +351,14 @@ class ActivationSteering(OneShotStrategy):
     def _mean(self, adapter, loader, layer):
         total, count = None, 0
         for b, _ in zip(loader, range(self.config.max_batches)):
-            d = adapter.to_device(b)
-            out = adapter.model(input_ids=d["input_ids"], attention_mask=d.get("attention_mask"),
-                                output_hidden_states=True)
-            m = d["labels"] != -100  # answer tokens
-            h = out.hidden_states[layer + 1][m].double()
+            h = adapter.block_output(b, layer, answer_only=True).double()
             total = h.sum(0) if total is None else total + h.sum(0)
             count += h.shape[0]
         return total / max(count, 1)
 
     def apply(self, adapter, forget_loader, retain_loader) -> str:
         blocks = transformer_blocks(adapter.model)
-        layer = self.config.layer if self.config.layer is not None else len(blocks) // 2
-        if not 0 <= layer < len(blocks):
-            raise ConfigError(f"activation_steering: layer {layer} does not exist; the model has {len(blocks)} blocks.")
+        layer = block_index(adapter.model, self.config.layer, len(blocks) // 2, "activation_steering")
         d = self._mean(adapter, forget_loader, layer) - self._mean(adapter, retain_loader, layer)
         u = (d / d.norm().clamp_min(1e-12)).float()
         alpha = self.config.scale

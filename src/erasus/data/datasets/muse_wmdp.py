@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ...core.exceptions import DataError
+from ...models.causal_lm import chunk_text  # noqa: F401  (MUSE corpora are unlearned in token chunks)
 
 
 def _read_json_list(path: Path) -> list:
@@ -87,13 +88,6 @@ def load_muse(root: os.PathLike) -> MUSEData:
         raise DataError(f"No MUSE files under {root}: expected raw/*.txt, knowmem/*_qa.json, verbmem/forget.json or "
                         "privleak/*.json.")
     return d
-
-
-def chunk_text(text: str, tokenizer, length: int) -> List[List[int]]:
-    """Split a corpus into consecutive ``length``-token chunks (MUSE trains and unlearns on
-    2048-token chunks of the raw corpora)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return [ids[i:i + length] for i in range(0, len(ids), length) if len(ids[i:i + length]) > 1]
 
 
 @dataclass
