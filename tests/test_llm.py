@@ -69,7 +69,9 @@ def test_adapter_is_picked_and_scores_answer_tokens_only(tiny_tofu):
 
 
 LM_STRATEGIES = ["gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
-                 "task_vector", "activation_steering", "ssd"]
+                 "task_vector", "activation_steering", "ssd", "token_masking", "dexperts", "causal_tracing", "attention_surgery"]
+
+ONE_SHOT = ("task_vector", "activation_steering", "ssd", "dexperts")
 
 
 def idk_forget_loader(forget):
@@ -91,14 +93,65 @@ def test_strategy_raises_forget_loss_more_than_retain_loss(tiny_tofu, name):
         forget = idk_forget_loader(forget)
     f0, r0 = mean_nll(model, forget_eval), mean_nll(model, retain_eval)
     kw = dict(progress=False, seed=0)
-    if name not in ("task_vector", "activation_steering", "ssd"):  # one-shot edits: no trainer options
+    if name not in ONE_SHOT:  # one-shot edits: no trainer options
         kw.update(max_epochs=10, min_steps=20)
     res = ErasusUnlearner(model, strategy=name).fit(forget, retain, **kw)
     f1, r1 = mean_nll(res.model, forget_eval), mean_nll(res.model, retain_eval)
     assert f1 - f0 > 0.5, (name, f0, f1)
     assert f1 - f0 > 2 * (r1 - r0), (name, f0, f1, r0, r1)
     assert mean_nll(model, forget_eval) == pytest.approx(f0)  # the caller's model is untouched
-    assert "fixed schedule" in res.stop_reason or name in ("task_vector", "activation_steering", "ssd")
+    assert "fixed schedule" in res.stop_reason or name in ONE_SHOT
+
+
+def test_question_pmi_matches_hand_computation_and_token_masking_restricts_the_labels(tiny_tofu):
+    """PMI of each answer token with its question, recomputed by scoring the answer after a
+    BOS token alone; token_masking keeps the top 30% of each answer's tokens by it."""
+    from erasus.core.registry import build
+    from erasus.strategies.token_masking import question_pmi
+
+    model, _, _, forget_eval, _ = tiny_tofu
+    b = next(iter(forget_eval))
+    pmi = question_pmi(wrap(model), b)
+    bos = model.config.bos_token_id
+    with torch.no_grad():
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        for i in range(len(b["input_ids"])):
+            lab = b["labels"][i, 1:]
+            pos = (lab != -100).nonzero().flatten()
+            y = lab[pos]
+            with_q = torch.log_softmax(logits[i, :-1], -1)[pos, y]
+            alone = torch.log_softmax(model(input_ids=torch.cat([torch.tensor([bos]), y])[None]).logits[0, :-1], -1)
+            expect = with_q - alone[torch.arange(len(y)), y]
+            np.testing.assert_allclose(pmi[i, pos].numpy(), expect.numpy(), atol=1e-4)
+            assert (pmi[i][lab == -100] == 0).all()
+    strat = build("strategy", "token_masking")
+    strat.selected_ = strat.scored_ = 0
+    masked = strat.select(wrap(model), b)["labels"][:, 1:]
+    for i in range(len(masked)):
+        pos = (b["labels"][i, 1:] != -100).nonzero().flatten()
+        kept = (masked[i] != -100).nonzero().flatten()
+        assert len(kept) == max(1, round(0.3 * len(pos))) or (pmi[i, pos] > 0).sum() < round(0.3 * len(pos))
+        assert set(kept.tolist()) <= set(pos.tolist())
+        assert pmi[i, kept].min() >= pmi[i, [p for p in pos.tolist() if p not in set(kept.tolist())]].max() - 1e-6
+
+
+def test_causal_trace_effects_follow_the_residual_stream(tiny_tofu):
+    """Noise on the question's embeddings lowers the answers' log-probability; restoring the
+    first block's clean state at the question recovers most of it, more than the last
+    block's (whose state at the question reaches only the first answer token)."""
+    from erasus.strategies import causal_trace
+
+    model, _, _, forget_eval, _ = tiny_tofu
+    t = causal_trace(wrap(model), forget_eval, "block", max_batches=2)
+    gap = t["clean"] - t["corrupted"]
+    assert gap > 0.3, t
+    assert t["effect"][0] > 0.5 * gap, t
+    assert t["effect"][0] > t["effect"][-1] > 0, t
+    assert (t["effect"] < gap + 1e-6).all(), t
+    a = causal_trace(wrap(model), forget_eval, "attn", max_batches=2)
+    assert a["clean"] == pytest.approx(t["clean"]) and len(a["effect"]) == len(t["effect"])
+    with pytest.raises(Exception, match="kind"):
+        causal_trace(wrap(model), forget_eval, "heads")
 
 
 def test_idk_strategies_explain_missing_refusals_and_lm_only_components_refuse_classifiers(tiny_tofu):

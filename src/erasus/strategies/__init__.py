@@ -6,7 +6,9 @@ from .composite import (AveragedUnlearning, EnsembleConfig, LayerFreezing, Layer
                         MaskBasedConfig, SequentialUnlearning)
 from .fisher_forgetting import FisherForgetting, FisherForgettingConfig
 from .gradient_ascent import GradientAscent, GradientAscentConfig
-from .llm import RMU, ActivationSteering, IdkDPO, IdkNLL, TaskVector, Undial
+from .llm import RMU, ActivationSteering, DExperts, IdkDPO, IdkNLL, TaskVector, Undial
+from .localized import AttentionSurgery, CausalTracingUnlearning, LocalizedConfig, causal_trace
+from .token_masking import TokenMasking, TokenMaskingConfig
 from .negative_gradient import NegativeGradient, NegativeGradientConfig
 from .neuron_pruning import NeuronPruning, NeuronPruningConfig
 from .preference import NPO, NPOConfig, SimNPO, SimNPOConfig, WGA, WGAConfig
@@ -25,5 +27,6 @@ __all__ = [
     "RandomLabel", "RandomLabelConfig", "SaliencyUnlearning", "SalUnConfig",
     "FineTune", "FineTuneConfig", "SparseAware", "SparseAwareConfig",
     "SCRUB", "SCRUBConfig", "SelectiveSynapticDampening", "SSDConfig",
-    "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector", "ActivationSteering",
+    "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector", "ActivationSteering", "DExperts", "TokenMasking", "TokenMaskingConfig",
+    "AttentionSurgery", "CausalTracingUnlearning", "LocalizedConfig", "causal_trace",
 ]
