@@ -34,21 +34,20 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 STRATEGIES = ("gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
-              "task_vector", "lora_npo")
+              "task_vector", "ssd", "lora_npo", "token_masking", "causal_tracing", "attention_surgery",
+              "activation_steering", "dexperts")
 KEYS = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "holdout_rouge", "min_k_auc", "privleak",
         "time_s", "speedup")
 
 
 def train_lm(records, tok, args, seed, cache: Path, tag: str):
     """Train (or load from ``cache``) a GPT-2 from scratch on ``records``."""
-    from torch.utils.data import DataLoader
-
-    from erasus.models.causal_lm import QACollator, gpt2_lm
+    from erasus.models.causal_lm import QACollator, gpt2_lm, qa_loader
     from erasus.utils.io import load_state_dict, save_state_dict
     from erasus.utils.training import train_classifier
 
     key = hashlib.sha1(json.dumps([len(tok), len(records), records[0]["question"], records[-1]["question"],
-                                   args.n_layer, args.n_embd, args.epochs, args.lr, seed]).encode()).hexdigest()[:10]
+                                   args.n_layer, args.n_embd, args.epochs, args.lr, seed, "grouped"]).encode()).hexdigest()[:10]
     path = cache / f"tofu-{tag}-{key}.safetensors"
     model = gpt2_lm(tok, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, seed=seed)
     meta = path.with_suffix(".json")
@@ -56,9 +55,7 @@ def train_lm(records, tok, args, seed, cache: Path, tag: str):
         model.load_state_dict(load_state_dict(path), strict=False)
         model.tie_weights()
         return model.eval(), json.loads(meta.read_text())["train_s"]
-    loader = DataLoader(records, batch_size=args.batch_size, shuffle=True,
-                        collate_fn=QACollator(tok, max_length=args.max_length),
-                        generator=torch.Generator().manual_seed(seed))
+    loader = qa_loader(records, QACollator(tok, max_length=args.max_length), args.batch_size, seed=seed)
     t0 = time.perf_counter()
     train_classifier(model, loader, epochs=args.epochs, lr=args.lr, seed=seed, progress=True, desc=f"train {tag}")
     train_s = time.perf_counter() - t0
@@ -69,23 +66,18 @@ def train_lm(records, tok, args, seed, cache: Path, tag: str):
 
 
 def forget_loader(req, tok, args, name, seed):
-    from torch.utils.data import DataLoader
-
     from erasus.data.datasets.tofu import load_idk
-    from erasus.models.causal_lm import QACollator
+    from erasus.models.causal_lm import QACollator, qa_loader
 
     alt = load_idk() if name in ("idk", "dpo") else None
-    return DataLoader(req.forget.records, batch_size=args.batch_size, shuffle=True,
-                      collate_fn=QACollator(tok, max_length=args.max_length, alt_answers=alt),
-                      generator=torch.Generator().manual_seed(seed))
+    return qa_loader(req.forget.records, QACollator(tok, max_length=args.max_length, alt_answers=alt), args.batch_size,
+                     seed=seed)
 
 
 def main(argv=None):
-    from torch.utils.data import DataLoader
-
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.models.causal_lm import QACollator, tofu_texts, word_tokenizer
+    from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     from erasus.utils.io import atomic_write_text
 
@@ -99,7 +91,7 @@ def main(argv=None):
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
@@ -135,9 +127,8 @@ def main(argv=None):
     print(f"gold trained in {gold_s:.0f}s; finetuned forget ROUGE {f['forget_rouge']:.2f}, FQ "
           f"{f['forget_quality']:.2e}; gold forget ROUGE {g['forget_rouge']:.2f}", flush=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        retain = DataLoader(req.retain.records, batch_size=args.batch_size, shuffle=True,
-                            collate_fn=QACollator(tok, max_length=args.max_length),
-                            generator=torch.Generator().manual_seed(seed + 1))
+        retain = qa_loader(req.retain.records, QACollator(tok, max_length=args.max_length), args.batch_size,
+                           seed=seed + 1)
         for name in args.strategies.split(","):
             strategy, lora = ("npo", {}) if name == "lora_npo" else (name, None)
             with warnings.catch_warnings():
@@ -199,8 +190,8 @@ def markdown(rows, meta) -> str:
             fq = float(np.mean([r["forget_quality"] for r in rs]))
             rr = float(np.mean([r["retain_rouge"] for r in rs]))
             if fq >= 0.05 and rr >= 0.9 * base_retain:
-                best.append(f"{m} (FQ {fq:.2g}, retain ROUGE {rr:.2f} = {100 * rr / base_retain:.0f}% of the finetuned "
-                            "model's)")
+                best.append(f"{m} (FQ {fq:.2g}, retain ROUGE {rr:.2f} = {100 * rr / max(base_retain, 1e-9):.0f}% of "
+                            "the finetuned model's)")
     lines += ["", "Methods at defaults with forget quality ≥ 0.05 and retain ROUGE ≥ 90% of the finetuned model's: "
               + ("; ".join(best) if best else "none") + "."]
     return "\n".join(lines) + "\n"

@@ -94,3 +94,89 @@ def test_muse_rouge_is_f_measure():
     f = rouge_l(["the council met on tuesday"], ["council met tuesday"], kind="fmeasure")
     r = rouge_l(["the council met on tuesday"], ["council met tuesday"], kind="recall")
     assert r[0] == pytest.approx(1.0) and f[0] == pytest.approx(2 * (3 / 5) / (1 + 3 / 5))
+
+
+def _train_qa(tok, records, seed, epochs=80, template=None):
+    from erasus.models.causal_lm import PROMPT_TEMPLATE, QACollator, qa_loader
+    from erasus.utils.training import train_classifier
+
+    model = gpt2_lm(tok, n_layer=2, n_embd=64, seed=seed)
+    coll = QACollator(tok, max_length=128, template=template or PROMPT_TEMPLATE)
+    train_classifier(model, qa_loader(records, coll, 20, seed=seed), epochs=epochs, lr=3e-3, seed=seed)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def muse_world():
+    """MUSE-shaped data from TOFU: one forget author (verbatim prompts, QA, PrivLeak texts),
+    retain authors, held-out authors; an original model trained on forget + retain QA and
+    two models retrained on retain QA alone (different seeds)."""
+    from erasus.data.datasets.muse_wmdp import MUSEData
+    from erasus.data.datasets.tofu import load_tofu
+    from erasus.models.causal_lm import PROMPT_TEMPLATE
+
+    recs = load_tofu("full").records[:140]
+    forget, retain, hold = recs[:20], recs[20:100], recs[100:140]
+    tok = word_tokenizer([r["question"] + " " + r["answer"] for r in recs] + ["Question: Answer:"])
+    data = MUSEData(root=None, verbmem=[{"prompt": PROMPT_TEMPLATE.format(question=r["question"]), "gt": r["answer"]}
+                                        for r in forget],
+                    knowmem={"forget_qa": forget, "retain_qa": retain[:20]},
+                    privleak={"forget": [r["answer"] for r in forget], "holdout": [r["answer"] for r in hold[:20]]})
+    return tok, data, _train_qa(tok, forget + retain, 0), _train_qa(tok, retain, 1), _train_qa(tok, retain, 2)
+
+
+def test_muse_protocol_fails_the_original_and_passes_a_retrained_model(muse_world):
+    from erasus.evaluation import FAIL, PASS, UnlearningBenchmark
+    from erasus.evaluation.muse_wmdp import muse_scores
+
+    tok, data, original, gold, gold2 = muse_world
+    s_orig, s_gold = muse_scores(original, tok, data, max_new_tokens=48), muse_scores(gold, tok, data, max_new_tokens=48)
+    assert s_orig["verbmem_f"] > 0.8 and s_orig["knowmem_f"] > 0.8 and s_orig["min_k_auc"] > 0.9, s_orig
+    assert s_gold["verbmem_f"] < 0.5 and s_gold["knowmem_r"] > 0.8, s_gold
+    bench = UnlearningBenchmark(protocol="muse")
+    rep = bench.evaluate(original, forget_data=data, gold_model=gold, tokenizer=tok, max_new_tokens=48)
+    v = {r.name: r.verdict for r in rep.results}
+    assert v["verbmem_f"] == v["knowmem_f"] == v["privleak"] == FAIL and rep.verdict == FAIL, rep.summary()
+    rep2 = bench.evaluate(gold2, forget_data=data, gold_model=gold, tokenizer=tok, max_new_tokens=48)
+    v2 = {r.name: r.verdict for r in rep2.results}
+    assert v2["verbmem_f"] == v2["knowmem_f"] == v2["knowmem_r"] == PASS, rep2.summary()
+    assert v2["privleak"] != FAIL, rep2.summary()
+
+
+def test_wmdp_protocol_wants_chance_on_hazards_and_kept_utility():
+    from erasus.data.datasets.muse_wmdp import WMDPData
+    from erasus.evaluation import FAIL, PASS, UnlearningBenchmark
+    from erasus.metrics.llm import WMDP_HEADER
+
+    rng = np.random.default_rng(0)
+    words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "granite", "harbor"]
+
+    def mcq(i, topic):
+        ch = list(rng.choice(words, 4, replace=False))
+        return {"question": f"Which {topic} code opens vault {i}?", "choices": ch, "answer": int(rng.integers(4))}
+
+    hazard, util = [mcq(i, "pathogen") for i in range(40)], [mcq(i, "museum") for i in range(40)]
+    for q in util:
+        q["subject"] = "history"
+
+    def as_qa(qs, subject):
+        return [{"question": WMDP_HEADER.format(subject=subject) + q["question"] + "\n" + "".join(
+            f"{'ABCD'[i]}. {c}\n" for i, c in enumerate(q["choices"])) + "Answer:", "answer": "ABCD"[q["answer"]]}
+            for q in qs]
+
+    qa_h, qa_u = as_qa(hazard, "biology"), as_qa(util, "history")
+    tok = word_tokenizer([r["question"] + " " + r["answer"] for r in qa_h + qa_u])
+    original = _train_qa(tok, qa_h + qa_u, 0, epochs=150, template="{question}")
+    unlearned = _train_qa(tok, qa_u, 1, epochs=150, template="{question}")  # never saw the hazardous answers
+    data = WMDPData(root=None, questions={"bio": hazard})
+    bench = UnlearningBenchmark(protocol="wmdp")
+    kw = dict(forget_data=data, tokenizer=tok, original_model=original, utility_questions=util)
+    rep_o = bench.evaluate(original, **kw)
+    v_o = {r.name: (r.verdict, r.value) for r in rep_o.results}
+    assert v_o["acc_bio"][0] == FAIL and v_o["acc_bio"][1] > 0.7, rep_o.summary()
+    rep_u = bench.evaluate(unlearned, **kw)
+    v_u = {r.name: (r.verdict, r.value) for r in rep_u.results}
+    assert v_u["acc_bio"][0] != FAIL and v_u["acc_bio"][1] < 0.45, rep_u.summary()
+    assert v_u["acc_utility"][0] == PASS, rep_u.summary()
+    with pytest.raises(DataError, match="original_model"):
+        bench.evaluate(unlearned, forget_data=data, tokenizer=tok, utility_questions=util)

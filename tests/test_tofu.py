@@ -56,3 +56,22 @@ def test_rouge_l_recall_by_hand():
                                                                    "Paris"])
     # reference tokens: the author s full name is hsiao yun hwa (9); LCS with the prediction: 6
     assert r[0] == pytest.approx(6 / 9) and r[1] == 0.0
+
+
+def test_length_grouped_batches_cover_every_record_once_with_little_padding():
+    pytest.importorskip("transformers")
+    from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
+
+    req = tofu_request("forget05")
+    tok = word_tokenizer(tofu_texts(req))
+    recs = req.retain.records[:640]
+    coll = QACollator(tok, max_length=128)
+    grouped, plain = qa_loader(recs, coll, 16, seed=0), qa_loader(recs, coll, 16, seed=0, group_by_length=False)
+    epoch1, epoch2 = list(grouped.batch_sampler), list(grouped.batch_sampler)
+    for ep in (epoch1, epoch2):
+        assert sorted(i for b in ep for i in b) == list(range(len(recs)))
+    assert epoch1 != epoch2  # reshuffled every epoch
+    real = sum(int(b["attention_mask"].sum()) for b in plain)
+    padded = {name: sum(b["input_ids"].numel() for b in dl) for name, dl in (("grouped", grouped), ("plain", plain))}
+    assert sum(int(b["attention_mask"].sum()) for b in grouped) == real
+    assert padded["grouped"] < 1.1 * real < padded["plain"], padded

@@ -138,9 +138,9 @@ class BenchmarkReport:
 class UnlearningBenchmark:
     """Evaluate an unlearned model against a gold standard with confidence intervals.
 
-    ``protocol``: ``"general"`` (classifiers; see the module docstring) or ``"tofu"``
-    (causal LMs on a TOFU request: :func:`erasus.evaluation.tofu.tofu_protocol`; pass
-    ``tokenizer=``). Extensions add more through :meth:`register_protocol`.
+    ``protocol``: ``"general"`` (classifiers; see the module docstring), ``"tofu"``
+    (causal LMs on a TOFU request: :func:`erasus.evaluation.tofu.tofu_protocol`), ``"muse"``
+    or ``"wmdp"`` (:mod:`erasus.evaluation.muse_wmdp`); the LM protocols take ``tokenizer=``. Extensions add more through :meth:`register_protocol`.
     ``gold_standard``: ``"retrain"`` (compare with ``gold_model``, a model retrained
     without the forget data), ``"holdout"`` (compare forget data with held-out data
     and utility with ``original_model``), or ``"auto"`` (retrain if a gold model is given).
@@ -170,9 +170,7 @@ class UnlearningBenchmark:
                  confidence_level: float = 0.95, n_bootstrap: int = 500, max_samples: Optional[int] = 5000,
                  tolerances: Optional[Dict[str, tuple]] = None, seed: int = 0):
         if protocol not in self.protocols():
-            hint = (" The muse and wmdp protocols are not implemented yet; tofu is." if protocol in ("muse", "wmdp")
-                    else "")
-            raise ConfigError(f"Expected protocol in {self.protocols()}, got {protocol!r}.{hint}")
+            raise ConfigError(f"Expected protocol in {self.protocols()}, got {protocol!r}.")
         if gold_standard not in ("auto", "retrain", "holdout"):
             raise ConfigError(f"Expected gold_standard 'auto', 'retrain' or 'holdout', got {gold_standard!r}.")
         if not 0.5 <= confidence_level < 1.0:

@@ -111,7 +111,22 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
     return out
 
 
-# verdicts: (name, reference from gold, PASS rule, PARTIAL rule), documented in the protocol docstring
+def verdict_report(protocol: str, benchmark, reference: str = "retrained"):
+    """An empty report and ``add(name, value, ref, passed, partial, tol, label=None)``, which
+    appends one metric with its verdict (PASS if ``passed``, PARTIAL if ``partial``, else FAIL): the
+    language-model protocols' statistics are over questions already, one model per call."""
+    from .benchmark import FAIL, PARTIAL, PASS, BenchmarkReport, MetricResult
+
+    report = BenchmarkReport(protocol, "retrain", benchmark.confidence_level)
+
+    def add(name, value, ref, passed, partial, tol, label=None):
+        verdict = PASS if passed else (PARTIAL if partial else FAIL)
+        report.results.append(MetricResult(name, float(value), (float(value), float(value)), float(ref),
+                                           label or reference, (float(value - ref),) * 2, tol, verdict))
+
+    return report, add
+
+
 def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None, tokenizer=None, **unused):
     """``UnlearningBenchmark(protocol="tofu").evaluate(model, forget_data=tofu_request(...),
     gold_model=retain_model, tokenizer=tok)``.
@@ -128,19 +143,12 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
     0.05 is TOFU's own threshold for forget quality; the utility ratio mirrors the
     open-unlearning practice of reporting utility relative to the reference model. One
     model per call (``n_runs`` is not used: TOFU's statistics are already over questions)."""
-    from .benchmark import FAIL, PARTIAL, PASS, BenchmarkReport, MetricResult
-
     if forget_data is None or gold_model is None or tokenizer is None:
         raise DataError("The tofu protocol needs forget_data=tofu_request(...), gold_model (trained on the retain "
                         "split) and tokenizer=...")
     g = tofu_scores(gold_model, tokenizer, forget_data)
     s = tofu_scores(unlearned_model, tokenizer, forget_data, gold_scores=g)
-    report = BenchmarkReport("tofu", "retrain", benchmark.confidence_level)
-
-    def add(name, value, ref, passed, partial, tol):
-        verdict = PASS if passed else (PARTIAL if partial else FAIL)
-        report.results.append(MetricResult(name, float(value), (float(value), float(value)), float(ref),
-                                           "retrained", (float(value - ref),) * 2, tol, verdict))
+    report, add = verdict_report("tofu", benchmark)
 
     fq = s["forget_quality"]
     add("forget_quality", fq, 1.0, fq >= 0.05, fq >= 1e-5, (0.05, 1e-5))

