@@ -6,13 +6,17 @@ from torch import nn
 from .base import ModelAdapter
 from .causal_lm import CausalLMAdapter, QACollator, is_causal_lm
 from .classifier import ClassifierAdapter
+from .seq2seq_lm import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter, is_masked_lm,
+                         is_seq2seq_lm)
 
 
 def wrap(model, **kwargs) -> ModelAdapter:
     """Return the adapter for ``model`` (an adapter is returned unchanged).
 
-    Hugging Face causal LMs (and PEFT wrappers of them) get :class:`CausalLMAdapter`;
-    other ``nn.Module`` models are treated as classifiers (:class:`ClassifierAdapter`).
+    Hugging Face causal LMs (and PEFT wrappers of them) get :class:`CausalLMAdapter`,
+    encoder-decoder LMs (T5, BART) :class:`Seq2SeqLMAdapter`, masked LMs (BERT)
+    :class:`MaskedLMAdapter`; other ``nn.Module`` models are treated as classifiers
+    (:class:`ClassifierAdapter`).
     """
     if isinstance(model, ModelAdapter):
         return model
@@ -20,7 +24,12 @@ def wrap(model, **kwargs) -> ModelAdapter:
         raise TypeError(f"Expected a torch.nn.Module or a ModelAdapter, got {type(model).__name__}.")
     if is_causal_lm(model):
         return CausalLMAdapter(model, **kwargs)
+    if is_seq2seq_lm(model):
+        return Seq2SeqLMAdapter(model, **kwargs)
+    if is_masked_lm(model):
+        return MaskedLMAdapter(model, **kwargs)
     return ClassifierAdapter(model, **kwargs)
 
 
-__all__ = ["ModelAdapter", "ClassifierAdapter", "CausalLMAdapter", "QACollator", "is_causal_lm", "wrap"]
+__all__ = ["ModelAdapter", "ClassifierAdapter", "CausalLMAdapter", "QACollator", "is_causal_lm", "wrap",
+           "Seq2SeqLMAdapter", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]

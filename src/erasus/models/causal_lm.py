@@ -158,10 +158,11 @@ class QACollator:
         return ids, att, labels
 
 
-def word_tokenizer(texts: Sequence[str], min_count: int = 1):
+def word_tokenizer(texts: Sequence[str], min_count: int = 1, mask_token: bool = False):
     """A word-level ``PreTrainedTokenizerFast`` built from ``texts`` (words and punctuation,
-    lower-cased; ``<pad>``, ``<unk>``, ``<eos>``), for language models trained from scratch
-    where no pretrained tokenizer can be downloaded (tests, ``benchmarks/tofu.py``)."""
+    lower-cased; ``<pad>``, ``<unk>``, ``<eos>``, and ``<mask>`` with ``mask_token=True`` for
+    masked LMs), for language models trained from scratch where no pretrained tokenizer can
+    be downloaded (tests, ``benchmarks/tofu.py``)."""
     from collections import Counter
 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
@@ -170,13 +171,14 @@ def word_tokenizer(texts: Sequence[str], min_count: int = 1):
     pre = pre_tokenizers.Whitespace()
     norm = normalizers.Lowercase()
     counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
-    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2}
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2, **({"<mask>": 3} if mask_token else {})}
     for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if c >= min_count:
             vocab[w] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer, tok.pre_tokenizer = norm, pre
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
+                                   **({"mask_token": "<mask>"} if mask_token else {}))
 
 
 def gpt2_lm(tokenizer, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 256, seed: int = 0,

@@ -1,0 +1,193 @@
+"""Encoder-decoder (``AutoModelForSeq2SeqLM``: T5, BART, ...) and masked language models
+(``AutoModelForMaskedLM``: BERT, RoBERTa, ...).
+
+Both score target tokens given by ``labels`` (``-100`` where a position is not scored), as
+Hugging Face trains them: a seq2seq batch is ``input_ids`` / ``attention_mask`` for the
+encoder and ``labels`` for the decoder (the model shifts them into its decoder inputs);
+a masked-LM batch has ``labels`` only at the masked positions. ``per_sample_loss`` is
+the mean NLL of a sample's scored tokens and ``sequence_nll`` their sum, so every
+likelihood-based strategy (gradient ascent, NegGrad+, NPO, SimNPO, WGA, ...) and the
+loss-based metrics apply unchanged. :class:`Seq2SeqCollator` builds seq2seq batches
+from question/answer records; :class:`MaskingCollator` masks answer tokens for a masked LM.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..core.exceptions import DataError
+from .base import ModelAdapter
+from .causal_lm import IGNORE
+
+
+def _hf_kind(model) -> str:
+    base = getattr(model, "get_base_model", lambda: model)()
+    cfg = getattr(base, "config", None)
+    name = type(base).__name__
+    if cfg is not None and getattr(cfg, "is_encoder_decoder", False) and name.endswith(
+            ("ForConditionalGeneration", "Seq2SeqLM")):
+        return "seq2seq_lm"
+    if cfg is not None and name.endswith("ForMaskedLM"):
+        return "masked_lm"
+    return ""
+
+
+def is_seq2seq_lm(model) -> bool:
+    """A Hugging Face encoder-decoder LM (or a PEFT wrapper of one)."""
+    return _hf_kind(model) == "seq2seq_lm"
+
+
+def is_masked_lm(model) -> bool:
+    """A Hugging Face masked LM (``*ForMaskedLM``, or a PEFT wrapper of one)."""
+    return _hf_kind(model) == "masked_lm"
+
+
+class _TargetTokenAdapter(ModelAdapter):
+    """Shared logic: NLL of the ``labels`` tokens at their own positions (no shift)."""
+
+    needs = ("input_ids", "labels")
+
+    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
+        if not isinstance(batch, dict) or any(k not in batch for k in self.needs):
+            raise DataError(f"Expected a {self.family} batch: a dict with {', '.join(self.needs)} (and attention_mask; "
+                            f"labels -100 where a token is not scored), e.g. from erasus.models.seq2seq_lm."
+                            f"{'Seq2SeqCollator' if self.family == 'seq2seq_lm' else 'MaskingCollator'}; got "
+                            f"{type(batch).__name__}.")
+        d = self.device
+        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def _forward(self, b):
+        raise NotImplementedError  # abstract
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        return self._forward(self.to_device(batch)).logits
+
+    def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
+        b = self.to_device(batch)
+        if logits is None:
+            logits = self._forward(b).logits
+        labels = b["labels"]
+        mask = labels != IGNORE
+        if not mask.any(1).all():
+            raise DataError("A sample in the batch has no scored tokens (every label is -100).")
+        lg = logits.float()
+        nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels.clamp_min(0).reshape(-1),
+                              reduction="none").view(labels.shape)
+        return nll * mask, mask
+
+    def per_sample_loss(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        nll, mask = self.token_nll(batch, logits)
+        return nll.sum(1) / mask.sum(1)
+
+    def sequence_nll(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.token_nll(batch, logits)[0].sum(1)
+
+
+class Seq2SeqLMAdapter(_TargetTokenAdapter):
+    """Encoder-decoder LMs: the decoder's NLL of the target (``labels``) given the source."""
+
+    family = "seq2seq_lm"
+
+    def _forward(self, b):
+        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), labels=b["labels"])
+
+    @torch.no_grad()
+    def features(self, batch: Any) -> torch.Tensor:
+        """Mean of the encoder's last hidden state over the attended source tokens."""
+        b = self.to_device(batch)
+        enc = self.model.get_encoder()(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"))
+        h = enc.last_hidden_state.float()
+        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
+        return (h * m).sum(1) / m.sum(1)
+
+
+class MaskedLMAdapter(_TargetTokenAdapter):
+    """Masked LMs: the NLL of the original tokens at the masked positions."""
+
+    family = "masked_lm"
+
+    def _forward(self, b):
+        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"),
+                          output_hidden_states=False)
+
+    @torch.no_grad()
+    def features(self, batch: Any) -> torch.Tensor:
+        """Mean of the last hidden state over the attended tokens."""
+        b = self.to_device(batch)
+        out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
+        h = out.hidden_states[-1].float()
+        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
+        return (h * m).sum(1) / m.sum(1)
+
+
+def _pad(rows: List[List[int]], value: int):
+    n = max(len(r) for r in rows)
+    out = torch.full((len(rows), n), value, dtype=torch.long)
+    att = torch.zeros((len(rows), n), dtype=torch.long)
+    for k, r in enumerate(rows):
+        out[k, :len(r)] = torch.tensor(r, dtype=torch.long)
+        att[k, :len(r)] = 1
+    return out, att
+
+
+class Seq2SeqCollator:
+    """Question/answer records as seq2seq batches: the question (formatted by ``template``)
+    is the source, the answer the target (``labels``, padded with -100)."""
+
+    def __init__(self, tokenizer, max_length: int = 128, template: str = "question: {question}",
+                 answer_key: str = "answer"):
+        self.tok, self.max_length, self.template, self.answer_key = tokenizer, max_length, template, answer_key
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, records: List[dict]) -> Dict[str, Any]:
+        src = [self.tok(self.template.format(question=r["question"]))["input_ids"][: self.max_length] for r in records]
+        tgt = [self.tok(r[self.answer_key])["input_ids"][: self.max_length] for r in records]
+        ids, att = _pad(src, self.pad_id)
+        labels, _ = _pad(tgt, IGNORE)
+        return {"input_ids": ids, "attention_mask": att, "labels": labels, "text": [r[self.answer_key] for r in records]}
+
+
+class MaskingCollator:
+    """Question/answer records as masked-LM batches: ``"question answer"`` with a fraction
+    ``mask_prob`` of the answer's tokens (at least one) replaced by the mask token and
+    scored; the question is never masked, so the loss measures what the model recalls of
+    the answer given the question. ``seed`` fixes the masks (the same record gets the same
+    mask every time, so losses are comparable across evaluations and unlearning targets a
+    fixed set of tokens); ``seed=None`` draws new masks on every call (for training)."""
+
+    def __init__(self, tokenizer, max_length: int = 128, mask_prob: float = 0.3, seed: Optional[int] = 0,
+                 answer_key: str = "answer"):
+        if tokenizer.mask_token_id is None:
+            raise DataError("MaskingCollator needs a tokenizer with a mask token (BERT-style).")
+        if not 0.0 < mask_prob <= 1.0:
+            raise DataError(f"Expected 0 < mask_prob <= 1, got {mask_prob}.")
+        self.tok, self.max_length, self.mask_prob, self.seed, self.answer_key = (tokenizer, max_length, mask_prob,
+                                                                                  seed, answer_key)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._rng = random.Random()
+
+    def __call__(self, records: List[dict]) -> Dict[str, Any]:
+        rows, labs = [], []
+        for r in records:
+            q = self.tok(r["question"])["input_ids"]
+            a = self.tok(r[self.answer_key], add_special_tokens=False)["input_ids"]
+            ids = (q + a)[: self.max_length]
+            pos = list(range(len(q), len(ids)))
+            if not pos:
+                raise DataError(f"No answer token left within max_length={self.max_length} for {r['question']!r}.")
+            rng = (self._rng if self.seed is None
+                   else random.Random(f"{self.seed}:{r['question']}:{r[self.answer_key]}"))
+            chosen = set(rng.sample(pos, max(1, round(self.mask_prob * len(pos)))))
+            lab = [ids[i] if i in chosen else IGNORE for i in range(len(ids))]
+            rows.append([self.tok.mask_token_id if i in chosen else t for i, t in enumerate(ids)])
+            labs.append(lab)
+        ids, att = _pad(rows, self.pad_id)
+        labels, _ = _pad(labs, IGNORE)
+        labels[att == 0] = IGNORE
+        return {"input_ids": ids, "attention_mask": att, "labels": labels, "text": [r[self.answer_key] for r in records]}
