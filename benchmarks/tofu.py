@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 STRATEGIES = ("gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
               "task_vector", "ssd", "lora_npo", "token_masking", "causal_tracing", "attention_surgery",
               "activation_steering", "dexperts")
+ONE_SHOT = ("task_vector", "ssd", "activation_steering", "dexperts")
 KEYS = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "holdout_rouge", "min_k_auc", "privleak",
         "time_s", "speedup")
 
@@ -99,6 +100,9 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="tofu")
+    p.add_argument("--calibrate", action="store_true",
+                   help="give each loss-based strategy held-out authors (not the evaluated ones) and "
+                        "stopping='calibrated' (opt-in for language models)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -106,9 +110,16 @@ def main(argv=None):
     cache.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    req = tofu_request(args.forget)
+    full_req = req = tofu_request(args.forget)
     if args.forget_authors or args.retain_authors:
         req = subset_request(req, args.forget_authors or len(req.forget) // 20, args.retain_authors or len(req.retain) // 20)
+    calib = None
+    if args.calibrate:
+        # held-out authors for the stopping rule, disjoint from the held-out authors the evaluation uses
+        calib = full_req.holdout.records[len(req.holdout):2 * len(req.holdout)]
+        if len(calib) < len(req.holdout):
+            raise SystemExit("--calibrate needs held-out authors beyond the evaluated ones: use --forget-authors N "
+                             "with N at most half of the forget split's authors.")
     tok = word_tokenizer(tofu_texts(req))
     print(f"TOFU {args.forget}: {len(req.forget)} forget, {len(req.retain)} retain, {len(req.holdout)} held-out "
           f"questions; vocabulary {len(tok)} words", flush=True)
@@ -135,7 +146,11 @@ def main(argv=None):
                 warnings.simplefilter("ignore")
                 llm = LLMUnlearner(full, strategy=strategy, tokenizer=tok, lora=lora)
                 t0 = time.perf_counter()
-                res = llm.fit(forget_loader(req, tok, args, strategy, seed), retain, progress=False, seed=seed)
+                hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), args.batch_size, shuffle=False)
+                        if calib is not None else None)
+                extra = {"stopping": "calibrated"} if hold is not None and strategy not in ONE_SHOT else {}
+                res = llm.fit(forget_loader(req, tok, args, strategy, seed), retain, hold, progress=False, seed=seed,
+                              **extra)
                 dt = time.perf_counter() - t0
             s = tofu_scores(res.model, tok, req, gold_scores=g, n_generate=args.n_generate)
             row = {"method": name, "seed": seed, **{k: s[k] for k in KEYS if k in s}, "time_s": dt,

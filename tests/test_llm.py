@@ -277,3 +277,26 @@ def test_inference_time_unlearning_keeps_weights_and_refuses_to_save(tiny_tofu, 
     assert mean_nll(res.model, forget_eval) > mean_nll(model, forget_eval) + 0.5
     with pytest.raises(ConfigError, match="forward hooks"):
         llm.save_pretrained(tmp_path / "out")
+
+
+def test_calibrated_stopping_is_opt_in_for_language_models_and_uses_token_accuracy(tiny_tofu):
+    """Held-out questions turn on the calibrated rule only when asked; split_stats gives LMs a
+    per-sample token accuracy that matches a hand computation."""
+    from erasus.core.trainer import split_stats
+    from erasus.unlearners import ErasusUnlearner
+
+    model, forget, retain, forget_eval, _ = tiny_tofu
+    s = split_stats(wrap(model), forget_eval)
+    b = next(iter(forget_eval))
+    with torch.no_grad():
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+    lab = b["labels"][0, 1:]
+    m = lab != -100
+    assert s["correct"][0] == pytest.approx(float((logits[0, :-1].argmax(-1)[m] == lab[m]).float().mean()))
+    hold = DataLoader(load_tofu("full").records[100:120], batch_size=10, collate_fn=forget.collate_fn)
+    auto = ErasusUnlearner(model, strategy="npo").fit(forget, retain, hold, progress=False, seed=0, max_epochs=2)
+    assert "fixed schedule" in auto.stop_reason
+    cal = ErasusUnlearner(model, strategy="npo").fit(forget, retain, hold, progress=False, seed=0, max_epochs=4,
+                                                     stopping="calibrated")
+    assert cal.stop_reason.startswith("calibrated") or "calibrat" in cal.stop_reason, cal.stop_reason
+    assert any("val_mia_auc" in e for e in cal.history["eval"])

@@ -73,6 +73,17 @@ class CausalLMAdapter(ModelAdapter):
         nll, _ = self.token_nll(batch, logits)
         return nll.sum(1)
 
+    def loss_and_accuracy(self, batch: Any):
+        """Per-sample mean answer NLL and token accuracy (the fraction of answer tokens that
+        are the model's top prediction under teacher forcing): a language model's
+        counterpart of a classifier's correctness, used by calibrated stopping."""
+        b = self.to_device(batch)
+        logits = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+        nll, mask = self.token_nll(b, logits)
+        hit = (logits[:, :-1].argmax(-1) == b["labels"][:, 1:]) & mask
+        n = mask.sum(1)
+        return nll.sum(1) / n, hit.sum(1).double() / n
+
     def block_output(self, batch: Any, layer: int, answer_only: bool = False) -> torch.Tensor:
         """Output of transformer block ``layer`` (0-based) at every attended token, or only at
         the answer tokens, as a (tokens, hidden) matrix; gradients flow unless disabled."""

@@ -88,6 +88,15 @@ class _TargetTokenAdapter(ModelAdapter):
     def sequence_nll(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.token_nll(batch, logits)[0].sum(1)
 
+    def loss_and_accuracy(self, batch: Any):
+        """Per-sample mean target NLL and token accuracy (fraction of scored tokens that are
+        the top prediction), as :meth:`CausalLMAdapter.loss_and_accuracy`."""
+        b = self.to_device(batch)
+        logits = self._forward(b).logits
+        nll, mask = self.token_nll(b, logits)
+        n = mask.sum(1)
+        return nll.sum(1) / n, ((logits.argmax(-1) == b["labels"]) & mask).sum(1).double() / n
+
 
 class Seq2SeqLMAdapter(_TargetTokenAdapter):
     """Encoder-decoder LMs: the decoder's NLL of the target (``labels``) given the source."""
