@@ -32,35 +32,33 @@ def is_causal_lm(model: nn.Module) -> bool:
             and type(base).__name__.endswith(("ForCausalLM", "LMHeadModel")))
 
 
-class CausalLMAdapter(ModelAdapter):
-    family = "causal_lm"
+class TokenLMAdapter(ModelAdapter):
+    """Shared scoring of language models whose batches carry ``labels`` (``-100`` where a
+    token is not scored): per-token NLL of the scored tokens, its per-sample mean
+    (``per_sample_loss``) and sum (``sequence_nll``), and token accuracy. Subclasses give
+    the forward pass and how logits line up with labels (causal LMs predict the next token)."""
 
-    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
-        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
-            raise DataError("Expected a causal-LM batch: a dict with input_ids, attention_mask and labels (-100 on "
-                            "tokens that are not scored), e.g. from erasus.models.causal_lm.QACollator; got "
-                            f"{type(batch).__name__}.")
-        d = self.device
-        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    no_scored_tokens = "A sample in the batch has no scored tokens (every label is -100)."
 
-    def batch_size(self, batch: Any) -> int:
-        return int(batch["input_ids"].shape[0])
+    def _forward(self, b):
+        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"))
+
+    def _aligned(self, logits: torch.Tensor, labels: torch.Tensor):
+        return logits, labels
 
     def logits(self, batch: Any) -> torch.Tensor:
-        b = self.to_device(batch)
-        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+        return self._forward(self.to_device(batch)).logits
 
     def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
-        """Per-token NLL of the scored tokens (next-token shift) and their mask."""
+        """Per-token NLL of the scored tokens and their mask, aligned with the labels."""
         b = self.to_device(batch)
         if logits is None:
-            logits = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
-        labels = b["labels"][:, 1:]
+            logits = self._forward(b).logits
+        lg, labels = self._aligned(logits, b["labels"])
         mask = labels != IGNORE
         if not mask.any(1).all():
-            raise DataError("A sample in the batch has no scored (answer) tokens: check max_length, or that the "
-                            "answer is not empty.")
-        lg = logits[:, :-1].float()
+            raise DataError(self.no_scored_tokens)
+        lg = lg.float()
         nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels.clamp_min(0).reshape(-1),
                               reduction="none").view(labels.shape)
         return nll * mask, mask
@@ -74,15 +72,35 @@ class CausalLMAdapter(ModelAdapter):
         return nll.sum(1)
 
     def loss_and_accuracy(self, batch: Any):
-        """Per-sample mean answer NLL and token accuracy (the fraction of answer tokens that
-        are the model's top prediction under teacher forcing): a language model's
-        counterpart of a classifier's correctness, used by calibrated stopping."""
+        """Per-sample mean NLL and token accuracy (the fraction of scored tokens that are the
+        model's top prediction under teacher forcing): a language model's counterpart of a
+        classifier's correctness, used by calibrated stopping."""
         b = self.to_device(batch)
-        logits = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+        logits = self._forward(b).logits
         nll, mask = self.token_nll(b, logits)
-        hit = (logits[:, :-1].argmax(-1) == b["labels"][:, 1:]) & mask
+        lg, labels = self._aligned(logits, b["labels"])
         n = mask.sum(1)
-        return nll.sum(1) / n, hit.sum(1).double() / n
+        return nll.sum(1) / n, ((lg.argmax(-1) == labels) & mask).sum(1).double() / n
+
+
+class CausalLMAdapter(TokenLMAdapter):
+    family = "causal_lm"
+    no_scored_tokens = ("A sample in the batch has no scored (answer) tokens: check max_length, or that the answer is "
+                        "not empty.")
+
+    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
+        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
+            raise DataError("Expected a causal-LM batch: a dict with input_ids, attention_mask and labels (-100 on "
+                            "tokens that are not scored), e.g. from erasus.models.causal_lm.QACollator; got "
+                            f"{type(batch).__name__}.")
+        d = self.device
+        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def _aligned(self, logits: torch.Tensor, labels: torch.Tensor):
+        return logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
 
     def block_output(self, batch: Any, layer: int, answer_only: bool = False) -> torch.Tensor:
         """Output of transformer block ``layer`` (0-based) at every attended token, or only at

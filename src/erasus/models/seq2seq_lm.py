@@ -16,11 +16,9 @@ import random
 from typing import Any, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..core.exceptions import DataError
-from .base import ModelAdapter
-from .causal_lm import IGNORE
+from .causal_lm import IGNORE, TokenLMAdapter
 
 
 def _hf_kind(model) -> str:
@@ -45,8 +43,8 @@ def is_masked_lm(model) -> bool:
     return _hf_kind(model) == "masked_lm"
 
 
-class _TargetTokenAdapter(ModelAdapter):
-    """Shared logic: NLL of the ``labels`` tokens at their own positions (no shift)."""
+class _TargetTokenAdapter(TokenLMAdapter):
+    """Shared logic: labels score the tokens at their own positions (no shift)."""
 
     needs = ("input_ids", "labels")
 
@@ -61,41 +59,6 @@ class _TargetTokenAdapter(ModelAdapter):
 
     def batch_size(self, batch: Any) -> int:
         return int(batch["input_ids"].shape[0])
-
-    def _forward(self, b):
-        raise NotImplementedError  # abstract
-
-    def logits(self, batch: Any) -> torch.Tensor:
-        return self._forward(self.to_device(batch)).logits
-
-    def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
-        b = self.to_device(batch)
-        if logits is None:
-            logits = self._forward(b).logits
-        labels = b["labels"]
-        mask = labels != IGNORE
-        if not mask.any(1).all():
-            raise DataError("A sample in the batch has no scored tokens (every label is -100).")
-        lg = logits.float()
-        nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels.clamp_min(0).reshape(-1),
-                              reduction="none").view(labels.shape)
-        return nll * mask, mask
-
-    def per_sample_loss(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
-        nll, mask = self.token_nll(batch, logits)
-        return nll.sum(1) / mask.sum(1)
-
-    def sequence_nll(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.token_nll(batch, logits)[0].sum(1)
-
-    def loss_and_accuracy(self, batch: Any):
-        """Per-sample mean target NLL and token accuracy (fraction of scored tokens that are
-        the top prediction), as :meth:`CausalLMAdapter.loss_and_accuracy`."""
-        b = self.to_device(batch)
-        logits = self._forward(b).logits
-        nll, mask = self.token_nll(b, logits)
-        n = mask.sum(1)
-        return nll.sum(1) / n, ((logits.argmax(-1) == b["labels"]) & mask).sum(1).double() / n
 
 
 class Seq2SeqLMAdapter(_TargetTokenAdapter):
@@ -121,9 +84,6 @@ class MaskedLMAdapter(_TargetTokenAdapter):
 
     family = "masked_lm"
 
-    def _forward(self, b):
-        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"),
-                          output_hidden_states=False)
 
     @torch.no_grad()
     def features(self, batch: Any) -> torch.Tensor:
