@@ -49,6 +49,15 @@ class TokenLMAdapter(ModelAdapter):
     def logits(self, batch: Any) -> torch.Tensor:
         return self._forward(self.to_device(batch)).logits
 
+    @torch.no_grad()
+    def features(self, batch: Any) -> torch.Tensor:
+        """Mean of the last hidden state over the attended tokens."""
+        b = self.to_device(batch)
+        out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
+        h = out.hidden_states[-1].float()
+        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
+        return (h * m).sum(1) / m.sum(1)
+
     def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
         """Per-token NLL of the scored tokens and their mask, aligned with the labels."""
         b = self.to_device(batch)
@@ -109,15 +118,6 @@ class CausalLMAdapter(TokenLMAdapter):
         out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
         m = (b["labels"] != IGNORE) if answer_only else b.get("attention_mask", torch.ones_like(b["input_ids"])).bool()
         return out.hidden_states[layer + 1][m]  # hidden_states[0] is the embedding output
-
-    @torch.no_grad()
-    def features(self, batch: Any) -> torch.Tensor:
-        """Mean of the last hidden state over the attended tokens."""
-        b = self.to_device(batch)
-        out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
-        h = out.hidden_states[-1].float()
-        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
-        return (h * m).sum(1) / m.sum(1)
 
 
 class QACollator:

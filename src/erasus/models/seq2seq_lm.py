@@ -85,16 +85,6 @@ class MaskedLMAdapter(_TargetTokenAdapter):
     family = "masked_lm"
 
 
-    @torch.no_grad()
-    def features(self, batch: Any) -> torch.Tensor:
-        """Mean of the last hidden state over the attended tokens."""
-        b = self.to_device(batch)
-        out = self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), output_hidden_states=True)
-        h = out.hidden_states[-1].float()
-        m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
-        return (h * m).sum(1) / m.sum(1)
-
-
 def _pad(rows: List[List[int]], value: int):
     n = max(len(r) for r in rows)
     out = torch.full((len(rows), n), value, dtype=torch.long)
