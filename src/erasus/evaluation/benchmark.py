@@ -170,7 +170,11 @@ class UnlearningBenchmark:
                  confidence_level: float = 0.95, n_bootstrap: int = 500, max_samples: Optional[int] = 5000,
                  tolerances: Optional[Dict[str, tuple]] = None, seed: int = 0):
         if protocol not in self.protocols():
-            raise ConfigError(f"Expected protocol in {self.protocols()}, got {protocol!r}.")
+            import difflib
+
+            close = difflib.get_close_matches(str(protocol), self.protocols(), n=1)
+            raise ConfigError(f"Expected protocol in {self.protocols()}, got {protocol!r}."
+                              + (f" Did you mean {close[0]!r}?" if close else ""))
         if gold_standard not in ("auto", "retrain", "holdout"):
             raise ConfigError(f"Expected gold_standard 'auto', 'retrain' or 'holdout', got {gold_standard!r}.")
         if not 0.5 <= confidence_level < 1.0:
