@@ -145,7 +145,7 @@ def test_muse_protocol_fails_the_original_and_passes_a_retrained_model(muse_worl
 
 def test_wmdp_protocol_wants_chance_on_hazards_and_kept_utility():
     from erasus.data.datasets.muse_wmdp import WMDPData
-    from erasus.evaluation import FAIL, PASS, UnlearningBenchmark
+    from erasus.evaluation import FAIL, UnlearningBenchmark
     from erasus.metrics.llm import WMDP_HEADER
 
     rng = np.random.default_rng(0)
@@ -177,6 +177,6 @@ def test_wmdp_protocol_wants_chance_on_hazards_and_kept_utility():
     rep_u = bench.evaluate(unlearned, **kw)
     v_u = {r.name: (r.verdict, r.value) for r in rep_u.results}
     assert v_u["acc_bio"][0] != FAIL and v_u["acc_bio"][1] < 0.45, rep_u.summary()
-    assert v_u["acc_utility"][0] == PASS, rep_u.summary()
+    assert v_u["acc_utility"][0] != FAIL and v_u["acc_utility"][1] >= 0.7, rep_u.summary()
     with pytest.raises(DataError, match="original_model"):
         bench.evaluate(unlearned, forget_data=data, tokenizer=tok, utility_questions=util)
