@@ -147,6 +147,21 @@ def salient_modules(adapter, forget_loader, n: int) -> List[str]:
     return sorted(scores, key=scores.get, reverse=True)[:n]
 
 
+def train_only(model: torch.nn.Module, params) -> Callable[[], None]:
+    """Freeze every parameter of ``model`` except ``params`` (those already frozen stay
+    frozen); returns the callable that restores the original ``requires_grad`` flags."""
+    keep = {id(p) for p in params}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, flag in flags:
+        p.requires_grad_(flag and id(p) in keep)
+
+    def undo():
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+    return undo
+
+
 @dataclass
 class RestrictedConfig(BaseConfig):
     """``base``: the strategy to restrict; ``base_kwargs``: its hyperparameters."""
@@ -225,19 +240,12 @@ class LayerFreezing(_Restricted):
         from ..models import wrap
 
         names = list(self.config.layers) or salient_modules(wrap(work), forget_loader, self.config.n_salient)
-        flags = {n: p.requires_grad for n, p in work.named_parameters()}
-        chosen = [n for n in flags if any(n == layer or n.startswith(layer + ".") for layer in names)]
+        params = dict(work.named_parameters())
+        chosen = [p for n, p in params.items() if any(n == layer or n.startswith(layer + ".") for layer in names)]
         if not chosen:
             raise ConfigError(f"layer_freezing: no parameter matches layers {names}. Expected module names "
-                              f"such as {sorted({n.rsplit('.', 1)[0] for n in flags})[:6]}.")
-        for n, p in work.named_parameters():
-            p.requires_grad_(flags[n] and n in chosen)
-
-        def undo():
-            for n, p in work.named_parameters():
-                p.requires_grad_(flags[n])
-
-        return f"on layers {names}", undo
+                              f"such as {sorted({n.rsplit('.', 1)[0] for n in params})[:6]}.")
+        return f"on layers {names}", train_only(work, chosen)
 
 
 @dataclass

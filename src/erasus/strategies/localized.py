@@ -11,7 +11,7 @@ import torch
 from ..core.exceptions import ConfigError
 from ..core.registry import register
 from ..models.causal_lm import IGNORE
-from .composite import RestrictedConfig, _Restricted
+from .composite import RestrictedConfig, _Restricted, train_only
 from .llm import transformer_blocks
 
 COMPONENTS = ("block", "attn", "mlp")
@@ -155,15 +155,7 @@ class _Located(_Restricted):
             raise ConfigError(f"{self.registered_name}: n_layers {n} exceeds the model's {len(blocks)} blocks.")
         self.trace_ = trace
         chosen: List[int] = sorted(np.argsort(-trace["effect"])[:n].tolist())
-        keep = {id(p) for i in chosen for p in component(blocks[i], self.kind).parameters()}
-        flags = {n_: p.requires_grad for n_, p in work.named_parameters()}
-        for p in work.parameters():
-            p.requires_grad_(p.requires_grad and id(p) in keep)
-
-        def undo():
-            for n_, p in work.named_parameters():
-                p.requires_grad_(flags[n_])
-
+        undo = train_only(work, [p for i in chosen for p in component(blocks[i], self.kind).parameters()])
         effects = ", ".join(f"{e:.2f}" for e in trace["effect"])
         return (f"on the {self.kind} of layers {chosen} located by causal tracing (answer log-prob clean "
                 f"{trace['clean']:.2f}, corrupted {trace['corrupted']:.2f}; indirect effect per layer {effects})"), undo
