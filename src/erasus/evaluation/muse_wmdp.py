@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from ..core.exceptions import DataError
 from ..metrics.llm import attack_auc, generate_text, lm_token_stats, multiple_choice_accuracy
 from ..metrics.tofu import rouge_l
+from ..models.causal_lm import pad_rows
 from .tofu import verdict_report
 
 #: WMDP's domains and the subject named in the zero-shot prompt
@@ -40,11 +40,7 @@ class TextCollator:
         ids = [self.tok(t, add_special_tokens=False)["input_ids"][: self.max_length] for t in texts]
         if any(len(i) < 2 for i in ids):
             raise DataError("Every text needs at least two tokens (one to predict from, one to score).")
-        n = max(len(i) for i in ids)
-        x = torch.full((len(ids), n), self.pad_id, dtype=torch.long)
-        att = torch.zeros_like(x)
-        for k, i in enumerate(ids):
-            x[k, :len(i)], att[k, :len(i)] = torch.tensor(i), 1
+        x, att = pad_rows(ids, self.pad_id)
         labels = x.masked_fill(att == 0, -100)
         return {"input_ids": x, "attention_mask": att, "labels": labels, "text": list(texts)}
 

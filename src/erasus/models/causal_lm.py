@@ -23,13 +23,38 @@ IGNORE = -100
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 
 
-def is_causal_lm(model: nn.Module) -> bool:
-    """A Hugging Face causal LM (or a PEFT wrapper of one), recognised without importing
-    transformers: a ``config`` that is not encoder-decoder and an output embedding."""
+def hf_lm_kind(model: nn.Module) -> str:
+    """``"causal_lm"``, ``"seq2seq_lm"``, ``"masked_lm"`` or ``""`` for a Hugging Face model
+    (or a PEFT wrapper of one), recognised without importing transformers: by its config
+    and class name (``*ForCausalLM`` / ``*LMHeadModel`` with an output embedding,
+    encoder-decoder ``*ForConditionalGeneration`` / ``*Seq2SeqLM``, ``*ForMaskedLM``)."""
     base = getattr(model, "get_base_model", lambda: model)()
     cfg = getattr(base, "config", None)
-    return (cfg is not None and hasattr(base, "get_output_embeddings") and not getattr(cfg, "is_encoder_decoder", False)
-            and type(base).__name__.endswith(("ForCausalLM", "LMHeadModel")))
+    if cfg is None:
+        return ""
+    name = type(base).__name__
+    if getattr(cfg, "is_encoder_decoder", False):
+        return "seq2seq_lm" if name.endswith(("ForConditionalGeneration", "Seq2SeqLM")) else ""
+    if hasattr(base, "get_output_embeddings") and name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal_lm"
+    return "masked_lm" if name.endswith("ForMaskedLM") else ""
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """A Hugging Face causal LM (or a PEFT wrapper of one)."""
+    return hf_lm_kind(model) == "causal_lm"
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int):
+    """Right-pad token lists into a ``(len(rows), longest)`` long tensor filled with
+    ``value``, and the matching attention mask (1 on real tokens)."""
+    n = max(len(r) for r in rows)
+    out = torch.full((len(rows), n), value, dtype=torch.long)
+    att = torch.zeros((len(rows), n), dtype=torch.long)
+    for k, r in enumerate(rows):
+        out[k, :len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+        att[k, :len(r)] = 1
+    return out, att
 
 
 class TokenLMAdapter(ModelAdapter):
@@ -39,6 +64,17 @@ class TokenLMAdapter(ModelAdapter):
     the forward pass and how logits line up with labels (causal LMs predict the next token)."""
 
     no_scored_tokens = "A sample in the batch has no scored tokens (every label is -100)."
+    collator = "a collator of erasus.models"
+
+    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
+        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
+            raise DataError(f"Expected a {self.family} batch: a dict with input_ids, attention_mask and labels (-100 "
+                            f"on tokens that are not scored), e.g. from {self.collator}; got {type(batch).__name__}.")
+        d = self.device
+        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["input_ids"].shape[0])
 
     def _forward(self, b):
         return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"))
@@ -97,16 +133,7 @@ class CausalLMAdapter(TokenLMAdapter):
     no_scored_tokens = ("A sample in the batch has no scored (answer) tokens: check max_length, or that the answer is "
                         "not empty.")
 
-    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
-        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
-            raise DataError("Expected a causal-LM batch: a dict with input_ids, attention_mask and labels (-100 on "
-                            "tokens that are not scored), e.g. from erasus.models.causal_lm.QACollator; got "
-                            f"{type(batch).__name__}.")
-        d = self.device
-        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
-    def batch_size(self, batch: Any) -> int:
-        return int(batch["input_ids"].shape[0])
+    collator = "erasus.models.causal_lm.QACollator"
 
     def _aligned(self, logits: torch.Tensor, labels: torch.Tensor):
         return logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
@@ -176,14 +203,8 @@ class QACollator:
         return out
 
     def _pad(self, rows):
-        n = max(len(i) for i, _ in rows)
-        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
-        att = torch.zeros((len(rows), n), dtype=torch.long)
-        for k, (i, lab) in enumerate(rows):
-            ids[k, : len(i)] = torch.tensor(i)
-            labels[k, : len(lab)] = torch.tensor(lab)
-            att[k, : len(i)] = 1
+        ids, att = pad_rows([i for i, _ in rows], self.pad_id)
+        labels, _ = pad_rows([lab for _, lab in rows], IGNORE)
         return ids, att, labels
 
 

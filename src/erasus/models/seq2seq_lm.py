@@ -18,53 +18,24 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..core.exceptions import DataError
-from .causal_lm import IGNORE, TokenLMAdapter
-
-
-def _hf_kind(model) -> str:
-    base = getattr(model, "get_base_model", lambda: model)()
-    cfg = getattr(base, "config", None)
-    name = type(base).__name__
-    if cfg is not None and getattr(cfg, "is_encoder_decoder", False) and name.endswith(
-            ("ForConditionalGeneration", "Seq2SeqLM")):
-        return "seq2seq_lm"
-    if cfg is not None and name.endswith("ForMaskedLM"):
-        return "masked_lm"
-    return ""
+from .causal_lm import IGNORE, TokenLMAdapter, hf_lm_kind, pad_rows
 
 
 def is_seq2seq_lm(model) -> bool:
     """A Hugging Face encoder-decoder LM (or a PEFT wrapper of one)."""
-    return _hf_kind(model) == "seq2seq_lm"
+    return hf_lm_kind(model) == "seq2seq_lm"
 
 
 def is_masked_lm(model) -> bool:
     """A Hugging Face masked LM (``*ForMaskedLM``, or a PEFT wrapper of one)."""
-    return _hf_kind(model) == "masked_lm"
+    return hf_lm_kind(model) == "masked_lm"
 
 
-class _TargetTokenAdapter(TokenLMAdapter):
-    """Shared logic: labels score the tokens at their own positions (no shift)."""
-
-    needs = ("input_ids", "labels")
-
-    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
-        if not isinstance(batch, dict) or any(k not in batch for k in self.needs):
-            raise DataError(f"Expected a {self.family} batch: a dict with {', '.join(self.needs)} (and attention_mask; "
-                            f"labels -100 where a token is not scored), e.g. from erasus.models.seq2seq_lm."
-                            f"{'Seq2SeqCollator' if self.family == 'seq2seq_lm' else 'MaskingCollator'}; got "
-                            f"{type(batch).__name__}.")
-        d = self.device
-        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
-    def batch_size(self, batch: Any) -> int:
-        return int(batch["input_ids"].shape[0])
-
-
-class Seq2SeqLMAdapter(_TargetTokenAdapter):
+class Seq2SeqLMAdapter(TokenLMAdapter):
     """Encoder-decoder LMs: the decoder's NLL of the target (``labels``) given the source."""
 
     family = "seq2seq_lm"
+    collator = "erasus.models.Seq2SeqCollator"
 
     def _forward(self, b):
         return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), labels=b["labels"])
@@ -79,20 +50,11 @@ class Seq2SeqLMAdapter(_TargetTokenAdapter):
         return (h * m).sum(1) / m.sum(1)
 
 
-class MaskedLMAdapter(_TargetTokenAdapter):
+class MaskedLMAdapter(TokenLMAdapter):
     """Masked LMs: the NLL of the original tokens at the masked positions."""
 
     family = "masked_lm"
-
-
-def _pad(rows: List[List[int]], value: int):
-    n = max(len(r) for r in rows)
-    out = torch.full((len(rows), n), value, dtype=torch.long)
-    att = torch.zeros((len(rows), n), dtype=torch.long)
-    for k, r in enumerate(rows):
-        out[k, :len(r)] = torch.tensor(r, dtype=torch.long)
-        att[k, :len(r)] = 1
-    return out, att
+    collator = "erasus.models.MaskingCollator"
 
 
 class Seq2SeqCollator:
@@ -107,8 +69,8 @@ class Seq2SeqCollator:
     def __call__(self, records: List[dict]) -> Dict[str, Any]:
         src = [self.tok(self.template.format(question=r["question"]))["input_ids"][: self.max_length] for r in records]
         tgt = [self.tok(r[self.answer_key])["input_ids"][: self.max_length] for r in records]
-        ids, att = _pad(src, self.pad_id)
-        labels, _ = _pad(tgt, IGNORE)
+        ids, att = pad_rows(src, self.pad_id)
+        labels, _ = pad_rows(tgt, IGNORE)
         return {"input_ids": ids, "attention_mask": att, "labels": labels, "text": [r[self.answer_key] for r in records]}
 
 
@@ -146,7 +108,7 @@ class MaskingCollator:
             lab = [ids[i] if i in chosen else IGNORE for i in range(len(ids))]
             rows.append([self.tok.mask_token_id if i in chosen else t for i, t in enumerate(ids)])
             labs.append(lab)
-        ids, att = _pad(rows, self.pad_id)
-        labels, _ = _pad(labs, IGNORE)
+        ids, att = pad_rows(rows, self.pad_id)
+        labels, _ = pad_rows(labs, IGNORE)
         labels[att == 0] = IGNORE
         return {"input_ids": ids, "attention_mask": att, "labels": labels, "text": [r[self.answer_key] for r in records]}
