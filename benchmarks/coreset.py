@@ -2,8 +2,10 @@
 
 Protocol: the Fashion-MNIST protocol of ``classification.py`` (random 10% forgetting, 2,000
 forget samples). For each strategy × selector × ``prune_ratio``, the selector picks
-``prune_ratio`` of the forget set, the strategy unlearns that coreset at its defaults
-(calibrated stopping on held-out data), and the result is **always verified on the full
+``prune_ratio`` of the forget set (once per seed, selector and ratio, on the original
+model; the selection time is added to each strategy's time), the strategy unlearns that
+coreset at its defaults (calibrated stopping on held-out data, watching the whole forget
+request, not only the coreset), and the result is **always verified on the full
 forget set**: forget accuracy on all 2,000 samples, loss-MIA AUC of all of them vs
 held-out data, average gap to the retrained model. Time is end to end: selection plus
 unlearning. ``prune_ratio = 1`` is the whole forget set (no selector), the reference for
@@ -13,6 +15,10 @@ trained without recorders; ``tracin`` runs on the final model only (one checkpoi
 
     python benchmarks/coreset.py                                  # the full study
     python benchmarks/coreset.py --seeds 0 --strategies simnpo --ratios 0.1,0.25
+    # on 2 cores: two single-threaded shares, then one table
+    python benchmarks/coreset.py --shard 0/2 --threads 1 --out benchmarks/cache/coreset --name s0 &
+    python benchmarks/coreset.py --shard 1/2 --threads 1 --out benchmarks/cache/coreset --name s1
+    python benchmarks/coreset.py --merge benchmarks/cache/coreset/s0.json benchmarks/cache/coreset/s1.json
 """
 from __future__ import annotations
 
@@ -34,39 +40,73 @@ RATIOS = (0.05, 0.1, 0.25, 0.5, 1.0)
 STRATEGIES = ("simnpo", "wga", "negative_gradient")
 
 
+def units(seeds, ratios, shard=None):
+    """(seed, ratio) work units; ``shard=(i, n)`` keeps the i-th of n shares, assigned
+    longest-first to the least loaded share (cost ~ the ratio, since every selector runs
+    on each unit; the ratio-1 unit has one run per strategy), so n processes get about
+    equal work."""
+    us = [(s, r) for r in sorted(ratios, reverse=True) for s in seeds]
+    if shard is None:
+        return us
+    i, n = shard
+    cost = lambda u: 0.05 if u[1] >= 1.0 else 0.3 + u[1]  # noqa: E731
+    load, share = [0.0] * n, {}
+    for u in sorted(us, key=cost, reverse=True):
+        j = min(range(n), key=load.__getitem__)
+        load[j] += cost(u)
+        share[u] = j
+    return sorted((u for u in us if share[u] == i), key=lambda u: (u[0], -u[1]))  # seed by seed
+
+
 def run(args, on_progress=None):
-    from erasus.core.registry import get, list_registered, resolve
+    from erasus.core.registry import build, get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
-    from erasus.experiments.runner import _row
+    from erasus.metrics import MetricSuite
+    from erasus.models import wrap
     from erasus.unlearners import ErasusUnlearner
 
     task = fashion_mnist_task(cache_dir=Path(args.cache), progress=True)
     selectors = [n for n in list_registered("selector") if n != "full"
                  and not getattr(get("selector", n), "needs_training_records", False)] \
         if args.selectors == "all" else [resolve("selector", s) for s in args.selectors.split(",")]
-    ratios = [float(r) for r in args.ratios.split(",")]
+    shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else None
     rows = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    if args.resume and (Path(args.out) / f"{args.name}.json").exists():
+        rows = json.loads((Path(args.out) / f"{args.name}.json").read_text())["rows"]
+        print(f"resuming: {len(rows)} rows already measured", flush=True)
+    done = {(r["seed"], r["ratio"], r["selector"], r["strategy"]) for r in rows}
+    strategies = args.strategies.split(",")
+    for seed, ratio in units([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")], shard):
         split = task.split("random", fraction=0.1, seed=seed)
         original, gold = task.original(seed), task.gold(split, seed)
-        retrain_s = task.retrain_seconds(split, seed)
-        for strategy in args.strategies.split(","):
-            for ratio in sorted(ratios, reverse=True):  # the whole forget set first: the reference
-                for sel in (["full"] if ratio >= 1.0 else selectors):
-                    unl = ErasusUnlearner(original, strategy=strategy, selector=None if sel == "full" else sel)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        res = unl.fit(split.forget, split.retain, split.holdout, progress=False, seed=seed,
-                                      prune_ratio=None if sel == "full" else ratio)
-                    t = res.timings["total_s"]
-                    r = _row(split.kind, strategy, seed, res.model, split, gold, t, retrain_s, res.stop_reason, 5000)
-                    row = {**r.to_dict(), "strategy": strategy, "selector": sel, "ratio": ratio,
-                           "select_s": res.timings.get("select_s", 0.0), "steps": res.steps}
-                    rows.append(row)
-                    print(f"seed {seed} {strategy:18s} {sel:18s} ratio {ratio:<5g} time {t:6.1f}s "
-                          f"(select {row['select_s']:5.1f}s) forget {100 * r.forget_acc:5.1f} "
-                          f"gap {r.avg_gap:5.2f}", flush=True)
-            if on_progress is not None:  # results so far are written after every strategy
+        for sel in (["full"] if ratio >= 1.0 else selectors):
+            todo = [st for st in strategies if (seed, ratio, sel, st) not in done]
+            if not todo:
+                continue
+            # one selection per (seed, selector, ratio), on the original model, shared by the strategies;
+            # its time is added to each strategy's end-to-end time
+            coreset, select_s = None, 0.0
+            if sel != "full":
+                t0 = time.perf_counter()
+                coreset = build("selector", sel).select(wrap(original), split.forget, prune_ratio=ratio)
+                select_s = time.perf_counter() - t0
+            for strategy in todo:
+                unl = ErasusUnlearner(original, strategy=strategy)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = unl.fit(split.forget, split.retain, split.holdout, progress=False, seed=seed, coreset=coreset)
+                    m = MetricSuite(("accuracy", "mia", "mia_efficacy", "gold_gap"), max_samples=args.max_samples).run(
+                        res.model, split.forget, split.retain, split.test, split.holdout, gold_model=gold)
+                t = select_s + res.timings["total_s"]
+                row = {"strategy": strategy, "selector": sel, "ratio": ratio, "seed": seed, "time_s": t,
+                       "select_s": select_s, "steps": res.steps, "forget_acc": m["forget_accuracy"],
+                       "retain_acc": m["retain_accuracy"], "test_acc": m["test_accuracy"], "mia_auc": m["mia_auc"],
+                       "mia_efficacy": m["mia_efficacy"], "avg_gap": m["avg_gap"], "note": res.stop_reason}
+                rows.append(row)
+                print(f"seed {seed} {strategy:18s} {sel:18s} ratio {ratio:<5g} time {t:6.1f}s "
+                      f"(select {select_s:5.1f}s) forget {100 * row['forget_acc']:5.1f} "
+                      f"gap {row['avg_gap']:5.2f}", flush=True)
+            if on_progress is not None:  # results so far are written after every selector
                 on_progress(rows)
     return rows
 
@@ -145,8 +185,16 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="coreset")
+    p.add_argument("--max-samples", type=int, default=5000, help="retain/test samples evaluated per row "
+                   "(the forget set is always evaluated whole)")
+    p.add_argument("--shard", default="", help="i/n: run the i-th of n shares of the (seed, ratio) units "
+                   "(one process per core, --threads 1), then --merge their JSON files")
+    p.add_argument("--resume", action="store_true", help="keep the rows of <out>/<name>.json and run the rest")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                   help="write <out>/<name>.md from the rows of these shard JSON files and exit")
     args = p.parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     from erasus.utils.io import atomic_write_text
 
@@ -165,6 +213,17 @@ def main(argv=None):
         atomic_write_text(out / f"{args.name}.md", md)
         return md
 
+    if args.merge is not None:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        rows = [r for part in parts for r in part["rows"]]
+        meta = {**parts[0]["meta"], "complete": all(p_["meta"]["complete"] for p_ in parts),
+                "total_min": max(p_["meta"]["total_min"] for p_ in parts),
+                "command": " + ".join(p_["meta"]["command"] for p_ in parts), "seeds": args.seeds}
+        agg = aggregate(rows)
+        atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=1))
+        atomic_write_text(out / f"{args.name}.md", markdown(agg, meta))
+        print(markdown(agg, meta))
+        return
     rows = run(args, on_progress=write)
     print(write(rows, final=True))
 

@@ -89,7 +89,10 @@ class LossStrategy(UnlearningModule, BaseStrategy):
         return TrainerConfig(**{**base, **overrides})
 
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
-                inplace: bool = False, callbacks=(), **trainer_kwargs) -> UnlearningResult:
+                inplace: bool = False, callbacks=(), forget_eval_loader=None, **trainer_kwargs) -> UnlearningResult:
+        """``forget_eval_loader``: the data the stopping rule watches as "forget" (default
+        ``forget_loader``); when ``forget_loader`` is a coreset, pass the whole forget request
+        here so that the run stops when the request, not the coreset, looks unseen."""
         forget_loader = check_nonempty(forget_loader, "forget")
         if self.needs_retain and retain_loader is None:
             raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
@@ -98,7 +101,8 @@ class LossStrategy(UnlearningModule, BaseStrategy):
         self.bind(self._prepare(model, inplace))
         try:
             return trainer.fit(self, forget_loader, retain_loader, holdout_loader,
-                               strategy_name=self.registered_name or type(self).__name__)
+                               strategy_name=self.registered_name or type(self).__name__,
+                               forget_eval_loader=forget_eval_loader)
         finally:
             self.release()
 
@@ -130,7 +134,9 @@ class OneShotStrategy(BaseStrategy):
         raise NotImplementedError  # abstract
 
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
-                inplace: bool = False, seed: Optional[int] = 0, progress: bool = True, **unused) -> UnlearningResult:
+                inplace: bool = False, seed: Optional[int] = 0, progress: bool = True, forget_eval_loader=None,
+                **unused) -> UnlearningResult:
+        # forget_eval_loader is accepted for a uniform call: a one-shot edit has no stopping rule to feed
         if unused:
             raise ValueError(f"{type(self).__name__} is a one-shot edit and takes no trainer options; got {sorted(unused)}.")
         forget_loader = check_nonempty(forget_loader, "forget")

@@ -9,7 +9,8 @@ Stopping rules (``stopping=``):
 
 ``"calibrated"`` (the default when held-out data is given)
     Needs no retrained model. Every ``eval_every_steps`` (default: twice per pass over the
-    forget set) the trainer compares ``val_max_samples`` (500) samples of the forget
+    forget set, but no more often than every ``n_val / (3 * batch)`` steps, so that validation
+    costs at most about as much as training on small forget sets and coresets) the trainer compares ``val_max_samples`` (500) samples of the forget
     set with held-out data the model never saw, and scores the checkpoint with a proxy of
     the average gap to a retrained model. For sample forgetting the distance is
     ``|acc(forget) - acc0(holdout)| + |AUC - 0.5| + drop(retain acc) + drop(holdout acc)``:
@@ -328,15 +329,19 @@ class UnlearningTrainer:
 
     # ------------------------------------------------------------------------------------
     def fit(self, module, forget_loader, retain_loader=None, holdout_loader=None,
-            strategy_name: str = "") -> UnlearningResult:
+            strategy_name: str = "", forget_eval_loader=None) -> UnlearningResult:
         """Run ``module`` in place on its bound model and return an :class:`UnlearningResult`.
+
+        ``forget_eval_loader``: what validation and the stopping rule measure as the forget
+        set (default: ``forget_loader``). With a coreset, this is the whole forget request.
 
         With a seed, the loaders' own shuffling generators are seeded for the run and
         restored after it, so the run does not depend on the loaders' earlier use."""
         with seeded_loaders(self.config.seed, forget_loader, retain_loader):
-            return self._fit(module, forget_loader, retain_loader, holdout_loader, strategy_name)
+            return self._fit(module, forget_loader, retain_loader, holdout_loader, strategy_name, forget_eval_loader)
 
-    def _fit(self, module, forget_loader, retain_loader, holdout_loader, strategy_name) -> UnlearningResult:
+    def _fit(self, module, forget_loader, retain_loader, holdout_loader, strategy_name,
+             forget_eval_loader=None) -> UnlearningResult:
         from tqdm.auto import tqdm
 
         c = self.config
@@ -373,14 +378,24 @@ class UnlearningTrainer:
         total = max(int(math.ceil(c.max_epochs * spe)), c.min_steps) if c.max_epochs is not None else c.max_steps
         if c.max_steps is not None:
             total = min(total, c.max_steps)
-        eval_every = c.eval_every_steps or (
-            max(1, spe // 2) if stopping == "calibrated" else max(1, (c.validate_every or 1) * spe))
-
-        val = {"forget": subsample_loader(forget_loader, c.val_max_samples, seed=1)}
+        val_forget = check_nonempty(forget_eval_loader, "forget") if forget_eval_loader is not None else forget_loader
+        val = {"forget": subsample_loader(val_forget, c.val_max_samples, seed=1)}
         if val_retain is not None:
             val["retain"] = subsample_loader(val_retain, c.val_max_samples, seed=2)
         if holdout_loader is not None:
             val["holdout"] = subsample_loader(holdout_loader, c.val_max_samples, seed=3)
+        if c.eval_every_steps:
+            eval_every = c.eval_every_steps
+        elif stopping == "calibrated":
+            # twice per pass, but validation (forward passes over the validation samples) may cost at
+            # most about as much as training: a training step is a forward + backward (~3 forwards)
+            # on one batch. Small coresets otherwise spend most of their time validating (measured:
+            # 12 of 17.6 s for a 200-sample coreset on Fashion-MNIST when validating every step).
+            n_val = sum(len(v.dataset) for v in val.values())
+            batch = getattr(forget_loader, "batch_size", None) or 1
+            eval_every = max(1, spe // 2, math.ceil(n_val / (3 * batch)))
+        else:
+            eval_every = max(1, (c.validate_every or 1) * spe)
         reference: Dict[str, float] = {}
         if stopping == "calibrated":
             # utility references come from the model as given, before setup (which may edit weights)

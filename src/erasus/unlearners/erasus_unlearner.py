@@ -58,6 +58,8 @@ class ErasusUnlearner:
         ``forget_data``'s dataset; otherwise the selector (if any) picks ``k`` samples or
         a ``prune_ratio`` fraction. Other keyword arguments go to the trainer
         (``validate_every``, ``early_stopping_patience``, ``lr``, ``progress``, ...).
+        With a coreset, the strategy trains on the coreset while validation and the stopping
+        rule watch the whole ``forget_data`` (``forget_eval_loader``).
         """
         from ..data.unlearning_dataset import check_disjoint
 
@@ -74,7 +76,12 @@ class ErasusUnlearner:
             raise ValueError("Expected a selector for k/prune_ratio: ErasusUnlearner(..., selector='random') "
                              "or pass coreset=...")
         self.holdout_data_ = holdout_data
-        train_loader = coreset.to_loader(forget_loader) if coreset is not None else forget_loader
+        train_loader = forget_loader
+        if coreset is not None:
+            train_loader = coreset.to_loader(forget_loader)
+            # the stopping rule watches the whole request: a coreset of hard (high-loss) samples
+            # already looks unseen and would stop the run before the rest is forgotten
+            trainer_kwargs.setdefault("forget_eval_loader", forget_loader)
         if epochs is not None:
             trainer_kwargs["epochs"] = epochs
         inplace = self.inplace if inplace is None else inplace
