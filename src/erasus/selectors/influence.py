@@ -69,6 +69,47 @@ class ParamView:
         g = vmap(grad(one), in_dims=(None, 0, 0))
         return torch.cat([g(self.theta, *self.inputs(b)) for b in loader])
 
+    def hessian(self, loader, damping: float) -> torch.Tensor:
+        """The explicit ``(dim, dim)`` matrix ``H + damping·I`` (H: Hessian of the mean loss
+        over ``loader``), one ``torch.func.hessian`` per batch: a single pass over the data
+        instead of one pass per basis vector."""
+        from torch.func import hessian
+
+        batches = [self.inputs(b) for b in loader]
+        n = sum(len(y) for _, y in batches)
+        if self.last_layer:
+            H = self._last_layer_hessian(batches) / n
+        else:
+            H = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+            for x, y in batches:
+                H += hessian(lambda t: F.cross_entropy(self.logits(t, x).float(), y, reduction="sum") / n)(
+                    self.theta).double()
+        return 0.5 * (H + H.T) + damping * torch.eye(self.dim, dtype=torch.float64)
+
+    def _last_layer_hessian(self, batches) -> torch.Tensor:
+        """Closed form for softmax cross-entropy on a linear layer: the per-sample Hessian
+        is ``(diag(p) − p pᵀ) ⊗ h̃ h̃ᵀ`` with ``h̃ = [h, 1]`` (bias), summed by one matrix
+        product per batch; rows follow the ``[weight.flatten(), bias]`` layout of ``theta``."""
+        has_bias = len(self.named) == 2
+        C = self.shapes[0][0]
+        d = self.shapes[0][1]
+        da = d + int(has_bias)
+        Haug = torch.zeros(C * C * da, da, dtype=torch.float64)
+        for x, _ in batches:
+            h = x.double()
+            if has_bias:
+                h = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
+            p = torch.softmax(self.logits(self.theta, x).double(), 1)
+            A = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]          # (n, C, C)
+            X = (A.reshape(len(h), C * C, 1) * h[:, None, :]).reshape(len(h), -1)  # (n, C·C·da)
+            Haug += X.T @ h                                                  # [(c, k, a), b]
+        Haug = Haug.view(C, C, da, da).permute(0, 2, 1, 3).reshape(C * da, C * da)  # [(c, a), (k, b)]
+        c_idx, a_idx = torch.meshgrid(torch.arange(C), torch.arange(da), indexing="ij")
+        pos = torch.where(a_idx < d, c_idx * d + a_idx, C * d + c_idx).flatten()  # augmented -> theta index
+        H = torch.empty_like(Haug)
+        H[pos[:, None], pos[None, :]] = Haug
+        return H
+
     def hvp_fn(self, loader, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """``v -> (H + damping·I) v`` with H the Hessian of the mean loss over ``loader``."""
         batches = [self.inputs(b) for b in loader]
@@ -173,12 +214,10 @@ class InfluenceSelector(BaseSelector):
         c = self.config
         view = ParamView(adapter, choose_last_layer(adapter, loader, c.last_layer))
         grads = view.per_sample_grads(loader).double()
-        hvp = view.hvp_fn(loader, c.damping)
         solver = c.solver if c.solver != "auto" else ("exact" if view.dim <= 2000 else "cg")
+        hvp = view.hvp_fn(loader, c.damping) if solver != "exact" else None
         if solver == "exact":
-            eye = torch.eye(view.dim, dtype=torch.float32)
-            H = torch.stack([hvp(eye[i]) for i in range(view.dim)]).double()
-            H = 0.5 * (H + H.T)
+            H = view.hessian(loader, c.damping)
             solve = lambda b: torch.linalg.solve(H, b)
         elif solver == "cg":
             solve = lambda b: conjugate_gradient(lambda v: hvp(v.float()).double(), b, c.iters)
