@@ -52,15 +52,21 @@ def generate_answers(model, tokenizer, questions: Sequence[str], max_new_tokens:
                          batch_size)
 
 
-def _split_scores(model, tokenizer, records, forget: bool, n_generate: Optional[int], seed: int = 0):
+def truth_ratios(model, tokenizer, records) -> np.ndarray:
+    """TOFU's truth ratio ``R`` per question of ``records`` (perturbed vs paraphrased answers)."""
     pert = [r["perturbed_answer"] for r in records]
     if any(len(p) != len(pert[0]) for p in pert):
         raise DataError("Expected the same number of perturbed answers for every question.")
     qs = [r["question"] for r in records]
-    correct = avg_logp(model, tokenizer, [(q, r["answer"]) for q, r in zip(qs, records)])
     para = avg_logp(model, tokenizer, [(q, r["paraphrased_answer"]) for q, r in zip(qs, records)])
     flat = avg_logp(model, tokenizer, [(q, a) for q, p in zip(qs, pert) for a in p]).reshape(len(qs), -1)
-    R = T.truth_ratio(para, flat)
+    return T.truth_ratio(para, flat)
+
+
+def _split_scores(model, tokenizer, records, forget: bool, n_generate: Optional[int], seed: int = 0):
+    R = truth_ratios(model, tokenizer, records)
+    qs = [r["question"] for r in records]
+    correct = avg_logp(model, tokenizer, [(q, r["answer"]) for q, r in zip(qs, records)])
     idx = np.arange(len(records))
     if n_generate is not None and n_generate < len(records):
         idx = np.sort(np.random.default_rng(seed).choice(len(records), n_generate, replace=False))
