@@ -253,6 +253,36 @@ def test_grad_match_reconstructs_the_forget_gradient_better_than_random(tiny):
     assert np.linalg.norm(G.T @ w - target) < 1e-6 * np.linalg.norm(target) + 1e-9
 
 
+def test_grad_match_equals_plain_omp_with_ridge_nnls_refits(tiny):
+    """The Gram-space OMP (Cholesky updates, NNLS only when the ridge fit goes negative)
+    picks the same samples with the same weights as the textbook loop that refits a ridge
+    NNLS on the explicit gradients after every pick."""
+    from scipy.optimize import nnls
+
+    from erasus.selectors import GradMatchSelector
+    from erasus.utils.data import ordered_loader
+
+    model, forget, _, _ = tiny
+    sel = GradMatchSelector()
+    R, H = sel._gradients(wrap(model), ordered_loader(forget))
+    G = torch.stack([torch.outer(r, h).flatten() for r, h in zip(R, H)]).double().numpy()
+    target = G.sum(0)
+    lam = sel.config.lam * float((G * G).sum(1).mean())
+    k = 8
+    chosen, residual = [], target.copy()
+    for _ in range(k):
+        corr = G @ residual
+        corr[chosen] = -np.inf
+        chosen.append(int(np.argmax(corr)))
+        A = G[chosen].T
+        w_ref, _ = nnls(np.vstack([A, np.sqrt(lam) * np.eye(len(chosen))]),
+                        np.concatenate([target, np.zeros(len(chosen))]))
+        residual = target - A @ w_ref
+    picks, w = sel._select(wrap(model), ordered_loader(forget), k)
+    assert picks.tolist() == chosen
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6, atol=1e-9 * np.abs(w_ref).max())
+
+
 def test_voting_of_one_selector_reproduces_its_ranking_and_fusion_respects_weights(tiny):
     from erasus.selectors import EL2NSelector, VotingSelector, WeightedFusionSelector
 

@@ -132,34 +132,53 @@ class GradMatchSelector(CraigSelector):
     based Data Subset Selection for Efficient Deep Model Training", ICML 2021): orthogonal
     matching pursuit picks samples whose non-negatively weighted gradient sum matches the
     whole forget set's gradient ``Σ_i g_i``; after each pick the weights are refitted by
-    ridge-regularised non-negative least squares (scipy's NNLS). Gradients are last-layer
-    ones (as the paper uses for deep nets), kept in factored form until needed. Score: the
-    fitted weight of each chosen sample (how much of the forget gradient it stands for)."""
+    ridge-regularised non-negative least squares. Gradients are last-layer ones (as the
+    paper uses for deep nets). The whole loop runs in the Gram space of the gradients: the
+    ridge fit is a Cholesky factor grown by one row per pick, and scipy's NNLS runs on the
+    square system only when that fit has a negative weight, so k = 1,000 of 2,000 samples
+    takes ~10 s instead of ~270-400 s for refitting on the explicit gradients (same picks and
+    weights: ``tests/test_reference_impls.py``). Score: the fitted weight of each chosen
+    sample (how much of the forget gradient it stands for)."""
 
     config_class = GradMatchConfig
 
     def _select(self, adapter, loader, k):
+        from scipy.linalg import solve_triangular
         from scipy.optimize import nnls
 
         R, H = self._gradients(adapter, loader)
-        G = torch.stack([torch.outer(r, h).flatten() for r, h in zip(R, H)]).numpy()  # (n, C·(d+1))
-        target = G.sum(0)
-        lam = self.config.lam * float((G * G).sum(1).mean())
+        # everything in the Gram space of the per-sample gradients g_i = r_i ⊗ h_i:
+        # K_ij = <g_i, g_j> = (r_i·r_j)(h_i·h_j), c_i = <g_i, Σ_j g_j>, so the ridge NNLS
+        # ||A w − t||² + λ||w||² over the chosen set S is wᵀ(K_SS + λI)w − 2 c_Sᵀw + const and the
+        # residual's correlations are c − K[:, S] w: O(n·|S|) per pick instead of refitting on
+        # (dim + |S|) × |S| matrices (measured 268 s at k = 1000 before, on 2,000 samples)
+        K = ((R @ R.T) * (H @ H.T)).double().numpy()
+        c = K.sum(1)
+        # lam = 0 is kept positive by a negligible jitter so that K_SS + λI has a Cholesky factor
+        lam = max(self.config.lam, 1e-9) * float(np.mean(np.diag(K)))
+        n = len(K)
+        L = np.zeros((k, k))                      # Cholesky factor of K_SS + λI, grown one row per pick
+        KS = np.zeros((n, k), order="F")          # K[:, S], one contiguous column per pick
         chosen, w = [], np.zeros(0)
-        residual = target.copy()
-        avail = np.ones(len(G), dtype=bool)
-        for _ in range(k):
-            corr = G @ residual
-            corr[~avail] = -np.inf
-            j = int(np.argmax(corr))
+        corr = c.copy()
+        avail = np.ones(n, dtype=bool)
+        for s in range(k):
+            corr_masked = np.where(avail, corr, -np.inf)
+            j = int(np.argmax(corr_masked))
+            KS[:, s] = K[:, j]
+            if s:
+                lvec = solve_triangular(L[:s, :s], KS[j, :s], lower=True)
+                d2 = K[j, j] + lam - lvec @ lvec
+            else:
+                lvec, d2 = np.zeros(0), K[j, j] + lam
+            L[s, :s], L[s, s] = lvec, np.sqrt(d2)
             chosen.append(j)
             avail[j] = False
-            A = G[chosen].T                                   # (dim, |S|)
-            if lam > 0:  # ridge as extra rows: ||A w - t||² + lam ||w||²
-                A_aug = np.vstack([A, np.sqrt(lam) * np.eye(len(chosen))])
-                t_aug = np.concatenate([target, np.zeros(len(chosen))])
-            else:
-                A_aug, t_aug = A, target
-            w, _ = nnls(A_aug, t_aug, maxiter=50 * len(chosen) + 100)
-            residual = target - A @ w
+            m = len(chosen)
+            Ls = L[:m, :m]
+            z = solve_triangular(Ls, c[chosen], lower=True)  # L⁻¹c_S: the NNLS in square form ||Lᵀw − z||²
+            w = solve_triangular(Ls.T, z, lower=False)           # unconstrained ridge solution
+            if (w < 0).any():                                    # exact non-negative fit on the square system
+                w, _ = nnls(Ls.T, z, maxiter=50 * m + 100)
+            corr = c - KS[:, :m] @ w
         return np.array(chosen), w
