@@ -158,17 +158,17 @@ def markdown(agg, meta):
     lines = ["# Coreset study (Fashion-MNIST protocol, random 10% forgetting)", "",
              f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
              f"seeds {meta['seeds']}; {meta['total_min']:.1f} min"
-             + ("." if meta.get("complete", True) else " so far (incomplete run: only the strategies listed below).")
+             + ("." if meta.get("complete", True) else " so far (incomplete run: the seeds column says how many seeds each row has).")
              , "",
              "Every row is verified on the **full** forget set (2,000 samples). time: selection + unlearning (s); "
              "speed-up: time of unlearning the whole forget set with the same strategy / this time, same run; "
              "gap: average gap to the retrained model (points; forget/retain/test accuracy and MIA-efficacy); "
              "Δgap: gap minus the whole-forget-set gap (negative = better). Mean ± std over seeds.", ""]
     for strategy in dict.fromkeys(a["strategy"] for a in agg):
-        lines += [f"## {strategy}", "", "| selector | ratio | time (s) | select (s) | speed-up | forget acc (all) | "
-                  "MIA AUC (all) | gap | Δgap |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {strategy}", "", "| selector | ratio | seeds | time (s) | select (s) | speed-up | forget acc (all) | "
+                  "MIA AUC (all) | gap | Δgap |", "|---|---|---|---|---|---|---|---|---|---|"]
         for a in sorted([x for x in agg if x["strategy"] == strategy], key=lambda x: (-x["ratio"], x["avg_gap"])):
-            lines.append(f"| {a['selector']} | {a['ratio']:g} | {a['time_s']:.1f} | {a['select_s']:.2f} | "
+            lines.append(f"| {a['selector']} | {a['ratio']:g} | {a['n']} | {a['time_s']:.1f} | {a['select_s']:.2f} | "
                          f"{a['speedup_vs_full']:.2f}x | {100 * a['forget_acc']:.1f} ± {100 * a['forget_acc_std']:.1f} | "
                          f"{a['mia_auc']:.3f} | {a['avg_gap']:.2f} ± {a['avg_gap_std']:.2f} | {a['gap_vs_full']:+.2f} |")
         lines.append("")
@@ -201,11 +201,16 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    previous = out / f"{args.name}.json"
+    previous_min = (json.loads(previous.read_text())["meta"].get("total_min", 0.0)
+                    if args.resume and previous.exists() else 0.0)
+
     def write(rows, final=False):
         agg = aggregate(rows)
         meta = {"command": "python benchmarks/coreset.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                "torch": torch.__version__, "seeds": args.seeds, "total_min": (time.perf_counter() - t0) / 60,
+                "torch": torch.__version__, "seeds": args.seeds,
+                "total_min": previous_min + (time.perf_counter() - t0) / 60,  # earlier parts of a resumed run included
                 "complete": final}
         atomic_write_text(out / f"{args.name}.json",
                           json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=1))
