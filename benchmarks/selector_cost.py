@@ -2,7 +2,7 @@
 
 On the Fashion-MNIST protocol's original CNN (0.42M parameters) and its random-10% forget
 set (2,000 samples), each registered selector picks 10% of the forget set; its wall-clock
-time is compared, in the same run, with one forward+backward pass over the same samples
+time (the faster of two runs) is compared, in the same run, with one forward+backward pass over the same samples
 in batches of 64 (the cost of one epoch of gradient-based unlearning on them).
 
     python benchmarks/selector_cost.py
@@ -61,10 +61,12 @@ def main(argv=None):
     runs = [(name, name, {}) for name in list_registered("selector") if name != "full" and name not in skipped]
     runs += [(label, name, kw) for label, (name, kw) in VARIANTS.items()]
     for label, name, kw in runs:
-        sel = build("selector", name, **kw)
-        t = time.perf_counter()
-        cs = sel.select(model, split.forget, k=k)
-        dt = time.perf_counter() - t
+        dt = float("inf")
+        for _ in range(2):  # the faster of two runs: the first pays one-off warm-up costs
+            sel = build("selector", name, **kw)
+            t = time.perf_counter()
+            cs = sel.select(model, split.forget, k=k)
+            dt = min(dt, time.perf_counter() - t)
         assert len(cs) == k
         rows.append({"selector": label, "seconds": dt, "per_1000": 1000 * dt / n, "ratio": dt / base})
         print(f"{label:28s} {dt:8.2f}s  {1000 * dt / n:7.3f} s/1k  {dt / base:7.2f}x fwd+bwd", flush=True)

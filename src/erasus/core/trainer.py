@@ -10,9 +10,10 @@ Stopping rules (``stopping=``):
 ``"calibrated"`` (the default when held-out data is given)
     Needs no retrained model. Every ``eval_every_steps`` (default: twice per pass over the
     forget set, but no more often than every ``n_val / (3 * batch)`` steps, so that validation
-    costs at most about as much as training on small forget sets and coresets) the trainer compares ``val_max_samples`` (500) samples of the forget
-    set with held-out data the model never saw, and scores the checkpoint with a proxy of
-    the average gap to a retrained model. For sample forgetting the distance is
+    costs at most about as much as training on small forget sets and coresets) the trainer
+    compares ``val_max_samples`` (500) samples of the forget set with held-out data the
+    model never saw, and scores the checkpoint with a proxy of the average gap to a
+    retrained model. For sample forgetting the distance is
     ``|acc(forget) - acc0(holdout)| + |AUC - 0.5| + drop(retain acc) + drop(holdout acc)``:
     a retrained model classifies the forget samples about as well as unseen data
     (``acc0(holdout)``, the held-out accuracy before unlearning), cannot tell them from

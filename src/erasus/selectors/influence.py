@@ -172,8 +172,9 @@ class InfluenceConfig(BaseConfig):
     """``solver``: ``"auto"`` (explicit inverse Hessian up to 2,000 parameters, else conjugate
     gradients), ``"exact"``, ``"cg"`` or ``"lissa"``; ``damping`` λ added to the Hessian,
     0.01; ``scale`` for LiSSA (must exceed H's largest eigenvalue), 25; ``iters`` for CG /
-    LiSSA, 100; ``last_layer``: ``"auto"`` (all parameters up to 5M, else the final
-    linear layer on frozen features), ``True`` or ``False``; ``target``: ``"forget_set"``
+    LiSSA, 100; ``last_layer``: ``"auto"`` (all parameters while the forget set's
+    per-sample gradients fit in 512 MB as float64, else the final linear layer on frozen
+    features), ``True`` or ``False``; ``target``: ``"forget_set"``
     (each sample's influence on the total forget-set loss, one inverse-Hessian solve) or
     ``"self"`` (self-influence, one solve per sample)."""
 
