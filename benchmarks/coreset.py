@@ -9,9 +9,11 @@ request, not only the coreset), and the result is **always verified on the full
 forget set**: forget accuracy on all 2,000 samples, loss-MIA AUC of all of them vs
 held-out data, average gap to the retrained model. Time is end to end: selection plus
 unlearning. ``prune_ratio = 1`` is the whole forget set (no selector), the reference for
-the speed-up column. Selectors that need records made while the original was trained
-(``forgetting_events``, ``loss_accumulation``) are skipped: the protocol's models were
-trained without recorders; ``tracin`` runs on the final model only (one checkpoint).
+the speed-up column. Selectors that read records made while the original was trained
+(``forgetting_events``, ``loss_accumulation``) get them from the original's training run
+(``task.original(seed, dynamics=True)``: an original cached without a record is retrained
+once with the recorder, same recipe and seed); ``tracin`` runs on the final model only
+(one checkpoint).
 
     python benchmarks/coreset.py                                  # the full study
     python benchmarks/coreset.py --seeds 0 --strategies simnpo --ratios 0.1,0.25
@@ -66,9 +68,9 @@ def run(args, on_progress=None):
     from erasus.unlearners import ErasusUnlearner
 
     task = fashion_mnist_task(cache_dir=Path(args.cache), progress=True)
-    selectors = [n for n in list_registered("selector") if n != "full"
-                 and not getattr(get("selector", n), "needs_training_records", False)] \
+    selectors = [n for n in list_registered("selector") if n != "full"] \
         if args.selectors == "all" else [resolve("selector", s) for s in args.selectors.split(",")]
+    recorded = {n for n in selectors if getattr(get("selector", n), "needs_training_records", False)}
     shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else None
     rows = []
     if args.resume and (Path(args.out) / f"{args.name}.json").exists():
@@ -78,7 +80,7 @@ def run(args, on_progress=None):
     strategies = args.strategies.split(",")
     for seed, ratio in units([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")], shard):
         split = task.split("random", fraction=0.1, seed=seed)
-        original, gold = task.original(seed), task.gold(split, seed)
+        original, gold = task.original(seed, dynamics=bool(recorded)), task.gold(split, seed)
         for sel in (["full"] if ratio >= 1.0 else selectors):
             todo = [st for st in strategies if (seed, ratio, sel, st) not in done]
             if not todo:
@@ -88,7 +90,8 @@ def run(args, on_progress=None):
             coreset, select_s = None, 0.0
             if sel != "full":
                 t0 = time.perf_counter()
-                coreset = build("selector", sel).select(wrap(original), split.forget, prune_ratio=ratio)
+                kw = {"record": str(task.dynamics_path(seed))} if sel in recorded else {}
+                coreset = build("selector", sel, **kw).select(wrap(original), split.forget, prune_ratio=ratio)
                 select_s = time.perf_counter() - t0
             for strategy in todo:
                 unl = ErasusUnlearner(original, strategy=strategy)

@@ -115,3 +115,25 @@ def test_ladder_fashion_mnist_20k_cnn(kind, tmp_path_factory):
     cache = Path(os.environ.get("ERASUS_BENCH_CACHE", tmp_path_factory.mktemp("fm20k")))
     task = fashion_mnist_task(cache_dir=cache)
     check(ladder(task, kind, forget_class=1))
+
+
+def test_protocol_original_records_its_training_dynamics(tmp_path):
+    """``original(seed, dynamics=True)`` keeps the per-sample record of the run that trained
+    the cached model: every training sample seen once per epoch, and the record drives the
+    ``forgetting_events`` selector on a forget set of that training set."""
+    import numpy as np
+
+    from erasus.core.registry import build
+    from erasus.evaluation.protocols import digits_task
+    from erasus.selectors import TrainingDynamicsRecorder
+
+    task = digits_task(cache_dir=tmp_path)
+    model = task.original(0, dynamics=True)
+    rec = TrainingDynamicsRecorder.load(task.dynamics_path(0))
+    assert (rec["seen"] == task.epochs).all() and len(rec["seen"]) == len(task.train)
+    again = digits_task(cache_dir=tmp_path).original(0, dynamics=True)  # from the cache, no retraining
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    split = task.split("random", fraction=0.1, seed=0)
+    top = build("selector", "forgetting_events", record=str(task.dynamics_path(0))).select(model, split.forget, k=10)
+    forgets = rec["forgets"][np.asarray(split.dataset.forget_indices)]
+    assert len(top) == 10 and forgets[top.indices].min() >= np.sort(forgets)[-10]

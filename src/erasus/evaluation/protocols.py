@@ -61,24 +61,35 @@ class ClassificationTask:
         self.test = Subset(self.test_full, np.sort(perm[n // 2:]).tolist())
 
     # models -------------------------------------------------------------------------
-    def _cached(self, key: str, data, seed: int) -> torch.nn.Module:
+    def _cached(self, key: str, data, seed: int, dynamics: Optional[Path] = None) -> torch.nn.Module:
+        """Train (or load from the cache) ``model_fn()`` on ``data``. ``dynamics``: also
+        record per-sample training dynamics to this ``.npz``; a cached model without that
+        record is retrained with the recorder, so model and record come from one run."""
         torch.manual_seed(seed)
         model = self.model_fn()
         path = meta = None
         if self.cache_dir is not None:
             path = Path(self.cache_dir) / f"{self.name}-{key}-s{seed}.safetensors"
             meta = path.with_suffix(".json")
-            if path.exists() and meta.exists():
+            if path.exists() and meta.exists() and (dynamics is None or dynamics.exists()):
                 model.load_state_dict(load_state_dict(path))
                 self.train_seconds[f"{key}-s{seed}"] = json.loads(meta.read_text())["train_seconds"]
                 return model.eval()
+        rec = None
+        if dynamics is not None:
+            from ..selectors.dynamics import TrainingDynamicsRecorder
+            from ..utils.data import IndexedDataset
+
+            rec, data = TrainingDynamicsRecorder(len(data)), IndexedDataset(data)
         loader = DataLoader(data, batch_size=self.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(seed))
         t0 = time.perf_counter()
         train_classifier(model, loader, epochs=self.epochs, lr=self.lr, seed=seed, progress=self.progress,
-                         desc=f"train {key} (seed {seed})", cosine=self.cosine)
+                         desc=f"train {key} (seed {seed})", cosine=self.cosine, dynamics=rec)
         dt = time.perf_counter() - t0
         self.train_seconds[f"{key}-s{seed}"] = dt
+        if rec is not None:
+            rec.save(dynamics)
         if path is not None:
             save_state_dict(model.state_dict(), path, overwrite=True)
             from ..utils.io import atomic_write_text
@@ -86,9 +97,19 @@ class ClassificationTask:
             atomic_write_text(meta, json.dumps({"train_seconds": dt, "epochs": self.epochs, "n": len(data)}))
         return model.eval()
 
-    def original(self, seed: int = 0) -> torch.nn.Module:
-        """The model trained on the full training set."""
-        return self._cached("original", self.train, seed)
+    def original(self, seed: int = 0, dynamics: bool = False) -> torch.nn.Module:
+        """The model trained on the full training set. ``dynamics=True``: with its
+        training-dynamics record at :meth:`dynamics_path` (a cached original without one is
+        retrained once with the recorder)."""
+        return self._cached("original", self.train, seed, self.dynamics_path(seed) if dynamics else None)
+
+    def dynamics_path(self, seed: int = 0) -> Optional[Path]:
+        """Where the training-dynamics record of ``original(seed)`` is kept (``None``
+        without a cache directory): the ``record=`` of the ``forgetting_events`` and
+        ``loss_accumulation`` selectors, written by ``original(seed, dynamics=True)``."""
+        if self.cache_dir is None:
+            return None
+        return Path(self.cache_dir) / f"{self.name}-original-s{seed}-dynamics.npz"
 
     @staticmethod
     def _split_key(split: Split) -> str:
