@@ -48,15 +48,21 @@ def aggregate(rows):
         verdicts = [r["verdict"] for r in rs]
         agg["verdicts"] = ", ".join(f"{v}x{verdicts.count(v)}" for v in ("PASS", "PARTIAL", "FAIL") if v in verdicts)
         out.append(agg)
-    originals = {a["scenario"]: a for a in out if a["method"] == "original"}
+    # flags are per seed: a run that kept the original (or left forget accuracy within 1 point
+    # of it) is a no-op even when the other seeds moved; a test-accuracy drop over 10 points
+    # is a collapse
+    originals = {(r["scenario"], r["seed"]): r for r in rows if r["method"] == "original"}
     for a in out:
-        o = originals.get(a["scenario"])
         flags = []
-        if o and a["method"] not in ("original", "retrain"):
-            if abs(a["forget_acc"] - o["forget_acc"]) < 0.01:
-                flags.append("NO-OP")
-            if o["test_acc"] - a["test_acc"] > 0.10:
-                flags.append("COLLAPSE")
+        rs = groups[(a["scenario"], a["method"])]
+        if a["method"] not in ("original", "retrain") and all((r["scenario"], r["seed"]) in originals for r in rs):
+            o = [originals[(r["scenario"], r["seed"])] for r in rs]
+            noop = sum("original model was kept" in (r.get("note") or "")
+                       or abs(r["forget_acc"] - oo["forget_acc"]) < 0.01 for r, oo in zip(rs, o))
+            collapse = sum(oo["test_acc"] - r["test_acc"] > 0.10 for r, oo in zip(rs, o))
+            for name, k in (("NO-OP", noop), ("COLLAPSE", collapse)):
+                if k:
+                    flags.append(name if k == len(rs) else f"{name} {k}/{len(rs)}")
         a["flags"] = " ".join(flags)
     return out
 
@@ -102,6 +108,7 @@ def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
     from erasus.experiments import format_table, run_scenario
+    from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
@@ -113,10 +120,23 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"), help="trained-model cache (reused across runs)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="classification")
+    p.add_argument("--render", action="store_true",
+                   help="rewrite results/<name>.md from results/<name>.json (no runs)")
     p.add_argument("--merge", action="store_true",
                    help="replace only the (scenario, method, seed) rows this run produces in an existing "
                         "results/<name>.json; all other rows are kept and the runs are recorded in meta")
     args = p.parse_args(argv)
+
+    out = Path(args.out)
+    if args.render:
+        data = json.loads((out / f"{args.name}.json").read_text())
+        data["aggregate"] = aggregate(data["rows"])
+        skipped = [n for n in list_registered("strategy") if getattr(get("strategy", n), "needs_training_records", False)]
+        md = markdown(data["aggregate"], data["meta"]) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
+        atomic_write_text(out / f"{args.name}.json", json.dumps(data, indent=2))
+        atomic_write_text(out / f"{args.name}.md", md)
+        print(md)
+        return
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     # strategies that need records made while the original was trained (amnesiac) cannot run on
@@ -137,7 +157,6 @@ def main(argv=None):
             rows += [r.to_dict() for r in rs]
     runs_meta = []
     prev_total = 0.0
-    out = Path(args.out)
     if args.merge and (out / f"{args.name}.json").exists():
         old = json.loads((out / f"{args.name}.json").read_text())
         rerun = {(r["scenario"], r["method"], r["seed"]) for r in rows}
@@ -150,9 +169,9 @@ def main(argv=None):
             "torch": torch.__version__, "seeds": seeds, "total_min": prev_total + (time.perf_counter() - t0) / 60}
     meta["runs"] = runs_meta + [meta["command"]]
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=2))
+    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=2))
     md = markdown(agg, meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
-    (out / f"{args.name}.md").write_text(md)
+    atomic_write_text(out / f"{args.name}.md", md)
     print("\n" + md)
 
 
