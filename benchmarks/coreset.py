@@ -21,6 +21,17 @@ once with the recorder, same recipe and seed); ``tracin`` runs on the final mode
     python benchmarks/coreset.py --shard 0/2 --threads 1 --out benchmarks/cache/coreset --name s0 &
     python benchmarks/coreset.py --shard 1/2 --threads 1 --out benchmarks/cache/coreset --name s1
     python benchmarks/coreset.py --merge benchmarks/cache/coreset/s0.json benchmarks/cache/coreset/s1.json
+
+The committed ``coreset.md`` was measured on originals trained without a recorder; the two
+record-based selectors were then measured on originals retrained with one (same recipe and
+seed, different floating-point rounding), next to ``random`` and the whole forget set on
+those same models, and merged on their own into ``coreset_recorded.md``:
+
+    python benchmarks/coreset.py --selectors forgetting_events,loss_accumulation --ratios 0.05,0.1,0.25,0.5 \
+        --threads 1 --out benchmarks/cache/coreset --name s2
+    python benchmarks/coreset.py --selectors random --threads 1 --out benchmarks/cache/coreset --name s3
+    python benchmarks/coreset.py --merge benchmarks/cache/coreset/s2.json benchmarks/cache/coreset/s3.json \
+        --name coreset_recorded --note "..."
 """
 from __future__ import annotations
 
@@ -167,6 +178,8 @@ def markdown(agg, meta):
              "speed-up: time of unlearning the whole forget set with the same strategy / this time, same run; "
              "gap: average gap to the retrained model (points; forget/retain/test accuracy and MIA-efficacy); "
              "Δgap: gap minus the whole-forget-set gap (negative = better). Mean ± std over seeds.", ""]
+    if meta.get("note"):
+        lines += [meta["note"], ""]
     for strategy in dict.fromkeys(a["strategy"] for a in agg):
         lines += [f"## {strategy}", "", "| selector | ratio | seeds | time (s) | select (s) | speed-up | forget acc (all) | "
                   "MIA AUC (all) | gap | Δgap |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -194,6 +207,7 @@ def main(argv=None):
                    "(one process per core, --threads 1), then --merge their JSON files")
     p.add_argument("--resume", action="store_true", help="keep the rows of <out>/<name>.json and run the rest")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--note", default="", help="a paragraph written under the title of the merged table")
     p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                    help="write <out>/<name>.md from the rows of these shard JSON files and exit")
     args = p.parse_args(argv)
@@ -226,7 +240,8 @@ def main(argv=None):
         rows = [r for part in parts for r in part["rows"]]
         meta = {**parts[0]["meta"], "complete": all(p_["meta"]["complete"] for p_ in parts),
                 "total_min": max(p_["meta"]["total_min"] for p_ in parts),
-                "command": " + ".join(p_["meta"]["command"] for p_ in parts), "seeds": args.seeds}
+                "command": " + ".join(p_["meta"]["command"] for p_ in parts), "seeds": args.seeds,
+                "note": args.note}
         agg = aggregate(rows)
         atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=1))
         atomic_write_text(out / f"{args.name}.md", markdown(agg, meta))
