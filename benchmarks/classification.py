@@ -44,6 +44,9 @@ def aggregate(rows):
         agg = {"scenario": scenario, "method": method, "n": len(rs)}
         for k in ("time_s", "speedup", "forget_acc", "retain_acc", "test_acc", "mia_auc", "mia_efficacy", "avg_gap"):
             v = np.array([r[k] for r in rs], dtype=float)
+            if not np.isfinite(v).any():  # the speed-up of the original (inf) and retrained rows
+                agg[k] = agg[k + "_std"] = float("nan")
+                continue
             agg[k], agg[k + "_std"] = float(v.mean()), float(v.std(ddof=1) if len(v) > 1 else 0.0)
         verdicts = [r["verdict"] for r in rs]
         agg["verdicts"] = ", ".join(f"{v}x{verdicts.count(v)}" for v in ("PASS", "PARTIAL", "FAIL") if v in verdicts)
