@@ -5,8 +5,10 @@ same arguments) and, every ``--every`` optimiser steps, measures the model being
 forget quality (KS p-value of the forget split's truth ratios against the gold model's),
 the median log truth ratio (gold ≈ its own value; the finetuned model prefers the
 paraphrased true answer over the perturbed false ones, so its median is lower), the mean
-answer probability on the forget and retain splits. No generation, so one measurement
-costs a few forward passes. The table shows, per strategy, the whole path; the summary the
+answer probability on the forget and retain splits, and with ``--rouge N`` the retain
+ROUGE-L recall of greedy answers to the first N retain questions (the quantity of the
+issue's goal: forget quality ≥ 0.05 at retain ROUGE-L ≥ 90% of the finetuned model's).
+Without it there is no generation, so one measurement costs a few forward passes. The table shows, per strategy, the whole path; the summary the
 first step with forget quality ≥ 0.05 and the retain probability there.
 
     python benchmarks/tofu_trajectory.py --strategies npo,causal_tracing --every 10
@@ -33,7 +35,7 @@ def main(argv=None):
 
     from erasus.core.trainer import Callback
     from erasus.data.datasets.tofu import subset_request, tofu_request
-    from erasus.evaluation.tofu import avg_logp, truth_ratios
+    from erasus.evaluation.tofu import avg_logp, generate_answers, truth_ratios
     from erasus.metrics import tofu as T
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
@@ -43,6 +45,8 @@ def main(argv=None):
     p.add_argument("--strategies", default="npo,simnpo,negative_gradient,causal_tracing")
     p.add_argument("--every", type=int, default=10, help="optimiser steps between measurements")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rouge", type=int, default=0, help="retain questions answered (greedy) per measurement "
+                   "for retain ROUGE-L; 0: none")
     p.add_argument("--forget-authors", type=int, default=4)
     p.add_argument("--retain-authors", type=int, default=36)
     p.add_argument("--n-layer", type=int, default=4)
@@ -70,8 +74,13 @@ def main(argv=None):
         R = truth_ratios(model, tok, fe)
         prob = lambda recs: float(T.answer_probability(  # noqa: E731
             avg_logp(model, tok, [(r["question"], r["answer"]) for r in recs])).mean())
-        return {"step": step, "forget_quality": T.forget_quality(R, R_gold), "median_log_R": float(np.median(np.log(R))),
-                "forget_prob": prob(fe), "retain_prob": prob(re_)}
+        out = {"step": step, "forget_quality": T.forget_quality(R, R_gold), "median_log_R": float(np.median(np.log(R))),
+               "forget_prob": prob(fe), "retain_prob": prob(re_)}
+        if args.rouge:
+            recs = re_[:args.rouge]
+            gen = generate_answers(model, tok, [r["question"] for r in recs])
+            out["retain_rouge"] = float(T.rouge_l_recall(gen, [r["answer"] for r in recs]).mean())
+        return out
 
     class Probe(Callback):
         def __init__(self):
@@ -117,21 +126,29 @@ def markdown(paths, meta) -> str:
              f"on the forget split (gold {g['median_log_R']:+.2f}, finetuned {f['median_log_R']:+.2f}). "
              f"prob: mean answer probability (forget: gold {g['forget_prob']:.3f}, finetuned {f['forget_prob']:.3f}; "
              f"retain: finetuned {f['retain_prob']:.3f}).", "",
-             "## First step with FQ ≥ 0.05", "", "| strategy | step | forget prob | retain prob | final FQ | final retain prob |",
-             "|---|---|---|---|---|---|"]
+             "## First step with FQ ≥ 0.05", ""]
+    rg = "retain_rouge" in f
+    if rg:
+        lines[-4] += (f" retain ROUGE: ROUGE-L recall of greedy answers to the first {meta['args']['rouge']} retain "
+                      f"questions (finetuned {f['retain_rouge']:.2f}; goal ≥ {0.9 * f['retain_rouge']:.2f}).")
+    cell = lambda q: f" {q['retain_rouge']:.2f} |" if rg else ""  # noqa: E731
+    lines += ["| strategy | step | forget prob | retain prob |" + (" retain ROUGE |" if rg else "")
+              + " final FQ | final retain prob |", "|---|---|---|---|" + ("---|" if rg else "") + "---|---|"]
     for name, pts in paths.items():
         if name in ("gold", "finetuned"):
             continue
         r = next((q for q in pts if q["forget_quality"] >= 0.05), None)
-        lines.append(f"| {name} | {r['step'] if r else 'never'} | {r['forget_prob']:.3f} | {r['retain_prob']:.3f} | "
+        lines.append(f"| {name} | {r['step']} | {r['forget_prob']:.3f} | {r['retain_prob']:.3f} |{cell(r)} "
                      f"{pts[-1]['forget_quality']:.2e} | {pts[-1]['retain_prob']:.3f} |" if r else
-                     f"| {name} | never | - | - | {pts[-1]['forget_quality']:.2e} | {pts[-1]['retain_prob']:.3f} |")
+                     f"| {name} | never | - | - |" + (" - |" if rg else "")
+                     + f" {pts[-1]['forget_quality']:.2e} | {pts[-1]['retain_prob']:.3f} |")
     for name, pts in paths.items():
         if name in ("gold", "finetuned"):
             continue
-        lines += ["", f"## {name}", "", "| step | FQ | median log R | forget prob | retain prob |", "|---|---|---|---|---|"]
+        lines += ["", f"## {name}", "", "| step | FQ | median log R | forget prob | retain prob |"
+                  + (" retain ROUGE |" if rg else ""), "|---|---|---|---|---|" + ("---|" if rg else "")]
         lines += [f"| {q['step']} | {q['forget_quality']:.2e} | {q['median_log_R']:+.2f} | {q['forget_prob']:.3f} | "
-                  f"{q['retain_prob']:.3f} |" for q in pts]
+                  f"{q['retain_prob']:.3f} |{cell(q)}" for q in pts]
     return "\n".join(lines) + "\n"
 
 
