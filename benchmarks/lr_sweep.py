@@ -72,8 +72,12 @@ def main(argv=None):
     p.add_argument("--scenario", default="random")
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--name", default="lr_sweep", help="writes <out>/<name>.md and .json")
+    p.add_argument("--modes", default=",".join(MODES), help="stopping modes to run (default: all)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
+    modes = {m: MODES[m] for m in args.modes.split(",")}
     task = fashion_mnist_task(cache_dir=Path(args.cache), progress=True)
     factors = [float(f) for f in args.factors.split(",")]
     rows = []
@@ -86,13 +90,13 @@ def main(argv=None):
         for name in [resolve("strategy", s) for s in args.strategies.split(",")]:
             lr0 = get("strategy", name)().config.lr
             for f in factors:
-                for stopping in MODES:
+                for stopping in modes:
                     unl = ErasusUnlearner(original, strategy=name, strategy_kwargs={"lr": lr0 * f})
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         t = time.perf_counter()
                         res = unl.fit(split.forget, split.retain, split.holdout, progress=False, seed=seed,
-                                      **MODES[stopping])
+                                      **modes[stopping])
                         dt = time.perf_counter() - t
                     r = _row(split.kind, name, seed, res.model, split, gold, dt, retrain_s, res.stop_reason, 5000)
                     rows.append({**r.to_dict(), "lr": lr0 * f, "factor": f, "stopping": stopping,
@@ -119,7 +123,7 @@ def main(argv=None):
              "|---|---|" + "---|" * (len(factors) + 1)]
     summary = {}
     for name in names:
-        for stopping in MODES:
+        for stopping in modes:
             gaps = [float(np.mean([r["avg_gap"] for r in cell[(name, stopping, f)]])) for f in factors]
             tests = [float(np.mean([r["test_acc"] for r in cell[(name, stopping, f)]])) for f in factors]
             kept = [any("original model was kept" in r["note"] for r in cell[(name, stopping, f)]) for f in factors]
@@ -130,13 +134,14 @@ def main(argv=None):
             lines.append(f"| {name} | {stopping} | " + " | ".join(
                 f"{g:.2f} ({100 * t:.1f}){'†' if k else ''}{'↑' if u else ''}"
                 for g, t, k, u in zip(gaps, tests, kept, grown)) + f" | {spread:.2f} |")
-    lines += ["", "What this shows (generated from the table):"] + findings(names, summary, factors)
+    if {"calibrated", "none"} <= set(modes):
+        lines += ["", "What this shows (generated from the table):"] + findings(names, summary, factors)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from erasus.utils.io import atomic_write_text
 
-    atomic_write_text(out / "lr_sweep.json", json.dumps({"rows": rows, "summary": summary, "factors": factors}, indent=2))
-    atomic_write_text(out / "lr_sweep.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{args.name}.json", json.dumps({"rows": rows, "summary": summary, "factors": factors}, indent=2))
+    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
