@@ -123,6 +123,7 @@ def test_protocol_original_records_its_training_dynamics(tmp_path):
     ``forgetting_events`` selector on a forget set of that training set."""
     import numpy as np
 
+    from erasus.core.exceptions import DataError
     from erasus.core.registry import build
     from erasus.evaluation.protocols import digits_task
     from erasus.selectors import TrainingDynamicsRecorder
@@ -137,3 +138,5 @@ def test_protocol_original_records_its_training_dynamics(tmp_path):
     top = build("selector", "forgetting_events", record=str(task.dynamics_path(0))).select(model, split.forget, k=10)
     forgets = rec["forgets"][np.asarray(split.dataset.forget_indices)]
     assert len(top) == 10 and forgets[top.indices].min() >= np.sort(forgets)[-10]
+    with pytest.raises(DataError, match="cache_dir"):
+        digits_task().original(0, dynamics=True)

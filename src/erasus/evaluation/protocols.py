@@ -101,6 +101,9 @@ class ClassificationTask:
         """The model trained on the full training set. ``dynamics=True``: with its
         training-dynamics record at :meth:`dynamics_path` (a cached original without one is
         retrained once with the recorder)."""
+        if dynamics and self.cache_dir is None:
+            raise DataError("original(dynamics=True) writes the training-dynamics record next to the cached model: "
+                            "expected a task built with cache_dir=<folder>.")
         return self._cached("original", self.train, seed, self.dynamics_path(seed) if dynamics else None)
 
     def dynamics_path(self, seed: int = 0) -> Optional[Path]:
