@@ -35,7 +35,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 STRATEGIES = ("gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
               "task_vector", "ssd", "lora_npo", "token_masking", "causal_tracing", "attention_surgery",
-              "activation_steering", "dexperts")
+              "activation_steering", "dexperts", "embedding_alignment")
 ONE_SHOT = ("task_vector", "ssd", "activation_steering", "dexperts")
 KEYS = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "holdout_rouge", "min_k_auc", "privleak",
         "time_s", "speedup")
@@ -100,6 +100,9 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="tofu")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the (method, seed) rows this run produces in an existing <out>/<name>.json; "
+                        "the other rows are kept and the runs are recorded in meta")
     p.add_argument("--calibrate", action="store_true",
                    help="give each loss-based strategy held-out authors (not the evaluated ones) and "
                         "stopping='calibrated' (opt-in for language models)")
@@ -165,6 +168,13 @@ def main(argv=None):
             "forget": len(req.forget), "retain": len(req.retain), "args": vars(args)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    meta["runs"] = [meta["command"]]
+    if args.merge and (out / f"{args.name}.json").exists():
+        old = json.loads((out / f"{args.name}.json").read_text())
+        rerun = {(r["method"], r["seed"]) for r in rows}
+        rows = [r for r in old["rows"] if (r["method"], r["seed"]) not in rerun] + rows
+        meta["runs"] = old["meta"].get("runs", [old["meta"]["command"]]) + meta["runs"]
+        meta["total_min"] += old["meta"]["total_min"]
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     md = markdown(rows, meta)
     atomic_write_text(out / f"{args.name}.md", md)
@@ -176,7 +186,7 @@ def markdown(rows, meta) -> str:
     fin = [r for r in rows if r["method"] == "finetuned (original)"]
     base_retain = float(np.mean([r["retain_rouge"] for r in fin]))
     lines = ["# TOFU from scratch", "",
-             f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
+             f"{' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))} on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
              f"{meta['total_min']:.1f} min. GPT-2 with {meta['n_params'] / 1e6:.2f}M parameters "
              f"({meta['args']['n_layer']} layers, width {meta['args']['n_embd']}; word vocabulary of {meta['vocab']}), "
              f"trained from scratch for {meta['args']['epochs']} epochs; {meta['forget']} forget / {meta['retain']} "

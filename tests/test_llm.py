@@ -69,7 +69,8 @@ def test_adapter_is_picked_and_scores_answer_tokens_only(tiny_tofu):
 
 
 LM_STRATEGIES = ["gradient_ascent", "negative_gradient", "npo", "simnpo", "wga", "idk", "dpo", "undial", "rmu",
-                 "task_vector", "activation_steering", "ssd", "token_masking", "dexperts", "causal_tracing", "attention_surgery"]
+                 "task_vector", "activation_steering", "ssd", "token_masking", "dexperts", "causal_tracing", "attention_surgery",
+                 "embedding_alignment"]
 
 ONE_SHOT = ("task_vector", "activation_steering", "ssd", "dexperts")
 
@@ -300,3 +301,26 @@ def test_calibrated_stopping_is_opt_in_for_language_models_and_uses_token_accura
                                                      stopping="calibrated")
     assert cal.stop_reason.startswith("calibrated") or "calibrat" in cal.stop_reason, cal.stop_reason
     assert any("val_mia_auc" in e for e in cal.history["eval"])
+
+
+def test_embedding_alignment_predictor_learns_the_future_windows(tiny_tofu):
+    """Align-then-Unlearn's alignment phase: the predictor's cosine to the reference embedding
+    of the next k tokens rises well above its start, and above the cosine to the reference
+    of a window from another sample (so it predicts *this* text, not an average one)."""
+    import torch.nn.functional as F
+
+    from erasus.strategies import EmbeddingAlignment
+
+    model, forget, retain, _, _ = tiny_tofu
+    s = EmbeddingAlignment(align_steps=150)
+    s.bind(s._prepare(model, inplace=False))  # a copy of the model
+    s.setup(forget, retain)
+    h = s.align_history
+    assert np.mean(h[-20:]) > np.mean(h[:5]) + 0.2, (h[:5], h[-20:])
+    b = s.adapter.to_device(next(iter(retain)))
+    target, valid = s._windows(b)
+    with torch.no_grad():
+        pred = s.predictor(s._hidden(b, grad=False))[:, :target.shape[1]]
+    own = F.cosine_similarity(pred[valid], target[valid], dim=-1).mean()
+    other = F.cosine_similarity(pred[valid], target[valid].roll(1, 0), dim=-1).mean()
+    assert own > other + 0.05, (float(own), float(other))

@@ -1,6 +1,7 @@
 """Stage 2: unlearning strategies. Each module registers its strategy on import."""
 from .amnesiac import Amnesiac, AmnesiacConfig, AmnesiacRecorder, IndexedDataset
 from .bad_teacher import BadTeacher, BadTeacherConfig
+from .embedding_alignment import EmbeddingAlignment, EmbeddingAlignmentConfig
 from .boundary import BoundaryExpand, BoundaryExpandConfig, BoundaryShrink, BoundaryShrinkConfig
 from .composite import (AveragedUnlearning, EnsembleConfig, LayerFreezing, LayerFreezingConfig, MaskBased,
                         MaskBasedConfig, SequentialUnlearning)
@@ -29,4 +30,5 @@ __all__ = [
     "SCRUB", "SCRUBConfig", "SelectiveSynapticDampening", "SSDConfig",
     "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector", "ActivationSteering", "DExperts", "TokenMasking", "TokenMaskingConfig",
     "AttentionSurgery", "CausalTracingUnlearning", "LocalizedConfig", "causal_trace",
+    "EmbeddingAlignment", "EmbeddingAlignmentConfig",
 ]
