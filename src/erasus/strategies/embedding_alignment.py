@@ -115,6 +115,42 @@ class EmbeddingAlignment(ForgetRetainStrategy):
             out.append((h * m).sum(1) / m.sum(1).clamp_min(1.0) - self._ref_mean)
         return torch.cat(out) if out else torch.zeros(0, self._ref_dim, device=ids.device)
 
+    MAX_CACHE = 50_000_000  # cached floats (200 MB)
+
+    def _cached(self, rows, encode):
+        """``encode`` the rows not yet in the cache (the reference encoder is frozen, so a
+        sequence's embeddings never change); returns one tensor per row."""
+        keys = [tuple(r) for r in rows]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._cache]
+        fresh = dict(zip(todo, encode(todo))) if todo else {}
+        for key, val in fresh.items():
+            if self._cache_items + val.numel() <= self.MAX_CACHE:
+                self._cache[key] = val
+                self._cache_items += val.numel()
+        return [self._cache[k] if k in self._cache else fresh[k] for k in keys]
+
+    def _answer_rows(self, seqs):
+        """The reference embedding of each answer (a tuple of token ids)."""
+        device = next(self.model.parameters()).device
+        width = max(len(sq) for sq in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, sq in enumerate(seqs):
+            ids[i, :len(sq)] = torch.tensor(sq, device=device)
+            mask[i, :len(sq)] = 1
+        return list(self._encode(ids, mask))
+
+    def _window_rows(self, seqs):
+        """For each token sequence (a tuple), the reference embeddings of its windows of the
+        next ``window`` tokens, one row per position t = 0 .. len - 1 - k."""
+        k = self.config.window
+        device = next(self.model.parameters()).device
+        wins = [torch.tensor(sq, device=device)[1:].unfold(0, k, 1) if len(sq) > k
+                else torch.zeros(0, k, dtype=torch.long, device=device) for sq in seqs]
+        flat = torch.cat(wins)
+        emb = self._encode(flat, torch.ones_like(flat)) if len(flat) else torch.zeros(0, self._ref_dim, device=device)
+        return list(emb.split([len(w) for w in wins]))
+
     def _windows(self, b):
         """Reference embeddings of the next ``window`` tokens at each position whose window
         lies inside the sequence: (B, L - k) embeddings and their validity mask."""
@@ -122,10 +158,12 @@ class EmbeddingAlignment(ForgetRetainStrategy):
         ids, mask = b["input_ids"], b["attention_mask"]
         if ids.shape[1] <= k:
             return None, None
-        win = ids[:, 1:].unfold(1, k, 1)                        # (B, L - k, k): tokens t+1..t+k
-        valid = mask[:, 1:].unfold(1, k, 1).all(-1)             # (B, L - k)
-        emb = torch.zeros(*valid.shape, self._ref_dim, device=ids.device)
-        emb[valid] = self._encode(win[valid], torch.ones_like(win[valid]))
+        lengths = mask.sum(1).tolist()  # right-padded sequences
+        rows = self._cached([ids[i, :n].tolist() for i, n in enumerate(lengths)], self._window_rows)
+        emb = torch.zeros(ids.shape[0], ids.shape[1] - k, self._ref_dim, device=ids.device)
+        valid = torch.zeros(ids.shape[0], ids.shape[1] - k, dtype=torch.bool, device=ids.device)
+        for i, r in enumerate(rows):
+            emb[i, :len(r)], valid[i, :len(r)] = r, True
         return emb, valid
 
     def _hidden(self, b, grad: bool):
@@ -164,6 +202,7 @@ class EmbeddingAlignment(ForgetRetainStrategy):
         self.reference = frozen_copy(self.model)
         device = next(self.model.parameters()).device
         probe = self.adapter.to_device(next(iter(forget_loader)))
+        self._cache, self._cache_items = {}, 0
         self._ref_mean = 0.0
         self._ref_dim = self._encode(probe["input_ids"][:1], probe["attention_mask"][:1]).shape[-1]
         # centre the reference space: mean-pooled hidden states share a large common direction
@@ -171,6 +210,7 @@ class EmbeddingAlignment(ForgetRetainStrategy):
         sample = [self._windows(self.adapter.to_device(b)) for ld in (forget_loader, retain_loader)
                   if ld is not None for b, _ in zip(ld, range(4))]
         self._ref_mean = torch.cat([e[v] for e, v in sample if e is not None]).mean(0)
+        self._cache, self._cache_items = {}, 0  # those entries were not centred
         hid = self._hidden(probe, grad=False).shape[-1]
         torch.manual_seed(0)
         self.predictor = EmbeddingPredictor(hid, c.predictor_dim, self._ref_dim).to(device)
@@ -200,21 +240,15 @@ class EmbeddingAlignment(ForgetRetainStrategy):
             self.model.train(was)
         self._count += 1
         b = self.adapter.to_device(batch)
-        labels, ids = b["labels"], b["input_ids"]
         # the concept of each forget sample: the reference embedding of its answer tokens
-        ans = labels != -100
-        width = int(ans.sum(1).max())
-        tgt_ids = torch.zeros(len(ids), width, dtype=ids.dtype, device=ids.device)
-        tgt_mask = torch.zeros_like(tgt_ids)
-        for i in range(len(ids)):
-            a = ids[i][ans[i]]
-            tgt_ids[i, :len(a)], tgt_mask[i, :len(a)] = a, 1
-        target = self._encode(tgt_ids, tgt_mask)                   # (B, D)
+        ans = b["labels"] != -100
+        target = torch.stack(self._cached([b["input_ids"][i][ans[i]].tolist() for i in range(len(ans))],
+                                          self._answer_rows))     # (B, D)
         pred = self.predictor(self._hidden(b, grad=True))         # (B, L, D)
         cos = F.cosine_similarity(pred, target.unsqueeze(1), dim=-1)
         m = b["attention_mask"].bool()
         return F.relu(cos[m] - self.threshold).mean()
 
     def release(self) -> None:
-        self.reference = self.predictor = self._popt = self._texts = None
+        self.reference = self.predictor = self._popt = self._texts = self._cache = None
         super().release()
