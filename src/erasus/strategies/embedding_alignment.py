@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.exceptions import ConfigError
 from ..core.registry import register
 from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy
 from ..utils.data import cycle
@@ -50,8 +51,6 @@ class EmbeddingAlignmentConfig(ForgetRetainConfig):
         self._check_positive("layer", allow_zero=True)
         self.thresholds = tuple(float(t) for t in self.thresholds)
         if not self.thresholds or any(not -1.0 <= t <= 1.0 for t in self.thresholds):
-            from ..core.exceptions import ConfigError
-
             raise ConfigError(f"EmbeddingAlignmentConfig.thresholds: expected cosine margins in [-1, 1], got "
                               f"{self.thresholds!r}.")
 
