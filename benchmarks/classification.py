@@ -110,7 +110,7 @@ SKIPPED_NOTE = (
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
-    from erasus.experiments import format_table, run_scenario
+    from erasus.experiments import format_table, merge_previous, run_scenario
     from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,19 +158,13 @@ def main(argv=None):
             rs = run_scenario(task, split, strategies, seed=seed, progress=True)
             print(format_table(rs), flush=True)
             rows += [r.to_dict() for r in rs]
-    runs_meta = []
-    prev_total = 0.0
-    if args.merge and (out / f"{args.name}.json").exists():
-        old = json.loads((out / f"{args.name}.json").read_text())
-        rerun = {(r["scenario"], r["method"], r["seed"]) for r in rows}
-        rows = [r for r in old["rows"] if (r["scenario"], r["method"], r["seed"]) not in rerun] + rows
-        runs_meta = old["meta"].get("runs", [old["meta"]["command"]])
-        prev_total = old["meta"].get("total_min", 0.0)
-    agg = aggregate(rows)
     meta = {"command": "python benchmarks/" + Path(__file__).name + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": torch.__version__, "seeds": seeds, "total_min": prev_total + (time.perf_counter() - t0) / 60}
-    meta["runs"] = runs_meta + [meta["command"]]
+            "torch": torch.__version__, "seeds": seeds, "total_min": (time.perf_counter() - t0) / 60}
+    meta["runs"] = [meta["command"]]
+    if args.merge:
+        rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["scenario"], r["method"], r["seed"]))
+    agg = aggregate(rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=2))
     md = markdown(agg, meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))

@@ -78,6 +78,7 @@ def forget_loader(req, tok, args, name, seed):
 def main(argv=None):
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
+    from erasus.experiments import merge_previous
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     from erasus.utils.io import atomic_write_text
@@ -169,12 +170,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta["runs"] = [meta["command"]]
-    if args.merge and (out / f"{args.name}.json").exists():
-        old = json.loads((out / f"{args.name}.json").read_text())
-        rerun = {(r["method"], r["seed"]) for r in rows}
-        rows = [r for r in old["rows"] if (r["method"], r["seed"]) not in rerun] + rows
-        meta["runs"] = old["meta"].get("runs", [old["meta"]["command"]]) + meta["runs"]
-        meta["total_min"] += old["meta"]["total_min"]
+    if args.merge:
+        rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["method"], r["seed"]))
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     md = markdown(rows, meta)
     atomic_write_text(out / f"{args.name}.md", md)

@@ -171,3 +171,19 @@ def test_calibrated_stopping_raises_a_rate_too_small_for_the_budget(tiny):
     assert lrs[-1] <= 30 * 1e-7 * (1 + 1e-9)
     off = NegativeGradient(lr=1e-7).unlearn(model, forget, retain, holdout, **kw)  # off by default
     assert not off.history["backoffs"] and "raised" not in off.stop_reason
+
+
+def test_merge_previous_replaces_only_the_rerun_rows(tmp_path):
+    """A benchmark's --merge: rows this run produced replace their earlier versions, the rest
+    are kept, and the commands and their time add up."""
+    import json
+
+    from erasus.experiments import merge_previous
+
+    path = tmp_path / "r.json"
+    meta = {"command": "b", "total_min": 2.0}
+    assert merge_previous(path, [{"m": 1}], meta, lambda r: r["m"]) == [{"m": 1}] and meta["runs"] == ["b"]
+    path.write_text(json.dumps({"meta": {"command": "a", "total_min": 5.0}, "rows": [{"m": 1, "v": 0}, {"m": 2}]}))
+    meta = {"command": "b", "total_min": 2.0}
+    assert merge_previous(path, [{"m": 1, "v": 9}], meta, lambda r: r["m"]) == [{"m": 2}, {"m": 1, "v": 9}]
+    assert meta["runs"] == ["a", "b"] and meta["total_min"] == 7.0

@@ -102,3 +102,22 @@ def format_table(rows: Iterable[ScenarioRow], markdown: bool = False) -> str:
     widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(heads)]
     line = lambda xs: "  ".join(x.rjust(w) if i > 1 else x.ljust(w) for i, (x, w) in enumerate(zip(xs, widths)))
     return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(row) for row in cells])
+
+
+def merge_previous(path, rows: List[dict], meta: dict, key) -> List[dict]:
+    """A partial rerun merged into the results file at ``path`` (a benchmark's ``--merge``):
+    the earlier rows whose ``key(row)`` this run did not produce are kept before the new
+    ones; ``meta["runs"]`` lists every command so far and ``meta["total_min"]`` adds up
+    their time. Without an earlier file the rows are returned as they are."""
+    import json
+    from pathlib import Path
+
+    meta["runs"] = [meta["command"]]
+    path = Path(path)
+    if not path.exists():
+        return rows
+    old = json.loads(path.read_text())
+    rerun = {key(r) for r in rows}
+    meta["runs"] = old["meta"].get("runs", [old["meta"]["command"]]) + meta["runs"]
+    meta["total_min"] = meta.get("total_min", 0.0) + old["meta"].get("total_min", 0.0)
+    return [r for r in old["rows"] if key(r) not in rerun] + rows
