@@ -125,6 +125,8 @@ def main(argv=None):
     p.add_argument("--name", default="classification")
     p.add_argument("--render", action="store_true",
                    help="rewrite results/<name>.md from results/<name>.json (no runs)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="torch threads (1 when two benchmarks share 2 cores)")
     p.add_argument("--merge", action="store_true",
                    help="replace only the (scenario, method, seed) rows this run produces in an existing "
                         "results/<name>.json; all other rows are kept and the runs are recorded in meta")
@@ -141,7 +143,7 @@ def main(argv=None):
         print(md)
         return
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     # strategies that need records made while the original was trained (amnesiac) cannot run on
     # this protocol's models; they are named in the results file and tested elsewhere
     skipped = [n for n in list_registered("strategy") if getattr(get("strategy", n), "needs_training_records", False)]

@@ -158,18 +158,18 @@ def test_unlearner_fit_then_evaluate_reports_mia_auc(tiny):
 
 def test_calibrated_stopping_raises_a_rate_too_small_for_the_budget(tiny):
     """A learning rate that cannot reach the target within the step budget is raised by
-    1/backoff per decision, at most max_lr_growth in all; off by default (max_lr_growth=1)."""
+    1/backoff per decision, at most max_lr_growth in all; max_lr_growth=1 turns it off."""
     from erasus.strategies import NegativeGradient
 
     model, forget, retain, holdout = tiny
     kw = dict(max_steps=40, min_steps=0, progress=False, stopping="calibrated", eval_every_steps=2)
-    res = NegativeGradient(lr=1e-7).unlearn(model, forget, retain, holdout, max_lr_growth=30.0, **kw)
+    res = NegativeGradient(lr=1e-7).unlearn(model, forget, retain, holdout, **kw)  # on by default
     raised = [b for b in res.history["backoffs"] if b["restored_step"] is None]
     assert raised and "raised the learning rate" in res.stop_reason
     lrs = [1e-7] + [b["lr"] for b in raised]
     assert all(b / a == pytest.approx(1 / 0.3) for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] <= 30 * 1e-7 * (1 + 1e-9)
-    off = NegativeGradient(lr=1e-7).unlearn(model, forget, retain, holdout, **kw)  # off by default
+    off = NegativeGradient(lr=1e-7).unlearn(model, forget, retain, holdout, max_lr_growth=1.0, **kw)
     assert not off.history["backoffs"] and "raised" not in off.stop_reason
 
 
