@@ -42,15 +42,15 @@ def findings(names, summary, factors, goal: float = 1.5):
     for name in names:
         cal, fix = summary[f"{name}/calibrated"], summary[f"{name}/none"]
         grow = summary.get(f"{name}/calibrated-no-growth")
-        kept = [f"{f:.3g}x" for f, k in zip(factors, cal["kept_original"]) if k]
+        kept = [f"{f:.3g}x ({k}/{n} seeds)" for f, k, n in zip(factors, cal["kept_original"], cal.get("seeds", [1] * len(factors))) if k]
         line = (f"- {name}: spread {cal['spread']:.2f} points calibrated vs {fix['spread']:.2f} fixed "
                 f"({'meets' if cal['spread'] <= goal else 'misses'} the {goal} goal); best calibrated gap "
                 f"{min(cal['gaps']):.2f}, worst {max(cal['gaps']):.2f}; fixed schedule worst {max(fix['gaps']):.2f} "
                 f"at {100 * min(fix['tests']):.1f}% lowest test accuracy.")
         if kept:
             line += (f" Original kept (no admissible improvement) at {', '.join(kept)}"
-                     + (": the flat row is the rule refusing a damaging run, not forgetting." if len(kept) == len(
-                         factors) else "."))
+                     + (": the flat row is the rule refusing a damaging run, not forgetting." if all(
+                         k == n for k, n in zip(cal["kept_original"], cal.get("seeds", [1] * len(factors)))) else "."))
         if grow is not None:
             line += (f" Without raising the rate of idle runs: spread {grow['spread']:.2f} "
                      f"({'meets' if grow['spread'] <= goal else 'misses'} the goal), gaps "
@@ -75,7 +75,12 @@ def main(argv=None):
     p.add_argument("--name", default="lr_sweep", help="writes <out>/<name>.md and .json")
     p.add_argument("--modes", default=",".join(MODES), help="stopping modes to run (default: all)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <name>.json (no runs)")
     args = p.parse_args(argv)
+    if args.render:
+        data = json.loads((Path(args.out) / f"{args.name}.json").read_text())
+        write(Path(args.out), args.name, data["rows"], data["factors"], data["meta"])
+        return
     torch.set_num_threads(args.threads)
     modes = {m: MODES[m] for m in args.modes.split(",")}
     task = fashion_mnist_task(cache_dir=Path(args.cache), progress=True)
@@ -103,45 +108,59 @@ def main(argv=None):
                                  "original_gap": ref.avg_gap})
                     print(f"seed {seed} {name:22s} lr {lr0 * f:.2g} ({f:.3g}x) {stopping:10s} gap {r.avg_gap:5.2f} "
                           f"forget {100 * r.forget_acc:5.1f} test {100 * r.test_acc:5.1f} {dt:5.1f}s", flush=True)
-    # aggregate: mean gap per (strategy, stopping, factor) over seeds; spread over factors
+    meta = {"command": f"python benchmarks/lr_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}".strip(),
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "torch": torch.__version__, "scenario": args.scenario, "seeds": args.seeds,
+            "minutes": (time.perf_counter() - t0) / 60, "modes": list(modes)}
+    write(Path(args.out), args.name, rows, factors, meta)
+
+
+def report(rows, factors, meta):
+    """The markdown table, the summary and the findings from the sweep's rows."""
+    modes = meta["modes"]
     cell = defaultdict(list)
     for r in rows:
         cell[(r["method"], r["stopping"], r["factor"])].append(r)
     names = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["# Learning-rate sweep: calibrated stopping vs a fixed schedule", "",
-             f"`python benchmarks/lr_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}`".replace(" `", "`") +
-             f" on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} CPU cores; torch "
-             f"{torch.__version__}); Fashion-MNIST protocol, {args.scenario} forgetting, seeds {args.seeds}; "
-             f"{(time.perf_counter() - t0) / 60:.1f} min.", "",
+             f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); Fashion-MNIST "
+             f"protocol, {meta['scenario']} forgetting, seeds {meta['seeds']}; {meta['minutes']:.1f} min.", "",
              "Cells: average gap to the retrained model (points; forget/retain/test accuracy and MIA-efficacy), "
              "mean over seeds, with test accuracy in brackets. Spread: worst minus best gap over the learning-rate "
              f"range. The untouched original's gap: {np.mean([r['original_gap'] for r in rows]):.2f}.", "",
-             "A dagger (†) marks cells where calibrated stopping found no checkpoint better than the original "
-             "within the retain tolerance and returned the original (its gap is then the original's, not "
-             "forgetting); ↑ marks runs where the rule raised the learning rate because progress was too slow.", "",
+             "A dagger (†k/n) marks cells where, on k of the n seeds, calibrated stopping found no checkpoint better "
+             "than the original within the retain tolerance and returned the original (its gap is then the "
+             "original's, not forgetting); ↑ marks cells where the rule raised the learning rate of an idle run "
+             "on at least one seed.", "",
              "| strategy | stopping | " + " | ".join(f"lr × {f:.3g}" for f in factors) + " | spread |",
              "|---|---|" + "---|" * (len(factors) + 1)]
     summary = {}
     for name in names:
         for stopping in modes:
-            gaps = [float(np.mean([r["avg_gap"] for r in cell[(name, stopping, f)]])) for f in factors]
-            tests = [float(np.mean([r["test_acc"] for r in cell[(name, stopping, f)]])) for f in factors]
-            kept = [any("original model was kept" in r["note"] for r in cell[(name, stopping, f)]) for f in factors]
-            grown = [any("raised the learning rate" in r["note"] for r in cell[(name, stopping, f)]) for f in factors]
+            cells = [cell[(name, stopping, f)] for f in factors]
+            gaps = [float(np.mean([r["avg_gap"] for r in c])) for c in cells]
+            tests = [float(np.mean([r["test_acc"] for r in c])) for c in cells]
+            kept = [sum("original model was kept" in r["note"] for r in c) for c in cells]
+            grown = [any("raised the learning rate" in r["note"] for r in c) for c in cells]
             spread = max(gaps) - min(gaps)
             summary[f"{name}/{stopping}"] = {"gaps": gaps, "spread": spread, "kept_original": kept,
-                                             "raised_lr": grown, "tests": tests}
+                                             "seeds": [len(c) for c in cells], "raised_lr": grown, "tests": tests}
             lines.append(f"| {name} | {stopping} | " + " | ".join(
-                f"{g:.2f} ({100 * t:.1f}){'†' if k else ''}{'↑' if u else ''}"
-                for g, t, k, u in zip(gaps, tests, kept, grown)) + f" | {spread:.2f} |")
+                f"{g:.2f} ({100 * t:.1f}){f'†{k}/{len(c)}' if k else ''}{'↑' if u else ''}"
+                for g, t, k, u, c in zip(gaps, tests, kept, grown, cells)) + f" | {spread:.2f} |")
     if {"calibrated", "none"} <= set(modes):
         lines += ["", "What this shows (generated from the table):"] + findings(names, summary, factors)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return lines, summary
+
+
+def write(out: Path, name: str, rows, factors, meta) -> None:
     from erasus.utils.io import atomic_write_text
 
-    atomic_write_text(out / f"{args.name}.json", json.dumps({"rows": rows, "summary": summary, "factors": factors}, indent=2))
-    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
+    lines, summary = report(rows, factors, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.json", json.dumps({"rows": rows, "summary": summary, "factors": factors,
+                                                         "meta": meta}, indent=2))
+    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
