@@ -80,6 +80,7 @@ def markdown(agg, meta):
         "(`--merge`); reference models come from the cache, so retraining times are those measured when "
         "the gold models were trained.",
         f"Seeds: {meta['seeds']}. Values are mean ± std over seeds. Total wall-clock {meta['total_min']:.1f} min.",
+        *([meta["note"]] if meta.get("note") else []),
         "",
         "forget / retain / test acc in %; test acc for class forgetting is on the other classes; "
         "MIA AUC: loss attack forget vs held-out (0.5 = looks unseen); MIA-eff.: SalUn's SVC MIA-efficacy (%); "
