@@ -187,3 +187,35 @@ def test_merge_previous_replaces_only_the_rerun_rows(tmp_path):
     meta = {"command": "b", "total_min": 2.0}
     assert merge_previous(path, [{"m": 1, "v": 9}], meta, lambda r: r["m"]) == [{"m": 2}, {"m": 1, "v": 9}]
     assert meta["runs"] == ["a", "b"] and meta["total_min"] == 7.0
+
+
+def test_calibrated_stopping_backtracks_only_on_a_dip_that_does_not_recover(tiny):
+    """Retain accuracy scripted through a callback: a dip below the tolerance that climbs
+    back on every evaluation (how random-label methods move) is left alone; a dip that
+    keeps falling for two evaluations restores the best checkpoint and cuts the rate."""
+    from erasus.core.trainer import Callback
+    from erasus.strategies import NegativeGradient
+
+    class Script(Callback):
+        def __init__(self, drops):
+            self.drops, self.r0 = list(drops), None
+
+        def on_validation_end(self, trainer, module, step, m):
+            if self.r0 is None:
+                self.r0 = m["val_retain_acc"]
+            drop = self.drops.pop(0) if self.drops else 0.0
+            m["val_retain_acc"] = self.r0 - drop
+
+    model, forget, retain, holdout = tiny
+    kw = dict(max_steps=12, min_steps=0, progress=False, stopping="calibrated", eval_every_steps=2,
+              max_lr_growth=1.0, calibration_patience=100)
+
+    def run(drops):
+        return NegativeGradient(lr=1e-3).unlearn(model, forget, retain, holdout, callbacks=[Script(drops)], **kw)
+
+    recovering = run([0.0, 0.20, 0.15, 0.10, 0.07, 0.0, 0.0])
+    assert not recovering.history["backoffs"] and "backtracked" not in recovering.stop_reason
+    falling = run([0.0, 0.20, 0.25, 0.0, 0.0, 0.0, 0.0])
+    cuts = [b for b in falling.history["backoffs"] if b["restored_step"] is not None]
+    assert len(cuts) == 1 and cuts[0]["lr"] == pytest.approx(1e-3 * 0.3)
+    assert "backtracked 1x" in falling.stop_reason
