@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -111,7 +109,7 @@ SKIPPED_NOTE = (
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
-    from erasus.experiments import format_table, merge_previous, run_scenario
+    from erasus.experiments import format_table, merge_previous, run_meta, run_scenario
     from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,9 +159,7 @@ def main(argv=None):
             rs = run_scenario(task, split, strategies, seed=seed, progress=True)
             print(format_table(rs), flush=True)
             rows += [r.to_dict() for r in rs]
-    meta = {"command": "python benchmarks/" + Path(__file__).name + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": torch.__version__, "seeds": seeds, "total_min": (time.perf_counter() - t0) / 60}
+    meta = run_meta(Path(__file__).name, argv or None, seeds=seeds, total_min=(time.perf_counter() - t0) / 60)
     meta["runs"] = [meta["command"]]
     if args.merge:
         rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["scenario"], r["method"], r["seed"]))

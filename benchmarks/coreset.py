@@ -38,8 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 import warnings
 from collections import defaultdict
@@ -223,12 +221,12 @@ def main(argv=None):
                     if args.resume and previous.exists() else 0.0)
 
     def write(rows, final=False):
+        from erasus.experiments import run_meta
+
         agg = aggregate(rows)
-        meta = {"command": "python benchmarks/coreset.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                "torch": torch.__version__, "seeds": args.seeds,
-                "total_min": previous_min + (time.perf_counter() - t0) / 60,  # earlier parts of a resumed run included
-                "complete": final}
+        meta = run_meta("coreset.py", argv, seeds=args.seeds,
+                        total_min=previous_min + (time.perf_counter() - t0) / 60,  # earlier parts of a resumed run
+                        complete=final)
         atomic_write_text(out / f"{args.name}.json",
                           json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=1))
         md = markdown(agg, meta)

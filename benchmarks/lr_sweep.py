@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 import warnings
 from collections import defaultdict
@@ -62,6 +60,7 @@ def findings(names, summary, factors, goal: float = 1.5):
 def main(argv=None):
     from erasus.core.registry import get, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
+    from erasus.experiments import run_meta
     from erasus.experiments.runner import _row
     from erasus.unlearners import ErasusUnlearner
 
@@ -108,10 +107,8 @@ def main(argv=None):
                                  "original_gap": ref.avg_gap})
                     print(f"seed {seed} {name:22s} lr {lr0 * f:.2g} ({f:.3g}x) {stopping:10s} gap {r.avg_gap:5.2f} "
                           f"forget {100 * r.forget_acc:5.1f} test {100 * r.test_acc:5.1f} {dt:5.1f}s", flush=True)
-    meta = {"command": f"python benchmarks/lr_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}".strip(),
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": torch.__version__, "scenario": args.scenario, "seeds": args.seeds,
-            "minutes": (time.perf_counter() - t0) / 60, "modes": list(modes)}
+    meta = run_meta("lr_sweep.py", argv, scenario=args.scenario, seeds=args.seeds,
+                    minutes=(time.perf_counter() - t0) / 60, modes=list(modes))
     write(Path(args.out), args.name, rows, factors, meta)
 
 

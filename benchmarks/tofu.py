@@ -23,8 +23,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -78,7 +76,7 @@ def forget_loader(req, tok, args, name, seed):
 def main(argv=None):
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import merge_previous
+    from erasus.experiments import merge_previous, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     from erasus.utils.io import atomic_write_text
@@ -163,10 +161,8 @@ def main(argv=None):
             print(f"seed {seed} {name:18s} FQ {s['forget_quality']:.2e} MU {s['model_utility']:.3f} forget ROUGE "
                   f"{s['forget_rouge']:.2f} retain ROUGE {s['retain_rouge']:.2f} MinK AUC {s['min_k_auc']:.2f} "
                   f"{dt:.0f}s", flush=True)
-    meta = {"command": "python benchmarks/tofu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": torch.__version__, "n_params": n_params, "vocab": len(tok), "total_min": (time.perf_counter() - t_start) / 60,
-            "forget": len(req.forget), "retain": len(req.retain), "args": vars(args)}
+    meta = run_meta("tofu.py", argv, n_params=n_params, vocab=len(tok), total_min=(time.perf_counter() - t_start) / 60,
+                    forget=len(req.forget), retain=len(req.retain), args=vars(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta["runs"] = [meta["command"]]

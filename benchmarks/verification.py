@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -178,6 +176,7 @@ def merge_previous(path: Path, a, b):
 
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
+    from erasus.experiments import run_meta
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", default="ab", help="a, b or ab")
@@ -200,9 +199,7 @@ def main(argv=None):
     a = part_a(args, cache) if "a" in args.part else None
     b = part_b(args, cache, names) if "b" in args.part else None
     a, b = merge_previous(Path(args.out) / "verification.json", a, b)
-    meta = {"command": "python benchmarks/verification.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60}
+    meta = run_meta("verification.py", argv, total_min=(time.perf_counter() - t0) / 60)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from erasus.utils.io import atomic_write_text

@@ -121,3 +121,18 @@ def merge_previous(path, rows: List[dict], meta: dict, key) -> List[dict]:
     meta["runs"] = old["meta"].get("runs", [old["meta"]["command"]]) + meta["runs"]
     meta["total_min"] = meta.get("total_min", 0.0) + old["meta"].get("total_min", 0.0)
     return [r for r in old["rows"] if key(r) not in rerun] + rows
+
+
+def run_meta(script: str, argv=None, **extra) -> dict:
+    """The header every benchmark records with its results: the command that produced them
+    (``script`` with ``argv``, default the process's arguments), the date, the machine and
+    the torch version, plus ``extra`` fields."""
+    import os
+    import platform
+    import sys
+
+    import torch
+
+    args = sys.argv[1:] if argv is None else argv
+    return {"command": f"python benchmarks/{script} {' '.join(args)}".rstrip(), "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "torch": torch.__version__, **extra}
