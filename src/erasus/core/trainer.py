@@ -416,7 +416,7 @@ class UnlearningTrainer:
                  "holdout_acc0": reference.get("holdout_acc0"), "best": math.inf, "best_step": 0,
                  "best_state": snapshot(model), "since_best": 0, "backoffs": 0, "lr_scale": 1.0,
                  "reset_optimizer": False, "bad_streak": 0, "grown": 0, "d_base": None, "step_base": 0,
-                 "retain_min_drop": 0.0, "last_retain": None}
+                 "dipped": False, "last_retain": None}
         sign = 1.0 if c.monitor_mode == "min" else -1.0
 
         def evaluate(step: int) -> Dict[str, float]:
@@ -467,7 +467,7 @@ class UnlearningTrainer:
             if step - state["step_base"] < total / 4:
                 return
             grow = 1.0 / c.backoff
-            idle = (state["retain_min_drop"] <= c.retain_tolerance and not state["backoffs"]
+            idle = (not state["dipped"] and not state["backoffs"]
                     and state["d_base"] - state["best"] < 0.1 * state["d_base"])
             if idle and ok and state["lr_scale"] * grow <= c.max_lr_growth * (1 + 1e-9):
                 state["lr_scale"] *= grow
@@ -483,8 +483,7 @@ class UnlearningTrainer:
             if stopping == "calibrated":
                 r_acc = m.get("val_retain_acc")
                 ok = r_acc is None or r_acc >= state["retain_acc0"] - c.retain_tolerance
-                if r_acc is not None:
-                    state["retain_min_drop"] = max(state["retain_min_drop"], state["retain_acc0"] - r_acc)
+                state["dipped"] = state["dipped"] or not ok
                 d = m["calibration_distance"]
                 if ok and d < state["best"] - 1e-9:
                     state.update(best=d, best_step=step, best_state=snapshot(model), since_best=0)
