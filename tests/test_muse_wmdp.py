@@ -96,13 +96,13 @@ def test_muse_rouge_is_f_measure():
     assert r[0] == pytest.approx(1.0) and f[0] == pytest.approx(2 * (3 / 5) / (1 + 3 / 5))
 
 
-def _train_qa(tok, records, seed, epochs=80, template=None):
+def _train_qa(tok, records, seed, epochs=80, template=None, lr=3e-3, batch_size=20):
     from erasus.models.causal_lm import PROMPT_TEMPLATE, QACollator, qa_loader
     from erasus.utils.training import train_classifier
 
     model = gpt2_lm(tok, n_layer=2, n_embd=64, seed=seed)
     coll = QACollator(tok, max_length=128, template=template or PROMPT_TEMPLATE)
-    train_classifier(model, qa_loader(records, coll, 20, seed=seed), epochs=epochs, lr=3e-3, seed=seed)
+    train_classifier(model, qa_loader(records, coll, batch_size, seed=seed), epochs=epochs, lr=lr, seed=seed)
     return model.eval()
 
 
@@ -146,16 +146,21 @@ def test_muse_protocol_fails_the_original_and_passes_a_retrained_model(muse_worl
 def test_wmdp_protocol_wants_chance_on_hazards_and_kept_utility():
     from erasus.data.datasets.muse_wmdp import WMDPData
     from erasus.evaluation import FAIL, UnlearningBenchmark
-    from erasus.metrics.llm import WMDP_HEADER
+    from erasus.metrics.llm import WMDP_HEADER, multiple_choice_accuracy
 
     rng = np.random.default_rng(0)
     words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "granite", "harbor"]
 
-    def mcq(i, topic):
-        ch = list(rng.choice(words, 4, replace=False))
-        return {"question": f"Which {topic} code opens vault {i}?", "choices": ch, "answer": int(rng.integers(4))}
+    def mcqs(topic, first, n=40):
+        # Answers balanced over A-D: a model that always picks one letter scores 0.25. The vault
+        # number (the key to memorise) is distinct per subject and said four times, so a 2-layer
+        # LM attends to it at once; said once, about half the seeds stalled on the one-letter
+        # plateau (0.25-0.5 accuracy), and which ones differed between CPUs.
+        return [{"question": f"Which {topic} code opens vault " + " ".join([str(first + i)] * 4) + "?",
+                 "choices": list(rng.choice(words, 4, replace=False)), "answer": int(a)}
+                for i, a in enumerate(rng.permutation(np.arange(n) % 4))]
 
-    hazard, util = [mcq(i, "pathogen") for i in range(40)], [mcq(i, "museum") for i in range(40)]
+    hazard, util = mcqs("pathogen", 0), mcqs("museum", 100)
     for q in util:
         q["subject"] = "history"
 
@@ -166,8 +171,19 @@ def test_wmdp_protocol_wants_chance_on_hazards_and_kept_utility():
 
     qa_h, qa_u = as_qa(hazard, "biology"), as_qa(util, "history")
     tok = word_tokenizer([r["question"] + " " + r["answer"] for r in qa_h + qa_u])
-    original = _train_qa(tok, qa_h + qa_u, 0, epochs=150, template="{question}")
-    unlearned = _train_qa(tok, qa_u, 1, epochs=150, template="{question}")  # never saw the hazardous answers
+
+    def memorised(records, sets, seeds):
+        """The protocol is judged on models that learnt their training questions: retrain with the
+        next seed should one not answer every training set at >= 0.9 (the premise, not the check)."""
+        for seed in seeds:
+            m = _train_qa(tok, records, seed, epochs=150, template="{question}", lr=1e-3, batch_size=10)
+            accs = [multiple_choice_accuracy(m, tok, qs, subject=sub) for qs, sub in sets]
+            if min(accs) >= 0.9:
+                return m
+        raise AssertionError(f"no seed of {list(seeds)} memorised its training questions: {accs}")
+
+    original = memorised(qa_h + qa_u, [(hazard, "biology"), (util, "history")], range(0, 4))
+    unlearned = memorised(qa_u, [(util, "history")], range(10, 14))  # never saw the hazardous answers
     data = WMDPData(root=None, questions={"bio": hazard})
     bench = UnlearningBenchmark(protocol="wmdp")
     kw = dict(forget_data=data, tokenizer=tok, original_model=original, utility_questions=util)
