@@ -173,6 +173,34 @@ def test_calibrated_stopping_raises_a_rate_too_small_for_the_budget(tiny):
     assert not off.history["backoffs"] and "raised" not in off.stop_reason
 
 
+def test_a_raised_rate_is_judged_on_the_forget_side_of_the_distance(tiny):
+    """Distances scripted through a callback: after a first raise, a run whose whole distance
+    stands still while its forget side closes in (forget-set progress paid for in retain
+    accuracy) keeps its rate; one whose forget side stands still too is raised again."""
+    from erasus.core.trainer import Callback
+    from erasus.strategies import NegativeGradient
+
+    class Script(Callback):
+        def __init__(self, moving):
+            self.moving, self.r0 = moving, None
+
+        def on_validation_end(self, trainer, module, step, m):
+            self.r0 = m["val_retain_acc"] if self.r0 is None else self.r0
+            m["val_retain_acc"], m["calibration_distance"] = self.r0, 0.5
+            m["forget_distance"] = 0.5 - (0.02 * max(0, step - 10) if self.moving else 0.0)
+
+    model, forget, retain, holdout = tiny
+    kw = dict(epochs=100, max_steps=40, min_steps=0, progress=False, stopping="calibrated", eval_every_steps=2,
+              calibration_patience=100)  # 40 steps: judged every 10
+
+    def raises(moving):
+        res = NegativeGradient(lr=1e-7).unlearn(model, forget, retain, holdout, callbacks=[Script(moving)], **kw)
+        return [b["step"] for b in res.history["backoffs"] if b["restored_step"] is None]
+
+    assert raises(moving=True) == [10]
+    assert raises(moving=False) == [10, 20]  # a third raise would pass max_lr_growth (30x)
+
+
 def test_merge_previous_replaces_only_the_rerun_rows(tmp_path):
     """A benchmark's --merge: rows this run produced replace their earlier versions, the rest
     are kept, and the commands and their time add up."""

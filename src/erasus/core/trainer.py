@@ -41,7 +41,9 @@ Stopping rules (``stopping=``):
     model. The other side of the knife edge, a rate too small to do anything: once a
     quarter of the step budget has run, a run whose retain accuracy never left the
     tolerance and whose distance improved by less than a tenth is idle, and its
-    learning rate is multiplied by ``1 / backoff``; judged again a quarter of the budget
+    learning rate is multiplied by ``1 / backoff`` (a raised rate is judged on the forget side
+    of the distance alone: see ``maybe_grow``);
+    judged again a quarter of the budget
     later, at most ``max_lr_growth`` (30) times the configured rate in all, never after a
     dip or a backtrack (``max_lr_growth=1`` turns it off). An earlier rule (raise whenever
     the pace would not reach the tolerance) fired on default-rate runs too, which sit on a
@@ -416,6 +418,7 @@ class UnlearningTrainer:
                  "holdout_acc0": reference.get("holdout_acc0"), "best": math.inf, "best_step": 0,
                  "best_state": snapshot(model), "since_best": 0, "backoffs": 0, "lr_scale": 1.0,
                  "reset_optimizer": False, "bad_streak": 0, "grown": 0, "d_base": None, "step_base": 0,
+                 "fd_base": math.inf, "fd_best": math.inf,
                  "dipped": False, "last_retain": None}
         sign = 1.0 if c.monitor_mode == "min" else -1.0
 
@@ -442,38 +445,55 @@ class UnlearningTrainer:
                     hm = np.isin(h["label"], state["forget_labels"])
                     h_acc = float(h["correct"][hm].mean()) if hm.any() else 0.0
                     m["val_mia_auc"] = loss_auc(f["loss"], h["loss"][hm]) if hm.any() else float("nan")
-                    m["calibration_distance"] = max(float(f["correct"].mean()), h_acc) + r_drop
+                    m["forget_distance"] = max(float(f["correct"].mean()), h_acc)
+                    m["calibration_distance"] = m["forget_distance"] + r_drop
                 else:
                     m["val_mia_auc"] = loss_auc(f["loss"], h["loss"])
                     h_drop = max(0.0, state["holdout_acc0"] - float(h["correct"].mean()))
-                    m["calibration_distance"] = (abs(float(f["correct"].mean()) - state["holdout_acc0"])
-                                                 + abs(m["val_mia_auc"] - 0.5) + r_drop + h_drop)
+                    m["forget_distance"] = (abs(float(f["correct"].mean()) - state["holdout_acc0"])
+                                            + abs(m["val_mia_auc"] - 0.5))
+                    m["calibration_distance"] = m["forget_distance"] + r_drop + h_drop
             history["eval"].append(m)
             for cb in self.callbacks:
                 cb.on_validation_end(self, module, step, m)
             return m
 
-        def maybe_grow(step: int, d: float, ok: bool) -> None:
+        def maybe_grow(step: int, d: float, fd: float, ok: bool) -> None:
             """The other side of the knife edge: a learning rate too small to do anything
             within the step budget. Once a quarter of the budget has run since the start (or
             since the last raise), the run is *idle* when retain accuracy has never left
-            ``retain_tolerance`` and the best distance has improved by less than a tenth of
-            its starting value; the rate is then raised by ``1 / backoff``,
-            up to ``max_lr_growth`` times the configured one. Never after a retain dip or a
-            backtrack: those show the rate is large enough to reach the edge."""
+            ``retain_tolerance`` and the distance has come closer by less than a tenth of its
+            starting value; the rate is then raised by ``1 / backoff``, up to
+            ``max_lr_growth`` times the configured one. Never after a retain dip or a
+            backtrack: those show the rate is large enough to reach the edge.
+
+            A raised rate is judged on the forget side of the distance (``fd``: the forget set
+            against held-out data, without the retain and held-out accuracy drops). A raised
+            run moves, trading forget-set distance for retain accuracy, and the whole distance
+            can stand still while the model changes: NegGrad+ at 1.1e-3 (raised from 3.3e-4),
+            Fashion-MNIST seed 1, went from 98.4% to 96.2% forget accuracy and from 97.6% to
+            96.2% retain accuracy while the distance moved from 0.093 to 0.089; judged on the
+            whole distance it was raised again to 3.7e-3, overshot, and backtracked with too
+            little budget left (``benchmarks/results/lr_sweep.md``). The configured rate is
+            judged on the whole distance, as measured for the default-rate rows of
+            ``benchmarks/results/classification.md``."""
             if state["d_base"] is None:
                 state["d_base"], state["step_base"] = d, step
                 return
+            if ok:
+                state["fd_best"] = min(state["fd_best"], fd)
             if step - state["step_base"] < total / 4:
                 return
             grow = 1.0 / c.backoff
-            idle = (not state["dipped"] and not state["backoffs"]
-                    and state["d_base"] - state["best"] < 0.1 * state["d_base"])
+            base, best = ((state["d_base"], state["best"]) if not state["grown"]
+                          else (state["fd_base"], state["fd_best"]))
+            idle = not state["dipped"] and not state["backoffs"] and base - best < 0.1 * base
             if idle and ok and state["lr_scale"] * grow <= c.max_lr_growth * (1 + 1e-9):
                 state["lr_scale"] *= grow
                 state["grown"] += 1
                 state["reset_optimizer"] = True
                 state["d_base"], state["step_base"] = state["best"], step
+                state["fd_base"] = state["fd_best"] = fd  # the raised rate's stretch starts here
                 history["backoffs"].append({"step": step, "restored_step": None, "lr": c.lr * state["lr_scale"]})
             else:  # judged once per quarter: a run that has moved keeps its rate
                 state["step_base"] = math.inf
@@ -511,7 +531,7 @@ class UnlearningTrainer:
                 if state["since_best"] >= c.calibration_patience:
                     return (f"calibrated: no improvement for {c.calibration_patience} evaluations; "
                             f"restored best step {state['best_step']} (distance {state['best']:.3f})")
-                maybe_grow(step, d, ok)
+                maybe_grow(step, d, m["forget_distance"], ok)
                 return None
             if stopping == "monitor":
                 if c.monitor not in m:
