@@ -75,9 +75,9 @@ class SCRUB(LossStrategy):
     3× more min-steps (4.03); both objectives in every step with the retain KL weighted
     α = 0.3, 1, 3 or 10 (3 seeds: 4.81, 4.10, 4.76, 4.77). The KL-to-teacher objective has no
     term that singles out what was memorised, so on data like this it cannot separate the
-    forget samples from the rest. Its 3-seed average gap to retraining is 4.05 there
-    (``classification.md``; 3.87 under the earlier stopping rule), while it forgets whole
-    classes well (1.08). Prefer ``simnpo`` or ``wga`` for random deletions.
+    forget samples from the rest. Its 3-seed average gap to retraining is 3.93 there
+    (``classification.md``, models trained on the benchmark machine; 4.05 and 3.87 on earlier
+    models and stopping rules), while it forgets whole classes well (1.08). Prefer ``simnpo`` or ``wga`` for random deletions.
     """
 
     config_class = SCRUBConfig
