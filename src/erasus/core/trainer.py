@@ -42,10 +42,9 @@ Stopping rules (``stopping=``):
     quarter of the step budget has run, a run whose retain accuracy never left the
     tolerance and whose distance improved by less than a tenth is idle, and its
     learning rate is multiplied by ``1 / backoff`` (a raised rate is judged on the forget side
-    of the distance alone: see ``maybe_grow``);
-    judged again a quarter of the budget
-    later, at most ``max_lr_growth`` (30) times the configured rate in all, never after a
-    dip or a backtrack (``max_lr_growth=1`` turns it off). An earlier rule (raise whenever
+    of the distance alone: see ``maybe_grow``); judged again a quarter of the budget later,
+    at most ``max_lr_growth`` (30) times the configured rate in all, never after a dip or a
+    backtrack (``max_lr_growth=1`` turns it off). An earlier rule (raise whenever
     the pace would not reach the tolerance) fired on default-rate runs too, which sit on a
     plateau above the tolerance, and made them worse (SimNPO 0.68 → 1.23 average gap,
     ``benchmarks/results/lr_default_growth.md``); ``benchmarks/lr_sweep.py`` measures both
