@@ -77,7 +77,7 @@ class SCRUB(LossStrategy):
     term that singles out what was memorised, so on data like this it cannot separate the
     forget samples from the rest. Its 3-seed average gap to retraining is 3.93 there
     (``classification.md``, models trained on the benchmark machine; 4.05 and 3.87 on earlier
-    models and stopping rules), while it forgets whole classes well (1.08). Prefer ``simnpo``
+    models and stopping rules), while it forgets whole classes well (0.98). Prefer ``simnpo``
     or ``wga`` for random deletions.
     """
 
