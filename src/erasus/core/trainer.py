@@ -628,7 +628,8 @@ class UnlearningTrainer:
                 stop_reason = (f"{'max_steps' if c.max_steps and step >= c.max_steps else 'max_epochs'} reached "
                                f"after {step} steps; restored best step {state['best_step']}")
             if state["grown"]:
-                stop_reason += (f"; raised the learning rate {state['grown']}x (too slow for the step budget)")
+                times = "once" if state["grown"] == 1 else f"{state['grown']} times"
+                stop_reason += f"; raised the learning rate {times} (too slow for the step budget)"
             if state["backoffs"]:
                 stop_reason += (f"; backtracked {state['backoffs']}x after overshooting (learning rate now "
                                 f"{c.lr * state['lr_scale']:.2g})")
