@@ -7,7 +7,11 @@ split alone (the gold model, retrained without the forget authors); both are tra
 (``--model-seed``, as TOFU ships one finetuned model) and cached. Each strategy then
 unlearns the forget split from the finetuned model with its defaults, once per seed (the
 retain split as retain data; ``idk`` / ``dpo`` get the refusal answers of
-``idontknow.jsonl``; ``lora_npo`` is NPO through LoRA adapters), for each seed.
+``idontknow.jsonl``; ``lora_npo`` is NPO through LoRA adapters), for each seed. Every
+strategy is also given held-out data as a user would: authors of the holdout split that
+are not the evaluated ones (SimNPO calibrates β on them; with ``--calibrate`` they also drive
+the stopping rule). When the run uses every held-out author there are none to spare and
+no held-out data is given.
 
 Reported per method (mean over seeds): forget quality (KS test of truth ratios against the
 gold model), model utility (retain split: probability, ROUGE-L, truth ratio), forget /
@@ -103,8 +107,8 @@ def main(argv=None):
                    help="replace only the (method, seed) rows this run produces in an existing <out>/<name>.json; "
                         "the other rows are kept and the runs are recorded in meta")
     p.add_argument("--calibrate", action="store_true",
-                   help="give each loss-based strategy held-out authors (not the evaluated ones) and "
-                        "stopping='calibrated' (opt-in for language models)")
+                   help="stopping='calibrated' on the held-out authors given to the strategies (opt-in for "
+                        "language models)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -115,13 +119,13 @@ def main(argv=None):
     full_req = req = tofu_request(args.forget)
     if args.forget_authors or args.retain_authors:
         req = subset_request(req, args.forget_authors or len(req.forget) // 20, args.retain_authors or len(req.retain) // 20)
-    calib = None
-    if args.calibrate:
-        # held-out authors for the stopping rule, disjoint from the held-out authors the evaluation uses
-        calib = full_req.holdout.records[len(req.holdout):2 * len(req.holdout)]
-        if len(calib) < len(req.holdout):
-            raise SystemExit("--calibrate needs held-out authors beyond the evaluated ones: use --forget-authors N "
-                             "with N at most half of the forget split's authors.")
+    # held-out authors given to the strategies, disjoint from the held-out authors the evaluation uses
+    calib = full_req.holdout.records[len(req.holdout):2 * len(req.holdout)] or None
+    if calib is not None and len(calib) < len(req.holdout):
+        calib = None
+    if args.calibrate and calib is None:
+        raise SystemExit("--calibrate needs held-out authors beyond the evaluated ones: use --forget-authors N "
+                         "with N at most half of the forget split's authors.")
     tok = word_tokenizer(tofu_texts(req))
     print(f"TOFU {args.forget}: {len(req.forget)} forget, {len(req.retain)} retain, {len(req.holdout)} held-out "
           f"questions; vocabulary {len(tok)} words", flush=True)
@@ -150,7 +154,7 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), args.batch_size, shuffle=False)
                         if calib is not None else None)
-                extra = {"stopping": "calibrated"} if hold is not None and strategy not in ONE_SHOT else {}
+                extra = {"stopping": "calibrated"} if args.calibrate and strategy not in ONE_SHOT else {}
                 res = llm.fit(forget_loader(req, tok, args, strategy, seed), retain, hold, progress=False, seed=seed,
                               **extra)
                 dt = time.perf_counter() - t0

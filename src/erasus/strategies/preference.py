@@ -11,6 +11,7 @@ variants the papers report; default on, since the bare forget losses alone degra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,12 @@ from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy
 
 @dataclass
 class NPOConfig(ForgetRetainConfig):
-    """``beta`` (β) inverse temperature, 0.1 as in the paper's experiments; ``lr`` 1e-3
-    (Adam), at most ``epochs`` = 10 passes over the forget set; ``retain_weight`` 1 (NPO+RT)."""
+    """``beta`` (β) inverse temperature: None (default) is 0.1, as in the paper's
+    experiments, except for a language model given held-out data, where it is calibrated
+    (see :class:`NPO`); a number is used as given. ``lr`` 1e-3 (Adam), at most ``epochs`` = 10
+    passes over the forget set; ``retain_weight`` 1 (NPO+RT)."""
 
-    beta: float = 0.1
+    beta: Optional[float] = None
     lr: float = 1e-3
     epochs: float = 10
 
@@ -33,8 +36,76 @@ class NPOConfig(ForgetRetainConfig):
         self._check_positive("beta")
 
 
+@torch.no_grad()
+def answer_nll(adapter, loader, max_samples: int = 512):
+    """A language model's mean token NLL of the answers in ``loader`` (at most
+    ``max_samples`` of them, a fixed subsample) and their mean number of scored tokens."""
+    from ..utils.data import subsample_loader
+
+    model = adapter.model
+    was = model.training
+    model.eval()
+    nll, n = [], []
+    try:
+        for b in subsample_loader(loader, max_samples, seed=3):
+            t, m = adapter.token_nll(b)
+            nll.append((t.sum(1) / m.sum(1)).float().cpu())
+            n.append(m.sum(1).float().cpu())
+    finally:
+        model.train(was)
+    return float(torch.cat(nll).mean()), float(torch.cat(n).mean())
+
+
+class HeldOutBeta:
+    """β calibrated on held-out answers for language models (``beta=None``).
+
+    NPO's and SimNPO's gradients are gradient ascent's weighted by ``2σ(−β·r)``, with ``r``
+    how much less likely a forget answer has become (NPO: the drop in its sequence
+    log-likelihood; SimNPO: its mean token NLL); β thus sets how far the forget answers are
+    pushed before the push fades, to 0.5% of its start at ``β·r = 6`` (``FADE``). The
+    papers' β were chosen for pretrained models, which score answers they have never seen
+    at a few nats per token. A model without that world knowledge scores them far lower
+    (12.7 nats per token on TOFU's held-out authors for ``benchmarks/tofu.py``'s model), and
+    the papers' β then stop while the forget answers are still far more likely than unseen
+    ones (forget quality 5e-4 to 1e-3). With held-out data, β is set so that the push fades
+    where the forget answers score like the held-out ones (``calibrate_beta``). FADE = 6 was
+    chosen on that benchmark, where the window is narrow (seed 0, SimNPO at fixed β:
+    0.3 → forget quality 0.003, overshooting; 0.4 → 0.17; 0.5 → 0.56; 0.75 → 0.008); a β
+    that is set is used as given. The β used is in ``stop_reason``.
+    """
+
+    PAPER_BETA = 0.1
+    FADE = 6.0
+    calibrated_beta_: Optional[float] = None  # set by ``unlearn`` for the run
+
+    @property
+    def beta_(self) -> float:
+        """The β in use: the configured value, else the run's calibrated one, else the paper's."""
+        return self.config.beta or self.calibrated_beta_ or self.PAPER_BETA
+
+    def calibrate_beta(self, adapter, forget_loader, holdout_loader):
+        """``(β, description)`` for this model and data."""
+        raise NotImplementedError  # abstract
+
+    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, **kwargs):
+        from ..models import wrap
+
+        adapter = wrap(model)
+        self.calibrated_beta_ = None
+        note = ""
+        if self.config.beta is None and hasattr(adapter, "token_nll"):
+            if holdout_loader is not None:
+                self.calibrated_beta_, how = self.calibrate_beta(adapter, forget_loader, holdout_loader)
+                note = f" (β {self.beta_:.3g}, calibrated on held-out answers: {how})"
+            else:
+                note = f" (β {self.beta_:g}, the paper's; pass held-out data to calibrate it to this model)"
+        res = super().unlearn(model, forget_loader, retain_loader, holdout_loader, **kwargs)
+        res.stop_reason += note
+        return res
+
+
 @register("strategy", "npo", aliases=("negative_preference_optimization",))
-class NPO(ForgetRetainStrategy):
+class NPO(HeldOutBeta, ForgetRetainStrategy):
     """Negative Preference Optimization.
 
     Zhang, Lin, Bai & Mei, "Negative Preference Optimization: From Catastrophic Collapse to
@@ -47,9 +118,21 @@ class NPO(ForgetRetainStrategy):
     Its gradient is gradient ascent's weighted by ``2·σ(β·log(π_θ/π_ref))``, which
     vanishes as a sample is forgotten: the loss is bounded below where gradient ascent's
     is not. ``retain_weight`` > 0 adds the retain cross-entropy (NPO+RT).
+
+    Extension (``beta=None``, a language model and held-out data given; :class:`HeldOutBeta`):
+    β = 6 / (L · (ℓ_h − ℓ_f)), with ℓ_h and ℓ_f the original model's mean token NLL on
+    held-out and forget answers and L the forget answers' mean length in tokens, so that the
+    push on an answer fades once its mean token NLL has risen to the held-out level.
     """
 
     config_class = NPOConfig
+
+    def calibrate_beta(self, adapter, forget_loader, holdout_loader):
+        held_out, _ = answer_nll(adapter, holdout_loader)
+        forget, length = answer_nll(adapter, forget_loader)
+        gap = max(held_out - forget, 0.1)
+        return (self.FADE / (length * gap),
+                f"mean token NLL {held_out:.2f} held-out vs {forget:.2f} forget, {length:.0f}-token answers")
 
     def setup(self, forget_loader, retain_loader):
         from .llm import frozen_copy
@@ -64,7 +147,7 @@ class NPO(ForgetRetainStrategy):
         with torch.no_grad():
             ref_loss = seq(self.adapter.with_model(self.reference))
         log_ratio = ref_loss - loss  # log π_θ − log π_ref
-        beta = self.config.beta
+        beta = self.beta_
         return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
     def release(self) -> None:
@@ -74,10 +157,12 @@ class NPO(ForgetRetainStrategy):
 
 @dataclass
 class SimNPOConfig(ForgetRetainConfig):
-    """``beta`` (β) 2.5 and ``gamma`` (γ, reward margin) 0, the paper's TOFU values;
-    ``lr`` 1e-3 (Adam), at most ``epochs`` = 10; ``retain_weight`` 1."""
+    """``beta`` (β): None (default) is 2.5, the paper's TOFU value, except for a language
+    model given held-out data, where it is calibrated (see :class:`SimNPO`); a number is used
+    as given. ``gamma`` (γ, reward margin) 0, the paper's TOFU value; ``lr`` 1e-3 (Adam), at
+    most ``epochs`` = 10; ``retain_weight`` 1."""
 
-    beta: float = 2.5
+    beta: Optional[float] = None
     gamma: float = 0.0
     lr: float = 1e-3
     epochs: float = 10
@@ -89,7 +174,7 @@ class SimNPOConfig(ForgetRetainConfig):
 
 
 @register("strategy", "simnpo")
-class SimNPO(ForgetRetainStrategy):
+class SimNPO(HeldOutBeta, ForgetRetainStrategy):
     """SimNPO: NPO without a reference model, with length normalisation.
 
     Fan, Liu, Lin, Jia, Zhang, Mei & Liu, "Simplicity Prevails: Rethinking Negative
@@ -97,16 +182,25 @@ class SimNPO(ForgetRetainStrategy):
 
         L = -(2/β) · E_{D_f}[ log σ( -(β/|y|) · log π_θ(y|x) - γ ) ]
 
-    ``-(1/|y|) log π_θ(y|x)`` is the adapter's per-sample loss (the mean token NLL for a
-    language model, the cross-entropy for a classifier, where ``|y| = 1``).
+    ``-(1/|y|) log π_θ(y|x)`` is the adapter's per-sample loss (the mean token NLL ``ℓ`` for
+    a language model, the cross-entropy for a classifier, where ``|y| = 1``).
+
+    Extension (``beta=None``, a language model and held-out data given; :class:`HeldOutBeta`):
+    β = 6 / ℓ_h, with ℓ_h the original model's mean token NLL on the held-out answers, so
+    that the push fades where the forget answers score like unseen ones. With the paper's
+    β = 2.5 that point is ℓ = 2.4 nats per token.
     """
 
     config_class = SimNPOConfig
+    PAPER_BETA = 2.5
 
     def forget_step(self, batch, batch_idx):
         nll = self.adapter.per_sample_loss(batch)
-        c = self.config
-        return -(2.0 / c.beta) * F.logsigmoid(c.beta * nll - c.gamma).mean()
+        return -(2.0 / self.beta_) * F.logsigmoid(self.beta_ * nll - self.config.gamma).mean()
+
+    def calibrate_beta(self, adapter, forget_loader, holdout_loader):
+        held_out, _ = answer_nll(adapter, holdout_loader)
+        return self.FADE / max(held_out, self.FADE / 100), f"mean token NLL {held_out:.2f}"
 
 
 @dataclass
