@@ -326,11 +326,10 @@ def test_embedding_alignment_predictor_learns_the_future_windows(tiny_tofu):
     assert own > other + 0.05, (float(own), float(other))
 
 
-def test_npo_and_simnpo_calibrate_beta_on_held_out_answers_for_language_models(tiny_tofu):
+def test_simnpo_calibrates_beta_on_held_out_answers_for_language_models(tiny_tofu):
     """With held-out answers, SimNPO's default β is 6 / their mean token NLL under the original
     model, and the run trains exactly as one given that β; without them it keeps the paper's
-    2.5 and says so; a β that is set is used as given. NPO's is 6 / (answer length × the
-    held-out − forget NLL gap)."""
+    2.5 and says so; a β that is set is used as given."""
     from erasus.unlearners import ErasusUnlearner
 
     model, forget, retain, _, _ = tiny_tofu
@@ -347,8 +346,3 @@ def test_npo_and_simnpo_calibrate_beta_on_held_out_answers_for_language_models(t
     a, g, p = (dict(r.model.named_parameters()) for r in (auto, given, paper))
     assert all(torch.allclose(a[k], g[k]) for k in a)
     assert not all(torch.allclose(a[k], p[k]) for k in a)
-    with torch.no_grad():
-        length = float(torch.cat([wrap(model).token_nll(b)[1].sum(1).float() for b in forget]).mean())
-    npo_beta = 6.0 / (length * (held_nll - mean_nll(model, forget)))
-    npo = ErasusUnlearner(model, strategy="npo").fit(forget, retain, hold, **kw)
-    assert f"β {npo_beta:.3g}, calibrated on held-out answers" in npo.stop_reason, npo.stop_reason

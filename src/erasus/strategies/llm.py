@@ -67,10 +67,8 @@ class IdkNLL(ForgetRetainStrategy):
 
 @dataclass
 class DPOConfig(NPOConfig):
-    """``beta`` (β) 0.1 (TOFU's IdkDPO; not calibrated: the preference margin compares two
-    answers of the same model); ``lr`` 1e-3 (Adam), at most ``epochs`` = 10; ``retain_weight`` 1."""
-
-    beta: float = 0.1
+    """``beta`` (β) 0.1 (TOFU's IdkDPO); ``lr`` 1e-3 (Adam), at most ``epochs`` = 10;
+    ``retain_weight`` 1 (the same fields and defaults as NPO's)."""
 
 
 @register("strategy", "dpo", aliases=("idk_dpo", "idkdpo"))

@@ -22,12 +22,10 @@ from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy
 
 @dataclass
 class NPOConfig(ForgetRetainConfig):
-    """``beta`` (β) inverse temperature: None (default) is 0.1, as in the paper's
-    experiments, except for a language model given held-out data, where it is calibrated
-    (see :class:`NPO`); a number is used as given. ``lr`` 1e-3 (Adam), at most ``epochs`` = 10
-    passes over the forget set; ``retain_weight`` 1 (NPO+RT)."""
+    """``beta`` (β) inverse temperature, 0.1 as in the paper's experiments; ``lr`` 1e-3
+    (Adam), at most ``epochs`` = 10 passes over the forget set; ``retain_weight`` 1 (NPO+RT)."""
 
-    beta: Optional[float] = None
+    beta: float = 0.1
     lr: float = 1e-3
     epochs: float = 10
 
@@ -57,24 +55,23 @@ def answer_nll(adapter, loader, max_samples: int = 512):
 
 
 class HeldOutBeta:
-    """β calibrated on held-out answers for language models (``beta=None``).
+    """β calibrated on held-out answers for language models (``beta=None``); used by SimNPO.
 
-    NPO's and SimNPO's gradients are gradient ascent's weighted by ``2σ(−β·r)``, with ``r``
-    how much less likely a forget answer has become (NPO: the drop in its sequence
-    log-likelihood; SimNPO: its mean token NLL); β thus sets how far the forget answers are
-    pushed before the push fades, to 0.5% of its start at ``β·r = 6`` (``FADE``). The
-    papers' β were chosen for pretrained models, which score answers they have never seen
-    at a few nats per token. A model without that world knowledge scores them far lower
-    (12.7 nats per token on TOFU's held-out authors for ``benchmarks/tofu.py``'s model), and
-    the papers' β then stop while the forget answers are still far more likely than unseen
-    ones (forget quality 5e-4 to 1e-3). With held-out data, β is set so that the push fades
-    where the forget answers score like the held-out ones (``calibrate_beta``). FADE = 6 was
+    SimNPO's gradient is gradient ascent's weighted by ``2σ(γ − β·ℓ)``, with ``ℓ`` a forget
+    answer's mean token NLL, so β sets how far the forget answers are pushed before the push
+    fades, to 0.5% of its start at ``β·ℓ = 6`` (``FADE``, γ = 0). The paper's β was chosen
+    for pretrained models, which score answers they have never seen at a few nats per
+    token. A model without that world knowledge scores them far lower (12.7 nats per token
+    on TOFU's held-out authors for ``benchmarks/tofu.py``'s model), and the paper's β then
+    stops while the forget answers are still far more likely than unseen ones (forget
+    quality 2e-4 to 1e-3 there). With held-out data, β is set so that the push fades where
+    the forget answers score like the held-out ones (``calibrate_beta``). FADE = 6 was
     chosen on that benchmark, where the window is narrow (seed 0, SimNPO at fixed β:
     0.3 → forget quality 0.003, overshooting; 0.4 → 0.17; 0.5 → 0.56; 0.75 → 0.008); a β
     that is set is used as given. The β used is in ``stop_reason``.
     """
 
-    PAPER_BETA = 0.1
+    PAPER_BETA = 2.5
     FADE = 6.0
     calibrated_beta_: Optional[float] = None  # set by ``unlearn`` for the run
 
@@ -105,7 +102,7 @@ class HeldOutBeta:
 
 
 @register("strategy", "npo", aliases=("negative_preference_optimization",))
-class NPO(HeldOutBeta, ForgetRetainStrategy):
+class NPO(ForgetRetainStrategy):
     """Negative Preference Optimization.
 
     Zhang, Lin, Bai & Mei, "Negative Preference Optimization: From Catastrophic Collapse to
@@ -119,20 +116,14 @@ class NPO(HeldOutBeta, ForgetRetainStrategy):
     vanishes as a sample is forgotten: the loss is bounded below where gradient ascent's
     is not. ``retain_weight`` > 0 adds the retain cross-entropy (NPO+RT).
 
-    Extension (``beta=None``, a language model and held-out data given; :class:`HeldOutBeta`):
-    β = 6 / (L · (ℓ_h − ℓ_f)), with ℓ_h and ℓ_f the original model's mean token NLL on
-    held-out and forget answers and L the forget answers' mean length in tokens, so that the
-    push on an answer fades once its mean token NLL has risen to the held-out level.
+    β is not calibrated (unlike SimNPO's, :class:`HeldOutBeta`): the same rule on the
+    sequence log-ratio, β = 6 / (answer length × (held-out − forget mean token NLL)), met
+    the forget-quality goal on TOFU from scratch (0.17 on seed 0) but at retain ROUGE-L
+    0.88, collapsed NPO through LoRA (model utility 0.004) and took token masking, whose
+    loss covers a few tokens of each answer, from retain ROUGE-L 0.97 to 0.63 (measured).
     """
 
     config_class = NPOConfig
-
-    def calibrate_beta(self, adapter, forget_loader, holdout_loader):
-        held_out, _ = answer_nll(adapter, holdout_loader)
-        forget, length = answer_nll(adapter, forget_loader)
-        gap = max(held_out - forget, 0.1)
-        return (self.FADE / (length * gap),
-                f"mean token NLL {held_out:.2f} held-out vs {forget:.2f} forget, {length:.0f}-token answers")
 
     def setup(self, forget_loader, retain_loader):
         from .llm import frozen_copy
@@ -147,7 +138,7 @@ class NPO(HeldOutBeta, ForgetRetainStrategy):
         with torch.no_grad():
             ref_loss = seq(self.adapter.with_model(self.reference))
         log_ratio = ref_loss - loss  # log π_θ − log π_ref
-        beta = self.beta_
+        beta = self.config.beta
         return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
     def release(self) -> None:
