@@ -120,8 +120,8 @@ def main(argv=None):
     if args.forget_authors or args.retain_authors:
         req = subset_request(req, args.forget_authors or len(req.forget) // 20, args.retain_authors or len(req.retain) // 20)
     # held-out authors given to the strategies, disjoint from the held-out authors the evaluation uses
-    calib = full_req.holdout.records[len(req.holdout):2 * len(req.holdout)] or None
-    if calib is not None and len(calib) < len(req.holdout):
+    calib = full_req.holdout.records[len(req.holdout):2 * len(req.holdout)]
+    if len(calib) < len(req.holdout):
         calib = None
     if args.calibrate and calib is None:
         raise SystemExit("--calibrate needs held-out authors beyond the evaluated ones: use --forget-authors N "
@@ -129,6 +129,8 @@ def main(argv=None):
     tok = word_tokenizer(tofu_texts(req))
     print(f"TOFU {args.forget}: {len(req.forget)} forget, {len(req.retain)} retain, {len(req.holdout)} held-out "
           f"questions; vocabulary {len(tok)} words", flush=True)
+    hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), args.batch_size, shuffle=False)
+            if calib is not None else None)
     rows = []
     # TOFU's protocol: one finetuned model and one retain-only model; seeds vary the unlearning runs
     full, _ = train_lm(req.forget.records + req.retain.records, tok, args, args.model_seed, cache, "full")
@@ -152,8 +154,6 @@ def main(argv=None):
                 warnings.simplefilter("ignore")
                 llm = LLMUnlearner(full, strategy=strategy, tokenizer=tok, lora=lora)
                 t0 = time.perf_counter()
-                hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), args.batch_size, shuffle=False)
-                        if calib is not None else None)
                 extra = {"stopping": "calibrated"} if args.calibrate and strategy not in ONE_SHOT else {}
                 res = llm.fit(forget_loader(req, tok, args, strategy, seed), retain, hold, progress=False, seed=seed,
                               **extra)

@@ -34,73 +34,6 @@ class NPOConfig(ForgetRetainConfig):
         self._check_positive("beta")
 
 
-@torch.no_grad()
-def answer_nll(adapter, loader, max_samples: int = 512):
-    """A language model's mean token NLL of the answers in ``loader`` (at most
-    ``max_samples`` of them, a fixed subsample) and their mean number of scored tokens."""
-    from ..utils.data import subsample_loader
-
-    model = adapter.model
-    was = model.training
-    model.eval()
-    nll, n = [], []
-    try:
-        for b in subsample_loader(loader, max_samples, seed=3):
-            t, m = adapter.token_nll(b)
-            nll.append((t.sum(1) / m.sum(1)).float().cpu())
-            n.append(m.sum(1).float().cpu())
-    finally:
-        model.train(was)
-    return float(torch.cat(nll).mean()), float(torch.cat(n).mean())
-
-
-class HeldOutBeta:
-    """β calibrated on held-out answers for language models (``beta=None``); used by SimNPO.
-
-    SimNPO's gradient is gradient ascent's weighted by ``2σ(γ − β·ℓ)``, with ``ℓ`` a forget
-    answer's mean token NLL, so β sets how far the forget answers are pushed before the push
-    fades, to 0.5% of its start at ``β·ℓ = 6`` (``FADE``, γ = 0). The paper's β was chosen
-    for pretrained models, which score answers they have never seen at a few nats per
-    token. A model without that world knowledge scores them far lower (12.7 nats per token
-    on TOFU's held-out authors for ``benchmarks/tofu.py``'s model), and the paper's β then
-    stops while the forget answers are still far more likely than unseen ones (forget
-    quality 2e-4 to 1e-3 there). With held-out data, β is set so that the push fades where
-    the forget answers score like the held-out ones (``calibrate_beta``). FADE = 6 was
-    chosen on that benchmark, where the window is narrow (seed 0, SimNPO at fixed β:
-    0.3 → forget quality 0.003, overshooting; 0.4 → 0.17; 0.5 → 0.56; 0.75 → 0.008); a β
-    that is set is used as given. The β used is in ``stop_reason``.
-    """
-
-    PAPER_BETA = 2.5
-    FADE = 6.0
-    calibrated_beta_: Optional[float] = None  # set by ``unlearn`` for the run
-
-    @property
-    def beta_(self) -> float:
-        """The β in use: the configured value, else the run's calibrated one, else the paper's."""
-        return self.config.beta or self.calibrated_beta_ or self.PAPER_BETA
-
-    def calibrate_beta(self, adapter, forget_loader, holdout_loader):
-        """``(β, description)`` for this model and data."""
-        raise NotImplementedError  # abstract
-
-    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, **kwargs):
-        from ..models import wrap
-
-        adapter = wrap(model)
-        self.calibrated_beta_ = None
-        note = ""
-        if self.config.beta is None and hasattr(adapter, "token_nll"):
-            if holdout_loader is not None:
-                self.calibrated_beta_, how = self.calibrate_beta(adapter, forget_loader, holdout_loader)
-                note = f" (β {self.beta_:.3g}, calibrated on held-out answers: {how})"
-            else:
-                note = f" (β {self.beta_:g}, the paper's; pass held-out data to calibrate it to this model)"
-        res = super().unlearn(model, forget_loader, retain_loader, holdout_loader, **kwargs)
-        res.stop_reason += note
-        return res
-
-
 @register("strategy", "npo", aliases=("negative_preference_optimization",))
 class NPO(ForgetRetainStrategy):
     """Negative Preference Optimization.
@@ -116,7 +49,7 @@ class NPO(ForgetRetainStrategy):
     vanishes as a sample is forgotten: the loss is bounded below where gradient ascent's
     is not. ``retain_weight`` > 0 adds the retain cross-entropy (NPO+RT).
 
-    β is not calibrated (unlike SimNPO's, :class:`HeldOutBeta`): the same rule on the
+    β is not calibrated (unlike SimNPO's, :class:`SimNPO`): the same rule on the
     sequence log-ratio, β = 6 / (answer length × (held-out − forget mean token NLL)), met
     the forget-quality goal on TOFU from scratch (0.17 on seed 0) but at retain ROUGE-L
     0.88, collapsed NPO through LoRA (model utility 0.004) and took token masking, whose
@@ -165,7 +98,7 @@ class SimNPOConfig(ForgetRetainConfig):
 
 
 @register("strategy", "simnpo")
-class SimNPO(HeldOutBeta, ForgetRetainStrategy):
+class SimNPO(ForgetRetainStrategy):
     """SimNPO: NPO without a reference model, with length normalisation.
 
     Fan, Liu, Lin, Jia, Zhang, Mei & Liu, "Simplicity Prevails: Rethinking Negative
@@ -176,22 +109,53 @@ class SimNPO(HeldOutBeta, ForgetRetainStrategy):
     ``-(1/|y|) log π_θ(y|x)`` is the adapter's per-sample loss (the mean token NLL ``ℓ`` for
     a language model, the cross-entropy for a classifier, where ``|y| = 1``).
 
-    Extension (``beta=None``, a language model and held-out data given; :class:`HeldOutBeta`):
-    β = 6 / ℓ_h, with ℓ_h the original model's mean token NLL on the held-out answers, so
-    that the push fades where the forget answers score like unseen ones. With the paper's
-    β = 2.5 that point is ℓ = 2.4 nats per token.
+    Its gradient is gradient ascent's weighted by ``2σ(γ − β·ℓ)``, so β sets how far the
+    forget answers are pushed before the push fades, to 0.5% of its start at ``β·ℓ = 6``
+    (``FADE``, γ = 0): with the paper's β = 2.5, at ℓ = 2.4 nats per token. That β was chosen
+    for pretrained models, which score answers they have never seen at a few nats per
+    token. A model without that world knowledge scores them far lower (12.7 nats per token
+    on TOFU's held-out authors for ``benchmarks/tofu.py``'s model), and β = 2.5 then stops
+    while the forget answers are still far more likely than unseen ones (forget quality
+    2e-4 to 1e-3 there). Extension (``beta=None``, a language model and held-out data
+    given): β = 6 / ℓ_h, with ℓ_h the original model's mean token NLL on the held-out
+    answers, so that the push fades where the forget answers score like unseen ones.
+    FADE = 6 was chosen on that benchmark, where the window is narrow (seed 0, fixed β:
+    0.3 → forget quality 0.003, overshooting; 0.4 → 0.17; 0.5 → 0.56; 0.75 → 0.008). A β
+    that is set is used as given. The β used is in ``stop_reason``.
     """
 
     config_class = SimNPOConfig
     PAPER_BETA = 2.5
+    FADE = 6.0
+    calibrated_beta_: Optional[float] = None  # set by ``unlearn`` for the run
+
+    @property
+    def beta_(self) -> float:
+        """The β in use: the configured value, else the run's calibrated one, else the paper's."""
+        return self.config.beta or self.calibrated_beta_ or self.PAPER_BETA
 
     def forget_step(self, batch, batch_idx):
         nll = self.adapter.per_sample_loss(batch)
         return -(2.0 / self.beta_) * F.logsigmoid(self.beta_ * nll - self.config.gamma).mean()
 
-    def calibrate_beta(self, adapter, forget_loader, holdout_loader):
-        held_out, _ = answer_nll(adapter, holdout_loader)
-        return self.FADE / max(held_out, self.FADE / 100), f"mean token NLL {held_out:.2f}"
+    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, **kwargs):
+        from ..core.trainer import split_stats
+        from ..models import wrap
+        from ..utils.data import subsample_loader
+
+        adapter = wrap(model)
+        self.calibrated_beta_ = None
+        note = ""
+        if self.config.beta is None and hasattr(adapter, "token_nll"):  # language models
+            if holdout_loader is not None:
+                held_out = float(split_stats(adapter, subsample_loader(holdout_loader, 512, seed=3))["loss"].mean())
+                self.calibrated_beta_ = self.FADE / max(held_out, self.FADE / 100)
+                note = f" (β {self.beta_:.3g}, calibrated on held-out answers: mean token NLL {held_out:.2f})"
+            else:
+                note = f" (β {self.beta_:g}, the paper's; pass held-out data to calibrate it to this model)"
+        res = super().unlearn(model, forget_loader, retain_loader, holdout_loader, **kwargs)
+        res.stop_reason += note
+        return res
 
 
 @dataclass
