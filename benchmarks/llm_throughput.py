@@ -25,6 +25,7 @@ recognised GPU); on a CPU the table gives the achieved TFLOP/s only.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -95,8 +97,6 @@ def seq_nll(model, b):
 
 def plain_loop(model, forget, retain, steps, lr, beta, device, autocast):
     """NPO + retain NLL, written plainly: fixed-length padding, reference forward each step."""
-    import copy
-
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -174,8 +174,6 @@ def main(argv=None):
           f"{args.batch_size} forget + {args.batch_size} retain sequences", flush=True)
 
     # plain: padded to max_length, shuffled
-    from torch.utils.data import DataLoader
-
     coll = QACollator(tok, max_length=args.max_length)
 
     def pad_full(records):
@@ -194,8 +192,6 @@ def main(argv=None):
                               generator=g)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else (
         lambda: torch.autocast("cpu", enabled=False))
-    import copy
-
     m_plain = copy.deepcopy(model)
     s_plain, t_plain, r_plain = plain_loop(m_plain, forget_plain, retain_plain, args.steps, args.lr, 0.1, device,
                                            autocast)
