@@ -100,20 +100,13 @@ def plain_loop(model, forget, retain, steps, lr, beta, device, autocast):
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
+    from erasus.utils.data import cycle
+
     tokens = ref_tokens = 0
-    fi, ri = iter(forget), iter(retain)
+    fi, ri = cycle(forget), cycle(retain)
     t0 = time.perf_counter()
     for _ in range(steps):
-        try:
-            fb = next(fi)
-        except StopIteration:
-            fi = iter(forget)
-            fb = next(fi)
-        try:
-            rb = next(ri)
-        except StopIteration:
-            ri = iter(retain)
-            rb = next(ri)
+        fb, rb = next(fi), next(ri)
         fb = {k: v.to(device) for k, v in fb.items() if torch.is_tensor(v)}
         rb = {k: v.to(device) for k, v in rb.items() if torch.is_tensor(v)}
         with autocast():

@@ -103,7 +103,6 @@ class SCRUB(LossStrategy):
         self.teacher = copy.deepcopy(self.model).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self._n_forget_batches = len(forget_loader)
 
     def use_forget_phase(self, epoch: int) -> bool:
         return epoch < self.config.max_epochs_forget
