@@ -16,8 +16,17 @@ retain data only (same steps; forget accuracy after), int8 and int4 weight quant
 (forget accuracy), and a linear probe for the forget labels on frozen features, each
 next to the retrained model under the same attack.
 
+Part C, the cheat gallery (``erasus.testing``): models that must FAIL every verification
+entry point (the untouched original, a re-initialised model, the forgotten class's logit
+lowered by 5 / 30 / 1e4, its logits divided by a temperature, its output row zeroed, lookup
+tables that change only the forget samples' outputs) and a model retrained with another seed,
+which must PASS; scikit-learn digits and the bundled Fashion-MNIST, class forgetting and
+random requests of 30, 120 and 1,000 samples, ``--gallery-seeds`` seeds. Each entry point is
+given the untouched original for its power check.
+
     python benchmarks/verification.py                      # ~25 min on 2 CPU cores
     python benchmarks/verification.py --part b --strategies negative_gradient,scrub
+    python benchmarks/verification.py --part c             # the gallery, ~40 min
 """
 from __future__ import annotations
 
@@ -63,9 +72,9 @@ def part_a(args, cache: Path):
         np.savez(tmp, scores=shadows.scores, members=shadows.members, train_seconds=shadows.train_seconds)
         os.replace(tmp, path)
     conf = 1.0 / (1.0 + np.exp(-shadows.scores))  # p_y from phi = logit(p_y)
-    rows = {k: [] for k in ("loss threshold", "LiRA online", "LiRA offline", "LiRA online, per-example variance",
-                            "LiRA offline, per-example variance", "RMIA (all references)",
-                            "RMIA offline (OUT references)")}
+    rows = {k: [] for k in ("loss threshold", "LiRA online", "LiRA offline", "LiRA offline, one-sided (the paper's text)",
+                            "LiRA online, per-example variance", "LiRA offline, per-example variance",
+                            "RMIA (all references)", "RMIA offline (OUT references)")}
     M = shadows.n_models
     for t in range(M):
         keep = np.arange(M) != t
@@ -74,6 +83,8 @@ def part_a(args, cache: Path):
         rows["loss threshold"].append(roc_summary(shadows.scores[t], y))
         rows["LiRA online"].append(roc_summary(lira_scores(shadows.scores[t], s, mem, online=True), y))
         rows["LiRA offline"].append(roc_summary(lira_scores(shadows.scores[t], s, mem, online=False), y))
+        rows["LiRA offline, one-sided (the paper's text)"].append(
+            roc_summary(lira_scores(shadows.scores[t], s, mem, online=False, convention="paper"), y))
         for online in (True, False):
             rows[f"LiRA {'online' if online else 'offline'}, per-example variance"].append(
                 roc_summary(lira_scores(shadows.scores[t], s, mem, online=online, fix_variance=False), y))
@@ -117,7 +128,63 @@ def part_b(args, cache: Path, strategies):
     return out
 
 
-def markdown(a, b, meta) -> str:
+GALLERY_GRID = (("digits", "class", None), ("digits", "sample", 30), ("digits", "sample", 120),
+                ("fmnist_small", "class", None), ("fmnist_small", "sample", 30), ("fmnist_small", "sample", 120),
+                ("fmnist_small", "sample", 1000))
+
+
+def part_c(args, cache: Path):
+    from erasus.evaluation.protocols import digits_task, fashion_mnist_small_task
+    from erasus.testing import judge_gallery
+
+    tasks = {"digits": digits_task(cache_dir=cache), "fmnist_small": fashion_mnist_small_task(cache_dir=cache)}
+    rows = []
+    for task_name, kind, size in GALLERY_GRID:
+        for seed in range(args.gallery_seeds):
+            t = time.perf_counter()
+            res = judge_gallery(tasks[task_name], kind, seed, size, forget_class=3 if task_name == "digits" else 1)
+            for model, verdicts in res.items():
+                rows.append({"task": task_name, "kind": kind, "size": size, "seed": seed, "model": model, **verdicts})
+            print(f"{task_name} {kind} {size or ''} seed {seed} ({time.perf_counter() - t:.0f} s): "
+                  + "  ".join(f"{m}: " + "/".join(v[:4] for v in r.values()) for m, r in res.items()), flush=True)
+    return rows
+
+
+def gallery_markdown(gallery) -> list:
+    from erasus.testing import ENTRY_POINTS
+
+    c, m = gallery["rows"], gallery["meta"]
+    lines = ["## C. The cheat gallery", "",
+             f"`{m['command']}` on {m['date']} ({m['machine']}; torch {m['torch']}); {m['total_min']:.1f} min.", "",
+             "Every cheat must FAIL (or be INCONCLUSIVE where the request is too small to tell), the model "
+             "retrained with another seed must PASS (or be INCONCLUSIVE where too small). Each cell counts the "
+             "verdicts over seeds: P = PASS, F = FAIL, I = INCONCLUSIVE, p = PARTIAL. Entry points, each given the "
+             "untouched original for its power check: `UnlearningBenchmark` with a retrained model (retrain) and "
+             "with held-out data only (holdout), `UnlearningVerifier` with and without the retrained model, "
+             "`UnlearningVerificationSuite`. Models: `erasus.testing.cheat_gallery`.", ""]
+    head = "| request | model | " + " | ".join(ENTRY_POINTS) + " |"
+    lines += [head, "|---" * (len(ENTRY_POINTS) + 2) + "|"]
+    abbrev = {"PASS": "P", "FAIL": "F", "INCONCLUSIVE": "I", "PARTIAL": "p"}
+    bad = 0
+    for task, kind, size in dict.fromkeys((r["task"], r["kind"], r["size"]) for r in c):
+        rs = [r for r in c if (r["task"], r["kind"], r["size"]) == (task, kind, size)]
+        req = f"{task} {'class' if kind == 'class' else f'{size} random'}"
+        for model in dict.fromkeys(r["model"] for r in rs):
+            cells = []
+            for e in ENTRY_POINTS:
+                vs = [r[e] for r in rs if r["model"] == model]
+                counts = {abbrev[v]: vs.count(v) for v in dict.fromkeys(vs)}
+                cells.append(" ".join(f"{n}{k}" for k, n in counts.items()))
+                bad += sum(v == "PASS" for v in vs) if model != "retrained" else sum(v in ("FAIL", "PARTIAL")
+                                                                                    for v in vs)
+            lines.append(f"| {req} | {model} | " + " | ".join(cells) + " |")
+    n_seeds = len({r["seed"] for r in c})
+    lines += ["", f"{n_seeds} seeds per request. Verdicts against the rule (a cheat PASSing, the retrained model "
+                  f"FAILing or PARTIAL): **{bad}**.", ""]
+    return lines
+
+
+def markdown(a, b, meta, c=None) -> str:
     lines = ["# Verification benchmark", "",
              f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
              f"{meta['total_min']:.1f} min.", ""]
@@ -126,7 +193,9 @@ def markdown(a, b, meta) -> str:
                   f"{a['n_models']} models of the protocol's CNN recipe ({a['epochs']} epochs, no augmentation), each "
                   f"trained on a random half of {a['population']} Fashion-MNIST training images (each image IN for "
                   f"exactly half of them; {a['shadow_train_seconds'] / 60:.1f} min of training). Leave-one-out: every "
-                  "model is the target once, the others are its shadows / references; mean over targets.", "",
+                  "model is the target once, the others are its shadows / references; mean over targets. LiRA "
+                  "as the authors' code computes it (`erasus.metrics.lira.lira_scores`: median, ddof 0, their fixed "
+                  "variance, a two-sided offline test), and the one-sided offline test the paper describes.", "",
                   "| attack | AUC | TPR @ 0.1% FPR | TPR @ 1% FPR |", "|---|---|---|---|"]
         for k, v in a["attacks"].items():
             lines.append(f"| {k} | {v['auc']:.3f} | {100 * v['tpr@0.1%fpr']:.2f}% | {100 * v['tpr@1%fpr']:.2f}% |")
@@ -154,24 +223,28 @@ def markdown(a, b, meta) -> str:
                 lines.append(f"| {r['method']} | " + " | ".join(
                     f"{100 * r[k]:.1f}" if k in r else "-" for k, _ in ATTACK_KEYS) + f" | {d:.1f} |")
             lines.append("")
+    if c:
+        lines += gallery_markdown(c)
     return "\n".join(lines)
 
 
-def merge_previous(path: Path, a, b):
+def merge_previous(path: Path, a, b, c=None):
     """Keep what an earlier run measured: the other part when only one part ran, and the
     rows of strategies this run did not measure."""
     if not path.exists():
-        return a, b
+        return a, b, c
     old = json.loads(path.read_text())
     if a is None:
         a = old.get("membership")
+    if c is None:
+        c = old.get("gallery")
     if old.get("attacks"):
         new = {(r["scenario"], r["method"]) for r in (b or [])}
         kept = [r for r in old["attacks"] if (r["scenario"], r["method"]) not in new]
         b = kept + (b or [])
         order = {"retrain": 0, "original": 1}
         b.sort(key=lambda r: (r["scenario"], order.get(r["method"], 2)))
-    return a, b
+    return a, b, c
 
 
 def main(argv=None):
@@ -179,7 +252,8 @@ def main(argv=None):
     from erasus.experiments import run_meta
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", default="ab", help="a, b or ab")
+    p.add_argument("--part", default="ab", help="any of a, b, c (e.g. ab, c)")
+    p.add_argument("--gallery-seeds", type=int, default=5)
     p.add_argument("--shadows", type=int, default=16)
     p.add_argument("--population", type=int, default=8000)
     p.add_argument("--epochs", type=int, default=30)
@@ -198,14 +272,18 @@ def main(argv=None):
     t0 = time.perf_counter()
     a = part_a(args, cache) if "a" in args.part else None
     b = part_b(args, cache, names) if "b" in args.part else None
-    a, b = merge_previous(Path(args.out) / "verification.json", a, b)
+    c = part_c(args, cache) if "c" in args.part else None
     meta = run_meta("verification.py", argv, total_min=(time.perf_counter() - t0) / 60)
+    if c is not None:
+        c = {"meta": meta, "rows": c}
+    a, b, c = merge_previous(Path(args.out) / "verification.json", a, b, c)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from erasus.utils.io import atomic_write_text
 
-    atomic_write_text(out / "verification.json", json.dumps({"meta": meta, "membership": a, "attacks": b}, indent=1))
-    md = markdown(a, b, meta)
+    atomic_write_text(out / "verification.json", json.dumps({"meta": meta, "membership": a, "attacks": b,
+                                                             "gallery": c}, indent=1))
+    md = markdown(a, b, meta, c)
     atomic_write_text(out / "verification.md", md)
     print(md)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from erasus.core.trainer import split_stats
+from erasus.core.stats import split_stats
 from erasus.metrics import MetricSuite
 from erasus.models import wrap
 
@@ -98,6 +98,14 @@ def test_attacks_separate_the_original_from_the_retrained_model(fmnist_small):
     assert rs["relearn_forget_accuracy_before"]["model"] < 0.05          # it looks forgotten ...
     assert rs["probe_forget_accuracy"]["model"] > 0.9                      # ... its features say otherwise
     assert rs["probe_forget_accuracy"]["model"] > rs["probe_forget_accuracy"]["gold"] + 0.05
+    # and the verification suite fails it, on the representation rows, with an interval, not two numbers
+    from erasus.certification import UnlearningVerificationSuite
+
+    rep = UnlearningVerificationSuite(n_bootstrap=100).run(suppressed, gold, split.forget, split.retain, split.test,
+                                                           split.holdout, original_model=original)
+    rows = {r.value_name: r for r in rep.results}
+    assert rep.verdict == "FAIL" and rows["refit_forget_accuracy"].verdict == "FAIL", rep.summary()
+    assert rows["refit_forget_accuracy"].delta_ci[0] > 0.10, rep.summary()
 
 
 def test_rmia_with_the_retrained_reference_flags_the_original_and_not_the_retrained_model(fmnist_random_models):
@@ -117,7 +125,7 @@ def test_verification_suite_fails_the_original_and_passes_a_retrained_model(fmni
     run = lambda m: suite.run(m, gold, split.forget, split.retain, split.test, split.holdout)  # noqa: E731
     rep_o, rep_r = run(original), run(fmnist_small.gold(split, 1))  # another seed's retrained model
     families = {r.family for r in rep_o.results}
-    assert families == {"membership", "extraction", "relearning"} and not rep_o.skipped
+    assert families == {"membership", "extraction", "representation", "relearning"} and not rep_o.skipped
     assert rep_o.verdict == "FAIL" and rep_r.verdict == "PASS", rep_r.summary()
     assert any(r.family == "membership" and not r.passed for r in rep_o.results), rep_o.summary()
     text = rep_o.summary()

@@ -90,7 +90,7 @@ def test_guide_module_trainer_example_runs_with_early_stopping(tiny):
 
 
 def test_monitor_restores_the_best_checkpoint(tiny):
-    from erasus.core.trainer import split_stats
+    from erasus.core.stats import split_stats
     from erasus.models import wrap
     from erasus.utils.data import subsample_loader
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import accuracy_score
 
-from erasus.core.trainer import loss_auc, split_stats
+from erasus.core.stats import loss_auc, split_stats
 from erasus.metrics import MetricSuite
 from erasus.models import wrap
 from erasus.selectors._common import per_sample_grad_norms

@@ -1,5 +1,6 @@
 """TOFU data loading (the shipped files) and TOFU's metric formulas against hand computation."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -24,6 +25,23 @@ def test_tofu_request_splits_are_the_documented_partition():
     assert "paraphrased_answer" in ev
     assert len(req.real_authors) == 100 and len(req.world_facts) == 117
     assert len(load_idk()) == 100
+
+
+def test_tofu_loads_from_the_package_without_a_data_folder_or_variable(monkeypatch, tmp_path):
+    """A user's fresh install: no ../shared, no $ERASUS_TOFU_DIR, run from another folder."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("ERASUS_TOFU_DIR", raising=False)
+    code = ("import os; from erasus.data.datasets.tofu import tofu_request, load_idk; r = tofu_request('forget05'); "
+            "print(len(r.forget), len(r.retain), len(r.holdout), len(r.forget_eval), len(load_idk()))")
+    env = {k: v for k, v in os.environ.items() if k != "ERASUS_TOFU_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["200", "3800", "200", "200", "100"]
+    from erasus.data.datasets import tofu as T
+
+    assert T.default_root() is None  # nothing is looked up in the folders around the checkout
 
 
 def test_tofu_errors_name_what_was_expected(tmp_path):

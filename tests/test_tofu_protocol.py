@@ -43,7 +43,7 @@ def test_tofu_scores_and_protocol_rank_models(world):
     assert s_full["forget_prob"] > 2 * s_gold2["forget_prob"]
     assert s_full["min_k_auc"] > 0.9 and abs(s_gold2["min_k_auc"] - 0.5) < abs(s_full["min_k_auc"] - 0.5)
     assert s_gold2["forget_quality"] > s_full["forget_quality"] and s_gold2["forget_quality"] >= 0.05
-    assert s_full["privleak"] > abs(s_gold2["privleak"])
+    assert s_full["privleak"] < -abs(s_gold2["privleak"])  # MUSE's sign: a memorising model is strongly negative
     assert 0 < s_full["model_utility"] <= 1
     bench = UnlearningBenchmark(protocol="tofu")
     rep_full = bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok)

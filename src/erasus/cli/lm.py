@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     src.add_argument("--tofu", help="TOFU forget split (forget01/05/10): its retain split is the retain data")
     src.add_argument("--forget", help='JSON list of {"question", "answer"} to forget')
     p.add_argument("--retain", help="JSON list of retain pairs (with --forget)")
-    p.add_argument("--tofu-dir", default=None, help="folder of the TOFU files (default: ERASUS_TOFU_DIR or shipped)")
+    p.add_argument("--tofu-dir", default=None, help="folder of TOFU JSON files (default: $ERASUS_TOFU_DIR, else the copy shipped with Erasus)")
     p.add_argument("--strategy", default="npo")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only (merged into the saved model)")
     p.add_argument("--lr", type=float, default=None)

@@ -132,7 +132,28 @@ class BaseMetric(Configurable):
     reference: Dict[str, Any] = {}
     registered_name: str = ""
     supports: Tuple[str, ...] = ("*",)
+    #: True when ``compute`` reads nothing but ``ctx.stats`` / ``ctx.lm_stats``: the
+    #: verification suite then bootstraps it on resampled views of the context
+    resamplable: bool = False
 
     def compute(self, ctx) -> Dict[str, float]:
         """Measure on an :class:`~erasus.metrics.context.EvalContext` (model, splits, gold)."""
         raise NotImplementedError  # abstract
+
+    def samples(self, ctx) -> Dict[str, "np.ndarray"]:
+        """Per-sample values whose means are ``compute``'s values, for metrics that are
+        means over evaluation samples (correctness after an attack, a membership decision):
+        the verification suite and the benchmark bootstrap them, paired with the retrained
+        model's values on the same samples. ``{}`` for metrics that are not such means."""
+        return {}
+
+
+class MeanMetric(BaseMetric):
+    """A metric whose values are means of per-sample values: subclasses implement
+    :meth:`samples`; ``compute`` averages them."""
+
+    def samples(self, ctx) -> Dict[str, "np.ndarray"]:
+        raise NotImplementedError  # abstract
+
+    def compute(self, ctx) -> Dict[str, float]:
+        return {k: float(np.mean(v)) if len(v) else float("nan") for k, v in self.samples(ctx).items()}

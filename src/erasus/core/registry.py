@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import threading
 from typing import Callable, Dict, Iterable, List, Optional
 
 from .exceptions import UnknownNameError
@@ -27,6 +28,10 @@ _BUILTIN_PACKAGES = {
     "metric": "erasus.metrics",
 }
 _loaded: set = set()
+#: guards the tables and the first import of the built-in packages: two threads doing their
+#: first look-up at once must both see the registered components (re-entrant: importing a
+#: package runs ``register`` in the same thread)
+_LOCK = threading.RLock()
 
 
 def _check_kind(kind: str) -> None:
@@ -35,9 +40,12 @@ def _check_kind(kind: str) -> None:
 
 
 def _ensure_loaded(kind: str) -> None:
-    if kind not in _loaded:
-        _loaded.add(kind)
-        importlib.import_module(_BUILTIN_PACKAGES[kind])
+    if kind in _loaded:
+        return
+    with _LOCK:
+        if kind not in _loaded:
+            importlib.import_module(_BUILTIN_PACKAGES[kind])
+            _loaded.add(kind)  # only once the package's components are registered
 
 
 def _normalise(name: str) -> str:
@@ -50,13 +58,14 @@ def register(kind: str, name: str, aliases: Iterable[str] = ()) -> Callable[[typ
     key = _normalise(name)
 
     def deco(cls: type) -> type:
-        existing = _REGISTRY[kind].get(key)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"{kind} {key!r} is already registered to {existing.__qualname__}.")
-        _REGISTRY[kind][key] = cls
-        for alias in aliases:
-            _ALIASES[kind][_normalise(alias)] = key
-        cls.registered_name = key
+        with _LOCK:
+            existing = _REGISTRY[kind].get(key)
+            if existing is not None and existing is not cls:
+                raise ValueError(f"{kind} {key!r} is already registered to {existing.__qualname__}.")
+            _REGISTRY[kind][key] = cls
+            for alias in aliases:
+                _ALIASES[kind][_normalise(alias)] = key
+            cls.registered_name = key
         return cls
 
     return deco

@@ -73,6 +73,7 @@ from ..utils.data import check_nonempty, cycle, is_class_forgetting, subsample_l
 from ..utils.misc import seed_everything, seeded_loaders, snapshot
 from .config import BaseConfig
 from .exceptions import ConfigError, DivergenceError
+from .stats import loss_auc, split_stats  # noqa: F401  (re-exported: measuring lives in core.stats)
 
 
 @dataclass
@@ -167,49 +168,6 @@ class Callback:
     def on_fit_end(self, trainer, module, result: UnlearningResult) -> None: ...
 
 
-@torch.no_grad()
-def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.ndarray]:
-    """Per-sample losses, correctness and labels of ``adapter``'s model on ``loader``
-    (with ``with_entropy``, also the prediction entropy and modified entropy). For
-    classifiers also ``phi``, the logit-scaled confidence ``z_y − logsumexp_{j≠y} z_j``
-    computed in float64 from the logits: exact even where the float32 loss has rounded
-    to 0 (confidently fitted training samples, the ones membership attacks care about)."""
-    model = adapter.model
-    was = model.training
-    model.eval()
-    losses, correct, labels, entropy, m_entropy, phi = [], [], [], [], [], []
-    try:
-        for batch in loader:
-            if adapter.family != "classifier":  # language models: loss and token accuracy per sample
-                if hasattr(adapter, "loss_and_accuracy"):
-                    loss, acc = adapter.loss_and_accuracy(batch)
-                    correct.append(acc.cpu())
-                else:
-                    loss = adapter.per_sample_loss(batch)
-                losses.append(loss.float().cpu())
-                continue
-            logits, y = adapter.logits_and_labels(batch)
-            losses.append(adapter.per_sample_loss(batch, logits=logits).float().cpu())
-            correct.append((logits.argmax(1) == y).cpu())
-            labels.append(y.cpu())
-            phi.append(logit_margin(logits, y).cpu())
-            if with_entropy:
-                e, me = _entropies(logits.float(), y)
-                entropy.append(e.cpu())
-                m_entropy.append(me.cpu())
-    finally:
-        model.train(was)
-    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)
-    if adapter.family != "classifier":
-        loss = cat(losses)
-        acc = cat(correct).astype(np.float64) if correct else np.full(len(loss), np.nan)
-        return {"loss": loss, "correct": acc, "label": np.zeros(len(loss), dtype=np.int64)}
-    out = {"loss": cat(losses), "correct": cat(correct).astype(np.float64), "label": cat(labels), "phi": cat(phi)}
-    if with_entropy:
-        out["entropy"], out["m_entropy"] = cat(entropy), cat(m_entropy)
-    return out
-
-
 def distributed_context():
     """``(torch.distributed, rank, world_size)`` when several processes train together (e.g.
     under ``accelerate launch``, which initialises the process group), else ``(None, 0, 1)``."""
@@ -243,37 +201,6 @@ def average_gradients(params, dist, world: int) -> None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad)
         p.grad.div_(world)
-
-
-def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j`` per sample, in float64."""
-    z = logits.detach().double()
-    onehot = torch.nn.functional.one_hot(y, z.shape[1]).bool()
-    return z[onehot] - torch.logsumexp(z.masked_fill(onehot, float("-inf")), dim=1)
-
-
-def _entropies(logits: torch.Tensor, y: torch.Tensor):
-    """Prediction entropy and Song & Mittal's modified entropy
-    ``-(1 - p_y) log p_y - Σ_{i≠y} p_i log(1 - p_i)`` per sample (both lower for members)."""
-    logp = torch.log_softmax(logits, -1)
-    p = logp.exp()
-    entropy = -(p * logp).sum(1)
-    log1m = torch.log1p(-p.clamp(max=1 - 1e-7))
-    onehot = torch.nn.functional.one_hot(y, logits.shape[1]).bool()
-    py, logpy = p[onehot], logp[onehot]
-    m_entropy = -(1 - py) * logpy - (p * log1m).masked_fill(onehot, 0.0).sum(1)
-    return entropy, m_entropy
-
-
-def loss_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float:
-    """AUC of the loss-threshold attack: P(member loss < non-member loss), ties half."""
-    from sklearn.metrics import roc_auc_score
-
-    if len(member_losses) == 0 or len(nonmember_losses) == 0:
-        return float("nan")
-    y = np.r_[np.ones(len(member_losses)), np.zeros(len(nonmember_losses))]
-    s = -np.r_[member_losses, nonmember_losses]
-    return float(roc_auc_score(y, s))
 
 
 class UnlearningTrainer:

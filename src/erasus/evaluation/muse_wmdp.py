@@ -29,15 +29,19 @@ WMDP_SUBJECTS = {"bio": "biology", "cyber": "computer security", "chem": "chemis
 
 class TextCollator:
     """Plain texts as causal-LM batches with every token scored (MUSE's corpora and PrivLeak
-    texts): truncated to ``max_length`` tokens, right-padded; the text rides along under
-    ``"text"`` for the zlib attack."""
+    texts), encoded as MUSE and the Min-K% authors do: the tokenizer's BOS first where it
+    adds one, no EOS, every token after the first scored; ``max_length``: truncate to that
+    many tokens (``None``, the default, keeps whole texts as the reference code does);
+    right-padded; the text rides along under ``"text"`` for the zlib attack."""
 
-    def __init__(self, tokenizer, max_length: int = 256):
+    def __init__(self, tokenizer, max_length: Optional[int] = None):
         self.tok, self.max_length = tokenizer, max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def __call__(self, texts: List[str]) -> Dict:
-        ids = [self.tok(t, add_special_tokens=False)["input_ids"][: self.max_length] for t in texts]
+        from ..models.causal_lm import encode_prompt
+
+        ids = [encode_prompt(self.tok, t)[: self.max_length] for t in texts]
         if any(len(i) < 2 for i in ids):
             raise DataError("Every text needs at least two tokens (one to predict from, one to score).")
         x, att = pad_rows(ids, self.pad_id)
@@ -45,47 +49,69 @@ class TextCollator:
         return {"input_ids": x, "attention_mask": att, "labels": labels, "text": list(texts)}
 
 
+#: where MUSE cuts a KnowMem answer (``metrics/knowmem.py``)
+KNOWMEM_STOP = ("\n\n", "\nQuestion", "Question:")
+
+
 def _qa_prompt(question: str, icl: Sequence[dict] = ()) -> str:
+    """MUSE's KnowMem prompt: the in-context examples, then ``Question: …\nAnswer: `` (with the
+    trailing space)."""
     shots = "".join(f"Question: {e['question']}\nAnswer: {e['answer']}\n\n" for e in icl)
-    return shots + f"Question: {question}\nAnswer:"
+    return shots + f"Question: {question}\nAnswer: "
+
+
+def _cut(text: str, stops: Sequence[str] = KNOWMEM_STOP) -> str:
+    for word in stops:
+        text = text.split(word)[0]
+    return text
 
 
 def knowmem(model, tokenizer, qa: Sequence[dict], icl: Sequence[dict] = (), max_new_tokens: int = 32) -> float:
-    """MUSE's KnowMem: mean ROUGE-L F1 of the greedy answers (first line) to ``qa``, each
-    prompted after the in-context examples ``icl``."""
-    out = generate_text(model, tokenizer, [_qa_prompt(q["question"], icl) for q in qa], max_new_tokens)
-    return float(rouge_l([o.split("\n")[0] for o in out], [q["answer"] for q in qa], "fmeasure").mean())
+    """MUSE's KnowMem: mean ROUGE-L F1 (no stemming) of the greedy answers to ``qa``, each
+    prompted after the in-context examples ``icl`` and cut where MUSE cuts it (a blank line
+    or the next ``Question``)."""
+    out = generate_text(model, tokenizer, [_qa_prompt(q["question"], icl) for q in qa], max_new_tokens, strip=False)
+    return float(rouge_l([_cut(o) for o in out], [q["answer"] for q in qa], "fmeasure", stem=False).mean())
 
 
 def verbmem(model, tokenizer, items: Sequence[dict], max_new_tokens: int = 128) -> float:
-    """MUSE's VerbMem: mean ROUGE-L F1 between the greedy continuation of each ``prompt`` and
-    its true continuation ``gt``."""
-    out = generate_text(model, tokenizer, [i["prompt"] for i in items], max_new_tokens)
-    return float(rouge_l(out, [i["gt"] for i in items], "fmeasure").mean())
+    """MUSE's VerbMem: mean ROUGE-L F1 (no stemming) between the greedy continuation of each
+    ``prompt`` and its true continuation ``gt`` cut to its first ``max_new_tokens`` tokens
+    (as MUSE: encoded with the tokenizer's special tokens, truncated, decoded without them)."""
+    out = generate_text(model, tokenizer, [i["prompt"] for i in items], max_new_tokens, strip=False)
+    gts = [tokenizer.decode(tokenizer(i["gt"], add_special_tokens=True)["input_ids"][:max_new_tokens],
+                            skip_special_tokens=True, clean_up_tokenization_spaces=True) for i in items]
+    return float(rouge_l(out, gts, "fmeasure", stem=False).mean())
 
 
 def muse_scores(model, tokenizer, data, gold_scores: Optional[dict] = None, max_new_tokens: int = 128,
-                k: float = 0.4, max_length: int = 256) -> Dict[str, float]:
+                k: float = 0.4, max_length: Optional[int] = None, knowmem_max_new_tokens: int = 32,
+                privleak_convention: str = "muse") -> Dict[str, float]:
     """MUSE's metrics for ``model`` on a :class:`~erasus.data.datasets.muse_wmdp.MUSEData`:
     ``verbmem_f``, ``knowmem_f``, ``knowmem_r`` and ``min_k_auc`` (forget vs held-out
     PrivLeak texts) for the parts present; ``privleak`` too when ``gold_scores`` (this
-    function's output for the retrained model) are given."""
+    function's output for the retrained model) are given, in MUSE's sign and scale
+    (:func:`erasus.metrics.llm.privleak`). VerbMem and KnowMem are in [0, 1] (MUSE prints them
+    × 100); ``max_new_tokens`` 128 for VerbMem and ``knowmem_max_new_tokens`` 32, MUSE's."""
+    from ..metrics.llm import privleak
     from ..models import wrap
 
     out: Dict[str, float] = {}
     if data.verbmem:
         out["verbmem_f"] = verbmem(model, tokenizer, data.verbmem, max_new_tokens)
     if data.knowmem.get("forget_qa"):
-        out["knowmem_f"] = knowmem(model, tokenizer, data.knowmem["forget_qa"], data.knowmem.get("forget_qa_icl", ()))
+        out["knowmem_f"] = knowmem(model, tokenizer, data.knowmem["forget_qa"], data.knowmem.get("forget_qa_icl", ()),
+                                   knowmem_max_new_tokens)
     if data.knowmem.get("retain_qa"):
-        out["knowmem_r"] = knowmem(model, tokenizer, data.knowmem["retain_qa"], data.knowmem.get("retain_qa_icl", ()))
+        out["knowmem_r"] = knowmem(model, tokenizer, data.knowmem["retain_qa"], data.knowmem.get("retain_qa_icl", ()),
+                                   knowmem_max_new_tokens)
     if data.privleak.get("forget") and data.privleak.get("holdout"):
         coll = TextCollator(tokenizer, max_length)
         stats = [lm_token_stats(wrap(model), DataLoader(data.privleak[s], batch_size=8, collate_fn=coll), k=k)
                  for s in ("forget", "holdout")]
         out["min_k_auc"] = attack_auc(stats[0], stats[1], "min_k")
         if gold_scores is not None and "min_k_auc" in gold_scores:
-            out["privleak"] = (out["min_k_auc"] - gold_scores["min_k_auc"]) / gold_scores["min_k_auc"] * 100.0
+            out["privleak"] = privleak(out["min_k_auc"], gold_scores["min_k_auc"], privleak_convention)
     if not out:
         raise DataError("The MUSE data hold none of verbmem, knowmem QA or PrivLeak forget/holdout texts.")
     return out

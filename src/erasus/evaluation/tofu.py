@@ -52,39 +52,59 @@ def generate_answers(model, tokenizer, questions: Sequence[str], max_new_tokens:
                          batch_size)
 
 
-def truth_ratios(model, tokenizer, records) -> np.ndarray:
-    """TOFU's truth ratio ``R`` per question of ``records`` (perturbed vs paraphrased answers)."""
+def truth_ratios(model, tokenizer, records, base_key: str = "paraphrased_answer") -> np.ndarray:
+    """TOFU's truth ratio ``R`` per question of ``records``: perturbed answers against the
+    ``base_key`` answer (``paraphrased_answer`` on the forget and retain splits; TOFU's
+    ``base_answer_key`` is ``answer`` on real authors and world facts)."""
     pert = [r["perturbed_answer"] for r in records]
     if any(len(p) != len(pert[0]) for p in pert):
         raise DataError("Expected the same number of perturbed answers for every question.")
+    missing = [i for i, r in enumerate(records) if base_key not in r]
+    if missing:
+        raise DataError(f"Truth ratios need the {base_key!r} field; records {missing[:5]} lack it.")
     qs = [r["question"] for r in records]
-    para = avg_logp(model, tokenizer, [(q, r["paraphrased_answer"]) for q, r in zip(qs, records)])
+    base = avg_logp(model, tokenizer, [(q, r[base_key]) for q, r in zip(qs, records)])
     flat = avg_logp(model, tokenizer, [(q, a) for q, p in zip(qs, pert) for a in p]).reshape(len(qs), -1)
-    return T.truth_ratio(para, flat)
+    return T.truth_ratio(base, flat)
 
 
-def _split_scores(model, tokenizer, records, forget: bool, n_generate: Optional[int], seed: int = 0):
-    R = truth_ratios(model, tokenizer, records)
+def _split_scores(model, tokenizer, records, forget: bool, n_generate: Optional[int], seed: int = 0,
+                  options: bool = False):
+    """Probability, ROUGE-L recall and truth ratio of one split. ``options``: the real-authors
+    / world-facts way (TOFU's ``eval_real_author_wo_options``): the answer's probability
+    normalised over it and its perturbed options, and truth ratios against the answer."""
     qs = [r["question"] for r in records]
     correct = avg_logp(model, tokenizer, [(q, r["answer"]) for q, r in zip(qs, records)])
+    if options:
+        pert = avg_logp(model, tokenizer, [(q, a) for q, r in zip(qs, records) for a in r["perturbed_answer"]])
+        pert = pert.reshape(len(qs), -1)
+        R = T.truth_ratio(correct, pert)
+        prob = float(T.option_probability(correct, pert).mean())
+    else:
+        R = truth_ratios(model, tokenizer, records)
+        prob = float(T.answer_probability(correct).mean())
     idx = np.arange(len(records))
     if n_generate is not None and n_generate < len(records):
         idx = np.sort(np.random.default_rng(seed).choice(len(records), n_generate, replace=False))
     gen = generate_answers(model, tokenizer, [qs[i] for i in idx])
     rouge = T.rouge_l_recall(gen, [records[i]["answer"] for i in idx])
-    return {"prob": float(T.answer_probability(correct).mean()), "rouge": float(rouge.mean()),
-            "truth_ratio": T.truth_ratio_stat(R, forget=forget), "R": R}
+    return {"prob": prob, "rouge": float(rouge.mean()), "truth_ratio": T.truth_ratio_stat(R, forget=forget), "R": R}
 
 
 def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optional[dict] = None,
-                n_generate: Optional[int] = 200, k: float = 0.4, world: bool = False) -> Dict[str, object]:
+                n_generate: Optional[int] = 200, k: float = 0.4, world: bool = False,
+                privleak_convention: str = "muse") -> Dict[str, object]:
     """TOFU's metrics for ``model`` on ``request`` (a :class:`~erasus.data.datasets.tofu.TOFURequest`).
 
     Returns forget/retain/holdout probability and ROUGE-L, truth-ratio statistics, model
     utility, membership AUCs (``loss/zlib/min_k/min_k_pp_auc``, forget vs held-out) and,
     with ``gold_model`` (or its precomputed ``gold_scores`` from this function), forget
-    quality and PrivLeak. ``n_generate``: questions per split for ROUGE (``None``: all).
-    The raw forget truth ratios are under ``"forget_R"`` (for a later forget-quality test)."""
+    quality and PrivLeak (MUSE's sign and scale by default: :func:`erasus.metrics.llm.privleak`).
+    ``n_generate``: questions per split for ROUGE (``None``: all). ``world=True`` adds the
+    real-authors and world-facts splits to model utility, scored as TOFU does (normalised
+    option probability, truth ratios against the answer). The raw forget truth ratios are
+    under ``"forget_R"`` (for a later forget-quality test)."""
+    from ..metrics.llm import privleak
     from ..models import wrap
 
     f = _split_scores(model, tokenizer, request.forget_eval.records, True, n_generate)
@@ -94,8 +114,9 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
                               "forget_R": f["R"]}
     utility = [r["prob"], r["rouge"], r["truth_ratio"]]
     if world:
-        for split in (request.real_authors, request.world_facts):
-            s = _split_scores(model, tokenizer, split.records, False, n_generate)
+        for name, split in (("real_authors", request.real_authors), ("world_facts", request.world_facts)):
+            s = _split_scores(model, tokenizer, split.records, False, n_generate, options=True)
+            out.update({f"{name}_prob": s["prob"], f"{name}_rouge": s["rouge"], f"{name}_truth_ratio": s["truth_ratio"]})
             utility += [s["prob"], s["rouge"], s["truth_ratio"]]
     out["model_utility"] = T.model_utility(utility)
     hold = request.holdout.records
@@ -113,7 +134,7 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
         gold_scores = tofu_scores(gold_model, tokenizer, request, n_generate=n_generate, k=k, world=world)
     if gold_scores is not None:
         out["forget_quality"] = T.forget_quality(f["R"], gold_scores["forget_R"])
-        out["privleak"] = (out["min_k_auc"] - gold_scores["min_k_auc"]) / gold_scores["min_k_auc"] * 100.0
+        out["privleak"] = privleak(out["min_k_auc"], gold_scores["min_k_auc"], privleak_convention)
     return out
 
 

@@ -1,6 +1,7 @@
 """Stage 3: metrics. Each module registers its metrics on import."""
 from .accuracy import AccuracyMetric
-from .attacks import (CKAToGold, LinearProbe, QuantizationAttack, RelearnAttack, attack_report, linear_cka,
+from .attacks import (CKAToGold, LastLayerRefit, LinearProbe, QuantizationAttack, RelearnAttack, attack_report,
+                      linear_cka, refit_recovery,
                       quantize_weights, relearn)
 from .context import EvalContext
 from .gap import GoldGapMetric
@@ -13,5 +14,5 @@ from .suite import MetricSuite
 
 __all__ = ["LMMembershipMetric", "MemorizationMetric", "PrivLeakMetric", "attack_auc", "lm_token_stats", "RMIAMetric", "ForgettingScore", "ShadowModels", "UnlearningShadows", "forgetting_score",
     "lira_scores", "logit_confidence", "rmia_ratio", "rmia_scores", "roc_summary",
-    "CKAToGold", "LinearProbe", "QuantizationAttack", "RelearnAttack", "attack_report", "linear_cka",
+    "CKAToGold", "LastLayerRefit", "refit_recovery", "LinearProbe", "QuantizationAttack", "RelearnAttack", "attack_report", "linear_cka",
     "quantize_weights", "relearn","ConfidenceMIAMetric", "EntropyMIAMetric", "ModifiedEntropyMIAMetric", "AccuracyMetric", "EvalContext", "GoldGapMetric", "LossMIAMetric", "MIAEfficacyMetric", "MetricSuite"]

@@ -6,11 +6,11 @@ Per sample (one question/answer pair; only the scored answer tokens count):
 * ``zlib``: NLL relative to the answer's zlib-compressed length (Carlini et al.,
   "Extracting Training Data from Large Language Models", USENIX Security 2021): text that
   is easy for the model but not intrinsically simple;
-* ``min_k``: the mean log-probability of the ``k`` fraction of least likely tokens
-  (Shi et al., "Detecting Pretraining Data from Large Language Models", ICLR 2024);
+* ``min_k``: the mean log-probability of the ``int(k·n)`` least likely of the ``n`` scored
+  tokens (Shi et al., "Detecting Pretraining Data from Large Language Models", ICLR 2024);
 * ``min_k_pp``: Min-K%++ (Zhang et al., ICLR 2025): each token's log-probability
   standardised by the mean and standard deviation of log-probabilities under the model's
-  own next-token distribution, then the mean of the lowest ``k`` fraction;
+  own next-token distribution, then the mean of the lowest ``int(k·n)``;
 * ``exact_memorization``: the fraction of answer tokens the model predicts exactly
   (teacher forcing; Tirumala et al. 2022, as in open-unlearning);
 * ``extraction_strength``: ``1 − k/n`` for the shortest answer prefix ``k`` after which
@@ -19,6 +19,23 @@ Per sample (one question/answer pair; only the scored answer tokens count):
   Methods", ICLR 2025).
 
 Attack scores are oriented so that higher means "member".
+
+Conventions, as the reference implementations compute them (tests reproduce their values on
+fixtures: ``tests/test_lm_reference.py``):
+
+* Min-K% and Min-K%++ keep ``int(k·n)`` tokens (Shi et al.'s and Zhang et al.'s code, MUSE,
+  open-unlearning), at least one (open-unlearning's ``max(1, ·)``; the papers' code would
+  average an empty set when ``k·n < 1``).
+* The tokens scored are the labelled ones, except that Min-K% and Min-K%++ leave out a final
+  EOS the collator appended to an answer (open-unlearning drops the last labelled token, the
+  EOS, for these attacks; ``score_eos=True`` keeps it). LOSS and zlib average over every
+  labelled token, EOS included, as open-unlearning's ``evaluate_probability``. Texts
+  (:class:`erasus.evaluation.muse_wmdp.TextCollator`) are encoded as MUSE and the Min-K%
+  authors do, with the tokenizer's BOS when it adds one and no EOS, every token after the
+  first scored.
+* Min-K%++'s variance under the model's next-token distribution is floored at 1e-6 before the
+  square root, as open-unlearning; the authors' script does not floor it (the values differ
+  only where the model's next-token distribution is nearly deterministic).
 """
 from __future__ import annotations
 
@@ -40,13 +57,16 @@ ATTACKS = ("loss", "zlib", "min_k", "min_k_pp")
 
 
 @torch.no_grad()
-def lm_token_stats(adapter, loader, k: float = 0.4) -> Dict[str, np.ndarray]:
-    """Per-sample statistics of a causal LM on QA batches (see the module docstring).
-    ``zlib`` needs the answer text: batches from :class:`~erasus.models.QACollator` carry it
-    under ``"text"``; without it that statistic is NaN."""
+def lm_token_stats(adapter, loader, k: float = 0.4, score_eos: bool = False) -> Dict[str, np.ndarray]:
+    """Per-sample statistics of a causal LM on QA or text batches (see the module
+    docstring). ``zlib`` needs the text: batches from :class:`~erasus.models.QACollator` (the
+    answer) and ``TextCollator`` carry it under ``"text"``; without it that statistic is NaN.
+    ``score_eos``: keep a final EOS in the Min-K% / Min-K%++ token sets."""
     if getattr(adapter, "family", None) != "causal_lm":
         raise DataError(f"Language-model metrics need a causal LM; this model is a {adapter.family!r}.")
     model = adapter.model
+    eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    eos = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
     was = model.training
     model.eval()
     out = {key: [] for key in ("loss", "zlib", "min_k", "min_k_pp", "exact_memorization", "extraction_strength")}
@@ -58,7 +78,7 @@ def lm_token_stats(adapter, loader, k: float = 0.4) -> Dict[str, np.ndarray]:
             logp = torch.log_softmax(logits, -1)
             p = logp.exp()
             mu = (p * logp).sum(-1)
-            sd = ((p * logp ** 2).sum(-1) - mu ** 2).clamp_min(1e-12).sqrt()
+            sd = ((p * logp ** 2).sum(-1) - mu ** 2).clamp_min(1e-6).sqrt()
             tok = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
             hit = logits.argmax(-1) == labels
             texts = batch.get("text") if isinstance(batch, dict) else None
@@ -68,11 +88,14 @@ def lm_token_stats(adapter, loader, k: float = 0.4) -> Dict[str, np.ndarray]:
                 if n == 0:
                     raise DataError("A sample has no scored (answer) tokens: check max_length.")
                 lp, z, h = tok[i][m], ((tok[i] - mu[i]) / sd[i])[m], hit[i][m]
-                kk = max(1, int(round(k * n)))
                 nll = float(-lp.mean())
+                mk_lp, mk_z = lp, z
+                if not score_eos and n > 1 and int(labels[i][m][-1]) in eos:  # the appended EOS
+                    mk_lp, mk_z = lp[:-1], z[:-1]
+                kk = max(1, int(k * len(mk_lp)))
                 out["loss"].append(nll)
-                out["min_k"].append(float(lp.sort().values[:kk].mean()))
-                out["min_k_pp"].append(float(z.sort().values[:kk].mean()))
+                out["min_k"].append(float(mk_lp.sort().values[:kk].mean()))
+                out["min_k_pp"].append(float(mk_z.sort().values[:kk].mean()))
                 out["exact_memorization"].append(float(h.double().mean()))
                 miss = (~h).nonzero()
                 first_ok = int(miss[-1]) + 1 if len(miss) else 0  # shortest prefix after which all match
@@ -92,27 +115,53 @@ def attack_scores(stats: Dict[str, np.ndarray], attack: str) -> np.ndarray:
 
 
 def attack_auc(member: Dict[str, np.ndarray], nonmember: Dict[str, np.ndarray], attack: str) -> float:
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC of ``attack`` separating ``member`` samples (label 1, e.g. the forget set) from
+    ``nonmember`` samples (label 0, e.g. held-out data): above 0.5 the members look seen."""
+    from ..core.stats import auc
 
     a, b = attack_scores(member, attack), attack_scores(nonmember, attack)
     if np.isnan(a).any() or np.isnan(b).any():
         raise DataError(f"The {attack} attack needs the answer text in each batch (QACollator adds it as 'text').")
-    return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
+    return auc(a, b)
+
+
+def privleak(auc_unlearned: float, auc_retrained: float, convention: str = "muse") -> float:
+    """MUSE's PrivLeak (Shi et al., 2024) from Min-K% AUCs in Erasus's orientation (forget
+    samples the positive class, :func:`attack_auc`).
+
+    ``convention="muse"`` (default) computes what MUSE's ``eval.py`` and open-unlearning's
+    ``privleak`` compute: their AUC labels the forget set the *non-member* class, i.e. it is
+    ``1 − AUC`` here, and PrivLeak is ``(AUC′_u − AUC′_r) / AUC′_r × 100`` on those, which is
+    ``(AUC_r − AUC_u) / (1 − AUC_r) × 100``: strongly **negative** for a model that still
+    memorises the forget set (MUSE's target models: −99.8% on News), positive when it
+    over-unlearns, 0 for the retrained model. ``convention="erasus"`` is the same relative
+    difference without the flip, ``(AUC_u − AUC_r) / AUC_r × 100`` (positive when the forget
+    set still leaks), Erasus's convention before version 0.2."""
+    a, g = float(auc_unlearned), float(auc_retrained)
+    if convention == "muse":
+        return (g - a) / (1.0 - g + 1e-10) * 100.0
+    if convention == "erasus":
+        return (a - g) / (g + 1e-10) * 100.0
+    raise DataError(f"Expected convention 'muse' or 'erasus', got {convention!r}.")
 
 
 @dataclass
 class LMConfig(BaseConfig):
-    """``k``: the fraction of least likely tokens for Min-K% / Min-K%++, 0.4 (open-unlearning's
-    default; the papers sweep 0.1-0.6); ``attacks``: which membership attacks to run."""
+    """``k``: the fraction of least likely tokens for Min-K% / Min-K%++, 0.4 (MUSE's PrivLeak
+    uses Min-40%; the papers sweep 0.1-0.6); ``attacks``: which membership attacks to run;
+    ``privleak_convention``: ``"muse"`` (MUSE's sign and scale) or ``"erasus"``
+    (:func:`privleak`)."""
 
     k: float = 0.4
     attacks: tuple = ATTACKS
+    privleak_convention: str = "muse"
 
     def validate(self) -> None:
         self._check_range("k", 0.0, 1.0)
         for a in self.attacks:
             if a not in ATTACKS:
                 raise DataError(f"LMConfig: unknown attack {a!r}; expected some of {ATTACKS}.")
+        self._check_choice("privleak_convention", ("muse", "erasus"))
 
 
 @register("metric", "lm_mia", aliases=("llm_mia", "min_k", "zlib_mia"))
@@ -127,32 +176,34 @@ class LMMembershipMetric(BaseMetric):
     higher_is_better = {f"{a}_auc": None for a in ATTACKS}
     reference = {f"{a}_auc": 0.5 for a in ATTACKS}
 
+    resamplable = True
+
     def compute(self, ctx):
-        ctx.require("lm_mia", "forget")
-        nm = ctx.nonmember_split()
-        f, h = ctx.lm_stats("forget", k=self.config.k), ctx.lm_stats(nm, k=self.config.k)
+        ctx.require("lm_mia", "forget", "nonmember")
+        f, h = ctx.lm_stats("forget", k=self.config.k), ctx.lm_stats("nonmember", k=self.config.k)
         return {f"{a}_auc": attack_auc(f, h, a) for a in self.config.attacks}
 
 
 @register("metric", "privleak", aliases=("priv_leak",))
 class PrivLeakMetric(BaseMetric):
     """MUSE's PrivLeak (Shi et al., "MUSE: Machine Unlearning Six-Way Evaluation for Language
-    Models", 2024): ``(AUC_unlearned − AUC_retrained) / AUC_retrained × 100`` with the Min-K%
-    AUC of forget vs held-out samples. Reference 0 (the retrained model); large positive =
-    under-unlearning (the forget set still leaks), large negative = over-unlearning. Needs
-    ``gold_model``."""
+    Models", 2024): the relative difference of the Min-K% AUC (forget vs held-out samples)
+    between the model and the retrained model, in MUSE's sign and scale by default
+    (:func:`privleak`): about −100 for a model that still memorises the forget set, positive
+    for over-unlearning, 0 for the retrained model. Reference 0. Needs ``gold_model``."""
 
     config_class = LMConfig
     supports = ("causal_lm",)
     higher_is_better = {"privleak": None}
     reference = {"privleak": 0.0}
+    resamplable = True
 
     def compute(self, ctx):
-        ctx.require("privleak", "forget")
-        nm, k = ctx.nonmember_split(), self.config.k
-        auc = attack_auc(ctx.lm_stats("forget", k=k), ctx.lm_stats(nm, k=k), "min_k")
-        gold = attack_auc(ctx.lm_stats("forget", gold=True, k=k), ctx.lm_stats(nm, gold=True, k=k), "min_k")
-        return {"privleak": (auc - gold) / gold * 100.0}
+        ctx.require("privleak", "forget", "nonmember")
+        k = self.config.k
+        auc = attack_auc(ctx.lm_stats("forget", k=k), ctx.lm_stats("nonmember", k=k), "min_k")
+        gold = attack_auc(ctx.lm_stats("forget", gold=True, k=k), ctx.lm_stats("nonmember", gold=True, k=k), "min_k")
+        return {"privleak": privleak(auc, gold, self.config.privleak_convention)}
 
 
 @register("metric", "memorization", aliases=("exact_memorization", "extraction_strength"))
@@ -178,8 +229,14 @@ class MemorizationMetric(BaseMetric):
 
 
 @torch.no_grad()
-def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 32) -> List[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches, stopping at EOS)."""
+def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 32,
+                  strip: bool = True) -> List[str]:
+    """Greedy continuations of ``prompts`` (left-padded batches, stopping at EOS), each prompt
+    led by the tokenizer's BOS where it adds one (as TOFU's and MUSE's generation), decoded
+    without special tokens (cleaning up tokenisation spaces, as MUSE); ``strip``: remove
+    surrounding whitespace."""
+    from ..models.causal_lm import encode_prompt
+
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -187,7 +244,7 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
     out_text = []
     try:
         for i in range(0, len(prompts), batch_size):
-            enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
+            enc = [encode_prompt(tokenizer, p) for p in prompts[i:i + batch_size]]
             n = max(len(e) for e in enc)
             ids = torch.full((len(enc), n), pad, dtype=torch.long)
             att = torch.zeros((len(enc), n), dtype=torch.long)
@@ -197,7 +254,8 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
             out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
                                  eos_token_id=tokenizer.eos_token_id)
-            out_text += [t.strip() for t in tokenizer.batch_decode(out[:, n:], skip_special_tokens=True)]
+            dec = tokenizer.batch_decode(out[:, n:], skip_special_tokens=True, clean_up_tokenization_spaces=True)
+            out_text += [t.strip() if strip else t for t in dec]
     finally:
         model.train(was)
     return out_text

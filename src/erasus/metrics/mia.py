@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.base import BaseMetric
+from ..core.base import BaseMetric, MeanMetric
 from ..core.config import BaseConfig
 from ..core.exceptions import DataError
 from ..core.registry import register
-from ..core.trainer import loss_auc
+from ..core.stats import auc, loss_auc
 
 
 @register("metric", "mia", aliases=("loss_mia", "mia_auc"))
@@ -27,11 +27,11 @@ class LossMIAMetric(BaseMetric):
 
     higher_is_better = {"mia_auc": None}
     reference = {"mia_auc": 0.5}
+    resamplable = True
 
     def compute(self, ctx):
-        ctx.require("mia", "forget")
-        nm = ctx.nonmember_split()
-        return {"mia_auc": loss_auc(ctx.stats("forget")["loss"], ctx.stats(nm)["loss"])}
+        ctx.require("mia", "forget", "nonmember")
+        return {"mia_auc": loss_auc(ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"])}
 
 
 @dataclass
@@ -46,7 +46,7 @@ class MIAEfficacyConfig(BaseConfig):
 
 
 @register("metric", "mia_efficacy", aliases=("svc_mia",))
-class MIAEfficacyMetric(BaseMetric):
+class MIAEfficacyMetric(MeanMetric):
     """MIA-efficacy of SalUn (Fan et al., ICLR 2024), after Jia et al., "Model Sparsity Can
     Simplify Machine Unlearning", NeurIPS 2023: an RBF SVC (scikit-learn, C=3) is trained
     on the model's confidence in the true label to separate retain samples (members)
@@ -59,7 +59,8 @@ class MIAEfficacyMetric(BaseMetric):
     higher_is_better = {"mia_efficacy": None}
     reference = {"mia_efficacy": "gold"}
 
-    def compute(self, ctx):
+    def samples(self, ctx):
+        """Per forget sample: 1 when the SVC calls it a non-member (the SVC is fitted once)."""
         from sklearn.svm import SVC
 
         ctx.require("mia_efficacy", "forget", "retain", "test")
@@ -72,7 +73,7 @@ class MIAEfficacyMetric(BaseMetric):
         y = np.r_[np.ones(n), np.zeros(n)]
         clf = SVC(C=3, gamma="auto", kernel="rbf").fit(X, y)
         pred = clf.predict(ctx.stats("forget")["confidence"][:, None])
-        return {"mia_efficacy": float(1.0 - pred.mean())}
+        return {"mia_efficacy": 1.0 - pred.astype(np.float64)}
 
 
 class _ThresholdMIA(BaseMetric):
@@ -83,18 +84,15 @@ class _ThresholdMIA(BaseMetric):
     key = ""
     field = ""
     sign = 1.0
+    resamplable = True
 
     def compute(self, ctx):
-        from sklearn.metrics import roc_auc_score
-
-        ctx.require(self.registered_name, "forget")
-        f, h = ctx.stats("forget"), ctx.stats(ctx.nonmember_split())
+        ctx.require(self.registered_name, "forget", "nonmember")
+        f, h = ctx.stats("forget"), ctx.stats("nonmember")
         if self.field not in f:
             raise DataError(f"{self.registered_name} needs class probabilities (a classifier), got a "
                             f"{ctx.adapter.family!r} model.")
-        y = np.r_[np.ones(len(f[self.field])), np.zeros(len(h[self.field]))]
-        score = self.sign * np.r_[f[self.field], h[self.field]]
-        return {self.key: float(roc_auc_score(y, score))}
+        return {self.key: auc(self.sign * f[self.field], self.sign * h[self.field])}
 
 
 @register("metric", "mia_confidence")
@@ -153,27 +151,44 @@ class RMIAMetric(BaseMetric):
     + (1 − a))`` (the paper's offline approximation). Population samples ``z`` are the
     ``holdout`` split; ``score(x)`` is the fraction of them with ``r(x) / r(z) > γ``.
     ``rmia_auc`` is the ROC AUC of the score on forget samples against the ``test`` split
-    (non-members disjoint from the population). Reference 0.5; the retrained model scores
-    about 0.5 by construction. Needs ``gold_model``, ``holdout`` and ``test``.
+    (non-members disjoint from the population; for class forgetting, its samples of the
+    forgotten classes, or, when it has none, the held-out samples of those classes with the
+    other held-out and test samples as the population). Reference 0.5; the retrained model
+    scores about 0.5 by construction. Needs ``gold_model`` and ``holdout``.
     """
 
     config_class = RMIAConfig
     higher_is_better = {"rmia_auc": None}
     reference = {"rmia_auc": 0.5}
+    resamplable = True
 
     def compute(self, ctx):
-        from sklearn.metrics import roc_auc_score
-
-        ctx.require("rmia", "forget", "holdout", "test")
+        ctx.require("rmia", "forget", "holdout")
         if ctx.gold is None:
             raise DataError("rmia uses the retrained model as its reference: pass gold_model=...")
         from .lira import rmia_ratio, rmia_scores
 
-        def ratio(split):
-            return rmia_ratio(ctx.stats(split)["confidence"], ctx.stats(split, gold=True)["confidence"],
-                              a=self.config.a)
+        def ratio(split, rows=None):
+            s, g = ctx.stats(split)["confidence"], ctx.stats(split, gold=True)["confidence"]
+            if rows is not None:
+                s, g = s[rows], g[rows]
+            return rmia_ratio(s, g, a=self.config.a)
 
-        rz = ratio("holdout")
-        f, t = (rmia_scores(ratio(s), rz, self.config.gamma) for s in ("forget", "test"))
-        y = np.r_[np.ones(len(f)), np.zeros(len(t))]
-        return {"rmia_auc": float(roc_auc_score(y, np.r_[f, t]))}
+        mode, _, classes = ctx.mode()
+        test_rows = None
+        if ctx.has("test"):
+            labels = ctx.stats("test")["label"]
+            test_rows = np.nonzero(np.isin(labels, classes))[0] if mode == "class" else np.arange(len(labels))
+        if test_rows is not None and len(test_rows):
+            rz, rt = ratio("holdout"), ratio("test", test_rows)
+        elif mode == "class":  # non-members: held-out samples of the forgotten classes; population: the rest
+            rows = ctx.nonmember_rows()
+            rest = np.setdiff1d(np.arange(len(ctx.stats("holdout")["label"])), rows)
+            pop = [ratio("holdout", rest)] + ([ratio("test")] if ctx.has("test") else [])
+            rz, rt = np.concatenate(pop), ratio("holdout", rows)
+            if len(rt) < 2 or len(rz) == 0:
+                raise DataError("rmia: class forgetting needs held-out samples of the forgotten classes (non-members) "
+                                "and other unseen samples (the population).")
+        f = rmia_scores(ratio("forget"), rz, self.config.gamma)
+        t = rmia_scores(rt, rz, self.config.gamma)
+        return {"rmia_auc": auc(f, t)}

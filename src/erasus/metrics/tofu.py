@@ -5,12 +5,14 @@ the model library.
 Inputs are *length-normalised* log-probabilities: ``avg_logp = (1/|a|) Σ_t log p(a_t | q,
 a_<t)`` over the answer tokens of a question ``q``.
 
-* probability: ``exp(avg_logp)`` of the answer (forget / retain splits), or, where
-  perturbed options exist (real authors, world facts), the correct answer's normalised
-  probability divided by the sum over the correct and the perturbed options.
+* probability: ``exp(avg_logp)`` of the answer (forget / retain splits), or, on the real
+  authors and world facts splits (TOFU's ``aggregate_eval_stat.py``), the correct answer's
+  normalised probability divided by the sum over it and its perturbed options.
 * ROUGE-L recall of the generated answer against the reference (rouge-score, stemming).
-* truth ratio ``R = exp(mean_j avg_logp(perturbed_j) − avg_logp(paraphrased))``: how much
-  likelier wrong answers are than a paraphrase of the right one. Reported as
+* truth ratio ``R = exp(mean_j avg_logp(perturbed_j) − avg_logp(base))``: how much likelier
+  wrong answers are than the base answer, a paraphrase of the right one on the forget and
+  retain splits and the answer itself on real authors and world facts (TOFU's
+  ``base_answer_key``). Reported as
   ``mean(min(R, 1/R))`` on the forget split and ``mean(max(0, 1 − R))`` elsewhere.
 * forget quality: the p-value of the two-sample Kolmogorov-Smirnov test (scipy) between
   the unlearned model's and the retain-only (gold) model's truth ratios on the forget
@@ -27,9 +29,11 @@ import numpy as np
 from ..core.exceptions import DataError
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], kind: str = "recall") -> np.ndarray:
-    """ROUGE-L per pair (rouge-score with the Porter stemmer): ``kind`` ``"recall"`` (TOFU's
-    evaluation), ``"fmeasure"`` (MUSE's) or ``"precision"``."""
+def rouge_l(predictions: Sequence[str], references: Sequence[str], kind: str = "recall",
+            stem: bool = True) -> np.ndarray:
+    """ROUGE-L per pair (rouge-score): ``kind`` ``"recall"`` (TOFU's evaluation),
+    ``"fmeasure"`` (MUSE's) or ``"precision"``; ``stem``: Porter stemming (TOFU stems, MUSE
+    does not)."""
     try:
         from rouge_score import rouge_scorer
     except ImportError as e:
@@ -38,7 +42,7 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], kind: str = "
         raise DataError(f"Expected as many predictions as references, got {len(predictions)} and {len(references)}.")
     if kind not in ("recall", "fmeasure", "precision"):
         raise DataError(f"Expected kind 'recall', 'fmeasure' or 'precision', got {kind!r}.")
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
     return np.array([getattr(scorer.score(r, p)["rougeL"], kind) for p, r in zip(predictions, references)])
 
 

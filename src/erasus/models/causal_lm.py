@@ -45,6 +45,20 @@ def is_causal_lm(model: nn.Module) -> bool:
     return hf_lm_kind(model) == "causal_lm"
 
 
+def encode_prompt(tokenizer, text: str) -> List[int]:
+    """Token ids of ``text`` with the special tokens the tokenizer puts *before* a text by
+    default (the BOS of LLaMA- and Mistral-style tokenizers; nothing for GPT-2), and none it
+    would put after it: how TOFU's and MUSE's reference code encode prompts
+    (``add_special_tokens=True``) without an EOS closing the prompt."""
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    full = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if len(full) >= len(plain) and full[len(full) - len(plain):] == plain:
+        return list(full[: len(full) - len(plain)]) + list(plain)
+    if full[: len(plain)] == plain:  # the specials come after the text only (e.g. an EOS): drop them
+        return list(plain)
+    return list(full)
+
+
 def pad_rows(rows: Sequence[Sequence[int]], value: int):
     """Right-pad token lists into a ``(len(rows), longest)`` long tensor filled with
     ``value``, and the matching attention mask (1 on real tokens)."""
@@ -150,8 +164,9 @@ class CausalLMAdapter(TokenLMAdapter):
 class QACollator:
     """Tokenises question/answer records into causal-LM batches with answer-only labels.
 
-    ``template`` formats the prompt from the question (the answer follows it); the EOS
-    token ends the answer; sequences are right-padded and truncated to ``max_length``
+    ``template`` formats the prompt from the question (the answer follows it), led by the
+    tokenizer's BOS where it adds one (:func:`encode_prompt`, as TOFU's reference encoding);
+    the EOS token ends the answer; sequences are right-padded and truncated to ``max_length``
     (the prompt is kept whole when it can be). ``answer_key`` picks which answer field to
     train on (e.g. ``"paraphrased_answer"``); ``answers`` overrides every answer (e.g. an
     "I don't know" refusal) when given as a list, cycled by index. Batches also carry the
@@ -174,7 +189,7 @@ class QACollator:
         self._i = 0
 
     def encode(self, question: str, answer: str):
-        p = self.tok(self.template.format(question=question), add_special_tokens=False)["input_ids"]
+        p = encode_prompt(self.tok, self.template.format(question=question))
         a = self.tok(" " + answer, add_special_tokens=False)["input_ids"]
         if self.tok.eos_token_id is not None:
             a = a + [self.tok.eos_token_id]
@@ -208,27 +223,34 @@ class QACollator:
         return ids, att, labels
 
 
-def word_tokenizer(texts: Sequence[str], min_count: int = 1, mask_token: bool = False):
+def word_tokenizer(texts: Sequence[str], min_count: int = 1, mask_token: bool = False, bos: bool = False):
     """A word-level ``PreTrainedTokenizerFast`` built from ``texts`` (words and punctuation,
     lower-cased; ``<pad>``, ``<unk>``, ``<eos>``, and ``<mask>`` with ``mask_token=True`` for
     masked LMs), for language models trained from scratch where no pretrained tokenizer can
-    be downloaded (tests, ``benchmarks/tofu.py``)."""
+    be downloaded (tests, ``benchmarks/tofu.py``). ``bos=True`` adds a ``<bos>`` token that the
+    tokenizer puts before every text by default, as LLaMA's does."""
     from collections import Counter
 
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     pre = pre_tokenizers.Whitespace()
     norm = normalizers.Lowercase()
     counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
     vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2, **({"<mask>": 3} if mask_token else {})}
+    if bos:
+        vocab["<bos>"] = len(vocab)
     for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if c >= min_count:
             vocab[w] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer, tok.pre_tokenizer = norm, pre
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                           special_tokens=[("<bos>", vocab["<bos>"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
-                                   **({"mask_token": "<mask>"} if mask_token else {}))
+                                   **({"mask_token": "<mask>"} if mask_token else {}),
+                                   **({"bos_token": "<bos>"} if bos else {}))
 
 
 def gpt2_lm(tokenizer, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 256, seed: int = 0,

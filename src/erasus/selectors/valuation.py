@@ -268,7 +268,7 @@ class ValuationNetworkSelector(BaseSelector):
     supports = ("classifier",)
 
     def score(self, adapter, loader):
-        from ..core.trainer import split_stats
+        from ..core.stats import split_stats
 
         c = self.config
         X, y = collect_features(adapter, loader, with_labels=True)

@@ -16,16 +16,9 @@ from ..losses import distillation_kl
 def reinitialised_copy(model: nn.Module, seed: Optional[int] = 0x5EED) -> nn.Module:
     """A copy of ``model`` with every submodule's ``reset_parameters()`` called (fresh,
     randomly initialised weights of the same architecture), frozen, in eval mode."""
-    clone = copy.deepcopy(model)
-    gen_state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        for m in clone.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-    finally:
-        torch.random.set_rng_state(gen_state)
+    from ..utils.misc import reinitialised
+
+    clone = reinitialised(model, seed)
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone.eval()

@@ -139,7 +139,7 @@ class SimNPO(ForgetRetainStrategy):
         return -(2.0 / self.beta_) * F.logsigmoid(self.beta_ * nll - self.config.gamma).mean()
 
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, **kwargs):
-        from ..core.trainer import split_stats
+        from ..core.stats import split_stats
         from ..models import wrap
         from ..utils.data import subsample_loader
 

@@ -62,6 +62,44 @@ def is_class_forgetting(forget_labels, retain_labels) -> bool:
     return bool(retain) and not (set(np.unique(forget_labels).tolist()) & retain)
 
 
+FORGET_MODES = ("auto", "sample", "class")
+
+
+def infer_forget_mode(forget_labels, retain_labels=None, reference_labels=None, mode: str = "auto"):
+    """``("class" | "sample", reason)``: whether a request forgets whole classes.
+
+    ``mode`` other than ``"auto"`` is taken as given. Otherwise, with retain labels: class
+    forgetting when no forget label occurs in the retain data. Without them, from the
+    labels of data the model never trained on (``reference_labels``, e.g. held-out or test
+    data): class forgetting when the forget set lacks classes that a random sample of its
+    size would almost surely contain, i.e. the probability that ``n`` draws from the
+    reference label distribution all miss the classes the forget set lacks is below 1e-4
+    (a random deletion request of 30 samples over 10 balanced classes misses a given class
+    with probability 0.04, all nine others with probability 1e-30). Pass ``forget_mode``
+    explicitly where neither is available."""
+    if mode not in FORGET_MODES:
+        raise ValueError(f"Expected forget_mode in {FORGET_MODES}, got {mode!r}.")
+    if mode != "auto":
+        return mode, f"forget_mode={mode!r} given"
+    f = np.asarray(forget_labels)
+    if retain_labels is not None and len(retain_labels):
+        if is_class_forgetting(f, retain_labels):
+            return "class", f"no forget label ({sorted(np.unique(f).tolist())}) occurs in the retain data"
+        return "sample", "forget labels also occur in the retain data"
+    if reference_labels is not None and len(reference_labels) and len(f):
+        ref = np.asarray(reference_labels)
+        classes, counts = np.unique(ref, return_counts=True)
+        absent = ~np.isin(classes, np.unique(f))
+        if absent.any() and not np.isin(np.unique(f), classes, invert=True).any():
+            p_missing = float(counts[absent].sum() / counts.sum())
+            log_p = len(f) * np.log1p(-p_missing) if p_missing < 1 else -np.inf
+            if log_p < np.log(1e-4):
+                return "class", (f"the {len(f)} forget samples hold only classes {sorted(np.unique(f).tolist())}: a "
+                                 f"random sample would include the others (p = {np.exp(log_p):.1e})")
+        return "sample", "the forget labels look like a sample of the held-out labels"
+    return "sample", "no retain or held-out labels to compare with; pass forget_mode='class' for class forgetting"
+
+
 def cycle(loader: DataLoader) -> Iterator:
     """Endless iteration over a loader (re-shuffled each pass if the loader shuffles)."""
     while True:

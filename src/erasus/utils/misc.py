@@ -58,6 +58,84 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def reinitialised(model: torch.nn.Module, seed: Optional[int] = 0x5EED) -> torch.nn.Module:
+    """A copy of ``model`` with every submodule's ``reset_parameters()`` called: fresh, randomly
+    initialised weights of the same architecture, drawn from ``seed`` (the caller's random
+    state is left as it was)."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    gen_state = torch.random.get_rng_state()
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        for m in clone.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return clone
+
+
 def snapshot(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """A detached copy of the state dict (for best-checkpoint restore)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class isolated_rng:
+    """Context manager: run a block with its own seeded random state and leave the caller's
+    untouched. On entry the global Python, NumPy and torch (CPU and CUDA) generators are
+    saved and seeded with ``seed``; on exit they are put back. Verification entry points
+    run inside one, so their verdicts depend only on their arguments (not on what ran
+    before) and a caller's random stream continues as if they had not run."""
+
+    def __init__(self, seed: Optional[int] = 0):
+        self.seed = seed
+
+    def __enter__(self):
+        self._py = random.getstate()
+        self._np = np.random.get_state()
+        self._torch = torch.random.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        seed_everything(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        random.setstate(self._py)
+        np.random.set_state(self._np)
+        torch.random.set_rng_state(self._torch)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state_all(self._cuda)
+        return False
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A SHA-1 of a model's class, parameter and buffer names, shapes and values: equal for
+    models with equal weights, different (barring a hash collision) after any change."""
+    import hashlib
+
+    h = hashlib.sha1(type(model).__qualname__.encode())
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class ModelMemo:
+    """Remembers a measurement of the last ``size`` models, keyed by a fingerprint of their
+    weights (:func:`weights_fingerprint`) and ``extra`` (e.g. the ids of the loaders): a gold
+    or original model judged against many candidates is measured once, and a model changed
+    in place since is measured again."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._store: Dict[tuple, object] = {}
+
+    def get(self, model: torch.nn.Module, extra: tuple, compute):
+        key = (weights_fingerprint(model),) + tuple(extra)
+        if key not in self._store:
+            if len(self._store) >= self.size:
+                self._store.pop(next(iter(self._store)))
+            self._store[key] = compute()
+        return self._store[key]
