@@ -110,7 +110,12 @@ def main(argv=None):
                    help="stopping='calibrated' on the held-out authors given to the strategies (opt-in for "
                         "language models)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--render", action="store_true",
+                   help="rewrite <out>/<name>.md from <out>/<name>.json (no runs); PrivLeak values recorded in "
+                        "Erasus's former sign are recomputed in MUSE's from the same Min-K% AUCs")
     args = p.parse_args(argv)
+    if args.render:
+        return render(Path(args.out), args.name)
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -166,7 +171,7 @@ def main(argv=None):
                   f"{s['forget_rouge']:.2f} retain ROUGE {s['retain_rouge']:.2f} MinK AUC {s['min_k_auc']:.2f} "
                   f"{dt:.0f}s", flush=True)
     meta = run_meta("tofu.py", argv, n_params=n_params, vocab=len(tok), total_min=(time.perf_counter() - t_start) / 60,
-                    forget=len(req.forget), retain=len(req.retain), args=vars(args))
+                    forget=len(req.forget), retain=len(req.retain), args=vars(args), privleak_convention="muse")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta["runs"] = [meta["command"]]
@@ -175,6 +180,29 @@ def main(argv=None):
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     md = markdown(rows, meta)
     atomic_write_text(out / f"{args.name}.md", md)
+    print(md)
+
+
+def render(out: Path, name: str) -> None:
+    """Re-render a results file; rows from before MUSE's PrivLeak convention was the default
+    (no ``privleak_convention`` in meta) get their PrivLeak recomputed from the Min-K% AUCs."""
+    from erasus.metrics.llm import privleak
+    from erasus.utils.io import atomic_write_text
+
+    data = json.loads((out / f"{name}.json").read_text())
+    meta, rows = data["meta"], data["rows"]
+    if meta.get("privleak_convention") != "muse":
+        gold = {r["seed"]: r["min_k_auc"] for r in rows if r["method"] == "retrain (gold)"}
+        g = next(iter(gold.values()))
+        for r in rows:
+            if "min_k_auc" in r and r["method"] != "retrain (gold)":
+                r["privleak"] = privleak(r["min_k_auc"], gold.get(r.get("model_seed"), g), "muse")
+        meta["privleak_convention"] = "muse"
+        meta["note"] = (meta.get("note", "") + " PrivLeak recomputed in MUSE's sign and scale from the recorded "
+                        "Min-K% AUCs (erasus.metrics.llm.privleak).").strip()
+    atomic_write_text(out / f"{name}.json", json.dumps(data, indent=1, default=float))
+    md = markdown(rows, meta)
+    atomic_write_text(out / f"{name}.md", md)
     print(md)
 
 
@@ -190,8 +218,9 @@ def markdown(rows, meta) -> str:
              "retain questions. Mean over seeds (± std).", "",
              "FQ: forget quality (KS p-value of truth ratios vs the gold model; ≥ 0.05 = indistinguishable). "
              "MU: model utility on the retain split. ROUGE: ROUGE-L recall of greedy answers. Min-K% AUC: forget vs "
-             "held-out authors (gold ≈ 0.5). PrivLeak: relative Min-K% AUC gap to the gold model (%). Speed-up: "
-             "training the gold model / unlearning.", "",
+             "held-out authors (gold ≈ 0.5). PrivLeak: MUSE's, the relative Min-K% AUC gap to the gold model (%) in "
+             "MUSE's sign (−100: the forget set still memorised; positive: over-unlearned). Speed-up: "
+             "training the gold model / unlearning." + (f" {meta['note']}" if meta.get("note") else ""), "",
              "| method | FQ | MU | forget ROUGE | retain ROUGE | held-out ROUGE | Min-K% AUC | PrivLeak | time (s) | "
              "speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
     best = []

@@ -26,7 +26,11 @@ given the untouched original for its power check.
 
     python benchmarks/verification.py                      # ~25 min on 2 CPU cores
     python benchmarks/verification.py --part b --strategies negative_gradient,scrub
-    python benchmarks/verification.py --part c             # the gallery, ~40 min
+    python benchmarks/verification.py --part c             # the gallery, ~15 min
+    python benchmarks/verification.py --part r             # the re-fit attack's recoveries, ~3 min
+
+Part D (``--part r``), the last-layer re-fit attack's recoveries behind its tolerances: the
+original, a hidden-class cheat, the gold model and a model retrained with another seed.
 """
 from __future__ import annotations
 
@@ -150,6 +154,54 @@ def part_c(args, cache: Path):
     return rows
 
 
+def part_r(args, cache: Path):
+    """Re-fit attack recoveries (``erasus.metrics.LastLayerRefit`` at its defaults) of the
+    original, a hidden-class cheat and two retrained models, per request and seed."""
+    from erasus.evaluation.protocols import digits_task, fashion_mnist_small_task
+    from erasus.metrics import EvalContext, LastLayerRefit
+    from erasus.models import wrap
+    from erasus.testing import hidden_class
+
+    tasks = {"digits": digits_task(cache_dir=cache), "fmnist_small": fashion_mnist_small_task(cache_dir=cache)}
+    rows = []
+    for task_name, kind in (("digits", "class"), ("fmnist_small", "class"), ("fmnist_small", "random")):
+        task, c = tasks[task_name], 3 if task_name == "digits" else 1
+        for seed in range(args.gallery_seeds):
+            split = task.split(kind, fraction=0.1, forget_class=c, seed=seed)
+            original = task.original(seed)
+            models = {"original": original, "gold": task.gold(split, seed), "retrained": task.gold(split, seed + 10)}
+            if kind == "class":
+                models["hidden_class_30"] = hidden_class(original, [c], 30.0)
+            row = {"task": task_name, "kind": kind, "seed": seed}
+            for name, m in models.items():
+                ctx = EvalContext(wrap(m), split.forget, split.retain, split.test, split.holdout, max_samples=2000)
+                r = LastLayerRefit().samples(ctx)
+                row[name] = float(r["refit_forget_accuracy"].mean())
+                if "refit_nonmember_accuracy" in r:
+                    row[name + "_heldout"] = float(r["refit_nonmember_accuracy"].mean())
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def refit_markdown(refit) -> list:
+    rows, m = refit["rows"], refit["meta"]
+    lines = ["## D. The last-layer re-fit attack", "",
+             f"`{m['command']}` on {m['date']} ({m['machine']}; torch {m['torch']}); {m['total_min']:.1f} min.", "",
+             "Mean recovery of the forget data (class forgetting: with the held-out samples of the class) by a new "
+             "output layer trained on retain data plus 5 labelled forget samples (`last_layer_refit` at its defaults: "
+             "5 draws, C = 0.01): the original, the original with the class's logit lowered by 30 (hidden, not "
+             "removed), the gold model and a model retrained with another seed. Random requests: the recovery of "
+             "held-out samples by the same head in brackets.", "",
+             "| request | seed | original | hidden class | gold | retrained (other seed) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        cell = lambda k: (f"{r[k]:.3f}" + (f" ({r[k + '_heldout']:.3f})" if k + "_heldout" in r else "")  # noqa
+                          if k in r else "-")
+        lines.append(f"| {r['task']} {r['kind']} | {r['seed']} | {cell('original')} | {cell('hidden_class_30')} | "
+                     f"{cell('gold')} | {cell('retrained')} |")
+    return lines + [""]
+
+
 def gallery_markdown(gallery) -> list:
     from erasus.testing import ENTRY_POINTS
 
@@ -184,7 +236,7 @@ def gallery_markdown(gallery) -> list:
     return lines
 
 
-def markdown(a, b, meta, c=None) -> str:
+def markdown(a, b, meta, c=None, refit=None) -> str:
     lines = ["# Verification benchmark", "",
              f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
              f"{meta['total_min']:.1f} min.", ""]
@@ -225,15 +277,19 @@ def markdown(a, b, meta, c=None) -> str:
             lines.append("")
     if c:
         lines += gallery_markdown(c)
+    if refit:
+        lines += refit_markdown(refit)
     return "\n".join(lines)
 
 
-def merge_previous(path: Path, a, b, c=None):
+def merge_previous(path: Path, a, b, c=None, refit=None):
     """Keep what an earlier run measured: the other part when only one part ran, and the
     rows of strategies this run did not measure."""
     if not path.exists():
-        return a, b, c
+        return a, b, c, refit
     old = json.loads(path.read_text())
+    if refit is None:
+        refit = old.get("refit")
     if a is None:
         a = old.get("membership")
     if c is None:
@@ -244,7 +300,7 @@ def merge_previous(path: Path, a, b, c=None):
         b = kept + (b or [])
         order = {"retrain": 0, "original": 1}
         b.sort(key=lambda r: (r["scenario"], order.get(r["method"], 2)))
-    return a, b, c
+    return a, b, c, refit
 
 
 def main(argv=None):
@@ -252,7 +308,7 @@ def main(argv=None):
     from erasus.experiments import run_meta
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", default="ab", help="any of a, b, c (e.g. ab, c)")
+    p.add_argument("--part", default="ab", help="any of a, b, c, r (e.g. ab, c)")
     p.add_argument("--gallery-seeds", type=int, default=5)
     p.add_argument("--shadows", type=int, default=16)
     p.add_argument("--population", type=int, default=8000)
@@ -273,17 +329,20 @@ def main(argv=None):
     a = part_a(args, cache) if "a" in args.part else None
     b = part_b(args, cache, names) if "b" in args.part else None
     c = part_c(args, cache) if "c" in args.part else None
+    refit = part_r(args, cache) if "r" in args.part else None
     meta = run_meta("verification.py", argv, total_min=(time.perf_counter() - t0) / 60)
     if c is not None:
         c = {"meta": meta, "rows": c}
-    a, b, c = merge_previous(Path(args.out) / "verification.json", a, b, c)
+    if refit is not None:
+        refit = {"meta": meta, "rows": refit}
+    a, b, c, refit = merge_previous(Path(args.out) / "verification.json", a, b, c, refit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from erasus.utils.io import atomic_write_text
 
     atomic_write_text(out / "verification.json", json.dumps({"meta": meta, "membership": a, "attacks": b,
-                                                             "gallery": c}, indent=1))
-    md = markdown(a, b, meta, c)
+                                                             "gallery": c, "refit": refit}, indent=1))
+    md = markdown(a, b, meta, c, refit)
     atomic_write_text(out / "verification.md", md)
     print(md)
 

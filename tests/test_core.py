@@ -136,7 +136,7 @@ def test_calibrated_stopping_without_holdout_says_so(tiny):
     model, forget, retain, _ = tiny
     from erasus.strategies import GradientAscent
 
-    with pytest.warns(UserWarning, match="needs holdout"):
+    with pytest.warns(UserWarning, match="no held-out data"):
         res = GradientAscent().unlearn(model, forget, retain, stopping="calibrated", max_steps=3, min_steps=0,
                                        progress=False)
     assert "no held-out data" in res.stop_reason or "none was given" in res.stop_reason

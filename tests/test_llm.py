@@ -96,6 +96,8 @@ def test_strategy_raises_forget_loss_more_than_retain_loss(tiny_tofu, name):
     kw = dict(progress=False, seed=0)
     if name not in ONE_SHOT:  # one-shot edits: no trainer options
         kw.update(max_epochs=10, min_steps=20)
+    else:  # the edit itself, not the retain-accuracy guard (SSD costs this tiny model 9.8 points of token accuracy)
+        kw.update(guard=False)
     res = ErasusUnlearner(model, strategy=name).fit(forget, retain, **kw)
     f1, r1 = mean_nll(res.model, forget_eval), mean_nll(res.model, retain_eval)
     assert f1 - f0 > 0.5, (name, f0, f1)

@@ -288,7 +288,13 @@ class CertifiedRemovalVerifier:
         self.delta = float(delta)
         self.optimum_tolerance = _finite_positive("optimum_tolerance", optimum_tolerance, allow_zero=True)
 
-    def verify(self, model) -> dict:
+    def verify(self, model, retrained_model=None, n_total: Optional[int] = None, n_forget: Optional[int] = None) -> dict:
+        """The certificate of ``model`` (see the class docstring). ``n_total`` and ``n_forget``,
+        when given, must match what the model was trained on and what was removed (a mismatch
+        is refused: the certificate would describe another request). ``retrained_model``, a
+        :class:`CertifiedLogisticRegression` retrained without the removed samples with the same
+        perturbation, adds ``distance_to_retrained`` (‖W − W′‖) and the distance the
+        certificate allows (``certified_distance``, from λ(n − m)-strong convexity)."""
         out = {"certified": False, "epsilon": self.epsilon, "delta": self.delta}
         if not isinstance(model, CertifiedLogisticRegression) or model.W is None:
             out["reason"] = (f"{type(model).__name__} is not a certifiable model: certified removal (Guo et al. "
@@ -318,8 +324,21 @@ class CertifiedRemovalVerifier:
         elif not math.isfinite(model.fit_gradient_norm) or model.fit_gradient_norm > self.optimum_tolerance:
             out["reason"] = (f"training did not reach the minimiser (gradient norm {model.fit_gradient_norm:.3g} > "
                              f"{self.optimum_tolerance}): the guarantee assumes an exact optimum")
+        elif n_total is not None and int(n_total) != model.n_train:
+            out["reason"] = f"n_total={n_total}, but the model was trained on {model.n_train} samples"
+        elif n_forget is not None and int(n_forget) != sum(r.n_removed for r in model.removals):
+            out["reason"] = (f"n_forget={n_forget}, but {sum(r.n_removed for r in model.removals)} samples were removed "
+                             "by Newton steps")
         else:
             out["certified"] = True
             out["reason"] = (f"{sum(r.n_removed for r in model.removals)} samples removed by Newton steps; "
                              f"residual {used:.3g} <= budget {budget:.3g}")
+        if retrained_model is not None:
+            if not isinstance(retrained_model, CertifiedLogisticRegression) or retrained_model.W is None:
+                raise TypeError("Expected retrained_model to be a trained CertifiedLogisticRegression (retrained "
+                                f"without the removed samples), got {type(retrained_model).__name__}.")
+            m = sum(r.n_removed for r in model.removals)
+            out["distance_to_retrained"] = float((model.W - retrained_model.W).norm())
+            out["certified_distance"] = float((used + retrained_model.fit_gradient_norm)
+                                              / (model._record["lam"] * max(1, model.n_train - m)))
         return out

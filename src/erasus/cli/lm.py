@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for the unlearned model (must not exist or be empty)")
-    p.add_argument("--history", default=None, help="write the loss per step as JSON here")
+    p.add_argument("--history", default=None, help="write the loss per step as JSON here (must not exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder and --history file")
     p.set_defaults(func=run)
 
 
@@ -51,6 +52,54 @@ def _pairs(path) -> list:
     return rows
 
 
+def _check_args(args):
+    """Everything that can be wrong with the arguments, checked before the model is loaded
+    (loading a real model takes minutes; training, hours): the output paths, the strategy,
+    the data and the model path. Returns ``(forget records, retain records)``."""
+    from ..core.exceptions import ConfigError, DataError
+    from ..core.registry import get, resolve
+
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+            raise ConfigError(f"--out {out} exists and is not an empty folder: choose a new folder or pass --overwrite.")
+        parent = out.parent if not out.exists() else out
+        while not parent.exists():
+            parent = parent.parent
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"--out {out}: cannot write under {parent}; choose a writable folder.")
+    if args.history and Path(args.history).exists() and not args.overwrite:
+        raise ConfigError(f"--history {args.history} exists: choose a new file or pass --overwrite.")
+    name = resolve("strategy", args.strategy)  # unknown names: the list of known ones and the closest match
+    supports = getattr(get("strategy", name), "supports", ("*",))
+    if "*" not in supports and "causal_lm" not in supports:
+        raise ConfigError(f"--strategy {args.strategy}: supports {supports}, not causal language models. "
+                          "`erasus list` shows which strategies do.")
+    if args.tofu:
+        from ..data.datasets.tofu import tofu_request
+
+        req = tofu_request(args.tofu, root=args.tofu_dir)
+        forget, retain = req.forget.records, req.retain.records
+    else:
+        if args.forget and not Path(args.forget).is_file():
+            raise DataError(f"--forget {args.forget}: no such file.")
+        if args.retain and not Path(args.retain).is_file():
+            raise DataError(f"--retain {args.retain}: no such file.")
+        forget, retain = _pairs(args.forget), _pairs(args.retain) if args.retain else None
+        if retain:
+            key = lambda r: (r["question"], r["answer"])  # noqa: E731
+            both = {key(r) for r in forget} & {key(r) for r in retain}
+            if both:
+                raise DataError(f"{len(both)} forget pair(s) also appear in --retain (e.g. {next(iter(both))[0]!r}): "
+                                "expected disjoint sets.")
+    model = str(args.model)
+    looks_local = model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") > 1 or "\\" in model
+    if looks_local and not Path(model).expanduser().exists():
+        raise ConfigError(f"--model {model}: no such folder. Expected a local folder with a saved model, or a "
+                          "Hugging Face Hub name such as 'org/model'.")
+    return forget, retain
+
+
 def run(args) -> int:
     import torch
     from torch.utils.data import DataLoader
@@ -59,6 +108,7 @@ def run(args) -> int:
     from ..unlearners.llm_unlearner import LLMUnlearner, load_causal_lm
     from ..utils.io import atomic_write_text
 
+    forget, retain = _check_args(args)
     device = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate launch / torchrun
         import torch.distributed as dist
@@ -84,13 +134,6 @@ def run(args) -> int:
         from ..core.exceptions import ConfigError
 
         raise ConfigError(f"No tokenizer found with {args.model}; pass --tokenizer.")
-    if args.tofu:
-        from ..data.datasets.tofu import tofu_request
-
-        req = tofu_request(args.tofu, root=args.tofu_dir)
-        forget, retain = req.forget.records, req.retain.records
-    else:
-        forget, retain = _pairs(args.forget), _pairs(args.retain) if args.retain else None
     alt = None
     if args.strategy in ("idk", "dpo"):
         from ..data.datasets.tofu import load_idk
@@ -113,5 +156,5 @@ def run(args) -> int:
             atomic_write_text(args.history, json.dumps({"loss": res.history.get("loss", []),
                                                         "world_size": int(os.environ.get("WORLD_SIZE", "1"))}))
         if args.out:
-            print(f"saved to {llm.save_pretrained(args.out)}")
+            print(f"saved to {llm.save_pretrained(args.out, overwrite=args.overwrite)}")
     return 0

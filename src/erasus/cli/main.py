@@ -7,11 +7,33 @@ from typing import List, Optional
 
 
 def _cmd_list(args) -> int:
-    from ..core.registry import list_registered
+    """Every registered component: the model families it supports, what it needs beyond the
+    forget data, and the first line of its docstring."""
+    from ..core.registry import aliases, get, list_registered
 
     kinds = [args.kind] if args.kind else ["strategy", "selector", "metric"]
     for k in kinds:
-        print(f"{k}: {', '.join(list_registered(k))}")
+        names = list_registered(k)
+        al = aliases(k)
+        print(f"{k} ({len(names)}):")
+        width = max(len(n) for n in names)
+        for n in names:
+            cls = get(k, n)
+            fams = ",".join(getattr(cls, "supports", ("*",))).replace("*", "any model")
+            needs = []
+            if getattr(cls, "needs_holdout", False):
+                needs.append("needs held-out data")
+            if getattr(cls, "needs_training_records", False):
+                needs.append("needs records made during training")
+            if getattr(cls, "needs_retain", False):
+                needs.append("needs retain data")
+            doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+            doc = doc if len(doc) <= 100 else doc[:97] + "..."
+            extra = [a for a, t in al.items() if t == n]
+            print(f"  {n:<{width}}  [{fams}]" + (f" ({'; '.join(needs)})" if needs else "")
+                  + (f" aliases: {', '.join(sorted(extra))}" if extra and args.verbose else ""))
+            if args.verbose:
+                print(f"  {'':<{width}}  {doc}")
     return 0
 
 
@@ -37,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
     ls = sub.add_parser("list", help="list registered strategies, selectors and metrics")
     ls.add_argument("kind", nargs="?", choices=["strategy", "selector", "metric"])
+    ls.add_argument("-v", "--verbose", action="store_true", help="also aliases and each component's description")
     ls.set_defaults(func=_cmd_list)
     from .lm import add_parser as add_lm
 

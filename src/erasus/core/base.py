@@ -30,6 +30,17 @@ class Configurable:
         if config is not None and kwargs:
             raise ValueError(f"Expected either config= or keyword arguments for {type(self).__name__}, got both.")
         if config is None:
+            names = {f.name for f in dataclasses.fields(self.config_class)}
+            unknown = sorted(set(kwargs) - names)
+            if unknown:
+                import difflib
+
+                who = getattr(self, "registered_name", "") or type(self).__name__
+                hints = [f"{u!r} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, names, n=1)) else
+                         repr(u) for u in unknown]
+                from .exceptions import ConfigError
+
+                raise ConfigError(f"{who}: unknown option(s) {', '.join(hints)}. Expected some of {sorted(names)}.")
             config = self.config_class(**kwargs)
         elif not isinstance(config, self.config_class):
             raise TypeError(f"Expected a {self.config_class.__name__}, got {type(config).__name__}.")
@@ -46,8 +57,11 @@ class Configurable:
 def check_supported(component, adapter) -> None:
     supports = getattr(component, "supports", ("*",))
     if "*" not in supports and adapter.family not in supports:
+        name = getattr(component, "registered_name", "")
+        who = f"{name} ({type(component).__name__})" if name else type(component).__name__
         raise UnsupportedModelError(
-            f"{type(component).__name__} supports model families {supports}, got a {adapter.family!r} model."
+            f"{who} supports model families {supports}, got a {adapter.family!r} model. `erasus list` shows which "
+            "components support which family."
         )
 
 

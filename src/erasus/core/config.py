@@ -22,7 +22,32 @@ class BaseConfig:
     """Base of all configs. Subclasses add fields and call the ``_check_*`` helpers."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.validate()
+
+    def _check_types(self) -> None:
+        """Values of the wrong kind (``lr="fast"``) get an error naming the field and the kind
+        expected, before any comparison could fail obscurely. Fields annotated ``float``,
+        ``int``, ``bool`` or ``str`` (or ``Optional`` of them) are checked; others are left to
+        ``validate``."""
+        import numbers
+
+        kinds = {"float": (numbers.Real,), "int": (numbers.Integral,), "bool": (bool,), "str": (str,)}
+        for f in dataclasses.fields(self):
+            ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            optional = ann.startswith("Optional[")
+            base = ann[len("Optional["):-1] if optional else ann
+            if base not in kinds:
+                continue
+            v = getattr(self, f.name)
+            if v is None and optional:
+                continue
+            ok = isinstance(v, kinds[base]) and (base == "bool" or not isinstance(v, bool))
+            if base == "int" and not ok and isinstance(v, float) and v.is_integer():
+                ok = True
+            if not ok:
+                raise ConfigError(f"{type(self).__name__}.{f.name}: expected {'an' if base == 'int' else 'a'} "
+                                  f"{base}{' or None' if optional else ''}, got {v!r} ({type(v).__name__}).")
 
     def validate(self) -> None:  # overridden by subclasses
         pass
@@ -65,11 +90,14 @@ class BaseConfig:
     def replace(self: T, **changes) -> T:
         return self.from_dict({**self.to_dict(), **changes})
 
-    def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
+    def save(self, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+        """Write as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically; an existing file
+        is replaced only with ``overwrite=True``."""
         from ..utils.io import atomic_write_text
 
         path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True or choose a new path.")
         if path.suffix in (".yaml", ".yml"):
             import yaml
 

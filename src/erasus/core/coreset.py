@@ -66,7 +66,11 @@ class Coreset:
         a, b = self._score_map(), other._score_map()
         scores = None
         if a or b:
-            scores = [np.nanmean([a.get(i, np.nan), b.get(i, np.nan)]) for i in keep]
+            def mean(i):  # the scores the sample has (NaN when neither coreset scored it)
+                vals = [v for v in (a.get(i), b.get(i)) if v is not None and np.isfinite(v)]
+                return float(np.mean(vals)) if vals else float("nan")
+
+            scores = [mean(i) for i in keep]
         return Coreset(keep, scores, {"op": op, "parents": [self.provenance, other.provenance]})
 
     def union(self, other: "Coreset") -> "Coreset":

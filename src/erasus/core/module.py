@@ -28,6 +28,10 @@ class UnlearningModule(Configurable):
 
     schedule: str = "interleaved"
     uses_retain: bool = True
+    #: the run's own random generator (seeded by the trainer from its ``seed``): methods draw
+    #: their random numbers (random labels, noise) from it, never from torch's global
+    #: generator, so concurrent runs in threads give the results they give alone
+    generator: Optional[torch.Generator] = None
 
     def __init__(self, model: Optional[torch.nn.Module] = None, config=None, **kwargs):
         super().__init__(config, **kwargs)

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
 
 from ..utils.data import check_nonempty
-from ..utils.misc import seed_everything, seeded_loaders
+from ..utils.misc import isolated_rng, seeded_loaders, snapshot
 from .base import Configurable, check_supported
 from .config import BaseConfig
 from .module import UnlearningModule
@@ -55,6 +56,19 @@ class BaseStrategy(Configurable):
     supports: Tuple[str, ...] = ("*",)
     registered_name: str = ""
     needs_retain: bool = False
+    #: measured to need held-out data: called without it (``fit(forget, retain)``) the method
+    #: does not unlearn reliably at its defaults; ``needs_holdout_why`` says what was measured.
+    #: A call without held-out data warns, and ``erasus list`` shows it
+    needs_holdout: bool = False
+    needs_holdout_why: str = ""
+
+    def warn_if_bare(self, holdout_loader) -> None:
+        if holdout_loader is None and self.needs_holdout:
+            import warnings
+
+            warnings.warn(f"{self.registered_name or type(self).__name__} needs held-out data to unlearn reliably "
+                          f"({self.needs_holdout_why}). Pass holdout_data= (data the model never trained on) for "
+                          "calibrated stopping.")
 
     def _prepare(self, model, inplace: bool):
         from ..models import wrap
@@ -64,6 +78,22 @@ class BaseStrategy(Configurable):
         if not inplace:
             adapter = adapter.with_model(copy.deepcopy(adapter.model))
         return adapter
+
+    @staticmethod
+    def _guarded(model, inplace: bool, run):
+        """Run ``run()``; with ``inplace=True`` a failure puts the caller's model back as it was
+        (weights, buffers and train/eval mode) before the exception propagates."""
+        if not inplace:
+            return run()
+        saved, mode = snapshot(model), model.training
+        try:
+            return run()
+        except BaseException as err:
+            model.load_state_dict(saved)
+            model.train(mode)
+            if hasattr(err, "add_note"):
+                err.add_note("Erasus: the run failed, so the model given with inplace=True was restored as it was.")
+            raise
 
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
                 inplace: bool = False, **trainer_kwargs) -> UnlearningResult:
@@ -96,15 +126,20 @@ class LossStrategy(UnlearningModule, BaseStrategy):
         forget_loader = check_nonempty(forget_loader, "forget")
         if self.needs_retain and retain_loader is None:
             raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
+        self.warn_if_bare(holdout_loader)
         trainer = UnlearningTrainer(self.trainer_config(**trainer_kwargs), callbacks=callbacks)
-        seed_everything(trainer.config.seed)
-        self.bind(self._prepare(model, inplace))
-        try:
-            return trainer.fit(self, forget_loader, retain_loader, holdout_loader,
-                               strategy_name=self.registered_name or type(self).__name__,
-                               forget_eval_loader=forget_eval_loader)
-        finally:
-            self.release()
+
+        def run():
+            self.bind(self._prepare(model, inplace))
+            try:
+                return trainer.fit(self, forget_loader, retain_loader, holdout_loader,
+                                   strategy_name=self.registered_name or type(self).__name__,
+                                   forget_eval_loader=forget_eval_loader)
+            finally:
+                self.release()
+
+        with isolated_rng(trainer.config.seed):  # the caller's random state is left as it was
+            return self._guarded(model, inplace, run)
 
     def release(self) -> None:
         """Drop references to models built in ``setup`` (teachers, masks)."""
@@ -135,19 +170,51 @@ class OneShotStrategy(BaseStrategy):
 
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, *,
                 inplace: bool = False, seed: Optional[int] = 0, progress: bool = True, forget_eval_loader=None,
-                **unused) -> UnlearningResult:
+                guard: bool = True, retain_tolerance: float = 0.05, **unused) -> UnlearningResult:
+        """Apply the edit. With retain data and ``guard`` (default), the edit is measured: when
+        it costs more than ``retain_tolerance`` of retain accuracy (on up to 500 retain samples)
+        it is undone, and the stop reason and a warning say so (a one-shot edit has no schedule
+        to back off on: its strength is the strategy's hyperparameter)."""
         # forget_eval_loader is accepted for a uniform call: a one-shot edit has no stopping rule to feed
         if unused:
             raise ValueError(f"{type(self).__name__} is a one-shot edit and takes no trainer options; got {sorted(unused)}.")
         forget_loader = check_nonempty(forget_loader, "forget")
         if self.needs_retain and retain_loader is None:
             raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
-        seed_everything(seed)
-        adapter = self._prepare(model, inplace)
+        self.warn_if_bare(holdout_loader)
+        import warnings
+
+        import torch
+
+        from ..utils.data import subsample_loader
+
+        def retain_acc(adapter):
+            from .stats import split_stats
+
+            st = split_stats(adapter, subsample_loader(retain_loader, 500, seed=2))
+            return float(st["correct"].mean()) if len(st["correct"]) and np.isfinite(st["correct"]).all() else None
+
+        def run():
+            adapter = self._prepare(model, inplace)
+            before = retain_acc(adapter) if guard and retain_loader is not None else None
+            saved = snapshot(adapter.model) if before is not None else None
+            self.generator = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
+            with seeded_loaders(seed, forget_loader, retain_loader):
+                reason = self.apply(adapter, forget_loader, retain_loader)
+            adapter.model.eval()
+            if before is not None:
+                after = retain_acc(adapter)
+                if after is not None and after < before - retain_tolerance:
+                    adapter.model.load_state_dict(saved)
+                    reason = (f"{reason}; undone: it cost {100 * (before - after):.1f} points of retain accuracy "
+                              f"(more than {100 * retain_tolerance:g}), so the model was left as it was: lower the "
+                              "edit's strength, or pass guard=False to keep it")
+                    warnings.warn(reason)
+            return adapter, reason
+
         t0 = time.perf_counter()
-        with seeded_loaders(seed, forget_loader, retain_loader):
-            reason = self.apply(adapter, forget_loader, retain_loader)
-        adapter.model.eval()
+        with isolated_rng(seed):
+            adapter, reason = self._guarded(model, inplace, run)
         dt = time.perf_counter() - t0
         return UnlearningResult(model=adapter.model, stop_reason=reason, steps=1,
                                 strategy=self.registered_name or type(self).__name__,

@@ -56,7 +56,20 @@ Stopping rules (``stopping=``):
     Run the fixed schedule (``max_epochs`` / ``max_steps``).
 ``"auto"``
     ``calibrated`` with held-out data, else ``monitor`` if ``early_stopping_patience``
-    is set, else ``none``. ``result.stop_reason`` always says which rule ended the run.
+    is set, else ``calibrated`` for classifiers (below) and ``none`` for language models.
+    ``result.stop_reason`` always says which rule ended the run.
+
+Without held-out data, ``calibrated`` does what can be done honestly. Class forgetting keeps
+its target (the model must stop predicting the forgotten classes: the distance is forget
+accuracy plus the retain-accuracy drop), with every other part of the rule. Sample forgetting
+has no target without unseen data (how far forget accuracy should fall is the
+generalisation gap, which only held-out data shows), so the schedule runs under the
+retain-accuracy guard: the latest checkpoint within ``guard_tolerance`` (2 points: tighter than
+``retain_tolerance``, since utility is all that can be judged) is kept, a drop that
+does not recover backtracks to it with a smaller rate, and the stop reason and a warning say
+so and ask for ``holdout_data``. A collapse (lr 1e3, say) is then caught and undone rather than
+returned. With neither held-out nor retain data nothing can be measured: the fixed schedule
+runs, with a warning.
 """
 from __future__ import annotations
 
@@ -72,7 +85,7 @@ import torch
 from ..utils.data import check_nonempty, cycle, is_class_forgetting, subsample_loader
 from ..utils.misc import seed_everything, seeded_loaders, snapshot
 from .config import BaseConfig
-from .exceptions import ConfigError, DivergenceError
+from .exceptions import ConfigError, DataError, DivergenceError
 from .stats import loss_auc, split_stats  # noqa: F401  (re-exported: measuring lives in core.stats)
 
 
@@ -105,6 +118,7 @@ class TrainerConfig(BaseConfig):
     calibration_tolerance: float = 0.03
     calibration_patience: int = 8
     retain_tolerance: float = 0.05
+    guard_tolerance: float = 0.02
     backoff: float = 0.3
     max_backoffs: int = 3
     backoff_patience: int = 2
@@ -119,7 +133,7 @@ class TrainerConfig(BaseConfig):
         self._check_positive("max_epochs", "max_steps", "lr", "eval_every_steps", "validate_every",
                              "early_stopping_patience", "calibration_patience", "retain_steps_per_epoch",
                              "val_max_samples")
-        self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "min_steps",
+        self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "guard_tolerance", "min_steps",
                              "max_backoffs", allow_zero=True)
         self._check_positive("backoff_patience")
         if self.max_lr_growth < 1.0:
@@ -287,6 +301,7 @@ class UnlearningTrainer:
         # retain data is always used for validation; for training only if the method uses it
         retain_loader = val_retain if module.uses_retain else None
         seed_everything(c.seed)
+        module.generator = torch.Generator().manual_seed(c.seed) if c.seed is not None else torch.Generator()
         model, adapter = module.model, module.adapter
         device = adapter.device
         stopping = c.stopping
@@ -297,14 +312,23 @@ class UnlearningTrainer:
         if stopping == "auto":
             # language models opt in (stopping="calibrated"): on TOFU from scratch (benchmarks/tofu.py
             # --calibrate) it backtracked and ended below the fixed schedule's utility
-            stopping = "calibrated" if holdout_loader is not None and adapter.family == "classifier" else (
-                "monitor" if c.early_stopping_patience else "none")
+            # classifiers: calibrated with held-out data; without it, classic early stopping when asked for
+            # (early_stopping_patience), else calibrated all the same: class forgetting has its target
+            # without held-out data, and sample forgetting runs under the retain-accuracy guard
+            if adapter.family == "classifier" and holdout_loader is not None:
+                stopping = "calibrated"
+            elif c.early_stopping_patience:
+                stopping = "monitor"
+            else:
+                stopping = "calibrated" if adapter.family == "classifier" else "none"
         if stopping == "calibrated" and not calibratable:
             raise ConfigError(f"stopping='calibrated' needs per-sample accuracies, which a {adapter.family!r} adapter "
                               "does not give: use stopping='monitor' (e.g. monitor='val_forget_loss') or 'none'.")
-        if stopping == "calibrated" and holdout_loader is None:
-            note = " (calibrated stopping needs held-out data; none was given, so the fixed schedule ran)"
-            warnings.warn("stopping='calibrated' needs holdout data: running the fixed schedule instead.")
+        if stopping == "calibrated" and holdout_loader is None and val_retain is None:
+            note = " (no held-out or retain data: nothing to calibrate or guard with, so the fixed schedule ran)"
+            warnings.warn("No holdout_data and no retain data: the fixed schedule runs unguarded. Pass retain data "
+                          "(to guard utility) and holdout_data (data the model never trained on) to stop where the "
+                          "forget set looks unseen.")
             stopping = "none"
 
         spe = self._steps_per_epoch(module, forget_loader, retain_loader)
@@ -350,6 +374,13 @@ class UnlearningTrainer:
 
         def evaluate(step: int) -> Dict[str, float]:
             stats = {k: split_stats(adapter, v) for k, v in val.items()}
+            if step == 0:  # the data as given: NaN / inf inputs show up as non-finite losses
+                for k, st in stats.items():
+                    bad = int((~np.isfinite(st["loss"])).sum())
+                    if bad:
+                        raise DataError(f"The {k} data give a non-finite loss on {bad} of {len(st['loss'])} samples "
+                                        "before any unlearning: expected finite inputs; check them for NaN or inf "
+                                        "values.")
             m: Dict[str, float] = {"step": step}
             for k, s in stats.items():
                 m[f"val_{k}_loss"] = float(s["loss"].mean())
@@ -361,6 +392,18 @@ class UnlearningTrainer:
                     mode = "class" if is_class_forgetting(stats["forget"]["label"], retain_labels) else "sample"
                 state["mode"] = mode
                 state["forget_labels"] = np.unique(stats["forget"]["label"])
+            if "holdout" not in stats and stopping == "calibrated":
+                # no held-out data: class forgetting still has its target (the model must stop predicting
+                # the forgotten classes); sample forgetting has none, and runs under the retain guard
+                if state["retain_acc0"] is None and "val_retain_acc" in m:
+                    state["retain_acc0"] = m["val_retain_acc"]
+                r_drop = max(0.0, state["retain_acc0"] - m["val_retain_acc"]) if "val_retain_acc" in m else 0.0
+                if state["mode"] == "class":
+                    m["forget_distance"] = m["val_forget_acc"]
+                    m["calibration_distance"] = m["forget_distance"] + r_drop
+                else:
+                    state["guard_only"] = True
+                    m["calibration_distance"] = r_drop
             if "holdout" in stats:
                 f, h = stats["forget"], stats["holdout"]
                 if state["holdout_acc0"] is None:
@@ -428,10 +471,14 @@ class UnlearningTrainer:
             """Update the best checkpoint; return a stop reason or None."""
             if stopping == "calibrated":
                 r_acc = m.get("val_retain_acc")
-                ok = r_acc is None or r_acc >= state["retain_acc0"] - c.retain_tolerance
+                guard = state.get("guard_only", False)
+                # without a target (sample forgetting without held-out data) utility is all that can be
+                # judged, so it is guarded more tightly
+                tol = min(c.retain_tolerance, c.guard_tolerance) if guard else c.retain_tolerance
+                ok = r_acc is None or r_acc >= state["retain_acc0"] - tol
                 state["dipped"] = state["dipped"] or not ok
                 d = m["calibration_distance"]
-                if ok and d < state["best"] - 1e-9:
+                if ok and (guard or d < state["best"] - 1e-9):  # the guard keeps the latest admissible step
                     state.update(best=d, best_step=step, best_state=snapshot(model), since_best=0)
                 elif state["best_step"] > 0:  # patience runs once the run has improved at least once
                     state["since_best"] += 1
@@ -451,9 +498,12 @@ class UnlearningTrainer:
                     history["backoffs"].append({"step": step, "restored_step": state["best_step"],
                                                 "lr": c.lr * state["lr_scale"]})
                     return None
+                if guard:
+                    return None
                 if ok and d <= c.calibration_tolerance:
-                    return (f"calibrated: forget set indistinguishable from held-out data at step {step} "
-                            f"(distance {d:.3f} <= {c.calibration_tolerance})")
+                    what = ("forget set indistinguishable from held-out data" if "holdout" in val else
+                            "the forgotten classes are no longer predicted")
+                    return f"calibrated: {what} at step {step} (distance {d:.3f} <= {c.calibration_tolerance})"
                 if state["since_best"] >= c.calibration_patience:
                     return (f"calibrated: no improvement for {c.calibration_patience} evaluations; "
                             f"restored best step {state['best_step']} (distance {state['best']:.3f})")
@@ -560,6 +610,16 @@ class UnlearningTrainer:
             if state["backoffs"]:
                 stop_reason += (f"; backtracked {state['backoffs']}x after overshooting (learning rate now "
                                 f"{c.lr * state['lr_scale']:.2g})")
+            if state.get("guard_only"):
+                stop_reason = ("no held-out data: sample forgetting cannot be calibrated, so the schedule ran under "
+                               f"the retain-accuracy guard ({stop_reason}); pass holdout_data (data the model never "
+                               "trained on) to stop where the forget set looks unseen")
+                if state["backoffs"]:
+                    warnings.warn(f"Retain accuracy collapsed below the tolerance during unlearning: {stop_reason}")
+                else:
+                    warnings.warn(stop_reason)
+            elif stopping == "calibrated" and "holdout" not in val and state["backoffs"]:
+                warnings.warn(f"Retain accuracy collapsed below the tolerance during unlearning: {stop_reason}")
             if stopping == "calibrated" and state["best_step"] == 0:
                 stop_reason += ("; no step improved on the original within the retain tolerance, so the "
                                 "original model was kept: raise lr/epochs or retain_tolerance")

@@ -55,7 +55,7 @@ class UnlearningDataset:
             if unknown:
                 raise DataError(f"forget_classes {unknown} do not occur in the dataset (labels present: {sorted(present)}).")
             self._forget |= set(np.nonzero(np.isin(labels, self.forget_classes))[0].tolist())
-        self.mark_forget(forget_indices or [])
+        self.mark_forget(forget_indices if forget_indices is not None else [])
         self.mark_forget(self.forget_weights.keys())
 
     @property
@@ -65,7 +65,25 @@ class UnlearningDataset:
         return self._labels
 
     def _check(self, indices) -> list:
-        idx = [int(i) for i in indices]
+        """Validated sample positions: whole numbers (ints, integer arrays or tensors, or
+        floats with no fractional part) in ``[0, n)``; a fractional index is an error, never
+        rounded down to another sample."""
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
+        arr = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+        if arr.size == 0:
+            return []
+        arr = arr.reshape(-1)
+        if arr.dtype == bool:
+            raise DataError("Expected sample indices, got booleans; for a mask pass np.nonzero(mask)[0].")
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise DataError(f"Expected integer sample indices, got {arr.dtype} values such as {arr[:3].tolist()}.")
+        if np.issubdtype(arr.dtype, np.floating):
+            frac = arr[~np.isfinite(arr) | (arr != np.round(arr))]
+            if len(frac):
+                raise DataError(f"Expected whole-number sample indices, got {frac[:5].tolist()}: a fractional index "
+                                "would name another sample.")
+        idx = [int(i) for i in arr]
         bad = [i for i in idx if not 0 <= i < self.n]
         if bad:
             raise DataError(f"Expected indices in [0, {self.n - 1}], got {bad[:5]}{'...' if len(bad) > 5 else ''}.")
@@ -167,11 +185,26 @@ def check_disjoint(forget_dataset, retain_dataset) -> None:
     if isinstance(fb, TensorDataset) and isinstance(rb, TensorDataset):
         fx = fb.tensors[0][torch.as_tensor(fi)].flatten(1)
         rx = rb.tensors[0][torch.as_tensor(ri)].flatten(1)
-        if fx.shape[1] != rx.shape[1]:
+        if fx.shape[1] != rx.shape[1] or fx.dtype != rx.dtype:
             return
-        def keys(x):
-            return {bytes(row.numpy().tobytes()) for row in x.contiguous().cpu()}
+
+        def keys(x):  # the raw bytes of each row (numpy has no bfloat16: view the bits as integers)
+            x = x.detach().contiguous().cpu()
+            if x.dtype in (torch.bfloat16, torch.float16):
+                x = x.view(torch.int16)
+            return {bytes(row.numpy().tobytes()) for row in x}
         both = keys(fx) & keys(rx)
         if both:
             raise DataError(f"The forget and retain sets overlap: {len(both)} forget sample(s) also appear in the "
                             "retain data. Expected disjoint sets: remove them from the retain data.")
+        return
+    records = lambda ds, idx: [ds[int(i)] for i in idx] if len(idx) else []  # noqa: E731
+    fr, rr = records(fb, fi[:1]), records(rb, ri[:1])
+    if fr and rr and isinstance(fr[0], dict) and isinstance(rr[0], dict):  # question/answer records (language models)
+        key = lambda r: (r.get("question"), r.get("answer"), r.get("text"))  # noqa: E731
+        both = {key(r) for r in records(fb, fi)} & {key(r) for r in records(rb, ri)}
+        if both:
+            ex = next(iter(both))
+            raise DataError(f"The forget and retain sets overlap: {len(both)} forget record(s) also appear in the "
+                            f"retain data (e.g. question {ex[0]!r}). Expected disjoint sets: remove them from the "
+                            "retain list.")

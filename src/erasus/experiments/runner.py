@@ -28,27 +28,31 @@ class ScenarioRow:
     avg_gap: float
     verdict: str
     note: str = ""
+    call: str = "holdout"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _row(scenario, method, seed, model, split: Split, gold, seconds, retrain_s, note="", max_samples=None):
+def _row(scenario, method, seed, model, split: Split, gold, seconds, retrain_s, note="", max_samples=None,
+         call="holdout"):
     m = MetricSuite(METRICS, max_samples=max_samples).run(
         model, split.forget, split.retain, split.test, split.holdout, gold_model=gold)
     report = UnlearningBenchmark(gold_standard="retrain", max_samples=max_samples, n_bootstrap=200).evaluate(
         model, split.forget, split.retain, split.test, split.holdout, gold_model=gold)
     return ScenarioRow(scenario, method, seed, seconds, retrain_s / seconds if seconds > 0 else float("inf"),
                        m["forget_accuracy"], m["retain_accuracy"], m["test_accuracy"], m["mia_auc"],
-                       m["mia_efficacy"], m["avg_gap"], report.verdict, note)
+                       m["mia_efficacy"], m["avg_gap"], report.verdict, note, call)
 
 
 def run_scenario(task: ClassificationTask, split: Split, strategies: Sequence[str], seed: int = 0,
                  progress: bool = True, include_references: bool = True, max_samples: Optional[int] = 5000,
-                 strategy_kwargs: Optional[Dict[str, dict]] = None, **fit_kwargs) -> List[ScenarioRow]:
+                 strategy_kwargs: Optional[Dict[str, dict]] = None, calls: Sequence[str] = ("holdout",),
+                 **fit_kwargs) -> List[ScenarioRow]:
     """Original and retrained reference rows, then one row per strategy at its defaults
-    (``strategy_kwargs`` overrides per strategy), unlearning with calibrated stopping on the
-    split's held-out data."""
+    (``strategy_kwargs`` overrides per strategy) and per call in ``calls``: ``"holdout"``
+    unlearns with the split's held-out data (calibrated stopping), ``"bare"`` as a user who
+    has none would call it, ``fit(forget, retain)``."""
     from ..unlearners import ErasusUnlearner
 
     original = task.original(seed)
@@ -60,16 +64,21 @@ def run_scenario(task: ClassificationTask, split: Split, strategies: Sequence[st
                          "untouched model", max_samples))
         rows.append(_row(split.kind, "retrain", seed, gold, split, gold, retrain_s, retrain_s,
                          "gold standard", max_samples))
-    for name in strategies:
-        kw = (strategy_kwargs or {}).get(name, {})
-        unl = ErasusUnlearner(original, strategy=name, strategy_kwargs=kw)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            extra = fit_kwargs if hasattr(unl.strategy, "trainer_config") else {}  # one-shot edits take none
-            res = unl.fit(split.forget, split.retain, split.holdout, progress=progress, seed=seed, **extra)
-            dt = time.perf_counter() - t0
-        rows.append(_row(split.kind, name, seed, res.model, split, gold, dt, retrain_s, res.stop_reason, max_samples))
+    for call in calls:
+        if call not in ("holdout", "bare"):
+            raise ValueError(f"Expected calls from ('holdout', 'bare'), got {call!r}.")
+        for name in strategies:
+            kw = (strategy_kwargs or {}).get(name, {})
+            unl = ErasusUnlearner(original, strategy=name, strategy_kwargs=kw)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                extra = fit_kwargs if hasattr(unl.strategy, "trainer_config") else {}  # one-shot edits take none
+                res = unl.fit(split.forget, split.retain, split.holdout if call == "holdout" else None,
+                              progress=progress, seed=seed, **extra)
+                dt = time.perf_counter() - t0
+            rows.append(_row(split.kind, name, seed, res.model, split, gold, dt, retrain_s, res.stop_reason,
+                             max_samples, call))
     return rows
 
 

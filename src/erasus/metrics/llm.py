@@ -69,7 +69,8 @@ def lm_token_stats(adapter, loader, k: float = 0.4, score_eos: bool = False) -> 
     eos = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
     was = model.training
     model.eval()
-    out = {key: [] for key in ("loss", "zlib", "min_k", "min_k_pp", "exact_memorization", "extraction_strength")}
+    out = {key: [] for key in ("loss", "zlib", "min_k", "min_k_pp", "exact_memorization", "extraction_strength",
+                               "n_tokens")}
     try:
         for batch in loader:
             b = adapter.to_device(batch)
@@ -94,6 +95,7 @@ def lm_token_stats(adapter, loader, k: float = 0.4, score_eos: bool = False) -> 
                     mk_lp, mk_z = lp[:-1], z[:-1]
                 kk = max(1, int(k * len(mk_lp)))
                 out["loss"].append(nll)
+                out["n_tokens"].append(n)
                 out["min_k"].append(float(mk_lp.sort().values[:kk].mean()))
                 out["min_k_pp"].append(float(mk_z.sort().values[:kk].mean()))
                 out["exact_memorization"].append(float(h.double().mean()))
@@ -204,6 +206,82 @@ class PrivLeakMetric(BaseMetric):
         auc = attack_auc(ctx.lm_stats("forget", k=k), ctx.lm_stats("nonmember", k=k), "min_k")
         gold = attack_auc(ctx.lm_stats("forget", gold=True, k=k), ctx.lm_stats("nonmember", gold=True, k=k), "min_k")
         return {"privleak": privleak(auc, gold, self.config.privleak_convention)}
+
+
+@register("metric", "perplexity", aliases=("ppl",))
+class PerplexityMetric(BaseMetric):
+    """Perplexity of the scored tokens (answers under :class:`~erasus.models.QACollator`,
+    whole texts under ``TextCollator``) on each split given: ``exp`` of the mean token NLL over
+    all of the split's tokens (``<split>_perplexity``). On the forget set it should rise to what
+    the retrained model gives (reference ``"gold"``); on retain data it should stay low."""
+
+    supports = ("causal_lm",)
+    resamplable = True
+    higher_is_better = {"forget_perplexity": None, "retain_perplexity": False, "holdout_perplexity": None,
+                        "test_perplexity": None}
+    reference = {k: "gold" for k in higher_is_better}
+
+    def compute(self, ctx):
+        out = {}
+        for split in ("forget", "retain", "holdout", "test"):
+            if ctx.has(split):
+                s = ctx.lm_stats(split)
+                n = s["n_tokens"]
+                out[f"{split}_perplexity"] = float(np.exp((s["loss"] * n).sum() / max(1.0, n.sum())))
+        if not out:
+            ctx.require("perplexity", "forget")
+        return out
+
+
+@dataclass
+class RougeConfig(BaseConfig):
+    """``kind``: ROUGE-L ``"recall"`` (TOFU's) or ``"fmeasure"`` (MUSE's); ``stem``: Porter
+    stemming (TOFU stems, MUSE does not); ``max_samples``: questions per split (200);
+    ``max_new_tokens`` (64)."""
+
+    kind: str = "recall"
+    stem: bool = True
+    max_samples: int = 200
+    max_new_tokens: int = 64
+
+    def validate(self) -> None:
+        self._check_choice("kind", ("recall", "fmeasure", "precision"))
+        self._check_positive("max_samples", "max_new_tokens")
+
+
+@register("metric", "rouge", aliases=("rouge_l", "rougeL"))
+class RougeMetric(BaseMetric):
+    """ROUGE-L of the model's greedy answers against the true answers (TOFU's ROUGE-L recall by
+    default; rouge-score), per split: ``<split>_rouge``. Needs question/answer loaders built with
+    :class:`~erasus.models.QACollator`, which carry the tokenizer and the prompt template. On the
+    forget set it should fall to the retrained model's (reference ``"gold"``); on retain data it
+    should stay high."""
+
+    config_class = RougeConfig
+    supports = ("causal_lm",)
+    higher_is_better = {"forget_rouge": None, "retain_rouge": True, "holdout_rouge": None}
+    reference = {k: "gold" for k in higher_is_better}
+
+    def compute(self, ctx):
+        c, out = self.config, {}
+        for split in ("forget", "retain", "holdout"):
+            if not ctx.has(split):
+                continue
+            loader = ctx.loaders[split]
+            coll = loader.collate_fn
+            if not hasattr(coll, "tok") or not hasattr(coll, "template"):
+                raise DataError("rouge generates answers, so it needs the tokenizer and prompt template: expected loaders "
+                                "of question/answer records built with erasus.models.QACollator.")
+            ds = loader.dataset
+            recs = [ds[i] for i in range(min(len(ds), c.max_samples))]
+            if not recs or not isinstance(recs[0], dict) or "question" not in recs[0]:
+                raise DataError("rouge needs question/answer records (dicts with 'question' and 'answer').")
+            gen = generate_text(ctx.adapter.model, coll.tok, [coll.template.format(question=r["question"]) for r in recs],
+                                c.max_new_tokens)
+            out[f"{split}_rouge"] = float(rouge_l(gen, [r[coll.answer_key] for r in recs], c.kind, c.stem).mean())
+        if not out:
+            ctx.require("rouge", "forget")
+        return out
 
 
 @register("metric", "memorization", aliases=("exact_memorization", "extraction_strength"))

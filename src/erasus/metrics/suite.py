@@ -7,6 +7,21 @@ from ..core.registry import build
 from .context import EvalContext
 
 
+class MetricResults(dict):
+    """The values measured, as a dict; ``missing`` says, for every value that could not be
+    measured, why (e.g. ``mia_auc``: no held-out data). Looking up a missing value raises a
+    ``KeyError`` carrying that reason instead of a bare key name."""
+
+    def __init__(self, *args, missing: Optional[Dict[str, str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.missing: Dict[str, str] = dict(missing or {})
+
+    def __missing__(self, key):
+        if key in self.missing:
+            raise KeyError(f"{key!r} was not measured: {self.missing[key]}")
+        raise KeyError(f"{key!r} is not one of the values measured ({', '.join(sorted(self)) or 'none'}).")
+
+
 class MetricSuite:
     """``MetricSuite(["accuracy", "mia"]).run(model, forget_loader, retain_loader, ...)``.
 
@@ -31,9 +46,10 @@ class MetricSuite:
                           max_samples=self.max_samples)
         from ..core.base import check_supported
 
+        for m in self.metrics:  # every metric's model family first, before any measuring
+            check_supported(m, adapter)  # e.g. a language-model metric on a classifier: a clear error
         out: Dict[str, float] = {}
         for m in self.metrics:
-            check_supported(m, adapter)  # e.g. a language-model metric on a classifier: a clear error
             out.update(m.compute(ctx))
         return out
 

@@ -111,7 +111,7 @@ class FisherForgetting(OneShotStrategy):
                     var[f_labels] = 1e-4
                 if head or p.dim() == 1:
                     var = var * 10
-                noise = var.sqrt() * torch.randn_like(p)
+                noise = var.sqrt() * torch.randn(p.shape, generator=self.generator).to(p)
                 p.copy_(mu + noise)
                 noise_norm += float(noise.pow(2).sum())
         what = f"; zeroed the output rows of classes {f_labels.tolist()}" if class_mode else ""

@@ -15,7 +15,10 @@ from ..utils.data import subsample_loader
 
 
 def _prunable(model: nn.Module, head) -> List[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m is not head]
+    """Hidden Linear / Conv layers whose weights may change: frozen layers (``requires_grad``
+    off, e.g. a backbone the user froze) are left alone, as every other strategy leaves them."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m is not head
+            and m.weight.requires_grad]
 
 
 @torch.no_grad()
@@ -95,7 +98,7 @@ class NeuronPruning(OneShotStrategy):
         model = adapter.model
         layers = _prunable(model, adapter.head)
         if not layers:
-            return "one-shot: no hidden Linear/Conv layer to prune"
+            return "one-shot: no trainable hidden Linear/Conv layer to prune (frozen layers are left alone)"
         f_loader = subsample_loader(forget_loader, c.max_samples, seed=0)
         r_loader = subsample_loader(retain_loader, c.max_samples, seed=0)
         pruned = {m: torch.zeros(m.weight.shape[0], dtype=torch.bool, device=m.weight.device) for m in layers}

@@ -62,7 +62,7 @@ class RandomLabel(ForgetRetainStrategy):
 
     def _relabelled(self, batch):
         x, y = self.adapter.to_device(batch)
-        return x, random_other_labels(y, self.adapter.num_classes)
+        return x, random_other_labels(y, self.adapter.num_classes, self.generator)
 
     def forget_step(self, batch, batch_idx):
         x, y_rand = self._relabelled(batch)

@@ -34,6 +34,15 @@ class ErasusUnlearner:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
         if device is not None:
+            import torch
+
+            dev = torch.device(device)
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                from ..core.exceptions import ConfigError
+
+                raise ConfigError(f"device={device!r}, but this machine has no CUDA GPU that torch can use (torch "
+                                  f"{torch.__version__}). Pass device='cpu' (or leave it out), or install a CUDA "
+                                  "build of torch on a machine with a GPU.")
             if inplace:
                 model.to(device)
             else:
@@ -95,30 +104,43 @@ class ErasusUnlearner:
         return result
 
     def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, gold_model=None,
-                 metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None) -> Dict[str, float]:
-        """Measure the current model. Default metrics: accuracy and loss-MIA AUC (``mia_auc``,
-        forget vs ``holdout_data`` — by default the held-out data given to ``fit`` — else
-        ``test_data``); with ``test_data`` also ``mia_efficacy``; with ``gold_model`` also
-        the average gap to it."""
+                 metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None):
+        """Measure the current model; returns a dict of values (a
+        :class:`~erasus.metrics.suite.MetricResults`). Default metrics: accuracy and loss-MIA AUC
+        (``mia_auc``, forget vs ``holdout_data`` — by default the held-out data given to ``fit``
+        — else ``test_data``); with ``test_data`` also ``mia_efficacy``; with ``gold_model``
+        also the average gap to it. What cannot be measured with the data given is not made
+        up: it is left out, a warning says so, and ``result.missing`` (and looking it up)
+        gives the reason. Runs with its own random state."""
         import warnings
 
         from ..metrics import MetricSuite
+        from ..metrics.suite import MetricResults
+        from ..utils.misc import isolated_rng
 
         if holdout_data is None:
             holdout_data = self.holdout_data_
-        if metrics is None and holdout_data is None and test_data is None:
-            warnings.warn("evaluate(): no holdout_data or test_data, so no membership-inference metric "
-                          "(mia_auc) can be computed; pass data the model never trained on.")
+        missing: Dict[str, str] = {}
+        nonmember = holdout_data is not None or test_data is not None
         if metrics is None:
             metrics = ["accuracy"]
-            if holdout_data is not None or test_data is not None:
+            if nonmember:
                 metrics.append("mia")
+            else:
+                missing["mia_auc"] = ("no holdout_data or test_data: membership inference compares the forget set "
+                                      "with data the model never trained on; pass holdout_data=...")
             if test_data is not None and retain_data is not None:
                 metrics.append("mia_efficacy")
                 if gold_model is not None:
                     metrics.append("gold_gap")
-        out = MetricSuite(metrics, max_samples=max_samples).run(
-            self.model, forget_data, retain_data, test_data, holdout_data, gold_model)
+            else:
+                missing["mia_efficacy"] = "needs retain_data and test_data (SalUn's SVC is fitted on both)"
+            if missing:
+                warnings.warn("evaluate(): " + "; ".join(f"{k} not measured: {v}" for k, v in missing.items()))
+        with isolated_rng(0):
+            out = MetricSuite(metrics, max_samples=max_samples).run(
+                self.model, forget_data, retain_data, test_data, holdout_data, gold_model)
+        out = MetricResults(out, missing=missing)
         if self.result_ is not None:
             self.result_.metrics.update(out)
         return out

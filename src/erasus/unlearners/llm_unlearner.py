@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -98,15 +96,18 @@ class LLMUnlearner(ErasusUnlearner):
         r = self.result_
         if r is None:
             raise ConfigError("Nothing to describe yet: call fit() first.")
+        cfg = getattr(self.strategy, "config", None)
+        params = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else {}
         lines = ["---", "tags: [erasus, machine-unlearning]", "---", "", "# Unlearned model", "",
                  f"Produced with Erasus {_version()} on {time.strftime('%Y-%m-%d')}.", "",
-                 f"- method: `{r.strategy}`" + (f" (objective `{r.config.get('base')}` through LoRA adapters)"
-                                                 if r.strategy == "lora_unlearning" else ""),
+                 f"- method: `{r.strategy}`" + (f" (objective `{params.get('base')}` through LoRA adapters)"
+                                                 if "base" in params and r.strategy == "lora_unlearning" else ""),
                  f"- forget set: {self.forget_size_ if self.forget_size_ is not None else 'unknown'} samples"
                  + (f" (coreset of {len(r.coreset)})" if r.coreset is not None else ""),
                  f"- steps: {r.steps}; stopped: {r.stop_reason}",
                  f"- time: {r.timings.get('total_s', r.timings.get('unlearn_s', 0.0)):.1f} s", "",
-                 "## Configuration", "", "```json", json.dumps(r.config, indent=1, default=str), "```", ""]
+                 "## Strategy configuration", "", "```json", json.dumps(params, indent=1, default=str), "```", "",
+                 "## Training", "", "```json", json.dumps(r.config, indent=1, default=str), "```", ""]
         if r.metrics:
             lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {v:.4g} |" for k, v in sorted(r.metrics.items())]
@@ -114,35 +115,27 @@ class LLMUnlearner(ErasusUnlearner):
 
     def save_pretrained(self, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
         """Save the unlearned model (``save_pretrained``, safetensors), the tokenizer if known,
-        and ``README.md`` (the model card) into ``path``, atomically: everything is written
-        to a temporary folder beside it and moved into place at the end. An existing
-        non-empty ``path`` is never overwritten unless ``overwrite=True``."""
+        and ``README.md`` (the model card) into ``path``, atomically
+        (:func:`erasus.utils.io.replace_dir`): everything is written to a temporary folder
+        beside it and moved into place at the end, and with ``overwrite=True`` the target
+        holds the old or the new model at every moment. An existing non-empty ``path`` is
+        never overwritten unless ``overwrite=True``."""
         path = Path(path)
         if getattr(self.model, "erasus_hooks", None):
             raise ConfigError("This model's unlearning lives in forward hooks (an inference-time method such as "
                               "activation_steering); its weights are the original's, so save_pretrained would not "
                               "keep it. Keep the model object, or use a weight-editing strategy.")
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True or choose a new folder.")
         card = self.model_card()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+
+        def build(tmp: Path) -> None:
             self.model.save_pretrained(tmp, safe_serialization=True)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             (tmp / "README.md").write_text(card)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return path
+
+        from ..utils.io import replace_dir
+
+        return replace_dir(build, path, overwrite=overwrite)
 
 
 def load_causal_lm(name_or_path, tokenizer=None, **kwargs):

@@ -43,8 +43,55 @@ def save_state_dict(state: Dict[str, torch.Tensor], path: PathLike, overwrite: b
         raise FileExistsError(
             f"{path} exists. Erasus never overwrites a checkpoint: choose a new path or pass overwrite=True."
         )
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tensors, seen = {}, set()
+    for k, v in state.items():
+        t = v.detach().cpu()
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.numel() else None
+        # tied weights (GPT-2's input and output embeddings) share memory, which safetensors refuses to
+        # store twice: each name gets its own copy, and loading gives back equal tensors under both names
+        tensors[k] = t.clone().contiguous() if ptr in seen or not t.is_contiguous() else t
+        if ptr is not None:
+            seen.add(ptr)
     atomic_write_bytes(path, save(tensors))
+    return path
+
+
+def replace_dir(build, path: PathLike, overwrite: bool = False) -> Path:
+    """Write a folder atomically: ``build(tmp)`` fills a fresh temporary folder made beside
+    ``path``, which then takes ``path``'s place. An existing non-empty ``path`` is replaced only
+    with ``overwrite=True``, and then by two renames (``path`` aside, the new folder in); if
+    the second fails the old folder is put back, so ``path`` always holds the old or the new
+    content. Temporary and old folders get unique names and are removed; leftovers of an
+    interrupted earlier write do not get in the way."""
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is a file; expected a folder path.")
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True or choose a new folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
+    old = None
+    try:
+        build(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.rmdir(old)
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the old folder back: the target is never left empty
+                old = None
+                raise
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
     return path
 
 

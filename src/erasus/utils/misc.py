@@ -20,19 +20,29 @@ class seeded_loaders:
     """Context manager: the shuffling generators of ``loaders`` (``loader.generator`` and
     ``loader.sampler.generator``) are seeded with ``seed + i`` on entry and put back to their
     previous state on exit, so a seeded run shuffles the same way however often the loaders
-    were iterated before, and the caller's loaders are left as they were."""
+    were iterated before, and the caller's loaders are left as they were. A shuffling loader
+    built without a generator (it would draw from torch's global one, shared by every thread)
+    gets its own for the run, removed on exit."""
 
     def __init__(self, seed: Optional[int], *loaders):
         self.seed = seed
         self.gens = []
+        self.lent = []  # samplers given a generator for the run
         for loader in loaders:
-            for g in (getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)):
+            sampler = getattr(loader, "sampler", None)
+            if (seed is not None and isinstance(sampler, torch.utils.data.RandomSampler)
+                    and sampler.generator is None and getattr(loader, "generator", None) is None):
+                self.lent.append(sampler)
+            for g in (getattr(loader, "generator", None), getattr(sampler, "generator", None)):
                 if isinstance(g, torch.Generator) and all(g is not h for h in self.gens):
                     self.gens.append(g)
         self.states = []
 
     def __enter__(self):
         if self.seed is not None:
+            for sampler in self.lent:
+                sampler.generator = torch.Generator()
+                self.gens.append(sampler.generator)
             self.states = [g.get_state() for g in self.gens]
             for i, g in enumerate(self.gens):
                 g.manual_seed(self.seed + 7919 * (i + 1))
@@ -41,6 +51,8 @@ class seeded_loaders:
     def __exit__(self, *exc):
         for g, st in zip(self.gens, self.states):
             g.set_state(st)
+        for sampler in self.lent:
+            sampler.generator = None
         return False
 
 
