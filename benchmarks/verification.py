@@ -184,10 +184,14 @@ def part_r(args, cache: Path):
     return rows
 
 
+def _heading(title: str, m: dict) -> list:
+    return [f"## {title}", "", f"`{m['command']}` on {m['date']} ({m['machine']}; torch {m['torch']}); "
+            f"{m['total_min']:.1f} min.", ""]
+
+
 def refit_markdown(refit) -> list:
     rows, m = refit["rows"], refit["meta"]
-    lines = ["## D. The last-layer re-fit attack", "",
-             f"`{m['command']}` on {m['date']} ({m['machine']}; torch {m['torch']}); {m['total_min']:.1f} min.", "",
+    lines = _heading("D. The last-layer re-fit attack", m) + [
              "Mean recovery of the forget data (class forgetting: with the held-out samples of the class) by a new "
              "output layer trained on retain data plus 5 labelled forget samples (`last_layer_refit` at its defaults: "
              "5 draws, C = 0.01): the original, the original with the class's logit lowered by 30 (hidden, not "
@@ -206,8 +210,7 @@ def gallery_markdown(gallery) -> list:
     from erasus.testing import ENTRY_POINTS
 
     c, m = gallery["rows"], gallery["meta"]
-    lines = ["## C. The cheat gallery", "",
-             f"`{m['command']}` on {m['date']} ({m['machine']}; torch {m['torch']}); {m['total_min']:.1f} min.", "",
+    lines = _heading("C. The cheat gallery", m) + [
              "Every cheat must FAIL (or be INCONCLUSIVE where the request is too small to tell), the model "
              "retrained with another seed must PASS (or be INCONCLUSIVE where too small). Each cell counts the "
              "verdicts over seeds: P = PASS, F = FAIL, I = INCONCLUSIVE, p = PARTIAL. Entry points, each given the "

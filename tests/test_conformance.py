@@ -48,12 +48,23 @@ def test_strategy_builds_with_defaults_and_config_round_trips(name, tmp_path):
         assert type(s.config).load(path) == s.config
 
 
+def _mechanics_kwargs(cls, steps: int) -> dict:
+    """The mechanics, not the guards: a fixed schedule of ``steps`` steps for loss-based and
+    composite strategies, and one-shot edits kept whatever they cost (the tiny random data
+    give the guards nothing to keep)."""
+    from erasus.core.strategy import OneShotStrategy
+
+    if issubclass(cls, OneShotStrategy):
+        return {"progress": False, "guard": False}
+    return {"max_steps": steps, "progress": False, "stopping": "none", "min_steps": 0}
+
+
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_strategy_step_is_finite_changes_model_and_leaves_caller_untouched(name, tiny, tmp_path):
     model, forget, retain, _ = tiny
     before = copy.deepcopy(model)
     cls = get("strategy", name)
-    kwargs = {"max_steps": 3, "progress": False, "stopping": "none", "min_steps": 0} if issubclass(cls, LossStrategy) else {"progress": False}
+    kwargs = _mechanics_kwargs(cls, steps=3)
     res = make_strategy(name, tiny, tmp_path).unlearn(model, forget, retain, **kwargs)
     assert params_equal(model, before), "the caller's model must not change without inplace=True"
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
@@ -88,7 +99,7 @@ def test_strategy_inplace_modifies_the_given_model(name, tiny, tmp_path):
     model, forget, retain, _ = tiny
     before = copy.deepcopy(model)
     cls = get("strategy", name)
-    kw = {"max_steps": 2, "progress": False, "stopping": "none", "min_steps": 0} if issubclass(cls, LossStrategy) else {"progress": False}
+    kw = _mechanics_kwargs(cls, steps=2)
     res = make_strategy(name, tiny, tmp_path).unlearn(model, forget, retain, inplace=True, **kw)
     assert res.model is model and not params_equal(model, before)
 

@@ -4,7 +4,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from erasus.core import (Callback, Coreset, UnlearningModule, UnlearningTrainer, get, list_registered, register)
 from erasus.core.registry import resolve
@@ -57,36 +56,6 @@ def test_coreset_from_selector_and_to_loader(tiny):
     assert len(loader.dataset) == 5
     x0 = loader.dataset[0][0]
     assert torch.equal(x0, forget.dataset[int(cs.indices[0])][0])
-
-
-def test_guide_module_trainer_example_runs_with_early_stopping(tiny):
-    """The conceptual guide's UnlearningModule / UnlearningTrainer example, as written."""
-    model, forget_loader, retain_loader, _ = tiny
-
-    class MyModule(UnlearningModule):
-        def forget_step(self, batch, batch_idx):
-            x, y = batch
-            return -F.cross_entropy(self.model(x), y)
-
-        def retain_step(self, batch, batch_idx):
-            x, y = batch
-            return F.cross_entropy(self.model(x), y)
-
-    trainer = UnlearningTrainer(
-        max_epochs=10,
-        validate_every=2,
-        early_stopping_patience=3,
-        monitor="val_forget_loss",
-        monitor_mode="max",
-        progress=False,
-    )
-    module = MyModule(copy.deepcopy(model))
-    result = trainer.fit(module, forget_loader, retain_loader)
-    evals = result.history["eval"]
-    assert len(evals) >= 2 and evals[0]["step"] == 0
-    best = max(evals, key=lambda m: m["val_forget_loss"])
-    assert result.best_step == best["step"]
-    assert result.model is module.model
 
 
 def test_monitor_restores_the_best_checkpoint(tiny):

@@ -45,8 +45,13 @@ def test_guide_unlearning_module_and_trainer(world):
         monitor="val_forget_loss",
         monitor_mode="max",
     )
-    result = trainer.fit(MyModule(model), forget_loader, retain_loader)
+    module = MyModule(model)
+    result = trainer.fit(module, forget_loader, retain_loader)
     assert "early stopping" in result.stop_reason or "max_epochs" in result.stop_reason
+    evals = result.history["eval"]  # monitored, and the best checkpoint is the one returned
+    assert len(evals) >= 2 and evals[0]["step"] == 0
+    assert result.best_step == max(evals, key=lambda m: m["val_forget_loss"])["step"]
+    assert result.model is module.model
 
 
 def test_guide_coresets_as_first_class_objects(world):

@@ -27,6 +27,8 @@ def _cmd_list(args) -> int:
                 needs.append("needs records made during training")
             if getattr(cls, "needs_retain", False):
                 needs.append("needs retain data")
+            if vars(cls).get("limits"):
+                needs.append("falls short at its defaults: see -v")
             doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             doc = doc if len(doc) <= 100 else doc[:97] + "..."
             extra = [a for a, t in al.items() if t == n]
@@ -34,6 +36,8 @@ def _cmd_list(args) -> int:
                   + (f" aliases: {', '.join(sorted(extra))}" if extra and args.verbose else ""))
             if args.verbose:
                 print(f"  {'':<{width}}  {doc}")
+                if vars(cls).get("limits"):
+                    print(f"  {'':<{width}}  measured limit at the defaults: {cls.limits}")
     return 0
 
 

@@ -61,6 +61,14 @@ class BaseStrategy(Configurable):
     #: A call without held-out data warns, and ``erasus list`` shows it
     needs_holdout: bool = False
     needs_holdout_why: str = ""
+    #: where the method was measured to fall short at its defaults, whatever data it is given
+    #: (appended to the class docstring; ``erasus list`` shows it; a run that falls short warns)
+    limits: str = ""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("limits"):
+            cls.__doc__ = (cls.__doc__ or "").rstrip() + f"\n\n    Measured limit at the defaults: {cls.limits}\n"
 
     def warn_if_bare(self, holdout_loader) -> None:
         if holdout_loader is None and self.needs_holdout:
@@ -161,6 +169,11 @@ class ForgetRetainStrategy(LossStrategy):
         return self.config.retain_weight * self.adapter.loss(batch)
 
 
+#: without held-out data an edit or a step is kept only when it lowers forget accuracy by at
+#: least this many times as much as retain accuracy (``TrainerConfig.guard_selectivity``)
+GUARD_SELECTIVITY = 2.0
+
+
 class OneShotStrategy(BaseStrategy):
     """A strategy that edits the weights once (``apply``), with no training loop."""
 
@@ -174,7 +187,10 @@ class OneShotStrategy(BaseStrategy):
         """Apply the edit. With retain data and ``guard`` (default), the edit is measured: when
         it costs more than ``retain_tolerance`` of retain accuracy (on up to 500 retain samples)
         it is undone, and the stop reason and a warning say so (a one-shot edit has no schedule
-        to back off on: its strength is the strategy's hyperparameter)."""
+        to back off on: its strength is the strategy's hyperparameter). Without held-out data
+        it must also be selective: an edit that does not lower forget accuracy by at least
+        ``GUARD_SELECTIVITY`` times as much as retain accuracy (on up to 500 samples of each)
+        moves away from the retrained model, or nowhere, and is undone."""
         # forget_eval_loader is accepted for a uniform call: a one-shot edit has no stopping rule to feed
         if unused:
             raise ValueError(f"{type(self).__name__} is a one-shot edit and takes no trainer options; got {sorted(unused)}.")
@@ -186,30 +202,60 @@ class OneShotStrategy(BaseStrategy):
 
         import torch
 
-        from ..utils.data import subsample_loader
+        from ..utils.data import is_class_forgetting, subsample_loader
 
-        def retain_acc(adapter):
-            from .stats import split_stats
+        from .stats import split_stats
+        from .trainer import missed_class_note
 
-            st = split_stats(adapter, subsample_loader(retain_loader, 500, seed=2))
+        def acc(adapter, loader, seed):
+            st = split_stats(adapter, subsample_loader(loader, 500, seed=seed))
             return float(st["correct"].mean()) if len(st["correct"]) and np.isfinite(st["correct"]).all() else None
+
+        def class_miss(adapter):
+            """Class forgetting (no forget label among the retain labels) whose class is still recognised."""
+            if retain_loader is None or adapter.family != "classifier":
+                return None
+            f = split_stats(adapter, subsample_loader(forget_loader, 500, seed=1))
+            r = split_stats(adapter, subsample_loader(retain_loader, 500, seed=2))
+            f_acc = float(f["correct"].mean())
+            return missed_class_note(f_acc) if is_class_forgetting(f["label"], r["label"]) and f_acc > 0.03 else None
 
         def run():
             adapter = self._prepare(model, inplace)
-            before = retain_acc(adapter) if guard and retain_loader is not None else None
+            before = acc(adapter, retain_loader, 2) if guard and retain_loader is not None else None
+            # without held-out data the edit must also be selective (see TrainerConfig's guard)
+            bare = before is not None and holdout_loader is None
+            f_before = acc(adapter, forget_loader, 1) if bare else None
             saved = snapshot(adapter.model) if before is not None else None
             self.generator = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
             with seeded_loaders(seed, forget_loader, retain_loader):
                 reason = self.apply(adapter, forget_loader, retain_loader)
             adapter.model.eval()
             if before is not None:
-                after = retain_acc(adapter)
-                if after is not None and after < before - retain_tolerance:
+                after = acc(adapter, retain_loader, 2)
+                cost = before - after if after is not None else 0.0
+                undo = None
+                if after is not None and cost > retain_tolerance:
+                    undo = (f"it cost {100 * cost:.1f} points of retain accuracy (more than {100 * retain_tolerance:g})"
+                            ", so the model was left as it was: lower the edit's strength, or pass guard=False to "
+                            "keep it")
+                elif bare and f_before is not None and after is not None:
+                    f_after = acc(adapter, forget_loader, 1)
+                    f_drop = f_before - f_after if f_after is not None else 0.0
+                    if not (f_drop > 0 and f_drop >= GUARD_SELECTIVITY * max(cost, 0.0)):
+                        undo = (f"without held-out data an edit is kept only when it lowers forget accuracy, by at "
+                                f"least {GUARD_SELECTIVITY:g} times as much as retain accuracy, and this one lowered "
+                                f"them by "
+                                f"{100 * f_drop:.1f} and {100 * cost:.1f} points, so the model was left "
+                                "as it was: pass holdout_data, or guard=False to keep it")
+                if undo:
                     adapter.model.load_state_dict(saved)
-                    reason = (f"{reason}; undone: it cost {100 * (before - after):.1f} points of retain accuracy "
-                              f"(more than {100 * retain_tolerance:g}), so the model was left as it was: lower the "
-                              "edit's strength, or pass guard=False to keep it")
-                    warnings.warn(reason)
+                    reason = f"{reason}; undone: {undo}"
+            miss = class_miss(adapter) if guard else None
+            if miss:
+                reason = f"{reason}; {miss}"
+            if (before is not None and undo) or miss:
+                warnings.warn(reason)
             return adapter, reason
 
         t0 = time.perf_counter()

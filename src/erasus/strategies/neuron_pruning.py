@@ -89,6 +89,9 @@ class NeuronPruning(OneShotStrategy):
     layer's output (before the nonlinearity), where the pruning acts, so it applies to any
     Linear/Conv network without knowing its activation functions.
     """
+    limits = ('forgetting one class of scikit-learn digits (MLP, seed 0), it stops with 100% of the class still '
+              'recognised, with or without held-out data (pruning cost 16.8 points of retain accuracy, so the guard '
+              'undid it); tests/test_first_hour.py measures it, and the run warns')
 
     config_class = NeuronPruningConfig
     needs_retain = True

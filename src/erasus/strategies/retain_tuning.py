@@ -27,6 +27,9 @@ class FineTune(LossStrategy):
     Labels", NDSS 2023. The forget loader only sets the step budget and is used by
     calibrated stopping to watch the forget set.
     """
+    limits = ('forgetting one class of scikit-learn digits (MLP, seed 0), it stops with 78.2% of the class still '
+              'recognised, with or without held-out data (fine-tuning on retain data alone forgets slowly); '
+              'tests/test_first_hour.py measures it, and the run warns')
 
     config_class = FineTuneConfig
     needs_retain = True
@@ -57,6 +60,9 @@ class SparseAware(FineTune):
     approximate unlearning and retraining; the penalty pulls weights the retain data
     does not need, among them those that encode the forget set, towards zero.
     """
+    limits = ('forgetting one class of scikit-learn digits (MLP, seed 0), it stops with 70.9% of the class still '
+              'recognised, with or without held-out data (fine-tuning on retain data alone forgets slowly); '
+              'tests/test_first_hour.py measures it, and the run warns')
 
     config_class = SparseAwareConfig
 

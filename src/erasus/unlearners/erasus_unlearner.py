@@ -21,12 +21,16 @@ class ErasusUnlearner:
     >>> unlearner.evaluate(forget_loader, retain_loader, test_data=test_loader)["mia_auc"]
 
     ``strategy``/``selector``: registered names (``erasus.list_registered("strategy")``)
-    or instances; ``selector=None`` unlearns the whole forget set. The caller's model is
+    or instances; ``selector=None`` unlearns the whole forget set. The default strategy,
+    WGA (weighted gradient ascent, Wang et al., ICLR 2025), is the one measured best at its
+    defaults on every classification protocol we run, with held-out data and without
+    (``benchmarks/results/classification.md``, ``demo.md``, ``bare_calls.md``; the README's
+    "Default strategy" says by how much); NegGrad+ was the default before. The caller's model is
     never modified unless ``inplace=True``; the unlearned model is ``result.model`` (and
     ``unlearner.model``).
     """
 
-    def __init__(self, model: nn.Module, strategy: Union[str, Any] = "negative_gradient", selector: Union[str, Any, None] = None,
+    def __init__(self, model: nn.Module, strategy: Union[str, Any] = "wga", selector: Union[str, Any, None] = None,
                  device: Optional[str] = None, strategy_kwargs: Optional[Dict[str, Any]] = None,
                  selector_kwargs: Optional[Dict[str, Any]] = None, inplace: bool = False):
         from ..models import wrap
