@@ -21,7 +21,8 @@ def test_register_refuses_a_second_class_under_one_name():
     with pytest.raises(ValueError, match="already registered"):
         @register("strategy", "scrub")
         class Other:
-            pass
+            def unlearn(self, model, forget, retain=None, holdout=None):
+                return model
 
 
 def test_import_erasus_is_light():

@@ -58,6 +58,7 @@ def register(kind: str, name: str, aliases: Iterable[str] = ()) -> Callable[[typ
     key = _normalise(name)
 
     def deco(cls: type) -> type:
+        _check_component(kind, key, cls)
         with _LOCK:
             existing = _REGISTRY[kind].get(key)
             if existing is not None and existing is not cls:
@@ -69,6 +70,27 @@ def register(kind: str, name: str, aliases: Iterable[str] = ()) -> Callable[[typ
         return cls
 
     return deco
+
+
+#: the method each kind is called through, and the base class that provides the rest
+_INTERFACE = {"strategy": ("unlearn", "erasus.core.BaseStrategy"),
+              "selector": ("select", "erasus.core.BaseSelector"),
+              "metric": ("compute", "erasus.core.BaseMetric")}
+
+
+def _check_component(kind: str, name: str, cls) -> None:
+    """A registered class must be usable as its kind: checked at registration, not at ``fit``."""
+    method, base = _INTERFACE[kind]
+    if isinstance(cls, type) and callable(getattr(cls, method, None)):
+        return
+    what = cls.__qualname__ if isinstance(cls, type) else repr(cls)
+    hint = ""
+    if isinstance(cls, type) and callable(getattr(cls, "forget_step", None)):
+        hint = (" It is an UnlearningModule: subclass erasus.core.LossStrategy instead (a module that is also a "
+                "strategy; override forget_step / retain_step the same way), or run the module directly with "
+                "UnlearningTrainer().fit(module, forget, retain).")
+    raise TypeError(f"register({kind!r}, {name!r}): expected a class with a {method}() method (a {base} "
+                    f"subclass), got {what}.{hint}")
 
 
 def resolve(kind: str, name: str) -> str:
