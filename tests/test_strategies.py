@@ -79,9 +79,9 @@ def test_bad_teacher_targets_the_incompetent_teacher_on_forget_data(tiny):
     s.bind(wrap(copy.deepcopy(model)))
     s.setup(forget, retain)
     x, y = batch_of(forget)
-    assert torch.allclose(s.forget_step((x, y), 0), distillation_kl(model(x), s.incompetent(x), 1.0), atol=1e-6)
+    assert torch.allclose(s.forget_step((x, y), 0), distillation_kl(model(x), s.incompetent.model(x), 1.0), atol=1e-6)
     assert torch.allclose(s.retain_step((x, y), 0), torch.zeros(()), atol=1e-6)  # student == competent teacher
-    assert not torch.equal(s.incompetent[1].weight, model[1].weight)
+    assert not torch.equal(s.incompetent.model[1].weight, model[1].weight)
 
 
 def test_boundary_shrink_relabels_to_the_adversarial_neighbour(tiny):

@@ -17,6 +17,16 @@ import torch
 from .base import Configurable
 
 
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A reference model held once, in eval mode, without gradients or optimiser state."""
+    import copy
+
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
 class UnlearningModule(Configurable):
     """Base of loss-based methods.
 
@@ -54,6 +64,12 @@ class UnlearningModule(Configurable):
     # hooks ---------------------------------------------------------------------------
     def setup(self, forget_loader, retain_loader) -> None:
         """Called once before training (build teachers, masks, Fisher information)."""
+
+    def frozen_reference(self):
+        """The model as it is now, frozen (:func:`frozen_copy`), seen through the module's
+        adapter: the teacher or reference of SCRUB, Bad Teacher, NPO, UNDIAL and the like,
+        built once in ``setup`` (``ref.logits(batch)``, ``ref.model(x)``)."""
+        return self.adapter.with_model(frozen_copy(self.model))
 
     def forget_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
         """Loss on a forget batch (to minimise). ``None``: no forget term."""

@@ -1,7 +1,6 @@
 """Bad Teacher: competent and incompetent teachers (Chundawat et al., AAAI 2023)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Optional
 
@@ -61,15 +60,13 @@ class BadTeacher(LossStrategy):
     needs_retain = True
 
     def setup(self, forget_loader, retain_loader):
-        self.competent = copy.deepcopy(self.model).eval()
-        for p in self.competent.parameters():
-            p.requires_grad_(False)
-        self.incompetent = reinitialised_copy(self.model)
+        self.competent = self.frozen_reference()
+        self.incompetent = self.adapter.with_model(reinitialised_copy(self.model))
 
     def _distil(self, batch, teacher):
         student = self.adapter.logits(batch)
         with torch.no_grad():
-            target = self.adapter.with_model(teacher).logits(batch)
+            target = teacher.logits(batch)
         return distillation_kl(student, target, self.config.temperature)
 
     def forget_step(self, batch, batch_idx):

@@ -1,7 +1,6 @@
 """Boundary Unlearning: shrink and expand (Chen et al., CVPR 2023)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.exceptions import UnsupportedModelError
+from ..core.module import frozen_copy
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig
 
@@ -58,9 +58,7 @@ class BoundaryShrink(LossStrategy):
     uses_retain = False
 
     def setup(self, forget_loader, retain_loader):
-        self.reference = copy.deepcopy(self.model).eval()
-        for p in self.reference.parameters():
-            p.requires_grad_(False)
+        self.reference = frozen_copy(self.model)
 
     def nearest_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``argmax f_orig(x')`` for the PGD neighbour ``x'`` of each sample."""

@@ -12,10 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.exceptions import ConfigError
+from ..core.module import frozen_copy
 from ..core.registry import register
 from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy
 from ..utils.data import cycle
-from .llm import block_index, frozen_copy, transformer_blocks
+from .llm import block_index, transformer_blocks
 
 
 @dataclass

@@ -18,9 +18,14 @@ import torch.nn.functional as F
 
 from ..core.config import BaseConfig
 from ..core.exceptions import ConfigError, DataError
-from ..core.module import UnlearningModule
+from ..core.module import UnlearningModule, frozen_copy
 from ..core.registry import register
-from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy, LossStrategyConfig, OneShotStrategy
+from ..core.strategy import (
+    ForgetRetainConfig,
+    ForgetRetainStrategy,
+    LossStrategyConfig,
+    OneShotStrategy,
+)
 from ..core.trainer import UnlearningTrainer
 from .preference import NPO, NPOConfig
 
@@ -32,14 +37,6 @@ def alt_view(batch, who: str) -> dict:
                         "forget loader with QACollator(tokenizer, alt_answers=erasus.data.datasets.tofu.load_idk()).")
     return {"input_ids": batch["alt_input_ids"], "attention_mask": batch["alt_attention_mask"],
             "labels": batch["alt_labels"]}
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A reference model held once, in eval mode, without gradients or optimiser state."""
-    ref = copy.deepcopy(model).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
 
 
 @dataclass
@@ -88,7 +85,7 @@ class IdkDPO(NPO):
 
     def forget_step(self, batch, batch_idx):
         win = alt_view(batch, "dpo")
-        ref = self.adapter.with_model(self.reference)
+        ref = self.reference
         with torch.no_grad():
             ref_w, ref_l = -ref.sequence_nll(win), -ref.sequence_nll(batch)
         lw, ll = -self.adapter.sequence_nll(win), -self.adapter.sequence_nll(batch)
@@ -130,7 +127,7 @@ class Undial(ForgetRetainStrategy):
     config_class = UndialConfig
 
     def setup(self, forget_loader, retain_loader):
-        self.teacher = frozen_copy(self.model)
+        self.teacher = self.frozen_reference()
 
     def _positions(self, adapter, batch):
         if adapter.family == "causal_lm":
@@ -144,7 +141,7 @@ class Undial(ForgetRetainStrategy):
     def forget_step(self, batch, batch_idx):
         z, y = self._positions(self.adapter, batch)
         with torch.no_grad():
-            zt, _ = self._positions(self.adapter.with_model(self.teacher), batch)
+            zt, _ = self._positions(self.teacher, batch)
             target = torch.softmax(zt.float() - self.config.strength * F.one_hot(y, zt.shape[-1]).float(), -1)
         return -(target * torch.log_softmax(z.float(), -1)).sum(-1).mean()
 
@@ -224,7 +221,7 @@ class RMU(ForgetRetainStrategy):
         blocks = transformer_blocks(self.model)
         c = self.config
         self.layer = block_index(self.model, c.layer, len(blocks) // 4, "rmu")
-        self.frozen = frozen_copy(self.model)
+        self.frozen = self.frozen_reference()
         train = {id(p) for i in range(max(0, self.layer - c.update_layers + 1), self.layer + 1)
                  for name, mod in blocks[i].named_children() if "mlp" in name.lower() or "ffn" in name.lower()
                  for p in mod.parameters()}
@@ -239,8 +236,7 @@ class RMU(ForgetRetainStrategy):
         coeff = c.steering_coeff
         if coeff is None:
             with torch.no_grad():
-                frozen = self.adapter.with_model(self.frozen)
-                norms = [self._hidden(frozen, b).norm(dim=-1).mean() for b, _ in zip(forget_loader, range(4))]
+                norms = [self._hidden(self.frozen, b).norm(dim=-1).mean() for b, _ in zip(forget_loader, range(4))]
             coeff = c.steering_scale * float(torch.stack(norms).mean())
         self.target = (coeff * u / u.norm()).to(hidden.device)
         self.coeff = coeff
@@ -255,7 +251,7 @@ class RMU(ForgetRetainStrategy):
     def retain_step(self, batch, batch_idx):
         h = self._hidden(self.adapter, batch)
         with torch.no_grad():
-            h0 = self._hidden(self.adapter.with_model(self.frozen), batch)
+            h0 = self._hidden(self.frozen, batch)
         return self.config.alpha * F.mse_loss(h.float(), h0.float())
 
     @property

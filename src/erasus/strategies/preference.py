@@ -59,9 +59,7 @@ class NPO(ForgetRetainStrategy):
     config_class = NPOConfig
 
     def setup(self, forget_loader, retain_loader):
-        from .llm import frozen_copy
-
-        self.reference = frozen_copy(self.model)
+        self.reference = self.frozen_reference()
 
     def forget_step(self, batch, batch_idx):
         # the sequence log-likelihood log π(y|x) (a sum over answer tokens for language models;
@@ -69,7 +67,7 @@ class NPO(ForgetRetainStrategy):
         seq = lambda a: a.sequence_nll(batch) if hasattr(a, "sequence_nll") else a.per_sample_loss(batch)  # noqa: E731
         loss = seq(self.adapter)
         with torch.no_grad():
-            ref_loss = seq(self.adapter.with_model(self.reference))
+            ref_loss = seq(self.reference)
         log_ratio = ref_loss - loss  # log π_θ − log π_ref
         beta = self.config.beta
         return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()

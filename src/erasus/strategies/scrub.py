@@ -1,7 +1,6 @@
 """SCRUB: student-teacher unlearning (Kurmanji et al., NeurIPS 2023)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -103,9 +102,7 @@ class SCRUB(LossStrategy):
 
 
     def setup(self, forget_loader, retain_loader):
-        self.teacher = copy.deepcopy(self.model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = self.frozen_reference()
 
     def use_forget_phase(self, epoch: int) -> bool:
         return epoch < self.config.max_epochs_forget
@@ -113,7 +110,7 @@ class SCRUB(LossStrategy):
     def _kl(self, batch):
         student = self.adapter.logits(batch)
         with torch.no_grad():
-            teacher = self.adapter.with_model(self.teacher).logits(batch)
+            teacher = self.teacher.logits(batch)
         return student, distillation_kl(student, teacher, self.config.temperature)
 
     def forget_step(self, batch, batch_idx):

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from ..core.exceptions import ConfigError
+from ..core.module import frozen_copy
 from ..core.registry import register
 from ..models.causal_lm import IGNORE
 from .composite import RestrictedConfig, _Restricted
-from .llm import frozen_copy
 
 
 @dataclass
