@@ -17,6 +17,7 @@ COLLAPSE when test accuracy drops more than 10 points below the original's.
 
     python benchmarks/classification.py                # full protocol, ~45 min on 2 CPU cores
     python benchmarks/classification.py --seeds 0 --scenarios class --strategies scrub
+    python benchmarks/classification.py --calls bare --merge   # the bare-call section (no held-out data)
 """
 from __future__ import annotations
 
@@ -33,10 +34,16 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
+def _section(row) -> str:
+    """The table a row belongs to: its scenario, and ``"<scenario> bare"`` for calls without
+    held-out data (with their own reference rows, from the models of the run that made them)."""
+    return row["scenario"] + (" bare" if row.get("call", "holdout") == "bare" else "")
+
+
 def aggregate(rows):
     groups = defaultdict(list)
-    for r in rows:
-        groups[(r["scenario"], r["method"])].append(r)
+    for r in rows:  # bare calls (no held-out data) form their own section
+        groups[(_section(r), r["method"])].append(r)
     out = []
     for (scenario, method), rs in groups.items():
         agg = {"scenario": scenario, "method": method, "n": len(rs)}
@@ -52,7 +59,7 @@ def aggregate(rows):
     # flags are per seed: a run that kept the original (or left forget accuracy within 1 point
     # of it) is a no-op even when the other seeds moved; a test-accuracy drop over 10 points
     # is a collapse
-    originals = {(r["scenario"], r["seed"]): r for r in rows if r["method"] == "original"}
+    originals = {(_section(r), r["seed"]): r for r in rows if r["method"] == "original"}
     for a in out:
         flags = []
         rs = groups[(a["scenario"], a["method"])]
@@ -124,6 +131,10 @@ def main(argv=None):
     p.add_argument("--name", default="classification")
     p.add_argument("--render", action="store_true",
                    help="rewrite results/<name>.md from results/<name>.json (no runs)")
+    p.add_argument("--calls", default="holdout",
+                   help="holdout (calibrated stopping on held-out data), bare (fit(forget, retain), no held-out "
+                        "data), or both, comma-separated; a run without holdout keeps its own reference rows in "
+                        "the bare section")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads (1 when two benchmarks share 2 cores)")
     p.add_argument("--merge", action="store_true",
@@ -156,13 +167,18 @@ def main(argv=None):
         for kind in args.scenarios.split(","):
             split = task.split(kind, fraction=0.1, forget_class=args.forget_class, seed=seed)
             print(f"\n== seed {seed}: {split.kind} ({len(split.dataset.forget_indices)} forget samples) ==", flush=True)
-            rs = run_scenario(task, split, strategies, seed=seed, progress=True)
+            calls = tuple(args.calls.split(","))
+            rs = run_scenario(task, split, strategies, seed=seed, progress=True, calls=calls)
             print(format_table(rs), flush=True)
-            rows += [r.to_dict() for r in rs]
+            for r in rs:
+                d = r.to_dict()
+                if d["method"] in ("original", "retrain") and "holdout" not in calls:
+                    d["call"] = "bare"  # the references of a bare-only run belong to its section
+                rows.append(d)
     meta = run_meta(Path(__file__).name, argv or None, seeds=seeds, total_min=(time.perf_counter() - t0) / 60)
     meta["runs"] = [meta["command"]]
     if args.merge:
-        rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["scenario"], r["method"], r["seed"]))
+        rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout")))
     agg = aggregate(rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=2))
