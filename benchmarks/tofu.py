@@ -46,8 +46,8 @@ KEYS = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "hold
 def train_lm(records, tok, args, seed, cache: Path, tag: str):
     """Train (or load from ``cache``) a GPT-2 from scratch on ``records``."""
     from erasus.models.causal_lm import QACollator, gpt2_lm, qa_loader
+    from erasus.models.training import train_classifier
     from erasus.utils.io import load_state_dict, save_state_dict
-    from erasus.utils.training import train_classifier
 
     key = hashlib.sha1(json.dumps([len(tok), len(records), records[0]["question"], records[-1]["question"],
                                    args.n_layer, args.n_embd, args.epochs, args.lr, seed, "grouped"]).encode()).hexdigest()[:10]

@@ -55,8 +55,8 @@ def part_a(args, cache: Path):
 
     from erasus.data.vision import load_fashion_mnist
     from erasus.metrics.lira import ShadowModels, lira_scores, rmia_ratio, rmia_scores, roc_summary
+    from erasus.models.training import train_classifier
     from erasus.models.zoo import small_cnn
-    from erasus.utils.training import train_classifier
 
     population = load_fashion_mnist(train=True, n=args.population, seed=7)
     path = cache / f"shadows-fmnist-p{args.population}-m{args.shadows}-e{args.epochs}.npz"

@@ -21,8 +21,8 @@ def make_strategy(name, tiny, tmp_path):
     """The strategy at its defaults; strategies that need training-time records get them."""
     cls = get("strategy", name)
     if name == "amnesiac":
+        from erasus.models.training import train_classifier
         from erasus.strategies import AmnesiacRecorder, IndexedDataset
-        from erasus.utils.training import train_classifier
 
         model, forget, retain, _ = tiny
         trained = copy.deepcopy(model)
@@ -109,9 +109,9 @@ def make_selector(name, tiny, tmp_path):
     """The selector at its defaults; selectors that need training-time records get them."""
     cls = get("selector", name)
     if name in ("forgetting_events", "loss_accumulation"):
+        from erasus.models.training import train_classifier
         from erasus.selectors import TrainingDynamicsRecorder
         from erasus.strategies import IndexedDataset
-        from erasus.utils.training import train_classifier
 
         model, forget, _, _ = tiny
         rec = TrainingDynamicsRecorder(len(forget.dataset.dataset))

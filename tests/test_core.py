@@ -217,3 +217,48 @@ def test_calibrated_stopping_backtracks_only_on_a_dip_that_does_not_recover(tiny
     cuts = [b for b in falling.history["backoffs"] if b["restored_step"] is not None]
     assert len(cuts) == 1 and cuts[0]["lr"] == pytest.approx(1e-3 * 0.3)
     assert "backtracked 1x" in falling.stop_reason
+
+
+def test_a_callback_can_stop_the_run(tiny):
+    """A stopping rule of one's own, without editing the trainer: a hook that returns a string
+    stops the run there; with monitored stopping the best checkpoint is restored."""
+    from erasus.core import Callback, UnlearningModule, UnlearningTrainer
+
+    model, forget, retain, _ = tiny
+
+    class Ascent(UnlearningModule):
+        def forget_step(self, batch, i):
+            return -self.adapter.loss(batch)
+
+    class StopAtStep(Callback):
+        def __init__(self, at):
+            self.at = at
+
+        def on_step_end(self, trainer, module, step, loss):
+            return f"reached step {self.at}" if step >= self.at else None
+
+    res = UnlearningTrainer(max_steps=50, min_steps=0, stopping="none", progress=False,
+                            callbacks=[StopAtStep(7)]).fit(Ascent(copy.deepcopy(model)), forget, retain)
+    assert res.steps == 7 and res.stop_reason == "stopped by StopAtStep: reached step 7 at step 7"
+
+    class StopOnLoss(Callback):
+        first = None
+
+        def on_validation_end(self, trainer, module, step, metrics):
+            self.first = self.first or metrics["val_forget_loss"]
+            return "forget loss doubled" if metrics["val_forget_loss"] > 2 * self.first else None
+
+    res = UnlearningTrainer(max_epochs=1000, max_steps=200, min_steps=0, stopping="monitor",
+                            early_stopping_patience=100,
+                            validate_every=1, progress=False, callbacks=[StopOnLoss()]).fit(
+        Ascent(copy.deepcopy(model)), forget, retain)
+    assert res.stop_reason.startswith("stopped by StopOnLoss: forget loss doubled at step"), res.stop_reason
+    assert "restored best step" in res.stop_reason and res.steps < 200
+
+    class Wrong(Callback):
+        def on_step_end(self, trainer, module, step, loss):
+            return True
+
+    with pytest.raises(TypeError, match="expected None"):
+        UnlearningTrainer(max_steps=3, min_steps=0, stopping="none", progress=False,
+                          callbacks=[Wrong()]).fit(Ascent(copy.deepcopy(model)), forget, retain)

@@ -14,8 +14,17 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from erasus.certification import TheoreticalBounds
 from erasus.core.exceptions import ConfigError, DataError
-from erasus.metrics.lira import (ShadowModels, UnlearningShadows, forgetting_score, lira_scores, logit_confidence,
-                                 per_example_epsilon, rmia_ratio, rmia_scores, roc_summary)
+from erasus.metrics.lira import (
+    ShadowModels,
+    UnlearningShadows,
+    forgetting_score,
+    lira_scores,
+    logit_confidence,
+    per_example_epsilon,
+    rmia_ratio,
+    rmia_scores,
+    roc_summary,
+)
 
 
 # ---------------------------------------------------------------- reference checks
@@ -100,7 +109,7 @@ def population():
 
 @pytest.fixture(scope="module")
 def train_fn(population):
-    from erasus.utils.training import train_classifier
+    from erasus.models.training import train_classifier
 
     def fn(idx, seed):
         torch.manual_seed(seed)

@@ -98,7 +98,7 @@ def test_muse_rouge_is_f_measure():
 
 def _train_qa(tok, records, seed, epochs=80, template=None, lr=3e-3, batch_size=20):
     from erasus.models.causal_lm import PROMPT_TEMPLATE, QACollator, qa_loader
-    from erasus.utils.training import train_classifier
+    from erasus.models.training import train_classifier
 
     model = gpt2_lm(tok, n_layer=2, n_embd=64, seed=seed)
     coll = QACollator(tok, max_length=128, template=template or PROMPT_TEMPLATE)

@@ -99,8 +99,8 @@ def test_influence_matches_explicit_inverse_hessian_on_l2_logistic_regression():
     from scipy.stats import spearmanr
     from torch.utils.data import DataLoader, TensorDataset
 
+    from erasus.models.training import train_classifier
     from erasus.selectors import InfluenceSelector
-    from erasus.utils.training import train_classifier
 
     x, y = _logreg_data()
     torch.manual_seed(0)
@@ -205,10 +205,10 @@ def test_dynamics_selectors_find_mislabelled_training_samples(tmp_path):
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
     from erasus.data.vision import load_digits
+    from erasus.models.training import train_classifier
     from erasus.models.zoo import mlp
     from erasus.selectors import ForgettingEventsSelector, LossAccumulationSelector, TrainingDynamicsRecorder
     from erasus.strategies import IndexedDataset
-    from erasus.utils.training import train_classifier
 
     clean, _ = load_digits(test_fraction=0.4, seed=0)
     x, y = clean.tensors

@@ -8,10 +8,15 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from erasus.data.datasets.tofu import load_tofu  # noqa: E402
-from erasus.models import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter,  # noqa: E402
-                           wrap)
+from erasus.models import (  # noqa: E402
+    MaskedLMAdapter,
+    MaskingCollator,
+    Seq2SeqCollator,
+    Seq2SeqLMAdapter,
+    wrap,
+)
 from erasus.models.causal_lm import qa_loader, word_tokenizer  # noqa: E402
-from erasus.utils.training import train_classifier  # noqa: E402
+from erasus.models.training import train_classifier  # noqa: E402
 
 
 def _world(kind):

@@ -239,9 +239,9 @@ def test_amnesiac_on_digits_removes_memorised_mislabelled_samples(tmp_path):
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
     from erasus.data.vision import load_digits
+    from erasus.models.training import train_classifier
     from erasus.models.zoo import mlp
     from erasus.strategies import AmnesiacRecorder, IndexedDataset
-    from erasus.utils.training import train_classifier
 
     clean, test = load_digits(test_fraction=0.4, seed=0)
     x, y = clean.tensors

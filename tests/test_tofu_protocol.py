@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from erasus.data.datasets.tofu import subset_request, tofu_request  # noqa: E402
 from erasus.models.causal_lm import QACollator, gpt2_lm, tofu_texts, word_tokenizer  # noqa: E402
-from erasus.utils.training import train_classifier  # noqa: E402
+from erasus.models.training import train_classifier  # noqa: E402
 
 
 def train(records, tok, seed, epochs=40):

@@ -187,12 +187,33 @@ class UnlearningResult:
 
 
 class Callback:
-    """Hooks called by the trainer. Override any of them."""
+    """Hooks called by the trainer. Override any of them.
+
+    ``on_step_end`` and ``on_validation_end`` may stop the run: return a string (why) and the
+    trainer stops there, ends as any stopping rule ends (with calibrated or monitored stopping
+    the best checkpoint is restored) and writes ``"stopped by <Callback>: <why>"`` into
+    ``result.stop_reason``. Returning ``None`` (the default) lets the run go on, so a stopping
+    rule of one's own needs no change to the trainer::
+
+        class StopAtForgetAccuracy(Callback):
+            def on_validation_end(self, trainer, module, step, metrics):
+                if metrics["val_forget_acc"] < 0.1:
+                    return f"forget accuracy {metrics['val_forget_acc']:.2f} < 0.1"
+    """
 
     def on_fit_start(self, trainer, module) -> None: ...
-    def on_step_end(self, trainer, module, step: int, loss: float) -> None: ...
-    def on_validation_end(self, trainer, module, step: int, metrics: Dict[str, float]) -> None: ...
+    def on_step_end(self, trainer, module, step: int, loss: float) -> Optional[str]: ...
+    def on_validation_end(self, trainer, module, step: int, metrics: Dict[str, float]) -> Optional[str]: ...
     def on_fit_end(self, trainer, module, result: UnlearningResult) -> None: ...
+
+
+def _callback_stop(cb, why) -> str:
+    if why is None:
+        return ""
+    if not isinstance(why, str):
+        raise TypeError(f"{type(cb).__name__} returned {why!r} from a hook: expected None (go on) or a string "
+                        "(why the run should stop).")
+    return f"stopped by {type(cb).__name__}: {why}"
 
 
 def distributed_context():
@@ -445,7 +466,8 @@ class UnlearningTrainer:
                     m["calibration_distance"] = m["forget_distance"] + r_drop + h_drop
             history["eval"].append(m)
             for cb in self.callbacks:
-                cb.on_validation_end(self, module, step, m)
+                state["callback_stop"] = (state.get("callback_stop")
+                                          or _callback_stop(cb, cb.on_validation_end(self, module, step, m)))
             return m
 
         def maybe_grow(step: int, d: float, fd: float, ok: bool) -> None:
@@ -559,6 +581,8 @@ class UnlearningTrainer:
         model.train()
         if stopping != "none":
             stop_reason = consider(0, evaluate(0)) or ""
+            if not stop_reason and state.get("callback_stop"):
+                stop_reason, state["callback_stopped"] = f"{state['callback_stop']} at step 0", True
         bar = tqdm(total=total, desc=strategy_name or type(module).__name__, disable=not c.progress,
                    leave=False, dynamic_ncols=True)
         plan = self._plan(module, forget_loader, retain_loader)
@@ -606,7 +630,8 @@ class UnlearningTrainer:
                 history["step"].append(step)
                 history["loss"].append(lv)
                 for cb in self.callbacks:
-                    cb.on_step_end(self, module, step, lv)
+                    state["callback_stop"] = (state.get("callback_stop")
+                                              or _callback_stop(cb, cb.on_step_end(self, module, step, lv)))
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{lv:.3f}")
@@ -618,6 +643,8 @@ class UnlearningTrainer:
                         for group in opt.param_groups:
                             group["lr"] = c.lr * state["lr_scale"]
                         sched = self._scheduler(opt, max(1, total - step))
+                if not stop_reason and state.get("callback_stop"):
+                    stop_reason, state["callback_stopped"] = f"{state['callback_stop']} at step {step}", True
         finally:
             bar.close()
         loop_s = time.perf_counter() - t_loop
@@ -626,6 +653,8 @@ class UnlearningTrainer:
             if not stop_reason:
                 stop_reason = (f"{'max_steps' if c.max_steps and step >= c.max_steps else 'max_epochs'} reached "
                                f"after {step} steps; restored best step {state['best_step']}")
+            elif state.get("callback_stopped"):
+                stop_reason += f"; restored best step {state['best_step']}"
             if state["grown"]:
                 times = "once" if state["grown"] == 1 else f"{state['grown']} times"
                 stop_reason += f"; raised the learning rate {times} (too slow for the step budget)"

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from ..core.exceptions import DataError
 from ..data.unlearning_dataset import UnlearningDataset, dataset_labels
+from ..models.training import train_classifier
 from ..utils.io import load_state_dict, save_state_dict
-from ..utils.training import train_classifier
 
 
 @dataclass

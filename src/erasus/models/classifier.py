@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.exceptions import DataError
+from ..exceptions import DataError
 from .base import ModelAdapter
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..core.exceptions import DataError
+from ..exceptions import DataError
 from .causal_lm import IGNORE, TokenLMAdapter, hf_lm_kind, pad_rows
 
 

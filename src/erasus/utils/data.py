@@ -6,7 +6,7 @@ from typing import Iterator, Optional
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..core.exceptions import DataError
+from ..exceptions import DataError
 
 
 def as_loader(data, batch_size: int = 128, shuffle: bool = False) -> DataLoader:

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .misc import seed_everything
+from ..utils.misc import seed_everything
 
 
 def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -20,7 +20,7 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
     per-sample correctness and loss (batches must carry indices too)."""
     from tqdm.auto import tqdm
 
-    from ..models import wrap
+    from . import wrap
 
     seed_everything(seed)
     adapter = wrap(model)
