@@ -21,8 +21,6 @@ def _cmd_list(args) -> int:
             cls = get(k, n)
             fams = ",".join(getattr(cls, "supports", ("*",))).replace("*", "any model")
             needs = []
-            if getattr(cls, "needs_holdout", False):
-                needs.append("needs held-out data")
             if getattr(cls, "needs_training_records", False):
                 needs.append("needs records made during training")
             if getattr(cls, "needs_retain", False):

@@ -56,11 +56,6 @@ class BaseStrategy(Configurable):
     supports: Tuple[str, ...] = ("*",)
     registered_name: str = ""
     needs_retain: bool = False
-    #: measured to need held-out data: called without it (``fit(forget, retain)``) the method
-    #: does not unlearn reliably at its defaults; ``needs_holdout_why`` says what was measured.
-    #: A call without held-out data warns, and ``erasus list`` shows it
-    needs_holdout: bool = False
-    needs_holdout_why: str = ""
     #: where the method was measured to fall short at its defaults, whatever data it is given
     #: (appended to the class docstring; ``erasus list`` shows it; a run that falls short warns)
     limits: str = ""
@@ -69,14 +64,6 @@ class BaseStrategy(Configurable):
         super().__init_subclass__(**kw)
         if cls.__dict__.get("limits"):
             cls.__doc__ = (cls.__doc__ or "").rstrip() + f"\n\n    Measured limit at the defaults: {cls.limits}\n"
-
-    def warn_if_bare(self, holdout_loader) -> None:
-        if holdout_loader is None and self.needs_holdout:
-            import warnings
-
-            warnings.warn(f"{self.registered_name or type(self).__name__} needs held-out data to unlearn reliably "
-                          f"({self.needs_holdout_why}). Pass holdout_data= (data the model never trained on) for "
-                          "calibrated stopping.")
 
     def _prepare(self, model, inplace: bool):
         from ..models import wrap
@@ -134,7 +121,6 @@ class LossStrategy(UnlearningModule, BaseStrategy):
         forget_loader = check_nonempty(forget_loader, "forget")
         if self.needs_retain and retain_loader is None:
             raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
-        self.warn_if_bare(holdout_loader)
         trainer = UnlearningTrainer(self.trainer_config(**trainer_kwargs), callbacks=callbacks)
 
         def run():
@@ -169,11 +155,6 @@ class ForgetRetainStrategy(LossStrategy):
         return self.config.retain_weight * self.adapter.loss(batch)
 
 
-#: without held-out data an edit or a step is kept only when it lowers forget accuracy by at
-#: least this many times as much as retain accuracy (``TrainerConfig.guard_selectivity``)
-GUARD_SELECTIVITY = 2.0
-
-
 class OneShotStrategy(BaseStrategy):
     """A strategy that edits the weights once (``apply``), with no training loop."""
 
@@ -197,7 +178,6 @@ class OneShotStrategy(BaseStrategy):
         forget_loader = check_nonempty(forget_loader, "forget")
         if self.needs_retain and retain_loader is None:
             raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
-        self.warn_if_bare(holdout_loader)
         import warnings
 
         import torch
@@ -205,7 +185,7 @@ class OneShotStrategy(BaseStrategy):
         from ..utils.data import is_class_forgetting, subsample_loader
 
         from .stats import split_stats
-        from .trainer import missed_class_note
+        from .trainer import GUARD_SELECTIVITY, is_selective, missed_class_note
 
         def acc(adapter, loader, seed):
             st = split_stats(adapter, subsample_loader(loader, 500, seed=seed))
@@ -242,7 +222,7 @@ class OneShotStrategy(BaseStrategy):
                 elif bare and f_before is not None and after is not None:
                     f_after = acc(adapter, forget_loader, 1)
                     f_drop = f_before - f_after if f_after is not None else 0.0
-                    if not (f_drop > 0 and f_drop >= GUARD_SELECTIVITY * max(cost, 0.0)):
+                    if not is_selective(f_drop, max(cost, 0.0)):
                         undo = (f"without held-out data an edit is kept only when it lowers forget accuracy, by at "
                                 f"least {GUARD_SELECTIVITY:g} times as much as retain accuracy, and this one lowered "
                                 f"them by "

@@ -94,6 +94,17 @@ from .exceptions import ConfigError, DataError, DivergenceError
 from .stats import loss_auc, split_stats  # noqa: F401  (re-exported: measuring lives in core.stats)
 
 
+#: without held-out data a step or a one-shot edit is kept only when it lowers forget accuracy
+#: by at least this many times as much as retain accuracy (``TrainerConfig.guard_selectivity``)
+GUARD_SELECTIVITY = 2.0
+
+
+def is_selective(forget_drop: float, retain_drop: float, ratio: float = GUARD_SELECTIVITY) -> bool:
+    """The selectivity rule of the retain guard: forget accuracy fell, by at least ``ratio``
+    times the fall of retain accuracy."""
+    return forget_drop > 0 and forget_drop >= ratio * retain_drop
+
+
 def missed_class_note(forget_acc: float, tolerance: float = 0.03) -> str:
     """What a class-forgetting run that kept recognising the class says (and warns)."""
     return (f"did not forget the class: {100 * forget_acc:.1f}% of the forget set is still recognised (target "
@@ -131,7 +142,7 @@ class TrainerConfig(BaseConfig):
     calibration_patience: int = 8
     retain_tolerance: float = 0.05
     guard_tolerance: float = 0.02
-    guard_selectivity: float = 2.0
+    guard_selectivity: float = GUARD_SELECTIVITY
     backoff: float = 0.3
     max_backoffs: int = 3
     backoff_patience: int = 2
@@ -444,8 +455,7 @@ class UnlearningTrainer:
                     # retain accuracy, so a step that costs both alike moves away from it)
                     state.setdefault("forget_acc0", m["val_forget_acc"])
                     m["forget_drop"] = state["forget_acc0"] - m["val_forget_acc"]
-                    m["selective"] = float(step == 0 or (m["forget_drop"] > 0
-                                                         and m["forget_drop"] >= c.guard_selectivity * r_drop))
+                    m["selective"] = float(step == 0 or is_selective(m["forget_drop"], r_drop, c.guard_selectivity))
             if "holdout" in stats:
                 f, h = stats["forget"], stats["holdout"]
                 if state["holdout_acc0"] is None:
