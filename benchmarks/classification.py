@@ -116,7 +116,7 @@ SKIPPED_NOTE = (
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
-    from erasus.experiments import format_table, merge_previous, run_meta, run_scenario
+    from erasus.experiments import format_table, run_meta, run_scenario
     from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +162,30 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     task = fashion_mnist_task(n_train=args.n_train, cache_dir=Path(args.cache), epochs=args.epochs, progress=True)
     t0 = time.perf_counter()
+    key = lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout"))  # noqa: E731
+    base = json.loads((out / f"{args.name}.json").read_text()) if args.merge and (out / f"{args.name}.json").exists() \
+        else None
+
+    def save(rows, done):
+        """Write the results so far (after every scenario: a long run that is stopped keeps what it
+        finished); with --merge, over the rows of the file as it was when the run started."""
+        meta = run_meta(Path(__file__).name, argv or None, seeds=seeds, total_min=(time.perf_counter() - t0) / 60)
+        command = meta["command"] + ("" if done else f" (stopped early: {len(rows)} rows)")
+        meta["runs"] = [command]
+        merged = rows
+        if base is not None:
+            rerun = {key(r) for r in rows}
+            merged = [r for r in base["rows"] if key(r) not in rerun] + rows
+            meta["runs"] = base["meta"].get("runs", [base["meta"]["command"]]) + [command]
+            meta["total_min"] += base["meta"].get("total_min", 0.0)
+        agg = aggregate(merged)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": merged, "aggregate": agg},
+                                                                indent=2))
+        md = markdown(agg, meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
+        atomic_write_text(out / f"{args.name}.md", md)
+        return md
+
     rows = []
     for seed in seeds:
         for kind in args.scenarios.split(","):
@@ -175,16 +199,8 @@ def main(argv=None):
                 if d["method"] in ("original", "retrain") and "holdout" not in calls:
                     d["call"] = "bare"  # the references of a bare-only run belong to its section
                 rows.append(d)
-    meta = run_meta(Path(__file__).name, argv or None, seeds=seeds, total_min=(time.perf_counter() - t0) / 60)
-    meta["runs"] = [meta["command"]]
-    if args.merge:
-        rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout")))
-    agg = aggregate(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=2))
-    md = markdown(agg, meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
-    atomic_write_text(out / f"{args.name}.md", md)
-    print("\n" + md)
+            save(rows, done=False)
+    print("\n" + save(rows, done=True))
 
 
 if __name__ == "__main__":

@@ -30,17 +30,8 @@ def fmnist_small(cache_dir):
 
 @pytest.fixture
 def tiny():
-    """A tiny classifier and forget/retain/holdout loaders on random data (for conformance)."""
-    from torch.utils.data import DataLoader, TensorDataset
+    """A tiny classifier and forget/retain/holdout loaders on random data (for conformance):
+    erasus.testing.tiny_problem, the problem plugin authors' checks run on."""
+    from erasus.testing import tiny_problem
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 1, 4, 4, generator=g)
-    x[:12] += 3.0  # the forget set is a distinct sub-population, as in real deletion requests
-    y = torch.randint(0, 3, (96,), generator=g)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    ds = TensorDataset(x, y)
-    forget = DataLoader(torch.utils.data.Subset(ds, list(range(12))), batch_size=4, shuffle=True)
-    retain = DataLoader(torch.utils.data.Subset(ds, list(range(12, 72))), batch_size=8, shuffle=True)
-    holdout = DataLoader(torch.utils.data.Subset(ds, list(range(72, 96))), batch_size=8)
-    return model, forget, retain, holdout
+    return tiny_problem()

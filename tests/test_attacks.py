@@ -85,7 +85,7 @@ def test_attacks_separate_the_original_from_the_retrained_model(fmnist_small):
 
     split = fmnist_small.split("class", forget_class=1)
     original, gold = fmnist_small.original(0), fmnist_small.gold(split, 0)
-    rep = attack_report(original, gold, split.forget, split.retain, split.test, split.holdout)
+    rep = attack_report(original, split.splits, gold_model=gold)
     assert rep["int8_forget_accuracy"]["model"] > 0.9 and rep["int8_forget_accuracy"]["gold"] < 0.05
     assert rep["relearn_forget_accuracy_before"]["gold"] < 0.05
     # suppression: the forgotten class's output bias pushed down; accuracy 0, knowledge intact
@@ -94,7 +94,7 @@ def test_attacks_separate_the_original_from_the_retrained_model(fmnist_small):
     suppressed = copy.deepcopy(original)
     with torch.no_grad():
         suppressed[-1].bias[1] -= 100.0
-    rs = attack_report(suppressed, gold, split.forget, split.retain, split.test, split.holdout)
+    rs = attack_report(suppressed, split.forget, split.retain, split.test, split.holdout, gold_model=gold)
     assert rs["relearn_forget_accuracy_before"]["model"] < 0.05          # it looks forgotten ...
     assert rs["probe_forget_accuracy"]["model"] > 0.9                      # ... its features say otherwise
     assert rs["probe_forget_accuracy"]["model"] > rs["probe_forget_accuracy"]["gold"] + 0.05
@@ -122,7 +122,7 @@ def test_verification_suite_fails_the_original_and_passes_a_retrained_model(fmni
 
     split, original, gold = fmnist_random_models
     suite = UnlearningVerificationSuite(max_samples=1000)
-    run = lambda m: suite.run(m, gold, split.forget, split.retain, split.test, split.holdout)  # noqa: E731
+    run = lambda m: suite.run(m, split.splits, gold_model=gold)  # noqa: E731
     rep_o, rep_r = run(original), run(fmnist_small.gold(split, 1))  # another seed's retrained model
     families = {r.family for r in rep_o.results}
     assert families == {"membership", "extraction", "representation", "relearning"} and not rep_o.skipped
@@ -131,7 +131,7 @@ def test_verification_suite_fails_the_original_and_passes_a_retrained_model(fmni
     text = rep_o.summary()
     assert "what was attacked and how" in text and "Config:" in text and "overall verdict: FAIL" in text
     # without held-out/test data the membership attacks say why they were skipped
-    partial = suite.run(original, gold, split.forget, split.retain)
+    partial = suite.run(original, split.forget, split.retain, gold_model=gold)
     assert "mia" in partial.skipped and "holdout" in partial.skipped["mia"] + partial.skipped["rmia"]
 
 
@@ -151,4 +151,6 @@ def test_benchmark_protocol_hook():
         with pytest.raises(ConfigError, match="built in"):
             UnlearningBenchmark.register_protocol("general", lambda *a, **k: None)
     finally:
-        UnlearningBenchmark._extra_protocols.pop("toy", None)
+        from erasus.core.registry import unregister
+
+        unregister("protocol", "toy")

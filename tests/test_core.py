@@ -252,6 +252,9 @@ def test_a_callback_can_stop_the_run(tiny):
                             early_stopping_patience=100,
                             validate_every=1, progress=False, callbacks=[StopOnLoss()]).fit(
         Ascent(copy.deepcopy(model)), forget, retain)
+    from erasus.core import StopKind
+
+    assert res.stop.kind is StopKind.CALLBACK
     assert res.stop_reason.startswith("stopped by StopOnLoss: forget loss doubled at step"), res.stop_reason
     assert "restored best step" in res.stop_reason and res.steps < 200
 
@@ -262,3 +265,29 @@ def test_a_callback_can_stop_the_run(tiny):
     with pytest.raises(TypeError, match="expected None"):
         UnlearningTrainer(max_steps=3, min_steps=0, stopping="none", progress=False,
                           callbacks=[Wrong()]).fit(Ascent(copy.deepcopy(model)), forget, retain)
+
+
+def test_a_saved_component_config_names_its_component_and_loads_back(tmp_path):
+    from erasus.core import ConfigError, get
+    from erasus.core.registry import load
+
+    for kind, name, kw in (("strategy", "scrub", {"lr": 3e-4}), ("selector", "kcenter", {}), ("metric", "mia_efficacy", {})):
+        comp = get(kind, name)(**kw)
+        for suffix in (".json", ".yaml"):
+            path = comp.save_config(tmp_path / f"{kind}{suffix}")
+            back = load(path)
+            assert type(back) is type(comp) and back.config == comp.config
+            assert type(comp.config).load(path) == comp.config  # the config part alone, as before
+    with pytest.raises(FileExistsError):
+        get("strategy", "scrub")().save_config(tmp_path / "strategy.json")
+    get("strategy", "scrub")().config.save(tmp_path / "bare.json")
+    with pytest.raises(ConfigError, match="save_config"):
+        load(tmp_path / "bare.json")
+
+
+def test_protocols_are_a_registry_kind():
+    from erasus.core import list_registered
+    from erasus.evaluation import UnlearningBenchmark
+
+    assert {"tofu", "muse", "wmdp"} <= set(list_registered("protocol"))
+    assert UnlearningBenchmark.protocols()[0] == "general"

@@ -100,7 +100,9 @@ def test_divergence_mid_run_restores_best_checkpoint_and_says_so(tiny):
     module = Explodes(copy.deepcopy(model))
     res = UnlearningTrainer(max_steps=20, min_steps=0, eval_every_steps=2, progress=False, lr=1e-3).fit(
         module, forget, retain, holdout)
-    assert res.stop_reason.startswith("diverged: non-finite loss at step 6")
+    from erasus.core import StopKind
+
+    assert res.stop.kind is StopKind.DIVERGED and res.stop_reason.startswith("diverged: non-finite loss at step 6")
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
     assert res.steps == 6
 

@@ -275,6 +275,9 @@ def test_lr_1e3_without_held_out_data_is_flagged_and_undone(digits):
 
     acc = lambda m: split_stats(wrap(m), split.retain)["correct"].mean()  # noqa: E731
     assert acc(res.model) >= acc(original) - 0.05, res.stop_reason  # not the collapsed model
+    from erasus.core import StopKind
+
+    assert res.stop.kind is StopKind.GUARD
     assert "retain-accuracy guard" in res.stop_reason and "holdout_data" in res.stop_reason
 
 

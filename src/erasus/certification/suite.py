@@ -72,6 +72,7 @@ class AttackResult:
     note: str = ""
     underpowered: bool = False
     tolerance: float = 0.05
+    could_fail: bool = True
 
 
 class _Named:
@@ -79,6 +80,7 @@ class _Named:
 
     def __init__(self, r):
         self.name, self.verdict, self.underpowered = r.value_name, r.verdict, r.underpowered
+        self.could_fail = r.could_fail
 
 
 @dataclass
@@ -87,10 +89,16 @@ class SuiteReport:
     skipped: Dict[str, str] = field(default_factory=dict)
     tolerance: float = 0.05
     notes: List[str] = field(default_factory=list)
+    #: whether the untouched original was judged too (``original_model=``): see combine_judged
+    power_checked: bool = False
 
     @property
     def verdict(self) -> str:
-        return combine_judged([_Named(r) for r in self.results])[0]
+        return combine_judged([_Named(r) for r in self.results], power_checked=self.power_checked)[0]
+
+    @property
+    def verdict_note(self) -> str:
+        return combine_judged([_Named(r) for r in self.results], power_checked=self.power_checked)[1]
 
     @property
     def passed(self) -> bool:
@@ -114,7 +122,8 @@ class SuiteReport:
         for metric, why in self.skipped.items():
             lines.append(f"  {metric}: skipped ({why})")
         lines += [f"note: {n}" for n in self.notes]
-        lines.append(f"overall verdict: {self.verdict}")
+        note = self.verdict_note
+        lines.append(f"overall verdict: {self.verdict}" + (f" ({note})" if note else ""))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -122,7 +131,8 @@ class SuiteReport:
 
 
 class UnlearningVerificationSuite:
-    """``UnlearningVerificationSuite().run(model, gold_model, forget, retain, test, holdout)``.
+    """``UnlearningVerificationSuite().run(model, splits, gold_model=retrained)`` (or the loaders
+    one by one: ``run(model, forget, retain, test, holdout, gold_model=...)``).
 
     ``families``: any of ``membership``, ``extraction``, ``representation``, ``relearning``;
     ``metrics``: extra registered metric names (or instances) to run as well; ``tolerance``:
@@ -199,10 +209,21 @@ class UnlearningVerificationSuite:
         d = sign * (mine[0][key] - theirs[0][key])
         return d, (d, d), 0
 
-    def run(self, model, gold_model, forget, retain=None, test=None, holdout=None,
+    def run(self, model, forget=None, retain=None, test=None, holdout=None, *legacy, gold_model=None,
             original_model=None) -> SuiteReport:
+        """Every attack on ``model`` and on ``gold_model`` (by keyword). The data as a
+        :class:`~erasus.data.Splits` or loaders one by one. (The older ``run(model, gold_model,
+        forget, ...)`` still works for one release, with a ``DeprecationWarning``.)"""
+        from ..data.splits import gold_in_second_place, legacy_positional, unpack
         from ..metrics.context import EvalContext
         from ..models import wrap
+
+        gold_model, forget, retain, test, holdout, legacy = gold_in_second_place(
+            "UnlearningVerificationSuite.run", forget, retain, test, holdout, legacy, gold_model)
+        kw = legacy_positional("UnlearningVerificationSuite.run", legacy, ["original_model"],
+                               {"original_model": original_model})
+        original_model = kw["original_model"]
+        forget, retain, test, holdout = unpack(forget, retain, test, holdout, "UnlearningVerificationSuite.run")
 
         if gold_model is None:
             raise DataError("The verification suite compares every attack with a model retrained without the forget "
@@ -221,7 +242,7 @@ class UnlearningVerificationSuite:
             ctx, gctx = context(model, gold_model), context(gold_model, gold_model)
             octx = context(original_model, gold_model) if original_model is not None else None
             mode, why, classes = ctx.mode()
-            report = SuiteReport(tolerance=self.tolerance)
+            report = SuiteReport(tolerance=self.tolerance, power_checked=original_model is not None)
             report.notes.append(f"{mode} forgetting: {why}")
             extra = (id(forget), id(retain), id(test), id(holdout), self.max_samples, self.forget_mode, self.seed)
             for family, spec in self.plan:
@@ -261,5 +282,5 @@ class UnlearningVerificationSuite:
                     reference = float(theirs[0][key]) if ref == "gold" or ref is None else float(ref)
                     report.results.append(AttackResult(
                         family, name, key, how, float(v), float(theirs[0][key]), reference, verdict == PASS,
-                        tuple(float(x) for x in ci), verdict, note, under, tol))
+                        tuple(float(x) for x in ci), verdict, note, under, tol, j.could_fail))
         return report

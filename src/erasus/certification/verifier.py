@@ -50,11 +50,20 @@ class VerificationReport:
     significance: float
     tests: List[TestResult] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: whether the untouched original was judged too (``original_model=``): see combine_judged
+    power_checked: bool = False
+
+    def _combined(self):
+        utility = [t.name for t in self.tests if t.name.startswith("retain_accuracy")] or ["retain_accuracy"]
+        return combine_judged(self.tests, FORGETTING_TESTS, utility, power_checked=self.power_checked)
 
     @property
     def verdict(self) -> str:
-        utility = [t.name for t in self.tests if t.name.startswith("retain_accuracy")] or ["retain_accuracy"]
-        return combine_judged(self.tests, FORGETTING_TESTS, utility)[0]
+        return self._combined()[0]
+
+    @property
+    def verdict_note(self) -> str:
+        return self._combined()[1]
 
     @property
     def passed(self) -> bool:
@@ -87,8 +96,8 @@ def _ks_detectable(n: int, m: int, alpha: float) -> float:
 class UnlearningVerifier:
     """Hypothesis tests at level ``significance`` (scipy) on per-sample statistics.
 
-    ``verify_all(model, forget_loader, retain_loader, holdout_loader=None, gold_model=None,
-    original_model=None)``:
+    ``verify_all(model, splits_or_forget_loader, retain_loader=None, holdout_loader=None, *,
+    gold_model=None, original_model=None)``:
 
     * ``forget_vs_holdout_ks`` (needs held-out data): two-sample Kolmogorov-Smirnov test of
       the forget-set losses against held-out losses (for class forgetting, held-out samples
@@ -172,8 +181,22 @@ class UnlearningVerifier:
                 out["refit_error"] = str(e)
         return out
 
-    def verify_all(self, model, forget_loader, retain_loader=None, holdout_loader=None, gold_model=None,
-                   original_model=None) -> VerificationReport:
+    def verify_all(self, model, forget_loader, retain_loader=None, holdout_loader=None, *legacy, gold_model=None,
+                   original_model=None, test_loader=None) -> VerificationReport:
+        """Run every test on ``model``. The data as a :class:`~erasus.data.Splits` or loaders one
+        by one (``test_loader`` stands in for held-out data when there is none); ``gold_model``
+        and ``original_model`` by keyword."""
+        from ..data.splits import Splits, legacy_positional
+
+        if isinstance(forget_loader, Splits):
+            if any(x is not None for x in (retain_loader, holdout_loader, test_loader)):
+                raise ValueError("verify_all: expected either a Splits or loaders one by one, got both.")
+            forget_loader, retain_loader, test_loader, holdout_loader = forget_loader.as_tuple()
+        if holdout_loader is None:
+            holdout_loader = test_loader
+        kw = legacy_positional("verify_all", legacy, ["gold_model", "original_model"],
+                               {"gold_model": gold_model, "original_model": original_model})
+        gold_model, original_model = kw["gold_model"], kw["original_model"]
         forget_loader = check_nonempty(forget_loader, "forget")
         if retain_loader is not None:
             retain_loader = check_nonempty(retain_loader, "retain")
@@ -187,7 +210,7 @@ class UnlearningVerifier:
             m = measure(model)
             g = measure(gold_model) if gold_model is not None else None
             o = measure(original_model) if original_model is not None else None
-            report = VerificationReport(self.significance)
+            report = VerificationReport(self.significance, power_checked=original_model is not None)
             report.notes.append(f"{mode} forgetting: {why}")
             for key in ("nonmember_error", "refit_error"):
                 if key in m:
@@ -198,11 +221,15 @@ class UnlearningVerifier:
                     report.tests.append(res)
         return report
 
-    def verify(self, model, forget_loader, retain_loader=None, holdout_loader=None, gold_model=None,
-               original_model=None) -> Dict[str, object]:
+    def verify(self, model, forget_loader, retain_loader=None, holdout_loader=None, *legacy, gold_model=None,
+               original_model=None, test_loader=None) -> Dict[str, object]:
         """``verify_all`` as a plain dict."""
-        return self.verify_all(model, forget_loader, retain_loader, holdout_loader, gold_model,
-                               original_model).to_dict()
+        from ..data.splits import legacy_positional
+
+        kw = legacy_positional("verify", legacy, ["gold_model", "original_model"],
+                               {"gold_model": gold_model, "original_model": original_model})
+        return self.verify_all(model, forget_loader, retain_loader, holdout_loader, test_loader=test_loader,
+                               **kw).to_dict()
 
     # tests ------------------------------------------------------------------------------
     def _powered(self, res: TestResult, name: str, g, o, rerun) -> TestResult:

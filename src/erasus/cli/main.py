@@ -11,7 +11,7 @@ def _cmd_list(args) -> int:
     forget data, and the first line of its docstring."""
     from ..core.registry import aliases, get, list_registered
 
-    kinds = [args.kind] if args.kind else ["strategy", "selector", "metric"]
+    kinds = [args.kind] if args.kind else ["strategy", "selector", "metric", "protocol"]
     for k in kinds:
         names = list_registered(k)
         al = aliases(k)
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=_cmd_demo)
     ls = sub.add_parser("list", help="list registered strategies, selectors and metrics")
-    ls.add_argument("kind", nargs="?", choices=["strategy", "selector", "metric"])
+    ls.add_argument("kind", nargs="?", choices=["strategy", "selector", "metric", "protocol"])
     ls.add_argument("-v", "--verbose", action="store_true", help="also aliases and each component's description")
     ls.set_defaults(func=_cmd_list)
     from .lm import add_parser as add_lm

@@ -7,11 +7,15 @@ from .exceptions import (ConfigError, DataError, DivergenceError, ErasusError, U
 from .module import UnlearningModule
 from .registry import get, list_registered, register
 from .strategy import BaseStrategy, LossStrategy, LossStrategyConfig, OneShotStrategy
-from .trainer import Callback, TrainerConfig, UnlearningResult, UnlearningTrainer
+from .callbacks import Callback, UnlearningResult
+from .stopping import (BestCheckpointRule, CalibratedStopping, Decision, FixedSchedule, MonitorStopping, Stop,
+                       StopKind, StoppingRule)
+from .trainer import TrainerConfig, UnlearningTrainer
 
 __all__ = [
-    "BaseConfig", "BaseMetric", "BaseSelector", "BaseStrategy", "Callback", "ConfigError", "Coreset",
-    "DataError", "DivergenceError", "ErasusError", "LossStrategy", "LossStrategyConfig", "OneShotStrategy",
-    "TrainerConfig", "UnknownNameError", "UnlearningModule", "UnlearningResult", "UnlearningTrainer",
+    "BaseConfig", "BaseMetric", "BaseSelector", "BaseStrategy", "BestCheckpointRule", "CalibratedStopping",
+    "Callback", "ConfigError", "Coreset", "DataError", "Decision", "DivergenceError", "ErasusError",
+    "FixedSchedule", "LossStrategy", "LossStrategyConfig", "MonitorStopping", "OneShotStrategy", "Stop",
+    "StopKind", "StoppingRule", "TrainerConfig", "UnknownNameError", "UnlearningModule", "UnlearningResult", "UnlearningTrainer",
     "UnsupportedModelError", "get", "list_registered", "register", "resolve_k",
 ]

@@ -49,6 +49,14 @@ class Configurable:
     def get_params(self) -> Dict[str, Any]:
         return self.config.to_dict()
 
+    def save_config(self, path, overwrite: bool = False):
+        """Save the config with the component's kind and registered name, so that
+        ``erasus.core.registry.load(path)`` rebuilds this component."""
+        name = getattr(type(self), "registered_name", None)
+        if not name:
+            raise ValueError(f"{type(self).__name__} is not registered: save its config with self.config.save(path).")
+        return self.config.save(path, overwrite=overwrite, component={"kind": type(self).registered_kind, "name": name})
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
         return f"{type(self).__name__}({args})"

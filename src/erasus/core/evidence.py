@@ -100,6 +100,9 @@ class Judgement:
     verdict: str
     note: str = ""
     underpowered: bool = False
+    #: (underpowered results) the interval reaches past the partial region: a failing
+    #: difference is as consistent with the data as a passing one
+    could_fail: bool = False
 
     def __iter__(self):  # (verdict, note) unpacking
         return iter((self.verdict, self.note))
@@ -111,7 +114,7 @@ def judge(point: float, ci: Tuple[float, float], region: Region, n: Optional[int
     how many samples an inconclusive result would need."""
     lo, hi = float(ci[0]), float(ci[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(point)):
-        return Judgement(INCONCLUSIVE, "the difference could not be measured (not a finite number)", True)
+        return Judgement(INCONCLUSIVE, "the difference could not be measured (not a finite number)", True, True)
     p_b, q_b = region.bounds(region.pass_tol), region.bounds(region.partial_tol)
     if _inside(lo, hi, p_b):
         return Judgement(PASS)
@@ -128,7 +131,7 @@ def judge(point: float, ci: Tuple[float, float], region: Region, n: Optional[int
         need = needed_samples(n, half, region.pass_tol / 2)
         if need is not None:
             note += f"; about {need} samples would do"
-        return Judgement(INCONCLUSIVE, note, True)
+        return Judgement(INCONCLUSIVE, note, True, not _inside(lo, hi, q_b))
     if _inside(lo, hi, q_b):
         return Judgement(PARTIAL, "the interval reaches past the pass threshold")
     return Judgement(INCONCLUSIVE, f"the interval [{lo:+.3f}, {hi:+.3f}] spans pass and fail")
@@ -156,12 +159,21 @@ def combine(verdicts: Iterable[str]) -> str:
 
 
 def combine_judged(results: Sequence, forgetting: Optional[Sequence[str]] = None,
-                   utility: Optional[Sequence[str]] = None) -> Tuple[str, str]:
+                   utility: Optional[Sequence[str]] = None, power_checked: bool = True) -> Tuple[str, str]:
     """The overall verdict of results with ``name``, ``verdict`` and ``underpowered``
     attributes: FAIL if any fails; underpowered INCONCLUSIVE results (too few samples, or no
     power on this request) are left out; INCONCLUSIVE when no forgetting result (``forgetting``:
     their names; any result when ``None``) or, when ``utility`` names are given, no utility
-    result is left to judge; else :func:`combine` of the rest. Returns ``(verdict, note)``."""
+    result is left to judge; else :func:`combine` of the rest. Returns ``(verdict, note)``.
+
+    ``power_checked``: whether the untouched original was judged the same way (the entry points'
+    ``original_model=``), so that a forgetting metric left out does not hide that the others
+    cannot tell unlearning from doing nothing. Without that check a PASS (or PARTIAL) that left
+    out a forgetting metric whose interval reaches past its partial tolerance (``could_fail``: a
+    failing difference is as consistent with the data as a passing one) is INCONCLUSIVE: measured, the untouched original of scikit-learn
+    digits passed the loss-MIA comparison with a retrained model on a random 10% request
+    (AUC 0.559 vs 0.540) while forget accuracy (1.000 vs 0.972), the one metric that separates
+    them, was too uncertain on 180 samples to be judged."""
     if any(r.verdict == FAIL for r in results):
         return FAIL, ""
     judged = [r for r in results if not (r.verdict == INCONCLUSIVE and getattr(r, "underpowered", False))]
@@ -171,8 +183,15 @@ def combine_judged(results: Sequence, forgetting: Optional[Sequence[str]] = None
                               + (f" ({', '.join(left)} too uncertain)" if left else ""))
     if utility is not None and not any(r.name in utility for r in judged):
         return INCONCLUSIVE, "nothing shows the model still works: a destroyed model would look forgotten"
+    verdict = combine(r.verdict for r in judged)
+    left_forgetting = [r.name for r in results if r not in judged and (forgetting is None or r.name in forgetting)
+                       and getattr(r, "could_fail", True)]
+    if not power_checked and left_forgetting and verdict in (PASS, PARTIAL):
+        return INCONCLUSIVE, (f"{', '.join(left_forgetting)} could not be judged on this request (too few samples), "
+                              "and nothing shows the metrics that passed can tell unlearning from doing nothing: "
+                              "pass original_model= (the model before unlearning) to check, or a larger request")
     note = (f"not judged, too few samples: {', '.join(left)}" if left else "")
-    return combine(r.verdict for r in judged), note
+    return verdict, note
 
 
 def percentile_ci(replicates: Sequence[float], confidence: float) -> Tuple[float, float]:

@@ -1,4 +1,5 @@
-"""One registry for every named component: strategies, selectors, metrics.
+"""One registry for every named component: strategies, selectors, metrics and evaluation
+protocols.
 
     @register("strategy", "npo", aliases=("negative_preference",))
     class NPO(BaseStrategy): ...
@@ -7,6 +8,8 @@
     list_registered("strategy")     # -> sorted names
 
 Unknown names raise :class:`UnknownNameError` listing the known names and the closest match.
+A component's saved config names its component (``strategy.save_config(path)``), so that
+``load(path)`` rebuilds it.
 Components register when their module is imported; ``_ensure_loaded`` imports the
 built-in packages on first lookup so ``import erasus`` stays light.
 """
@@ -19,13 +22,14 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from .exceptions import UnknownNameError
 
-KINDS = ("strategy", "selector", "metric")
+KINDS = ("strategy", "selector", "metric", "protocol")
 _REGISTRY: Dict[str, Dict[str, type]] = {k: {} for k in KINDS}
 _ALIASES: Dict[str, Dict[str, str]] = {k: {} for k in KINDS}
 _BUILTIN_PACKAGES = {
     "strategy": "erasus.strategies",
     "selector": "erasus.selectors",
     "metric": "erasus.metrics",
+    "protocol": "erasus.evaluation",
 }
 _loaded: set = set()
 #: guards the tables and the first import of the built-in packages: two threads doing their
@@ -67,21 +71,34 @@ def register(kind: str, name: str, aliases: Iterable[str] = ()) -> Callable[[typ
             for alias in aliases:
                 _ALIASES[kind][_normalise(alias)] = key
             cls.registered_name = key
+            cls.registered_kind = kind
         return cls
 
     return deco
 
 
+def unregister(kind: str, name: str) -> None:
+    """Remove ``name`` (and its aliases) from ``kind``: for extensions and tests that register
+    a component for a while."""
+    _check_kind(kind)
+    key = _normalise(name)
+    with _LOCK:
+        _REGISTRY[kind].pop(key, None)
+        for alias in [a for a, t in _ALIASES[kind].items() if t == key]:
+            del _ALIASES[kind][alias]
+
+
 #: the method each kind is called through, and the base class that provides the rest
 _INTERFACE = {"strategy": ("unlearn", "erasus.core.BaseStrategy"),
               "selector": ("select", "erasus.core.BaseSelector"),
-              "metric": ("compute", "erasus.core.BaseMetric")}
+              "metric": ("compute", "erasus.core.BaseMetric"),
+              "protocol": ("__call__", "function evaluate(benchmark, unlearned_model, **data) -> report, or a class")}
 
 
 def _check_component(kind: str, name: str, cls) -> None:
     """A registered class must be usable as its kind: checked at registration, not at ``fit``."""
     method, base = _INTERFACE[kind]
-    if isinstance(cls, type) and callable(getattr(cls, method, None)):
+    if isinstance(cls, type) and callable(getattr(cls, method, None)) or kind == "protocol" and callable(cls):
         return
     what = cls.__qualname__ if isinstance(cls, type) else repr(cls)
     hint = ""
@@ -146,3 +163,21 @@ def build(kind: str, name_or_obj, **kwargs):
             f"{type(name_or_obj).__name__} together with {sorted(kwargs)}."
         )
     return name_or_obj
+
+
+def load(path):
+    """Rebuild a component from a config file written by its ``save_config`` (JSON or YAML:
+    ``{"component": {"kind": ..., "name": ...}, "config": {...}}``)."""
+    from pathlib import Path
+
+    from .config import read_config_file
+    from .exceptions import ConfigError
+
+    data = read_config_file(Path(path))
+    head = data.get("component") if isinstance(data, dict) else None
+    if not isinstance(head, dict) or "kind" not in head or "name" not in head or "config" not in data:
+        raise ConfigError(f"{path}: expected a component's saved config ({{'component': {{'kind', 'name'}}, "
+                          "'config'}}, written by save_config); a bare config file loads with its config class's "
+                          "load().")
+    cls = get(head["kind"], head["name"])
+    return cls(config=cls.config_class.from_dict(data["config"]))

@@ -5,7 +5,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -14,7 +14,9 @@ from ..utils.misc import isolated_rng, seeded_loaders, snapshot
 from .base import Configurable, check_supported
 from .config import BaseConfig
 from .module import UnlearningModule
-from .trainer import TrainerConfig, UnlearningResult, UnlearningTrainer
+from .callbacks import UnlearningResult
+from .stopping import Stop, StopKind
+from .trainer import TrainerConfig, UnlearningTrainer
 
 
 @dataclass
@@ -100,10 +102,16 @@ class LossStrategy(UnlearningModule, BaseStrategy):
 
     config_class = LossStrategyConfig
 
-    def trainer_config(self, **overrides) -> TrainerConfig:
+    def stopping_policy(self, forget_loader, given: Dict[str, Any]) -> Dict[str, Any]:
+        """The schedule, validation and stopping-rule settings (``TrainerConfig`` fields) this
+        method was measured with, where they differ from the trainer's defaults. ``given``: the
+        user's explicit settings, which win over these."""
+        return {}
+
+    def trainer_config(self, policy: Optional[Dict[str, Any]] = None, **overrides) -> TrainerConfig:
         names = {f.name for f in dataclasses.fields(TrainerConfig)}
         cfg = self.config.to_dict()
-        base = {k: v for k, v in cfg.items() if k in names}
+        base = {**{k: v for k, v in cfg.items() if k in names}, **(policy or {})}
         if "epochs" in cfg:
             base["max_epochs"] = cfg["epochs"]
         if "epochs" in overrides:
@@ -121,14 +129,17 @@ class LossStrategy(UnlearningModule, BaseStrategy):
         forget_loader = check_nonempty(forget_loader, "forget")
         if self.needs_retain and retain_loader is None:
             raise ValueError(f"{type(self).__name__} needs retain data: pass retain_loader.")
-        trainer = UnlearningTrainer(self.trainer_config(**trainer_kwargs), callbacks=callbacks)
+        trainer = UnlearningTrainer(self.trainer_config(self.stopping_policy(forget_loader, trainer_kwargs), **trainer_kwargs),
+                                    callbacks=callbacks)
 
         def run():
             self.bind(self._prepare(model, inplace))
             try:
-                return trainer.fit(self, forget_loader, retain_loader, holdout_loader,
-                                   strategy_name=self.registered_name or type(self).__name__,
-                                   forget_eval_loader=forget_eval_loader)
+                res = trainer.fit(self, forget_loader, retain_loader, holdout_loader,
+                                  strategy_name=self.registered_name or type(self).__name__,
+                                  forget_eval_loader=forget_eval_loader)
+                res.config["params"] = self.config.to_dict()
+                return res
             finally:
                 self.release()
 
@@ -185,7 +196,7 @@ class OneShotStrategy(BaseStrategy):
         from ..utils.data import is_class_forgetting, subsample_loader
 
         from .stats import split_stats
-        from .trainer import GUARD_SELECTIVITY, is_selective, missed_class_note
+        from .stopping import GUARD_SELECTIVITY, is_selective, missed_class_note
 
         def acc(adapter, loader, seed):
             st = split_stats(adapter, subsample_loader(loader, 500, seed=seed))
@@ -242,6 +253,6 @@ class OneShotStrategy(BaseStrategy):
         with isolated_rng(seed):
             adapter, reason = self._guarded(model, inplace, run)
         dt = time.perf_counter() - t0
-        return UnlearningResult(model=adapter.model, stop_reason=reason, steps=1,
-                                strategy=self.registered_name or type(self).__name__,
-                                config=self.config.to_dict(), timings={"unlearn_s": dt})
+        name = self.registered_name or type(self).__name__
+        return UnlearningResult(model=adapter.model, stop=Stop(StopKind.EDIT, reason), steps=1, strategy=name,
+                                config={"strategy": name, "params": self.config.to_dict()}, timings={"unlearn_s": dt})

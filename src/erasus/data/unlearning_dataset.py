@@ -142,6 +142,16 @@ class UnlearningDataset:
                             generator=torch.Generator().manual_seed(seed + 1), **loader_kwargs)
         return forget, retain
 
+    def splits(self, batch_size: int = 32, test=None, seed: int = 0):
+        """The request as a :class:`~erasus.data.splits.Splits` (forget and retain loaders, the
+        held-out loader when a held-out set was given, and ``test``: a loader of unseen data),
+        the argument every verification entry point takes."""
+        from .splits import Splits
+
+        forget, retain = self.to_loaders(batch_size=batch_size, seed=seed)
+        holdout = self.holdout_loader(batch_size=max(batch_size, 128)) if self.holdout is not None else None
+        return Splits(forget, retain, test, holdout)
+
     def holdout_loader(self, batch_size: int = 128, only_forget_classes: Optional[bool] = None) -> DataLoader:
         """Held-out data for verification. With class forgetting (and by default then),
         only the held-out samples of the forgotten classes."""

@@ -102,6 +102,7 @@ class MetricResult:
     note: str = ""
     n: int = 0
     underpowered: bool = False
+    could_fail: bool = True
 
 
 @dataclass
@@ -116,16 +117,18 @@ class BenchmarkReport:
     n_models: int = 1
     notes: List[str] = field(default_factory=list)
     forget_mode: str = ""
+    #: whether the untouched original was judged too (``original_model=``): see combine_judged
+    power_checked: bool = False
 
     @property
     def verdict(self) -> str:
-        return combine_judged(self.results, FORGETTING)[0]
+        return combine_judged(self.results, FORGETTING, power_checked=self.power_checked)[0]
 
     @property
     def verdict_note(self) -> str:
         """Why the overall verdict is what it is, when metrics were left out or nothing could
         be judged."""
-        return combine_judged(self.results, FORGETTING)[1]
+        return combine_judged(self.results, FORGETTING, power_checked=self.power_checked)[1]
 
     @property
     def metrics(self) -> Dict[str, float]:
@@ -193,22 +196,25 @@ class UnlearningBenchmark:
     """
 
     PROTOCOLS = ("general",)
-    #: protocols added by extensions: name -> evaluate(benchmark, unlearned_model, **data) -> report
-    _extra_protocols: Dict[str, Callable] = {}
 
     @classmethod
     def register_protocol(cls, name: str, evaluate: Callable) -> None:
         """The hook through which an extension adds a protocol (the LLM package registers
-        ``tofu``, ``muse`` and ``wmdp``): ``evaluate(benchmark, unlearned_model, **data)``
-        returns a report with ``verdict``, ``results`` and ``summary()``; the benchmark's
-        ``n_runs``, ``confidence_level`` and ``tolerances`` are available to it."""
+        ``tofu``, ``muse`` and ``wmdp``); the same as ``register("protocol", name)(evaluate)``:
+        ``evaluate(benchmark, unlearned_model, **data)`` returns a report with ``verdict``,
+        ``results`` and ``summary()``; the benchmark's ``n_runs``, ``confidence_level`` and
+        ``tolerances`` are available to it."""
+        from ..core.registry import register
+
         if name in cls.PROTOCOLS:
             raise ConfigError(f"Protocol {name!r} is built in and cannot be replaced.")
-        cls._extra_protocols[name] = evaluate
+        register("protocol", name)(evaluate)
 
     @classmethod
     def protocols(cls) -> tuple:
-        return cls.PROTOCOLS + tuple(sorted(cls._extra_protocols))
+        from ..core.registry import list_registered
+
+        return cls.PROTOCOLS + tuple(list_registered("protocol"))
 
     def __init__(self, protocol: str = "general", gold_standard: str = "auto", n_runs: int = 1,
                  confidence_level: float = 0.95, n_bootstrap: int = 500, max_samples: Optional[int] = 5000,
@@ -244,15 +250,25 @@ class UnlearningBenchmark:
 
     # ------------------------------------------------------------------------------------
     def evaluate(self, unlearned_model, forget_data=None, retain_data=None, test_data=None, holdout_data=None,
-                 gold_model=None, original_model=None, **protocol_kwargs) -> BenchmarkReport:
+                 *legacy, gold_model=None, original_model=None, **protocol_kwargs) -> BenchmarkReport:
         """Compare ``unlearned_model`` (one model, or a list of models from independent runs)
         with the gold standard. ``holdout_data``: samples never trained on, from the forget
         set's distribution (for class forgetting: including held-out samples of the
         forgotten classes); defaults to ``test_data``. ``original_model``: the model before
         unlearning (the utility reference with ``gold_standard="holdout"``; with a gold
-        model it adds the power check of the module docstring)."""
-        if self.protocol in self._extra_protocols:
-            return self._extra_protocols[self.protocol](
+        model it adds the power check of the module docstring). The data: a
+        :class:`~erasus.data.Splits` or the loaders one by one; the models by keyword."""
+        from ..data.splits import legacy_positional, unpack
+
+        forget_data, retain_data, test_data, holdout_data = unpack(
+            forget_data, retain_data, test_data, holdout_data, "UnlearningBenchmark.evaluate")
+        kw = legacy_positional("UnlearningBenchmark.evaluate", legacy, ["gold_model", "original_model"],
+                               {"gold_model": gold_model, "original_model": original_model})
+        gold_model, original_model = kw["gold_model"], kw["original_model"]
+        if self.protocol not in self.PROTOCOLS:
+            from ..core.registry import get
+
+            return get("protocol", self.protocol)(
                 self, unlearned_model, forget_data=forget_data, retain_data=retain_data, test_data=test_data,
                 holdout_data=holdout_data, gold_model=gold_model, original_model=original_model, **protocol_kwargs)
         if protocol_kwargs:
@@ -403,7 +419,7 @@ class UnlearningBenchmark:
             reference = float(np.mean([value - spec.delta(r, ref, full) for r in runs[:1]]))
         return MetricResult(spec.name, float(value), tuple(ci), reference, spec.ref_label, tuple(dci),
                             (spec.region.pass_tol, spec.region.partial_tol), j.verdict, j.note, min(sizes.values()),
-                            j.underpowered)
+                            j.underpowered, j.could_fail)
 
     def _evaluate(self, models, loaders, gold_standard, gold_model, original_model) -> BenchmarkReport:
         runs = [self._arrays(m, loaders) for m in models]
@@ -427,6 +443,7 @@ class UnlearningBenchmark:
         # utility cannot be skipped for lack of data: a missing measurement is not underpowered
         if original_model is not None:
             self._power_check(report, specs, ref, loaders, gold_standard, original_model)
+            report.power_checked = True
         return report
 
     def _power_check(self, report, specs, ref, loaders, gold_standard, original_model) -> None:

@@ -211,6 +211,9 @@ def wmdp_protocol(benchmark, unlearned_model, forget_data=None, tokenizer=None, 
 def register() -> None:
     from .benchmark import UnlearningBenchmark
 
+    from ..core.registry import _REGISTRY
+
     for name, fn in (("muse", muse_protocol), ("wmdp", wmdp_protocol)):
-        if name not in UnlearningBenchmark._extra_protocols:
+        if name not in _REGISTRY["protocol"]:
+            fn.supports = ("causal_lm",)
             UnlearningBenchmark.register_protocol(name, fn)

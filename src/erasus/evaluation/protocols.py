@@ -36,6 +36,13 @@ class Split:
     test: DataLoader
     forget_classes: tuple = ()
 
+    @property
+    def splits(self):
+        """This request as the :class:`~erasus.data.splits.Splits` verification takes."""
+        from ..data.splits import Splits
+
+        return Splits(self.forget, self.retain, self.test, self.holdout)
+
 
 @dataclass
 class ClassificationTask:

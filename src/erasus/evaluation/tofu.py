@@ -190,5 +190,8 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
 def register() -> None:
     from .benchmark import UnlearningBenchmark
 
-    if "tofu" not in UnlearningBenchmark._extra_protocols:
+    from ..core.registry import _REGISTRY
+
+    if "tofu" not in _REGISTRY["protocol"]:
+        tofu_protocol.supports = ("causal_lm",)
         UnlearningBenchmark.register_protocol("tofu", tofu_protocol)

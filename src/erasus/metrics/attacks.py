@@ -426,11 +426,26 @@ class CKAToGold(BaseMetric):
         return out
 
 
-def attack_report(model, gold_model, forget, retain=None, test=None, holdout=None,
+def attack_report(model, forget=None, retain=None, test=None, holdout=None, *legacy, gold_model=None,
                   metrics=("relearn", "quantization", "linear_probe"), max_samples: Optional[int] = 2000):
-    """Run the attacks on ``model`` and on ``gold_model`` with the same data and seeds;
-    returns ``{name: {"model": v, "gold": v}}``."""
+    """Run the attacks on ``model`` and on ``gold_model`` (by keyword) with the same data and
+    seeds; the data as a :class:`~erasus.data.Splits` or loaders one by one. Returns
+    ``{name: {"model": v, "gold": v}}``. (The older ``attack_report(model, gold_model, forget,
+    ...)`` still works for one release, with a ``DeprecationWarning``.)"""
+    from ..data.splits import gold_in_second_place, legacy_positional, unpack
     from .suite import MetricSuite
+
+    gold_model, forget, retain, test, holdout, legacy = gold_in_second_place(
+        "attack_report", forget, retain, test, holdout, legacy, gold_model)
+    if legacy:
+        kw = legacy_positional("attack_report", legacy, ["metrics", "max_samples"], {})
+        metrics, max_samples = kw.get("metrics", metrics), kw.get("max_samples", max_samples)
+    forget, retain, test, holdout = unpack(forget, retain, test, holdout, "attack_report")
+    if gold_model is None:
+        from ..core.exceptions import DataError
+
+        raise DataError("attack_report compares every attack with a model retrained without the forget data: pass "
+                        "gold_model=...")
 
     suite = MetricSuite(list(metrics), max_samples=max_samples)
     mine = suite.run(model, forget, retain, test, holdout)

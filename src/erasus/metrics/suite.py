@@ -36,9 +36,16 @@ class MetricSuite:
         self.metrics = [build("metric", m) for m in metrics]
         self.max_samples = max_samples
 
-    def run(self, model, forget_loader=None, retain_loader=None, test_loader=None, holdout_loader=None,
+    def run(self, model, forget_loader=None, retain_loader=None, test_loader=None, holdout_loader=None, *legacy,
             gold_model=None) -> Dict[str, float]:
+        """Measure ``model``; the data as a :class:`~erasus.data.Splits` or loaders one by one;
+        ``gold_model=``: a model retrained without the forget data (by keyword)."""
+        from ..data.splits import legacy_positional, unpack
         from ..models import wrap
+
+        forget_loader, retain_loader, test_loader, holdout_loader = unpack(
+            forget_loader, retain_loader, test_loader, holdout_loader, "MetricSuite.run")
+        gold_model = legacy_positional("MetricSuite.run", legacy, ["gold_model"], {"gold_model": gold_model})["gold_model"]
 
         adapter = wrap(model)
         gold = adapter.with_model(gold_model) if gold_model is not None else None

@@ -135,5 +135,5 @@ class Amnesiac(LossStrategy):
     def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, **kwargs):
         result = super().unlearn(model, forget_loader, retain_loader, holdout_loader, **kwargs)
         n, total = getattr(self, "removed", (0, 0))
-        result.stop_reason = f"subtracted {n} of {total} recorded batch updates, then repaired: {result.stop_reason}"
+        result.stop.message = f"subtracted {n} of {total} recorded batch updates, then repaired: {result.stop.message}"
         return result

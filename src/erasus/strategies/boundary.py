@@ -177,7 +177,7 @@ class BoundaryExpand(LossStrategy):
             if kwargs.get("inplace"):  # never leave the caller's model with the shadow head
                 _prune_shadow(model)
         _prune_shadow(result.model)
-        result.stop_reason += "; shadow neuron pruned"
+        result.stop.add("shadow neuron pruned")
         return result
 
     def release(self) -> None:

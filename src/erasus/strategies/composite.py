@@ -12,7 +12,8 @@ from ..core.config import BaseConfig
 from ..core.exceptions import ConfigError
 from ..core.registry import build, register, resolve
 from ..core.strategy import BaseStrategy, LossStrategy
-from ..core.trainer import UnlearningResult
+from ..core.callbacks import UnlearningResult
+from ..core.stopping import Stop, StopKind
 
 
 def run_child(strategy: BaseStrategy, model, forget_loader, retain_loader, holdout_loader, *, inplace: bool,
@@ -86,8 +87,10 @@ class SequentialUnlearning(_Composite):
             history[f"{i}_{name}"] = res.history
             steps += res.steps
         timings["unlearn_s"] = sum(timings.values())
-        return UnlearningResult(model=work, history=history, timings=timings, stop_reason=" | ".join(reasons),
-                                steps=steps, strategy=self.registered_name, config=self.config.to_dict())
+        return UnlearningResult(model=work, history=history, timings=timings,
+                                stop=Stop(StopKind.COMPOSITE, " | ".join(reasons)), steps=steps,
+                                strategy=self.registered_name,
+                                config={"strategy": self.registered_name, "params": self.config.to_dict()})
 
 
 @register("strategy", "averaged", aliases=("averaged_ensemble", "ensemble"))
@@ -122,8 +125,9 @@ class AveragedUnlearning(_Composite):
         out.load_state_dict(avg)
         out.eval()
         return UnlearningResult(model=out, history=history, timings={"unlearn_s": time.perf_counter() - t0},
-                                stop_reason=f"averaged {len(states)} runs: " + " | ".join(reasons), steps=steps,
-                                strategy=self.registered_name, config=self.config.to_dict())
+                                stop=Stop(StopKind.COMPOSITE, f"averaged {len(states)} runs: " + " | ".join(reasons)),
+                                steps=steps, strategy=self.registered_name,
+                                config={"strategy": self.registered_name, "params": self.config.to_dict()})
 
 
 def salient_modules(adapter, forget_loader, n: int) -> List[str]:
@@ -204,8 +208,10 @@ class _Restricted(BaseStrategy):
         finally:
             undo()
         res.model = work
-        res.stop_reason = f"{self.config.base} {what}: {res.stop_reason}"
+        res.stop.message = f"{self.config.base} {what}: {res.stop.message}"
         res.strategy = self.registered_name
+        res.config = {"strategy": self.registered_name, "params": self.config.to_dict(),
+                      "trainer": res.config.get("trainer")}
         return res
 
 

@@ -122,22 +122,24 @@ class SCRUB(LossStrategy):
         ce = self.adapter.per_sample_loss(batch, logits=logits).mean()
         return self.config.gamma * ce + self.config.alpha * kl
 
-    def unlearn(self, model, forget_loader, retain_loader=None, holdout_loader=None, **kwargs):
+    def stopping_policy(self, forget_loader, given):
         n_forget_batches = len(forget_loader) if hasattr(forget_loader, "__len__") else 1
-        if "retain_steps_per_epoch" not in kwargs:
-            kwargs["retain_steps_per_epoch"] = max(1, int(round(self.config.retain_steps_ratio * n_forget_batches)))
-        # the paper's rewinding (SCRUB+R) keeps one checkpoint per epoch, after the min-steps; mid-epoch
-        # the max-steps have lowered every accuracy together, so no checkpoint there is useful
-        kwargs.setdefault("eval_every_steps", n_forget_batches + kwargs["retain_steps_per_epoch"])
-        kwargs.setdefault("calibration_patience", 3)
-        kwargs.setdefault("val_max_samples", 250)
-        # max-steps leave the admissible region on purpose and min-steps repair it, so the
-        # trainer's backtracking on lost utility would cut SCRUB off mid-cycle (measured)
-        kwargs.setdefault("max_backoffs", 0)
-        # nor a larger rate when the epoch ends look idle: every max phase moves the model a long way
-        # (measured: with per-epoch checkpoints the growth rule raised the rate and the run kept the original)
-        kwargs.setdefault("max_lr_growth", 1.0)
-        return super().unlearn(model, forget_loader, retain_loader, holdout_loader, **kwargs)
+        retain_steps = given.get("retain_steps_per_epoch") or max(
+            1, int(round(self.config.retain_steps_ratio * n_forget_batches)))
+        return {
+            "retain_steps_per_epoch": retain_steps,
+            # the paper's rewinding (SCRUB+R) keeps one checkpoint per epoch, after the min-steps; mid-epoch
+            # the max-steps have lowered every accuracy together, so no checkpoint there is useful
+            "eval_every_steps": n_forget_batches + retain_steps,
+            "calibration_patience": 3,
+            "val_max_samples": 250,
+            # max-steps leave the admissible region on purpose and min-steps repair it, so the
+            # trainer's backtracking on lost utility would cut SCRUB off mid-cycle (measured)
+            "max_backoffs": 0,
+            # nor a larger rate when the epoch ends look idle: every max phase moves the model a long way
+            # (measured: with per-epoch checkpoints the growth rule raised the rate and the run kept the original)
+            "max_lr_growth": 1.0,
+        }
 
     def release(self) -> None:
         self.teacher = None

@@ -58,6 +58,6 @@ def judge_gallery(task, kind: str, seed: int = 0, size: Optional[int] = None, fo
         "benchmark_holdout": lambda m: b_holdout.evaluate(m, f, r, t, h, original_model=original),
         "verifier_gold": lambda m: verifier.verify_all(m, f, r, h, gold_model=gold, original_model=original),
         "verifier_holdout": lambda m: verifier.verify_all(m, f, r, h, original_model=original),
-        "suite": lambda m: suite.run(m, gold, f, r, t, h, original_model=original),
+        "suite": lambda m: suite.run(m, f, r, t, h, gold_model=gold, original_model=original),
     }
     return {name: {e: run[e](m).verdict for e in entry_points} for name, m in models.items()}

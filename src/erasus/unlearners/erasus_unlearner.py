@@ -9,7 +9,7 @@ from torch import nn
 
 from ..core.coreset import Coreset
 from ..core.registry import build
-from ..core.trainer import UnlearningResult
+from ..core.callbacks import UnlearningResult
 from ..utils.data import check_nonempty
 
 
@@ -107,7 +107,7 @@ class ErasusUnlearner:
         self.result_ = result
         return result
 
-    def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, gold_model=None,
+    def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, *legacy, gold_model=None,
                  metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None):
         """Measure the current model; returns a dict of values (a
         :class:`~erasus.metrics.suite.MetricResults`). Default metrics: accuracy and loss-MIA AUC
@@ -118,10 +118,16 @@ class ErasusUnlearner:
         gives the reason. Runs with its own random state."""
         import warnings
 
+        from ..data.splits import legacy_positional, unpack
         from ..metrics import MetricSuite
         from ..metrics.suite import MetricResults
         from ..utils.misc import isolated_rng
 
+        forget_data, retain_data, test_data, holdout_data = unpack(forget_data, retain_data, test_data, holdout_data,
+                                                                   "evaluate")
+        kw = legacy_positional("evaluate", legacy, ["gold_model", "metrics", "max_samples"],
+                               {"gold_model": gold_model, "metrics": metrics, "max_samples": max_samples})
+        gold_model, metrics, max_samples = kw["gold_model"], kw["metrics"], kw["max_samples"]
         if holdout_data is None:
             holdout_data = self.holdout_data_
         missing: Dict[str, str] = {}
@@ -143,7 +149,7 @@ class ErasusUnlearner:
                 warnings.warn("evaluate(): " + "; ".join(f"{k} not measured: {v}" for k, v in missing.items()))
         with isolated_rng(0):
             out = MetricSuite(metrics, max_samples=max_samples).run(
-                self.model, forget_data, retain_data, test_data, holdout_data, gold_model)
+                self.model, forget_data, retain_data, test_data, holdout_data, gold_model=gold_model)
         out = MetricResults(out, missing=missing)
         if self.result_ is not None:
             self.result_.metrics.update(out)

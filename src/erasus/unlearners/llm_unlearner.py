@@ -67,18 +67,26 @@ class LLMUnlearner(ErasusUnlearner):
             self.forget_size_ = None
         return res
 
-    def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, gold_model=None,
+    def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, *legacy, gold_model=None,
                  metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None) -> Dict[str, float]:
         """Default metrics for language models: membership AUCs (LOSS, zlib, Min-K%,
         Min-K%++; forget vs ``holdout_data``), exact memorisation and extraction strength,
-        and MUSE's PrivLeak when ``gold_model`` is given."""
+        and MUSE's PrivLeak when ``gold_model`` is given (by keyword)."""
+        from ..data.splits import legacy_positional, unpack
+
+        forget_data, retain_data, test_data, holdout_data = unpack(forget_data, retain_data, test_data, holdout_data,
+                                                                   "evaluate")
+        kw = legacy_positional("evaluate", legacy, ["gold_model", "metrics", "max_samples"],
+                               {"gold_model": gold_model, "metrics": metrics, "max_samples": max_samples})
+        gold_model, metrics, max_samples = kw["gold_model"], kw["metrics"], kw["max_samples"]
         if holdout_data is None:
             holdout_data = self.holdout_data_
         if metrics is None:
             metrics = (["lm_mia"] if holdout_data is not None or test_data is not None else []) + ["memorization"]
             if gold_model is not None and (holdout_data is not None or test_data is not None):
                 metrics.append("privleak")
-        return super().evaluate(forget_data, retain_data, test_data, holdout_data, gold_model, metrics, max_samples)
+        return super().evaluate(forget_data, retain_data, test_data, holdout_data, gold_model=gold_model,
+                                metrics=metrics, max_samples=max_samples)
 
     def merge_adapters(self):
         """For a ``peft.PeftModel`` (adapters trained, base frozen): fold the adapters into the
@@ -107,7 +115,7 @@ class LLMUnlearner(ErasusUnlearner):
                  f"- steps: {r.steps}; stopped: {r.stop_reason}",
                  f"- time: {r.timings.get('total_s', r.timings.get('unlearn_s', 0.0)):.1f} s", "",
                  "## Strategy configuration", "", "```json", json.dumps(params, indent=1, default=str), "```", "",
-                 "## Training", "", "```json", json.dumps(r.config, indent=1, default=str), "```", ""]
+                 "## Training", "", "```json", json.dumps(r.config.get("trainer"), indent=1, default=str), "```", ""]
         if r.metrics:
             lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {v:.4g} |" for k, v in sorted(r.metrics.items())]
