@@ -90,3 +90,19 @@ def test_result_config_has_one_meaning(digits, strategy):
         assert res.config["trainer"] is None and res.stop.kind is StopKind.EDIT
     else:
         assert res.stop.kind is StopKind.COMPOSITE and "strategies" in res.config["params"]
+
+
+def test_a_registered_metric_joins_the_benchmark_verdict_by_name(fmnist_small):
+    """One implementation of each measurement: a metric named in metrics= is judged against the
+    retrained model (as the verification suite judges it) and counts in the overall verdict."""
+    from erasus.evaluation import UnlearningBenchmark
+
+    split = fmnist_small.split("random", fraction=0.1)
+    gold = fmnist_small.gold(split, 0)
+    bench = UnlearningBenchmark(n_bootstrap=100, refit=False, metrics=["mia_efficacy"])
+    orig = bench.evaluate(fmnist_small.original(0), split.splits, gold_model=gold)
+    retrained = bench.evaluate(fmnist_small.gold(split, 1), split.splits, gold_model=gold)
+    assert {r.name: r.verdict for r in orig.results}["mia_efficacy"] == "FAIL" and orig.verdict == "FAIL"
+    assert {r.name: r.verdict for r in retrained.results}["mia_efficacy"] == "PASS"
+    with pytest.raises(Exception, match="Unknown metric"):
+        UnlearningBenchmark(metrics=["no_such_metric"])

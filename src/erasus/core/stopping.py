@@ -428,8 +428,8 @@ class CalibratedStopping(BestCheckpointRule):
         if s.guard_only:
             return d
         if ok and dist <= self.tolerance:
-            what = ("forget set indistinguishable from held-out data" if "holdout" in self.ctx.val else
-                    "the forgotten classes are no longer predicted")
+            what = ("the forgotten classes are no longer predicted" if s.mode == "class" else
+                    "forget set indistinguishable from held-out data")
             d.stop = Stop(StopKind.TARGET, f"calibrated: {what} at step {step} (distance {dist:.3f} <= "
                           f"{self.tolerance})")
         elif s.since_best >= self.patience:

@@ -62,7 +62,7 @@ random choice is seeded from ``seed``; the caller's global random state is left 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -85,6 +85,7 @@ GENERAL_TOLERANCES = {
     "forget_loss_auc": (0.05, 0.10),
     "refit_acc": (0.05, 0.08),
     "refit_acc_class": (0.10, 0.15),
+    "registered": (0.05, 0.10),   # metrics named in metrics= (the verification suite's tolerance)
 }
 FORGETTING = ("forget_acc", "mia_auc", "forget_loss_auc", "refit_acc")
 
@@ -145,7 +146,8 @@ class BenchmarkReport:
 
     def summary(self) -> str:
         pct = int(round(100 * self.confidence_level))
-        head = (f"{'metric':<15} {'value':>7} {'reference':<24} {'difference, ' + str(pct) + '% CI':<24} "
+        w = max([15] + [len(r.name) for r in self.results])
+        head = (f"{'metric':<{w}} {'value':>7} {'reference':<24} {'difference, ' + str(pct) + '% CI':<24} "
                 f"{'pass/partial':>12}  verdict")
         lines = [f"UnlearningBenchmark protocol={self.protocol} gold={self.gold_standard} "
                  f"({self.n_models} model{'s' if self.n_models > 1 else ''}"
@@ -153,7 +155,7 @@ class BenchmarkReport:
         for r in self.results:
             ref = f"{r.reference:.3f} ({r.reference_label})"
             d = f"[{r.delta_ci[0]:+.3f}, {r.delta_ci[1]:+.3f}]"
-            lines.append(f"{r.name:<15} {r.value:>7.3f} {ref:<24} {d:<24} "
+            lines.append(f"{r.name:<{w}} {r.value:>7.3f} {ref:<24} {d:<24} "
                          f"{r.tolerance[0]:>5.2f}/{r.tolerance[1]:<5.2f}  {r.verdict}" + (f"  ({r.note})" if r.note else ""))
         vnote = self.verdict_note
         lines.append(f"overall verdict: {self.verdict}" + (f" ({vnote})" if vnote else ""))
@@ -219,7 +221,7 @@ class UnlearningBenchmark:
     def __init__(self, protocol: str = "general", gold_standard: str = "auto", n_runs: int = 1,
                  confidence_level: float = 0.95, n_bootstrap: int = 500, max_samples: Optional[int] = 5000,
                  tolerances: Optional[Dict[str, tuple]] = None, seed: int = 0, forget_mode: str = "auto",
-                 refit: bool = True):
+                 refit: bool = True, metrics: Sequence = ()):
         if protocol not in self.protocols():
             import difflib
 
@@ -246,6 +248,12 @@ class UnlearningBenchmark:
         self.confidence_level, self.n_bootstrap, self.max_samples = confidence_level, n_bootstrap, max_samples
         self.tolerances = tol
         self.seed, self.forget_mode, self.refit = seed, forget_mode, refit
+        self.metrics = list(metrics)
+        if self.metrics:
+            from ..core.registry import build
+
+            for m in self.metrics:  # unknown names fail here, before any measuring
+                build("metric", m) if isinstance(m, str) else m
         self._memo = ModelMemo(8)  # per-sample arrays of recently evaluated models
 
     # ------------------------------------------------------------------------------------
@@ -441,10 +449,36 @@ class UnlearningBenchmark:
                                                "no retain, test or held-out data of the kept classes to measure "
                                                "utility on: a destroyed model would look forgotten"))
         # utility cannot be skipped for lack of data: a missing measurement is not underpowered
+        if self.metrics:
+            report.results += self._registered(models[0], loaders, gold_model, original_model, gold_standard)
         if original_model is not None:
             self._power_check(report, specs, ref, loaders, gold_standard, original_model)
             report.power_checked = True
         return report
+
+    def _registered(self, model, loaders, gold_model, original_model, gold_standard) -> List[MetricResult]:
+        """The registered metrics named in ``metrics=``, each judged against the retrained model
+        the way the verification suite judges it (per-sample values bootstrapped, paired with the
+        retrained model's on the same samples, where the metric gives them; the tolerance
+        ``tolerances["registered"]``), so that a new metric joins the verdict by its name."""
+        from ..certification.suite import UnlearningVerificationSuite
+
+        if gold_standard != "retrain":
+            raise ConfigError("metrics= are judged against a retrained model: pass gold_model=.")
+        pass_tol, partial_tol = self.tolerances["registered"]
+        suite = UnlearningVerificationSuite(families=(), metrics=self.metrics, tolerance=pass_tol,
+                                            max_samples=self.max_samples, n_bootstrap=max(10, self.n_bootstrap // 2),
+                                            confidence_level=self.confidence_level, forget_mode=self.forget_mode,
+                                            seed=self.seed)
+        rep = suite.run(model, loaders["forget"], loaders["retain"], loaders["test"], loaders["holdout"],
+                        gold_model=gold_model, original_model=original_model)
+        out = [MetricResult(r.value_name, r.model, (np.nan, np.nan), r.reference, "retrained", r.delta_ci,
+                            (pass_tol, partial_tol), r.verdict, r.note, 0, r.underpowered, r.could_fail)
+               for r in rep.results]
+        for name, why in rep.skipped.items():
+            out.append(MetricResult(name, float("nan"), (np.nan, np.nan), float("nan"), "none", (np.nan, np.nan),
+                                    (pass_tol, partial_tol), INCONCLUSIVE, f"not measured: {why}"))
+        return out
 
     def _power_check(self, report, specs, ref, loaders, gold_standard, original_model) -> None:
         """Judge the untouched original the same way. A forgetting metric the original does
