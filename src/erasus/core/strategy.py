@@ -213,7 +213,9 @@ class OneShotStrategy(BaseStrategy):
 
         def run():
             adapter = self._prepare(model, inplace)
-            before = acc(adapter, retain_loader, 2) if guard and retain_loader is not None else None
+            # the guard measures accuracy: classifiers, and language models' answer tokens
+            measurable = adapter.family == "classifier" or hasattr(adapter, "loss_and_accuracy")
+            before = acc(adapter, retain_loader, 2) if guard and retain_loader is not None and measurable else None
             # without held-out data the edit must also be selective (see TrainerConfig's guard)
             bare = before is not None and holdout_loader is None
             f_before = acc(adapter, forget_loader, 1) if bare else None

@@ -3,6 +3,8 @@ from .amnesiac import Amnesiac, AmnesiacConfig, AmnesiacRecorder, IndexedDataset
 from .bad_teacher import BadTeacher, BadTeacherConfig
 from .embedding_alignment import EmbeddingAlignment, EmbeddingAlignmentConfig
 from .boundary import BoundaryExpand, BoundaryExpandConfig, BoundaryShrink, BoundaryShrinkConfig
+from .diffusion import (ESD, SLD, UCE, ConceptAblation, ConceptAblationConfig, ESDConfig, SLDConfig,
+                        UCEConfig)
 from .composite import (AveragedUnlearning, EnsembleConfig, LayerFreezing, LayerFreezingConfig, MaskBased,
                         MaskBasedConfig, SequentialUnlearning)
 from .fisher_forgetting import FisherForgetting, FisherForgettingConfig
@@ -30,5 +32,6 @@ __all__ = [
     "SCRUB", "SCRUBConfig", "SelectiveSynapticDampening", "SSDConfig",
     "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector", "ActivationSteering", "DExperts", "TokenMasking", "TokenMaskingConfig",
     "AttentionSurgery", "CausalTracingUnlearning", "LocalizedConfig", "causal_trace",
-    "EmbeddingAlignment", "EmbeddingAlignmentConfig",
+    "EmbeddingAlignment", "EmbeddingAlignmentConfig", "ESD", "ESDConfig", "UCE", "UCEConfig", "SLD", "SLDConfig",
+    "ConceptAblation", "ConceptAblationConfig",
 ]

@@ -1,0 +1,356 @@
+"""Text-to-image diffusion models (``diffusers``) seen through the adapter interface.
+
+:class:`TextToImage` holds a model's parts as one ``nn.Module`` (so that copies, checkpoints,
+``inplace`` runs and the trainer treat it like any other model): a
+``UNet2DConditionModel`` (or any UNet with ``encoder_hidden_states``), a text encoder, its
+tokenizer, a noise scheduler and, for latent models, a VAE (pixel-space models have none).
+It loads from a local folder or a Hub name (:meth:`TextToImage.from_pretrained`, a
+``StableDiffusionPipeline`` folder or one this module saved) or from a pipeline object
+(:meth:`TextToImage.from_pipeline`), and generates with a seed, a guidance scale and a step
+count (:meth:`TextToImage.generate`, DDIM, classifier-free guidance; Safe Latent Diffusion
+guidance when a strategy has set ``safety``).
+
+:class:`DiffusionAdapter` gives the per-sample noise-prediction loss of ``(images, prompts)``
+batches (the DDPM objective of Ho et al., NeurIPS 2020, with the model's scheduler), prompt
+embeddings and features. A batch is ``(images, prompts)`` (images in ``[-1, 1]``, as
+diffusers expects) or, for concept erasure by prompts alone, a list of prompts.
+
+:func:`toy_text_to_image` builds a small pixel-space model from code (a UNet with
+cross-attention, a one-layer CLIP text encoder and a word-level tokenizer): no weights can be
+downloaded here, so tests and examples train their own.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..exceptions import ConfigError, DataError
+from .base import ModelAdapter
+
+META = "erasus_text_to_image.json"
+
+
+def _diffusers():
+    try:
+        import diffusers
+    except ImportError as e:  # pragma: no cover - an install without the extra
+        raise ConfigError("Diffusion models need diffusers: pip install 'erasus[diffusion]'.") from e
+    return diffusers
+
+
+class TextToImage(nn.Module):
+    """A text-to-image diffusion model as one module (see the module docstring). The text
+    encoder and the VAE are frozen; methods that edit them unfreeze what they train.
+    ``safety``: Safe Latent Diffusion settings (set by the ``sld`` strategy; ``None``: off)."""
+
+    def __init__(self, unet: nn.Module, text_encoder: nn.Module, tokenizer, scheduler, vae: Optional[nn.Module] = None,
+                 max_length: Optional[int] = None):
+        super().__init__()
+        if not hasattr(unet, "config") or not getattr(unet.config, "cross_attention_dim", None):
+            raise ConfigError("Expected a text-conditioned UNet (a diffusers UNet2DConditionModel with "
+                              f"cross_attention_dim), got {type(unet).__name__}.")
+        self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
+        self.tokenizer, self.scheduler = tokenizer, scheduler
+        limit = getattr(getattr(text_encoder, "config", None), "max_position_embeddings", 77)
+        self.max_length = int(min(max_length or getattr(tokenizer, "model_max_length", limit) or limit, limit))
+        self.safety: Optional[Dict[str, Any]] = None
+        for part in (text_encoder, vae):
+            if part is not None:
+                part.requires_grad_(False)
+
+    # loading and saving ---------------------------------------------------------------
+    @classmethod
+    def from_pipeline(cls, pipe) -> "TextToImage":
+        """The parts of a diffusers pipeline (``StableDiffusionPipeline`` and the like)."""
+        for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
+            if getattr(pipe, part, None) is None:
+                raise ConfigError(f"Expected a text-to-image pipeline with a {part}, got {type(pipe).__name__}.")
+        return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, getattr(pipe, "vae", None))
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: Union[str, Path], **kwargs) -> "TextToImage":
+        """A folder saved by :meth:`save_pretrained`, or any diffusers text-to-image pipeline
+        (a local folder or a Hub name; weights through safetensors where the checkpoint has them)."""
+        diffusers = _diffusers()
+        path = Path(path_or_name)
+        if (path / META).exists():
+            from transformers import AutoModel, AutoTokenizer
+
+            meta = json.loads((path / META).read_text())
+
+            def load(sub):
+                cfg = json.loads((path / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")).read_text())
+                return getattr(diffusers, cfg["_class_name"]).from_pretrained(path / sub)
+
+            model = cls(load("unet"), AutoModel.from_pretrained(path / "text_encoder"),
+                        AutoTokenizer.from_pretrained(path / "tokenizer"), load("scheduler"),
+                        load("vae") if (path / "vae").exists() else None, meta.get("max_length"))
+            model.safety = meta.get("safety")
+            return model
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(path_or_name), **kwargs)
+        return cls.from_pipeline(pipe)
+
+    def save_pretrained(self, path: Union[str, Path]) -> Path:
+        """Every part in its own subfolder (safetensors), and the settings Erasus added."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(path / "unet", safe_serialization=True)
+        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.scheduler.save_pretrained(path / "scheduler")
+        if self.vae is not None:
+            self.vae.save_pretrained(path / "vae", safe_serialization=True)
+        (path / META).write_text(json.dumps({"max_length": self.max_length, "safety": self.safety}, indent=1))
+        return path
+
+    # the parts --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Prompt embeddings ``(B, max_length, D)``: the text encoder's last hidden states of
+        the prompts padded to ``max_length`` (as Stable Diffusion conditions its UNet)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not all(isinstance(p, str) for p in prompts):
+            raise DataError(f"Expected prompts as strings, got {[type(p).__name__ for p in prompts][:3]}.")
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
+                             return_tensors="pt")
+        return self.text_encoder(tok.input_ids.to(self.device))[0]
+
+    def last_token_index(self, prompts: Sequence[str], allow_empty: bool = False) -> List[int]:
+        """Position of each prompt's last content token (the one before the end-of-text token,
+        or the last one when the tokenizer adds none); an empty prompt (``allow_empty``) gives
+        the position after its special tokens."""
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True)
+        out = []
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        for p, ids, mask in zip(prompts, tok["input_ids"], tok["attention_mask"]):
+            n = int(sum(mask))
+            content = n - (1 if n and ids[0] == bos else 0) - (1 if n and ids[n - 1] == self.tokenizer.eos_token_id else 0)
+            if content <= 0:
+                if allow_empty:
+                    out.append(max(0, n - 1))
+                    continue
+                raise DataError(f"The prompt {p!r} encodes to no tokens: expected a concept the tokenizer can encode.")
+            eos = getattr(self.tokenizer, "eos_token_id", None)
+            out.append(n - 2 if eos is not None and ids[n - 1] == eos and n >= 2 else n - 1)
+        return out
+
+    def to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return images
+        return self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
+
+    def from_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return latents
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction ``ε(x_t, t, c)``."""
+        return self.unet(x_t, t, encoder_hidden_states=emb).sample
+
+    def latent_shape(self, n: int) -> tuple:
+        size = self.unet.config.sample_size
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        return (n, self.unet.config.in_channels) + size
+
+    # sampling ---------------------------------------------------------------------------
+    def sampler(self, steps: int):
+        """A DDIM scheduler (Song et al., ICLR 2021; deterministic, eta 0) from the model's
+        scheduler config, set to ``steps`` steps."""
+        diffusers = _diffusers()
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+            raise ConfigError(f"Expected steps as an integer in [1, 1000], got {steps!r}.")
+        s = diffusers.DDIMScheduler.from_config(self.scheduler.config)
+        s.set_timesteps(steps)
+        return s
+
+    def guided_eps(self, x: torch.Tensor, t, emb_c: torch.Tensor, emb_u: torch.Tensor, guidance_scale: float,
+                   state: Optional[dict] = None, step_index: int = 0) -> torch.Tensor:
+        """Classifier-free guidance ``ε_u + s (ε_c − ε_u)`` (Ho & Salimans, 2021), with Safe
+        Latent Diffusion's safety guidance subtracted when ``safety`` is set (see
+        :mod:`erasus.strategies.diffusion`, ``sld``)."""
+        e_u, e_c = self.eps(x, t, emb_u), self.eps(x, t, emb_c)
+        guidance = e_c - e_u
+        if self.safety is not None and state is not None:
+            guidance = guidance - self._safety_guidance(x, t, e_u, e_c, state, step_index)
+        return e_u + guidance_scale * guidance
+
+    def _safety_guidance(self, x, t, e_u, e_c, state, step_index):
+        """SLD (Schramowski et al., CVPR 2023), as the authors' diffusers implementation: an
+        element-wise scale ``min(1, s_S |ε_c − ε_S|)`` where ``ε_c − ε_S < λ`` (else 0) times
+        ``ε_S − ε_u``, plus momentum; subtracted after the warm-up steps."""
+        cfg = self.safety
+        if "emb" not in state:
+            state["emb"] = self.encode([cfg["concept"]] * x.shape[0])
+            state["momentum"] = torch.zeros_like(e_u)
+        e_s = self.eps(x, t, state["emb"])
+        diff = e_c - e_s
+        scale = torch.clamp(diff.abs() * cfg["guidance_scale"], max=1.0)
+        scale = torch.where(diff >= cfg["threshold"], torch.zeros_like(scale), scale)
+        g = (e_s - e_u) * scale + cfg["momentum_scale"] * state["momentum"]
+        state["momentum"] = cfg["momentum_beta"] * state["momentum"] + (1 - cfg["momentum_beta"]) * g
+        return g if step_index >= cfg["warmup_steps"] else torch.zeros_like(g)
+
+    @torch.no_grad()
+    def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0, steps: int = 25,
+                 negative_prompt: str = "", stop_at: Optional[int] = None, generator: Optional[torch.Generator] = None):
+        """Images for ``prompts`` in ``[-1, 1]`` (DDIM, ``steps`` steps, classifier-free guidance
+        with ``negative_prompt`` as the unconditional prompt), reproducible from ``seed``.
+        ``stop_at``: stop after that many steps and return ``(x_t, t)``, the partly denoised
+        latents and the timestep they are at (ESD trains on these)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise DataError("Expected at least one prompt, got none.")
+        if not 0.0 <= float(guidance_scale) <= 50.0:
+            raise ConfigError(f"Expected guidance_scale in [0, 50], got {guidance_scale!r}.")
+        sched = self.sampler(steps)
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
+        x = torch.randn(self.latent_shape(len(prompts)), generator=g).to(self.device) * sched.init_noise_sigma
+        emb_c, emb_u = self.encode(prompts), self.encode([negative_prompt] * len(prompts))
+        state: dict = {}
+        was = self.unet.training
+        self.unet.eval()
+        try:
+            for i, t in enumerate(sched.timesteps):
+                if stop_at is not None and i >= stop_at:
+                    return x, t
+                eps = self.guided_eps(x, t, emb_c, emb_u, guidance_scale, state, i)
+                x = sched.step(eps, t, x).prev_sample
+        finally:
+            self.unet.train(was)
+        if stop_at is not None:
+            return x, sched.timesteps[-1]
+        return self.from_latents(x).clamp(-1, 1)
+
+
+class DiffusionAdapter(ModelAdapter):
+    """The adapter of a :class:`TextToImage` model (family ``"diffusion"``)."""
+
+    family = "diffusion"
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        if not isinstance(model, TextToImage):
+            raise ConfigError(f"Expected a TextToImage model, got {type(model).__name__}: wrap a diffusers pipeline "
+                              "with TextToImage.from_pipeline(pipe).")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def split(self, batch):
+        """``(images or None, prompts)`` of a batch."""
+        if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, str) for b in batch):
+            return None, list(batch)
+        if isinstance(batch, dict):
+            return batch.get("pixel_values"), list(batch["prompt"])
+        if isinstance(batch, (list, tuple)) and len(batch) == 2:
+            return batch[0], list(batch[1])
+        raise DataError("Expected a diffusion batch: (images, prompts), {'pixel_values', 'prompt'} or a list of "
+                        f"prompts; got {type(batch).__name__}.")
+
+    def to_device(self, batch):
+        images, prompts = self.split(batch)
+        return (images.to(self.device) if images is not None else None), prompts
+
+    def batch_size(self, batch) -> int:
+        return len(self.split(batch)[1])
+
+    def logits(self, batch):
+        raise DataError("A diffusion model has no class logits: use per_sample_loss (the noise-prediction loss) or "
+                        "a judge classifier on generated images.")
+
+    def per_sample_loss(self, batch, logits=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The DDPM loss ``‖ε − ε_θ(x_t, t, c)‖²`` per sample (mean over pixels), with noise and
+        timesteps drawn from ``generator`` (default: seeded 0, so that two evaluations of a
+        model compare on the same draws)."""
+        images, prompts = self.to_device(batch)
+        if images is None:
+            raise DataError("This batch holds prompts only: the noise-prediction loss needs images with them.")
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        m = self.model
+        x0 = m.to_latents(images)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        n_t = m.scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_t, (x0.shape[0],), generator=g).to(x0.device)
+        x_t = m.scheduler.add_noise(x0, noise, t)
+        pred = m.eps(x_t, t, m.encode(prompts))
+        return ((pred.float() - noise.float()) ** 2).flatten(1).mean(1)
+
+    def features(self, batch) -> torch.Tensor:
+        """Mean-pooled prompt embeddings (for geometry selectors and plots)."""
+        _, prompts = self.to_device(batch)
+        with torch.no_grad():
+            return self.model.encode(prompts).mean(1).float()
+
+
+def is_text_to_image(model) -> bool:
+    return isinstance(model, TextToImage)
+
+
+def toy_text_to_image(prompts: Sequence[str], image_size: int = 8, channels: int = 3, width: int = 32,
+                      num_train_timesteps: int = 100, seed: int = 0) -> TextToImage:
+    """A small pixel-space text-to-image model built from code: a diffusers
+    ``UNet2DConditionModel`` (two resolutions, cross-attention at both), a one-layer CLIP
+    text encoder and a word-level tokenizer over ``prompts``' words, a DDPM scheduler with
+    ``num_train_timesteps`` steps. Untrained: train it with :func:`train_text_to_image`."""
+    diffusers = _diffusers()
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .causal_lm import word_tokenizer
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer(list(prompts) + [""], bos=False)
+    tok.model_max_length = 8
+    enc = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
+                                       num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=8,
+                                       pad_token_id=tok.pad_token_id, bos_token_id=tok.pad_token_id,
+                                       eos_token_id=tok.eos_token_id))
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=1,
+        block_out_channels=(width, 2 * width), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=width, norm_num_groups=8,
+        attention_head_dim=8)
+    sched = diffusers.DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2")
+    return TextToImage(unet, enc, tok, sched)
+
+
+def train_text_to_image(model: TextToImage, loader, steps: int = 500, lr: float = 2e-3, uncond_prob: float = 0.1,
+                        seed: int = 0, progress: bool = False) -> TextToImage:
+    """Train the UNet (and the text encoder) on ``(images, prompts)`` batches with the DDPM
+    loss, replacing a prompt by the empty one with probability ``uncond_prob`` so that
+    classifier-free guidance works (Ho & Salimans, 2021)."""
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    model.text_encoder.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    adapter = DiffusionAdapter(model)
+    model.train()
+    step = 0
+    bar = tqdm(total=steps, desc="train text-to-image", disable=not progress, leave=False)
+    while step < steps:
+        for images, prompts in loader:
+            drop = torch.rand(len(prompts), generator=g) < uncond_prob
+            prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+            loss = adapter.per_sample_loss((images, prompts), generator=g).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step >= steps:
+                break
+    bar.close()
+    model.text_encoder.requires_grad_(False)
+    return model.eval()

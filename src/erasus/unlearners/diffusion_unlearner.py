@@ -1,0 +1,107 @@
+"""``DiffusionUnlearner``: erase a concept from a text-to-image diffusion model."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..core.exceptions import ConfigError, DataError
+from ..models.diffusion import TextToImage
+from .erasus_unlearner import ErasusUnlearner
+from .llm_unlearner import _version
+
+
+def _prompt_list(prompts, what: str):
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise DataError(f"Expected {what} as a non-empty string or a non-empty list of non-empty strings, got "
+                        f"{prompts!r}.")
+    return prompts
+
+
+class DiffusionUnlearner(ErasusUnlearner):
+    """The :class:`ErasusUnlearner` API for text-to-image diffusion models, plus
+    :meth:`erase` (a concept given as prompts) and :meth:`generate`::
+
+        unl = DiffusionUnlearner(pipe_or_model_or_path, strategy="esd")
+        unl.erase("a photo of a sneaker", preserve=["a photo of a shirt"])
+        images = unl.generate(["a photo of a sneaker"], seed=0)
+        unl.save_pretrained("sneaker-erased")
+
+    ``model``: a :class:`~erasus.models.diffusion.TextToImage`, a diffusers pipeline, or a
+    folder / Hub name (:meth:`TextToImage.from_pretrained`). Strategies: ``esd`` (default:
+    Gandikota et al., ICCV 2023), ``uce``, ``sld``, ``concept_ablation`` (``erasus list strategy``); the
+    model-agnostic loss-based ones (gradient ascent and the like) run on ``(images, prompts)``
+    forget data through the noise-prediction loss. The caller's model is untouched unless
+    ``inplace=True``."""
+
+    def __init__(self, model: Union[nn.Module, Any, str, Path], strategy: Union[str, Any] = "esd", **kwargs):
+        if isinstance(model, (str, Path)):
+            model = TextToImage.from_pretrained(model)
+        elif not isinstance(model, nn.Module) and hasattr(model, "unet"):
+            model = TextToImage.from_pipeline(model)
+        if not isinstance(model, TextToImage):
+            raise ConfigError(f"Expected a text-to-image diffusion model (a TextToImage, a diffusers pipeline or its "
+                              f"folder), got {type(model).__name__}.")
+        super().__init__(model, strategy=strategy, **kwargs)
+        self.concept_: Optional[list] = None
+
+    def erase(self, concept: Union[str, Sequence[str]], anchor: Optional[str] = None, preserve: Sequence[str] = (),
+              **kwargs):
+        """Erase ``concept`` (one prompt or several naming it). ``anchor``: what the concept should
+        become, for methods that map it somewhere (``uce``, ``concept_ablation``; default ""); ``preserve``: prompts of
+        concepts that must stay as they are (used by methods with a preservation term, and
+        checked to be disjoint from the concept). Other keyword arguments go to ``fit``."""
+        prompts = _prompt_list(concept, "concept")
+        keep = _prompt_list(preserve, "preserve") if len(preserve) else []
+        clash = sorted(set(prompts) & set(keep))
+        if clash:
+            raise DataError(f"Prompts both erased and preserved: {clash}. Expected disjoint lists.")
+        if anchor is not None:
+            if not hasattr(self.strategy.config, "anchor"):
+                raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
+                                  "no anchor; leave anchor out, or use strategy='uce'.")
+            self.strategy.config = self.strategy.config.replace(anchor=anchor)
+        forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
+        retain = DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list) if keep else None
+        self.concept_ = prompts
+        return self.fit(forget, retain, **kwargs)
+
+    def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0,
+                 steps: int = 25, **kwargs):
+        """Images (``[-1, 1]``) from the current model: see :meth:`TextToImage.generate`."""
+        return self.model.generate(prompts, seed=seed, guidance_scale=guidance_scale, steps=steps, **kwargs)
+
+    def model_card(self) -> str:
+        r = self.result_
+        if r is None:
+            raise ConfigError("Nothing to describe yet: call erase() or fit() first.")
+        return "\n".join([
+            "---", "tags: [erasus, machine-unlearning, concept-erasure, diffusion]", "---", "",
+            "# Concept-erased diffusion model", "",
+            f"Produced with Erasus {_version()} on {time.strftime('%Y-%m-%d')}.", "",
+            f"- method: `{r.strategy}`",
+            f"- erased: {json.dumps(self.concept_) if self.concept_ else 'the forget data given to fit()'}",
+            f"- steps: {r.steps}; stopped: {r.stop_reason}", "",
+            "## Configuration", "", "```json", json.dumps(r.config, indent=1, default=str), "```", ""]) + "\n"
+
+    def save_pretrained(self, path: Union[str, Path], overwrite: bool = False) -> Path:
+        """The model's parts (safetensors), the settings Erasus added (e.g. SLD's safety
+        guidance) and ``README.md`` (the model card), written atomically: an existing non-empty
+        ``path`` is replaced only with ``overwrite=True``, and then holds the old or the new model
+        at every moment. :meth:`TextToImage.from_pretrained` loads it back."""
+        from ..utils.io import replace_dir
+
+        card = self.model_card()
+
+        def build(tmp: Path) -> None:
+            self.model.save_pretrained(tmp)
+            (tmp / "README.md").write_text(card)
+
+        return replace_dir(build, Path(path), overwrite=overwrite)
