@@ -268,7 +268,7 @@ class UCE(OneShotStrategy):
             ce, ca = self._segments(model, erase, [c.anchor] * len(erase))
             cp = self._segments(model, keep, keep)[0] if keep else ce[:0]
             d = ce.shape[1]
-            mat2 = c.lamb * torch.eye(d, dtype=torch.float64) + ce.T @ ce + c.preserve_scale * cp.T @ cp
+            mat2 = c.lamb * torch.eye(d, dtype=torch.float64, device=ce.device) + ce.T @ ce + c.preserve_scale * cp.T @ cp
             inv = torch.linalg.inv(mat2)
             for _, attn in blocks:
                 for proj in (attn.to_k, attn.to_v):
