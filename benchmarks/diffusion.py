@@ -1,0 +1,241 @@
+"""Concept erasure on a text-to-image model trained from scratch on Fashion-MNIST, against a
+model retrained without the concept.
+
+No pretrained weights can be downloaded here, so the script trains its own: a diffusers
+``UNet2DConditionModel`` with cross-attention and a small CLIP text encoder
+(``erasus.models.diffusion.toy_text_to_image``), prompts "a photo of a <class>", classifier-free
+guidance; a judge (a small CNN trained on the real images) says which class a generated image
+shows. Per seed: the original model, a gold model retrained without the erased class, and
+every diffusion method at its defaults (``DiffusionUnlearner.erase``). Reported per method:
+erasure rate (share of images generated for the erased class that the judge no longer assigns
+to it), retention (judged accuracy on the other nine classes), KID of the other classes'
+images to the original model's (the judge's penultimate features, ``torchmetrics`` when
+installed) and time against retraining. Models are cached in ``--cache``.
+
+    python benchmarks/diffusion.py                       # a GPU: 3 seeds, full size
+    python benchmarks/diffusion.py --small --device cpu  # minutes on a CPU: a smoke run, not a result
+
+Writes ``results/<name>.md`` and ``.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+
+
+def prompt(c: int) -> str:
+    return f"a photo of a {CLASSES[c]}"
+
+
+def image_data(train: bool, n: int, exclude=None, seed: int = 0):
+    """Fashion-MNIST padded to 32×32 in [-1, 1], with its prompts (``exclude``: a class left out)."""
+    from erasus.data.vision import load_fashion_mnist
+
+    ds = load_fashion_mnist(train=train, n=n, seed=seed)
+    x, y = ds.tensors
+    keep = y != exclude if exclude is not None else torch.ones_like(y, dtype=torch.bool)
+    x = F.pad(x[keep], (2, 2, 2, 2)) * 2 - 1
+    return list(zip(x, [prompt(int(c)) for c in y[keep]]))
+
+
+def train_model(data, args, seed: int, tag: str, device: str):
+    """The text-to-image model (cached as a folder per tag and seed)."""
+    from torch.utils.data import DataLoader
+
+    from erasus.models.diffusion import TextToImage, toy_text_to_image, train_text_to_image
+
+    path = Path(args.cache) / f"t2i-{tag}-w{args.width}-s{args.train_steps}-seed{seed}"
+    if (path / "erasus_text_to_image.json").exists():
+        return TextToImage.from_pretrained(path).to(device), json.loads((path / "train_s.json").read_text())["s"]
+    model = toy_text_to_image([prompt(c) for c in range(10)], image_size=32, channels=1, width=args.width,
+                              num_train_timesteps=1000, seed=seed).to(device)
+    t0 = time.perf_counter()
+    loader = DataLoader(data, batch_size=args.batch, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    train_text_to_image(model, loader, steps=args.train_steps, lr=args.lr, seed=seed, progress=True)
+    s = time.perf_counter() - t0
+    model.save_pretrained(path)
+    (path / "train_s.json").write_text(json.dumps({"s": s}))
+    return model, s
+
+
+def train_judge(device: str, cache: Path, small: bool):
+    from erasus.data.vision import load_fashion_mnist
+    from erasus.models.training import train_classifier
+    from erasus.models.zoo import small_cnn
+    from erasus.utils.io import load_state_dict, save_state_dict
+
+    judge = small_cnn(width=32)
+    path = cache / f"judge-{'small' if small else 'full'}.safetensors"
+    if path.exists():
+        judge.load_state_dict(load_state_dict(path))
+    else:
+        ds = load_fashion_mnist(train=True, n=2000 if small else None)
+        loader = torch.utils.data.DataLoader(ds, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(0))
+        train_classifier(judge, loader, epochs=1 if small else 10, lr=1e-3, seed=0)
+        save_state_dict(judge.state_dict(), path)
+    return judge.to(device).eval()
+
+
+@torch.no_grad()
+def generate_all(model, args, seed: int):
+    """``{class: images}`` generated for every class prompt (32×32 in [-1, 1])."""
+    out = {}
+    for c in range(10):
+        imgs = []
+        for start in range(0, args.n_images, 100):
+            n = min(100, args.n_images - start)
+            imgs.append(model.generate([prompt(c)] * n, seed=seed * 1000 + c * 10 + start, guidance_scale=args.guidance,
+                                       steps=args.sample_steps).cpu())
+        out[c] = torch.cat(imgs)
+    return out
+
+
+@torch.no_grad()
+def judged(judge, images, device):
+    """The judge's predictions and penultimate features for generated images."""
+    from erasus.models import wrap
+
+    x = ((images[:, :, 2:30, 2:30] + 1) / 2).clamp(0, 1).to(device)  # back to the judge's 28×28 in [0, 1]
+    a = wrap(judge)
+    batch = (x, torch.zeros(len(x), dtype=torch.long, device=device))
+    return a.logits(batch).argmax(1).cpu(), a.features(batch).cpu()
+
+
+def kid(real_feats, fake_feats):
+    try:
+        from torchmetrics.image.kid import KernelInceptionDistance
+    except ImportError:
+        return float("nan")
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    n = min(len(real_feats), len(fake_feats))
+    m = KernelInceptionDistance(feature=Identity(), subset_size=min(50, n), normalize=True)
+    m.update(real_feats, real=True)
+    m.update(fake_feats, real=False)
+    return float(m.compute()[0])
+
+
+def evaluate(model, judge, args, seed, erase, ref_feats, device):
+    gen = generate_all(model, args, seed)
+    acc, feats = {}, []
+    for c, imgs in gen.items():
+        pred, f = judged(judge, imgs, device)
+        acc[c] = float((pred == c).float().mean())
+        if c != erase:
+            feats.append(f)
+    feats = torch.cat(feats)
+    return {"erasure": 1 - acc[erase], "retention": float(np.mean([acc[c] for c in range(10) if c != erase])),
+            "per_class": acc, "kid": kid(ref_feats, feats) if ref_feats is not None else 0.0}, feats
+
+
+def main(argv=None):
+    import sys
+
+    from erasus.core import list_registered
+    from erasus.unlearners import DiffusionUnlearner
+    from erasus.utils.io import atomic_write_text
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--erase", type=int, default=7, help="the class to erase (7: sneaker)")
+    p.add_argument("--methods", default="all")
+    p.add_argument("--train-steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--n-images", type=int, default=200, help="images generated per class")
+    p.add_argument("--sample-steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--small", action="store_true",
+                   help="a smoke run that checks the pipeline end to end (1,000 images, 20 steps of batch 16, 10 images "
+                        "per class): minutes on a CPU, no result")
+    p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--name", default="diffusion")
+    args = p.parse_args(argv)
+    if args.small:
+        args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
+    n_train = 1000 if args.small else None
+    methods = list_registered("strategy", family="diffusion") if args.methods == "all" else args.methods.split(",")
+    methods = [m for m in methods if m in ("esd", "uce", "concept_ablation", "sld")] if args.methods == "all" else methods
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    judge = train_judge(args.device, Path(args.cache), args.small)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        original, train_s = train_model(image_data(True, n_train), args, seed, "original", args.device)
+        gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase), args, seed,
+                                      f"without{args.erase}", args.device)
+        ref, ref_feats = evaluate(original, judge, args, seed, args.erase, None, args.device)
+        rows.append({"seed": seed, "method": "original", "time_s": train_s, **ref})
+        g, _ = evaluate(gold, judge, args, seed, args.erase, ref_feats, args.device)
+        rows.append({"seed": seed, "method": "retrain", "time_s": retrain_s, **g})
+        print(rows[-2], rows[-1], flush=True)
+        for name in methods:
+            t1 = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    # a smoke run checks the pipeline, not the methods: a few steps each
+                    quick = {"iterations": 5, "ddim_steps": 5} if name in ("esd", "concept_ablation") else {}
+                    if name == "concept_ablation":
+                        quick["anchor_images"] = 8
+                    unl = DiffusionUnlearner(original, strategy=name, strategy_kwargs=quick if args.small else None)
+                    unl.erase(prompt(args.erase), preserve=[prompt(c) for c in range(10) if c != args.erase]
+                              if name == "uce" else (), progress=False, seed=seed)
+                dt = time.perf_counter() - t1
+                r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
+                rows.append({"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r})
+            except Exception as e:  # a method that fails is a row that says so
+                rows.append({"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]})
+            print(rows[-1], flush=True)
+    meta = {"command": "python benchmarks/diffusion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU",
+            "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60, "args": vars(args)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
+    md = markdown(meta, rows, args.erase)
+    atomic_write_text(out / f"{args.name}.md", md)
+    print(md)
+
+
+def markdown(meta, rows, erase) -> str:
+    def pm(vals, pct=True):
+        v = np.asarray([x for x in vals if x is not None and np.isfinite(x)], dtype=float)
+        if not len(v):
+            return "-"
+        k = 100 if pct else 1
+        return f"{k * v.mean():.1f} ± {k * v.std():.1f}" if pct else f"{v.mean():.4f} ± {v.std():.4f}"
+
+    lines = [f"# Concept erasure: {CLASSES[erase]} from a text-to-image model trained on Fashion-MNIST", "",
+             f"Command: `{meta['command']}`; {meta['device']}, torch {meta['torch']}; {meta['total_min']:.1f} min.", "",
+             "erasure: % of images generated for the erased class the judge no longer assigns to it; retention: % of "
+             "the other classes' images judged as their class; KID of the other classes' images to the original "
+             "model's (judge features). Mean ± std over seeds.", "",
+             "| method | erasure (%) | retention (%) | KID | time (s) | errors |", "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == name]
+        ok = [r for r in rs if "error" not in r]
+        lines.append(f"| {name} | {pm([r['erasure'] for r in ok])} | {pm([r['retention'] for r in ok])} | "
+                     f"{pm([r['kid'] for r in ok], pct=False)} | {np.mean([r['time_s'] for r in ok]) if ok else float('nan'):.1f} | "
+                     f"{'; '.join(r['error'] for r in rs if 'error' in r)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
