@@ -54,7 +54,7 @@ def aggregate(rows):
                 continue
             agg[k], agg[k + "_std"] = float(v.mean()), float(v.std(ddof=1) if len(v) > 1 else 0.0)
         verdicts = [r["verdict"] for r in rs]
-        agg["verdicts"] = ", ".join(f"{v}x{verdicts.count(v)}" for v in ("PASS", "PARTIAL", "FAIL") if v in verdicts)
+        agg["verdicts"] = ", ".join(f"{v}x{verdicts.count(v)}" for v in ("PASS", "PARTIAL", "FAIL", "INCONCLUSIVE") if v in verdicts)
         out.append(agg)
     # flags are per seed: a run that kept the original (or left forget accuracy within 1 point
     # of it) is a no-op even when the other seeds moved; a test-accuracy drop over 10 points

@@ -101,8 +101,8 @@ def test_attacks_separate_the_original_from_the_retrained_model(fmnist_small):
     # and the verification suite fails it, on the representation rows, with an interval, not two numbers
     from erasus.certification import UnlearningVerificationSuite
 
-    rep = UnlearningVerificationSuite(n_bootstrap=100).run(suppressed, gold, split.forget, split.retain, split.test,
-                                                           split.holdout, original_model=original)
+    rep = UnlearningVerificationSuite(n_bootstrap=100).run(suppressed, split.splits, gold_model=gold,
+                                                           original_model=original)
     rows = {r.value_name: r for r in rep.results}
     assert rep.verdict == "FAIL" and rows["refit_forget_accuracy"].verdict == "FAIL", rep.summary()
     assert rows["refit_forget_accuracy"].delta_ci[0] > 0.10, rep.summary()

@@ -107,7 +107,7 @@ def test_verdicts_do_not_depend_on_what_ran_before_and_leave_the_callers_random_
     args = (split.forget, split.retain, split.test, split.holdout)
 
     def all_reports():
-        return (UnlearningVerificationSuite(n_bootstrap=50).run(retrained, gold, *args).to_dict(),
+        return (UnlearningVerificationSuite(n_bootstrap=50).run(retrained, *args, gold_model=gold).to_dict(),
                 UnlearningVerifier().verify_all(retrained, split.forget, split.retain, split.holdout,
                                                 gold_model=gold).to_dict(),
                 UnlearningBenchmark(n_bootstrap=50).evaluate(retrained, *args, gold_model=gold).to_dict())
