@@ -186,12 +186,10 @@ class UnlearningVerifier:
         """Run every test on ``model``. The data as a :class:`~erasus.data.Splits` or loaders one
         by one (``test_loader`` stands in for held-out data when there is none); ``gold_model``
         and ``original_model`` by keyword."""
-        from ..data.splits import Splits, legacy_positional
+        from ..data.splits import legacy_positional, unpack
 
-        if isinstance(forget_loader, Splits):
-            if any(x is not None for x in (retain_loader, holdout_loader, test_loader)):
-                raise ValueError("verify_all: expected either a Splits or loaders one by one, got both.")
-            forget_loader, retain_loader, test_loader, holdout_loader = forget_loader.as_tuple()
+        forget_loader, retain_loader, test_loader, holdout_loader = unpack(
+            forget_loader, retain_loader, test_loader, holdout_loader, "verify_all")
         if holdout_loader is None:
             holdout_loader = test_loader
         kw = legacy_positional("verify_all", legacy, ["gold_model", "original_model"],

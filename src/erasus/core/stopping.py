@@ -332,12 +332,8 @@ class CalibratedStopping(BestCheckpointRule):
                    c.forget_mode)
 
     @property
-    def best_step(self) -> int:  # type: ignore[override]
+    def best_step(self) -> int:  # the state holds it
         return self.state.best_step
-
-    @best_step.setter
-    def best_step(self, v: int) -> None:
-        pass  # the state holds it
 
     def start(self, ctx):
         self.ctx = ctx

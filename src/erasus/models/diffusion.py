@@ -232,6 +232,19 @@ class TextToImage(nn.Module):
         return self.from_latents(x).clamp(-1, 1)
 
 
+def split_batch(batch):
+    """``(images or None, prompts)`` of a diffusion batch: ``(images, prompts)``,
+    ``{"pixel_values", "prompt"}`` or a list of prompts."""
+    if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, str) for b in batch):
+        return None, list(batch)
+    if isinstance(batch, dict):
+        return batch.get("pixel_values"), list(batch["prompt"])
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        return batch[0], list(batch[1])
+    raise DataError("Expected a diffusion batch: (images, prompts), {'pixel_values', 'prompt'} or a list of "
+                    f"prompts; got {type(batch).__name__}.")
+
+
 class DiffusionAdapter(ModelAdapter):
     """The adapter of a :class:`TextToImage` model (family ``"diffusion"``)."""
 
@@ -248,15 +261,8 @@ class DiffusionAdapter(ModelAdapter):
         return self.model.device
 
     def split(self, batch):
-        """``(images or None, prompts)`` of a batch."""
-        if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, str) for b in batch):
-            return None, list(batch)
-        if isinstance(batch, dict):
-            return batch.get("pixel_values"), list(batch["prompt"])
-        if isinstance(batch, (list, tuple)) and len(batch) == 2:
-            return batch[0], list(batch[1])
-        raise DataError("Expected a diffusion batch: (images, prompts), {'pixel_values', 'prompt'} or a list of "
-                        f"prompts; got {type(batch).__name__}.")
+        """``(images or None, prompts)`` of a batch (:func:`split_batch`)."""
+        return split_batch(batch)
 
     def to_device(self, batch):
         images, prompts = self.split(batch)

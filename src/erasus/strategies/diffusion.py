@@ -22,24 +22,12 @@ from ..core.base import BaseConfig
 from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig, OneShotStrategy
+from ..models.diffusion import split_batch
 
 
 def _prompts(loader) -> List[str]:
-    """Every prompt of a loader of prompt lists or ``(images, prompts)`` batches."""
-    out: List[str] = []
-    if loader is None:
-        return out
-    for batch in loader:
-        if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, str) for b in batch):
-            out += list(batch)
-        elif isinstance(batch, dict):
-            out += list(batch["prompt"])
-        elif isinstance(batch, (list, tuple)) and len(batch) == 2:
-            out += list(batch[1])
-        else:
-            raise DataError("Expected batches of prompts or (images, prompts), got "
-                            f"{type(batch).__name__}.")
-    return out
+    """Every prompt of a loader of diffusion batches (:func:`~erasus.models.diffusion.split_batch`)."""
+    return [] if loader is None else [p for batch in loader for p in split_batch(batch)[1]]
 
 
 def _cross_attention(unet):

@@ -46,6 +46,12 @@ def tiny_problem(seed: int = 0) -> Tuple[torch.nn.Module, DataLoader, DataLoader
     return model, forget, retain, holdout
 
 
+def _require(ok, message: str) -> None:
+    """A failed check: ``AssertionError`` with ``message`` (explicit, so ``python -O`` keeps it)."""
+    if not ok:
+        raise AssertionError(message)
+
+
 def _instance(kind: str, component):
     if isinstance(component, str):
         return get(kind, component)()
@@ -71,13 +77,13 @@ def check_config_round_trip(component) -> None:
     with tempfile.TemporaryDirectory() as d:
         for suffix in (".json", ".yaml"):
             path = cfg.save(Path(d) / f"cfg{suffix}")
-            assert type(cfg).load(path) == cfg, f"{type(component).__name__}: config does not round-trip ({suffix})"
+            _require(type(cfg).load(path) == cfg, f"{type(component).__name__}: config does not round-trip ({suffix})")
 
 
 def check_cites_a_paper(component) -> None:
     doc = type(component).__doc__ or ""
-    assert doc and any(ch.isdigit() for ch in doc), \
-        f"{type(component).__name__}: the docstring must cite the paper it implements (authors, venue, year)"
+    _require(doc and any(ch.isdigit() for ch in doc),
+             f"{type(component).__name__}: the docstring must cite the paper it implements (authors, venue, year)")
 
 
 def _mechanics_kwargs(strategy, steps: int) -> dict:
@@ -106,23 +112,23 @@ def check_strategy(strategy, problem: Optional[tuple] = None) -> None:
     name = getattr(s, "registered_name", None) or type(s).__name__
     before = copy.deepcopy(model)
     res = _fresh(s).unlearn(model, forget, retain, **_mechanics_kwargs(s, 3))
-    assert _params_equal(model, before), f"{name}: the caller's model changed without inplace=True"
-    assert all(torch.isfinite(p).all() for p in res.model.parameters()), f"{name}: non-finite weights"
-    assert not _params_equal(res.model, before), f"{name} left the model unchanged"
+    _require(_params_equal(model, before), f"{name}: the caller's model changed without inplace=True")
+    _require(all(torch.isfinite(p).all() for p in res.model.parameters()), f"{name}: non-finite weights")
+    _require(not _params_equal(res.model, before), f"{name} left the model unchanged")
     if isinstance(s, LossStrategy):
-        assert res.steps == 3 and all(np.isfinite(res.history["loss"])), f"{name}: expected 3 finite steps"
+        _require(res.steps == 3 and all(np.isfinite(res.history["loss"])), f"{name}: expected 3 finite steps")
     kw = {"max_steps": 4, "progress": False, "min_steps": 0} if isinstance(s, LossStrategy) else {"progress": False}
     a = _fresh(s).unlearn(model, forget, retain, holdout, seed=3, **kw).model
     b = _fresh(s).unlearn(model, forget, retain, holdout, seed=3, **kw).model
-    assert _params_equal(a, b), f"{name}: two runs with seed=3 differ"
+    _require(_params_equal(a, b), f"{name}: two runs with seed=3 differ")
     if isinstance(s, LossStrategy):
         frozen = copy.deepcopy(model)
         frozen[1].weight.requires_grad_(False)
         res = _fresh(s).unlearn(frozen, forget, retain, max_steps=3, progress=False, stopping="none", min_steps=0)
-        assert torch.equal(res.model[1].weight, frozen[1].weight), f"{name} changed a frozen parameter"
+        _require(torch.equal(res.model[1].weight, frozen[1].weight), f"{name} changed a frozen parameter")
     target = copy.deepcopy(model)
     res = _fresh(s).unlearn(target, forget, retain, inplace=True, **_mechanics_kwargs(s, 2))
-    assert res.model is target and not _params_equal(target, before), f"{name}: inplace=True did not edit the model"
+    _require(res.model is target and not _params_equal(target, before), f"{name}: inplace=True did not edit the model")
 
 
 def check_selector(selector, problem: Optional[tuple] = None) -> None:
@@ -139,11 +145,11 @@ def check_selector(selector, problem: Optional[tuple] = None) -> None:
     a = sel.select(model, forget, k=k)
     shuffled = DataLoader(forget.dataset, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(9))
     b = sel.select(model, shuffled, k=k)
-    assert len(a) == k and len(set(a.indices.tolist())) == k, f"{name}: expected {k} distinct indices"
-    assert a.indices.min() >= 0 and a.indices.max() < n, f"{name}: indices outside the dataset"
-    assert np.array_equal(a.indices, b.indices), f"{name}: the selection depends on the loader's order"
-    assert a.provenance["selector"] == name and a.provenance["k"] == k, f"{name}: provenance missing"
-    assert len(sel.select(model, forget, prune_ratio=1.0)) == n, f"{name}: prune_ratio=1.0 must keep every sample"
+    _require(len(a) == k and len(set(a.indices.tolist())) == k, f"{name}: expected {k} distinct indices")
+    _require(a.indices.min() >= 0 and a.indices.max() < n, f"{name}: indices outside the dataset")
+    _require(np.array_equal(a.indices, b.indices), f"{name}: the selection depends on the loader's order")
+    _require(a.provenance["selector"] == name and a.provenance["k"] == k, f"{name}: provenance missing")
+    _require(len(sel.select(model, forget, prune_ratio=1.0)) == n, f"{name}: prune_ratio=1.0 must keep every sample")
 
 
 def check_metric(metric, problem: Optional[tuple] = None) -> None:
@@ -161,5 +167,5 @@ def check_metric(metric, problem: Optional[tuple] = None) -> None:
     for key, v in out.items():
         if key.startswith("gap_"):
             continue
-        assert key in m.higher_is_better and key in m.reference, f"{name}: {key} lacks a direction or a reference"
-        assert np.isfinite(v), f"{name}: {key} = {v}"
+        _require(key in m.higher_is_better and key in m.reference, f"{name}: {key} lacks a direction or a reference")
+        _require(np.isfinite(v), f"{name}: {key} = {v}")
