@@ -10,7 +10,10 @@ every diffusion method at its defaults (``DiffusionUnlearner.erase``). Reported 
 erasure rate (share of images generated for the erased class that the judge no longer assigns
 to it), retention (judged accuracy on the other nine classes), KID of the other classes'
 images to the original model's (the judge's penultimate features, ``torchmetrics`` when
-installed) and time against retraining. Models are cached in ``--cache``.
+installed), the erasure left after three attacks (an UnlearnDiffAtk-style prompt search, concept
+inversion from real images of the class, relearning on them; ``erasus.models.diffusion_attacks``)
+next to the same attacks on the retrained model, and time against retraining. Models are
+cached in ``--cache``.
 
     python benchmarks/diffusion.py                       # a GPU: 3 seeds, full size
     python benchmarks/diffusion.py --small --device cpu  # minutes on a CPU: a smoke run, not a result
@@ -31,6 +34,12 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+
+
+#: a smoke run checks the pipeline, not the methods: a few steps each
+QUICK = {"esd": {"iterations": 5, "ddim_steps": 5}, "concept_ablation": {"iterations": 5, "ddim_steps": 5, "anchor_images": 8},
+         "salun_generation": {"iterations": 5, "ddim_steps": 5, "images_per_prompt": 2},
+         "adv_unlearn": {"iterations": 5, "ddim_steps": 5, "warmup": 2, "attack_steps": 2}}
 
 
 def prompt(c: int) -> str:
@@ -111,21 +120,52 @@ def judged(judge, images, device):
     return a.logits(batch).argmax(1).cpu(), a.features(batch).cpu()
 
 
+class JudgeFn(torch.nn.Module):
+    """The judge as the attacks call it: generated 32×32 images in [-1, 1] to class logits."""
+
+    def __init__(self, judge):
+        super().__init__()
+        self.judge = judge
+
+    def forward(self, images):
+        x = ((images[:, :, 2:30, 2:30] + 1) / 2).clamp(0, 1)
+        return self.judge(x.to(next(self.judge.parameters()).device))
+
+
+def attack_settings(small: bool):
+    """The attacks' settings: the papers' (40 steps of prompt search, 1,000 → 300 steps of
+    inversion for a small model, 50 relearning steps), or a few steps for a smoke run."""
+    if small:
+        return {"prompt_attack": {"n_targets": 2, "steps": 2, "check_every": 1}, "concept_inversion": {"steps": 2},
+                "relearning": {"steps": 2}}
+    return {"prompt_attack": {"n_targets": 20}, "concept_inversion": {"steps": 300}, "relearning": {"steps": 50}}
+
+
+def attacks(model, judge, args, seed, erase, images):
+    """Erasure left after each attack (``erasus.models.diffusion_attacks``)."""
+    from erasus.models.diffusion_attacks import concept_inversion, prompt_attack, relearning_attack
+
+    kw = attack_settings(args.small)
+    common = dict(guidance_scale=args.guidance, sample_steps=args.sample_steps, seed=seed)
+    n = min(args.n_images, 100)
+    pa = dict(kw["prompt_attack"])
+    k = pa.pop("n_targets")
+    return {"prompt_attack": prompt_attack(model, judge, prompt(erase), erase, images[:k], **common, **pa).erasure,
+            "concept_inversion": concept_inversion(model, judge, erase, images, template="a photo of a {}", n_images=n,
+                                                   **common, **kw["concept_inversion"]).erasure,
+            "relearning": relearning_attack(model, judge, prompt(erase), erase, images, n_images=n, **common,
+                                            **kw["relearning"]).erasure}
+
+
 def kid(real_feats, fake_feats):
+    """KID of the judge's features (``erasus.metrics.diffusion.kid``); NaN without torchmetrics."""
+    from erasus.core.exceptions import ConfigError
+    from erasus.metrics.diffusion import kid as kid_metric
+
     try:
-        from torchmetrics.image.kid import KernelInceptionDistance
-    except ImportError:
+        return kid_metric(real_feats, fake_feats)[0]
+    except ConfigError:
         return float("nan")
-
-    class Identity(torch.nn.Module):
-        def forward(self, x):
-            return x
-
-    n = min(len(real_feats), len(fake_feats))
-    m = KernelInceptionDistance(feature=Identity(), subset_size=min(50, n), normalize=True)
-    m.update(real_feats, real=True)
-    m.update(fake_feats, real=False)
-    return float(m.compute()[0])
 
 
 def evaluate(model, judge, args, seed, erase, ref_feats, device):
@@ -171,35 +211,42 @@ def main(argv=None):
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
     n_train = 1000 if args.small else None
     methods = list_registered("strategy", family="diffusion") if args.methods == "all" else args.methods.split(",")
-    methods = [m for m in methods if m in ("esd", "uce", "concept_ablation", "sld")] if args.methods == "all" else methods
+    if args.methods == "all":  # the concept-erasure methods (not the model-agnostic ones)
+        from erasus.core.registry import get
+
+        methods = [m for m in methods if tuple(get("strategy", m).supports) == ("diffusion",)]
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     judge = train_judge(args.device, Path(args.cache), args.small)
+    jf = JudgeFn(judge)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         original, train_s = train_model(image_data(True, n_train), args, seed, "original", args.device)
         gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase), args, seed,
                                       f"without{args.erase}", args.device)
+        # real images of the erased class (the test split) for concept inversion and relearning
+        real = torch.stack([x for x, p in image_data(False, 2000, seed=seed) if p == prompt(args.erase)][:32]).to(args.device)
         ref, ref_feats = evaluate(original, judge, args, seed, args.erase, None, args.device)
-        rows.append({"seed": seed, "method": "original", "time_s": train_s, **ref})
+        rows.append({"seed": seed, "method": "original", "time_s": train_s, **ref,
+                     **attacks(original, jf, args, seed, args.erase, real)})
         g, _ = evaluate(gold, judge, args, seed, args.erase, ref_feats, args.device)
-        rows.append({"seed": seed, "method": "retrain", "time_s": retrain_s, **g})
+        rows.append({"seed": seed, "method": "retrain", "time_s": retrain_s, **g,
+                     **attacks(gold, jf, args, seed, args.erase, real)})
         print(rows[-2], rows[-1], flush=True)
         for name in methods:
             t1 = time.perf_counter()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    # a smoke run checks the pipeline, not the methods: a few steps each
-                    quick = {"iterations": 5, "ddim_steps": 5} if name in ("esd", "concept_ablation") else {}
-                    if name == "concept_ablation":
-                        quick["anchor_images"] = 8
+                    quick = QUICK.get(name, {})
                     unl = DiffusionUnlearner(original, strategy=name, strategy_kwargs=quick if args.small else None)
                     unl.erase(prompt(args.erase), preserve=[prompt(c) for c in range(10) if c != args.erase]
-                              if name == "uce" else (), progress=False, seed=seed)
+                              if getattr(unl.strategy, "uses_retain", False) or name == "uce" else (), progress=False,
+                              seed=seed)
                 dt = time.perf_counter() - t1
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
-                rows.append({"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r})
+                rows.append({"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r,
+                             **attacks(unl.model, jf, args, seed, args.erase, real)})
             except Exception as e:  # a method that fails is a row that says so
                 rows.append({"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]})
             print(rows[-1], flush=True)
@@ -227,12 +274,23 @@ def markdown(meta, rows, erase) -> str:
              "erasure: % of images generated for the erased class the judge no longer assigns to it; retention: % of "
              "the other classes' images judged as their class; KID of the other classes' images to the original "
              "model's (judge features). Mean ± std over seeds.", "",
-             "| method | erasure (%) | retention (%) | KID | time (s) | errors |", "|---|---|---|---|---|---|"]
+             "After each attack, the erasure left (%): prompt search (UnlearnDiffAtk-style), concept inversion, "
+             "relearning; a method is broken by an attack when its erasure after it is more than 10 points below the "
+             "retrained model's.", "",
+             "| method | erasure (%) | retention (%) | KID | after prompt search | after inversion | after relearning | "
+             "broken by | time (s) | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+    gold = {a: np.mean([r[a] for r in rows if r["method"] == "retrain" and a in r] or [np.nan])
+            for a in ("prompt_attack", "concept_inversion", "relearning")}
     for name in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == name]
         ok = [r for r in rs if "error" not in r]
+        after = {a: [r[a] for r in ok if a in r] for a in gold}
+        broken = [a for a, v in after.items() if v and name not in ("retrain",) and np.mean(v) < gold[a] - 0.1]
         lines.append(f"| {name} | {pm([r['erasure'] for r in ok])} | {pm([r['retention'] for r in ok])} | "
-                     f"{pm([r['kid'] for r in ok], pct=False)} | {np.mean([r['time_s'] for r in ok]) if ok else float('nan'):.1f} | "
+                     f"{pm([r['kid'] for r in ok], pct=False)} | "
+                     + " | ".join(pm(after[a]) for a in gold)
+                     + f" | {', '.join(broken) or '-'} | "
+                     f"{np.mean([r['time_s'] for r in ok]) if ok else float('nan'):.1f} | "
                      f"{'; '.join(r['error'] for r in rs if 'error' in r)} |")
     return "\n".join(lines) + "\n"
 

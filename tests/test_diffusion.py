@@ -58,7 +58,12 @@ METHODS = {
     # SLD steers away from a safety concept that differs from the prompt (the same text would give
     # ε_p = ε_S and no steering, by its construction); its effect is smaller
     "sld": ("red", dict(warmup_steps=2), 0.05),
+    # SalUn and AdvUnlearn use preserved prompts (SalUn's retain images, AdvUnlearn's utility term)
+    "salun": ("a red square", dict(lr=1e-3, iterations=80, images_per_prompt=16, retain_weight=1.0), 0.3),
+    "adv_unlearn": ("a red square", dict(lr=3e-4, iterations=60, ddim_steps=20, warmup=10, attack_steps=5,
+                                         negative_guidance=3.0), 0.3),
 }
+PRESERVING = ("uce", "salun", "adv_unlearn")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -70,13 +75,13 @@ def test_each_method_lowers_the_erased_concept_more_than_the_others(toy, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         unl = DiffusionUnlearner(toy, strategy=name, strategy_kwargs=kw)
-        res = unl.erase(concept, preserve=["a green square", "a blue square"] if name == "uce" else (),
+        res = unl.erase(concept, preserve=["a green square", "a blue square"] if name in PRESERVING else (),
                         anchor="a green square" if name == "concept_ablation" else None, progress=False)
     after = judged(unl.model)
     drop = {k: before[k] - after[k] for k in COLOURS}
     assert drop["red"] > max(drop["green"], drop["blue"]) + margin, (name, before, after)
     assert all(torch.equal(v, snapshot[k]) for k, v in toy.state_dict().items()), "the caller's model changed"
-    assert res.strategy == name and res.config["strategy"] == name
+    assert res.strategy == unl.strategy.registered_name and res.config["strategy"] == res.strategy
     if name == "sld":  # inference-time guidance: the weights are the original's
         assert params_equal(unl.model, toy) and unl.model.safety["concept"] == "red"
 
@@ -140,3 +145,123 @@ def test_a_unet_without_cross_attention_is_refused_by_cross_attention_methods(to
     model = TextToImage(flat, toy.text_encoder, toy.tokenizer, toy.scheduler)
     with pytest.raises(ConfigError, match="cross-attention"):
         DiffusionUnlearner(model, strategy="uce").erase("a red square")
+
+
+def test_salun_needs_concepts_to_preserve(toy):
+    unl = DiffusionUnlearner(toy, strategy="salun")
+    assert unl.strategy.registered_name == "salun_generation"  # SalUn's generative variant
+    with pytest.raises(DataError, match="preserve"):
+        unl.erase("a red square")
+
+
+def test_soft_tokens_equal_the_word_they_stand_for(toy):
+    """A soft token with a word's embedding, placed where the word stands, encodes the same
+    prompt: the attacks and AdvUnlearn optimise over exactly the text encoder's input space."""
+    red = toy.tokenizer.convert_tokens_to_ids("red")
+    soft = toy.token_table()[[red]].detach()
+    assert torch.equal(toy.encode(["a square"], soft=soft, soft_at=1), toy.encode(["a red square"]))
+    assert torch.equal(toy.encode(["red a square"]), toy.encode(["a square"], soft=soft))
+    with pytest.raises(ConfigError, match="shape"):
+        toy.encode(["a square"], soft=torch.zeros(1, 3))
+
+
+class ColourJudge(torch.nn.Module):
+    """The dominant colour channel of an image."""
+
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+def train_without_red(seed):
+    data = colour_data()
+    keep = [d for d in data if "red" not in d[1]]
+    loader = DataLoader(keep, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return train_text_to_image(toy_text_to_image([p for _, p in data], seed=seed), loader, steps=600, lr=2e-3, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def retrained():
+    return train_without_red(0)
+
+
+OTHERS = {"a green square": 1, "a blue square": 2}
+FAST_ATTACKS = {"prompt_attack": {"n_targets": 4, "steps": 20, "discrete": False},
+                "concept_inversion": {"steps": 100, "template": "a {} square"}, "relearning": {"steps": 5}}
+
+
+def test_a_hidden_concept_fails_the_erasure_report_under_attack(toy, retrained):
+    """A cheat that only renames the concept (the word "red" now means "green"): its plain
+    prompt draws no red square and the other colours are intact, so a report without attacks
+    would pass it; the attacks still reach red in its UNet, where the retrained model has none."""
+    from erasus.metrics.diffusion import erasure_report
+
+    cheat = copy.deepcopy(toy)
+    table = cheat.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        table[cheat.tokenizer.convert_tokens_to_ids("red")] = table[cheat.tokenizer.convert_tokens_to_ids("green")]
+    rep = erasure_report(cheat, ColourJudge(), "a red square", 0, OTHERS, original=toy, gold_model=retrained,
+                         steps=20, attack_kwargs=FAST_ATTACKS)
+    assert rep.rows["unlearned"]["erasure"] >= 0.9 and rep.rows["retrained"]["erasure"] >= 0.9, rep.rows
+    assert rep.rows["original"]["erasure"] <= 0.2 and rep.rows["original"]["prompt_attack"] <= 0.2, rep.rows
+    assert rep.rows["unlearned"]["retention"] >= rep.rows["original"]["retention"] - 0.05
+    assert rep.verdict == "FAIL" and any(v.startswith("broken") for v in rep.attacks.values()), rep.to_markdown()
+    assert "broken" in rep.to_markdown()
+
+
+def test_a_second_retrained_model_passes_the_erasure_report(toy, retrained):
+    """The gold standard judged against another model retrained without the concept (another
+    seed) passes, attacks included; without a gold model the same report is inconclusive."""
+    from erasus.metrics.diffusion import erasure_report
+
+    other = train_without_red(1)
+    images = toy.generate(["a red square"] * 16, seed=5, steps=20)
+    rep = erasure_report(other, ColourJudge(), "a red square", 0, OTHERS, gold_model=retrained, attack_images=images,
+                         steps=20, attack_kwargs=FAST_ATTACKS, retention_drop=0.1)
+    assert rep.verdict == "PASS", rep.to_markdown()
+    assert all(v.startswith("survives") for v in rep.attacks.values())
+    alone = erasure_report(other, ColourJudge(), "a red square", 0, OTHERS, attack_images=images, steps=20,
+                           attacks=("relearning",), attack_kwargs=FAST_ATTACKS)
+    assert alone.verdict == "INCONCLUSIVE" and "gold_model" in " ".join(alone.reasons)
+
+
+def test_erasure_report_bad_input(toy):
+    from erasus.metrics.diffusion import erasure_report
+    from erasus.models.diffusion_attacks import concept_inversion
+
+    with pytest.raises(DataError, match="also among"):
+        erasure_report(toy, ColourJudge(), "a red square", 0, {"a red square": 0})
+    with pytest.raises(DataError, match="non-empty"):
+        erasure_report(toy, ColourJudge(), "a red square", 0, {})
+    with pytest.raises(ConfigError, match="Unknown attack"):
+        erasure_report(toy, ColourJudge(), "a red square", 0, OTHERS, attacks=("jailbreak",))
+    with pytest.raises(ConfigError, match="template"):
+        concept_inversion(toy, ColourJudge(), 0, torch.zeros(2, 3, 8, 8), template="a square")
+    with pytest.raises(DataError, match="logits"):
+        erasure_report(toy, lambda x: x.mean(), "a red square", 0, OTHERS, attacks=(), n_images=2, steps=2)
+
+
+def test_fid_and_kid_compute_what_their_definitions_say():
+    """FID against scipy's matrix square root; KID (one subset of every sample) against the
+    unbiased MMD² with the cubic polynomial kernel (x·y/d + 1)³ written out."""
+    import numpy as np
+    from scipy import linalg
+
+    from erasus.metrics.diffusion import fid, kid
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 6, generator=g).double()
+    b = (torch.randn(200, 6, generator=g) * 1.3 + 0.4).double()
+    s1, s2 = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    want = float(((a.mean(0) - b.mean(0)) ** 2).sum()) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert fid(a, b) == pytest.approx(want, rel=1e-6)
+    k = lambda x, y: (x @ y.T / x.shape[1] + 1) ** 3
+    n = len(a)
+    kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
+    mmd = ((kxx.sum() - kxx.diag().sum()) + (kyy.sum() - kyy.diag().sum())) / (n * (n - 1)) - 2 * kxy.mean()
+    assert kid(a, b, subset_size=n, subsets=1)[0] == pytest.approx(float(mmd), rel=1e-6)
+    assert abs(kid(a, torch.randn(200, 6, generator=g).double())[0]) < 0.1 * kid(a, b)[0]
+    with pytest.raises(DataError, match="features"):
+        kid(torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, 8, 8))
+    judge = ColourJudge()
+    imgs = -torch.ones(8, 3, 8, 8)
+    assert kid(imgs, imgs, features=judge, subset_size=8, subsets=1)[0] == pytest.approx(0.0, abs=1e-9)

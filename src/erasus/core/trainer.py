@@ -40,10 +40,13 @@ class _Run:
         self.history: Dict[str, list] = rule.ctx.history
         self.best_state = snapshot(self.model)
         self.callback_stop = ""
-        self.params = module.trainable_parameters()
+        got = list(module.trainable_parameters())
+        # parameters, or groups {"params": [...], "lr_factor": f} that train at f × the rate
+        self.groups = got if got and isinstance(got[0], dict) else None
+        self.params = [p for g in got for p in g["params"]] if self.groups else got
         if not self.params:
             raise RuntimeError(f"{type(module).__name__}: the model has no trainable parameters.")
-        self.opt = trainer._optimizer(self.params)
+        self.opt = trainer._optimizer(self.groups or self.params)
         self.sched = trainer._scheduler(self.opt, total)
 
     def validate(self, step: int) -> Dict[str, float]:
@@ -75,9 +78,9 @@ class _Run:
         if d.restore:
             self.model.load_state_dict(self.best_state)
         if d.lr_scale is not None:  # a fresh optimiser at the new step size
-            self.opt = self.trainer._optimizer(self.params)
+            self.opt = self.trainer._optimizer(self.groups or self.params)
             for group in self.opt.param_groups:
-                group["lr"] = self.c.lr * d.lr_scale
+                group["lr"] = self.c.lr * d.lr_scale * group.get("lr_factor", 1.0)
             self.sched = self.trainer._scheduler(self.opt, max(1, self.total - step))
         return d.stop
 
@@ -159,7 +162,11 @@ class UnlearningTrainer:
 
     # ------------------------------------------------------------------------------------
     def _optimizer(self, params):
+        """The optimiser over ``params``: tensors, or groups ``{"params", "lr_factor"}`` (each at
+        ``lr_factor`` × the rate; the factor stays in the group for later rate changes)."""
         c = self.config
+        if params and isinstance(params[0], dict):
+            params = [{**g, "params": list(g["params"]), "lr": c.lr * g.get("lr_factor", 1.0)} for g in params]
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam

@@ -6,6 +6,7 @@ from torch import nn
 from .base import ModelAdapter
 from .causal_lm import CausalLMAdapter, QACollator, is_causal_lm
 from .classifier import ClassifierAdapter
+from .clip import CLIPAdapter, is_clip
 from .diffusion import DiffusionAdapter, TextToImage, is_text_to_image
 from .seq2seq_lm import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter, is_masked_lm,
                          is_seq2seq_lm)
@@ -17,7 +18,8 @@ def wrap(model, **kwargs) -> ModelAdapter:
     Hugging Face causal LMs (and PEFT wrappers of them) get :class:`CausalLMAdapter`,
     encoder-decoder LMs (T5, BART) :class:`Seq2SeqLMAdapter`, masked LMs (BERT)
     :class:`MaskedLMAdapter`, text-to-image diffusion models (:class:`TextToImage`)
-    :class:`DiffusionAdapter`; other ``nn.Module`` models are treated as classifiers
+    :class:`DiffusionAdapter`, CLIP-style models :class:`CLIPAdapter` (``class_prompts=``
+    for zero-shot logits); other ``nn.Module`` models are treated as classifiers
     (:class:`ClassifierAdapter`).
     """
     if isinstance(model, ModelAdapter):
@@ -26,6 +28,8 @@ def wrap(model, **kwargs) -> ModelAdapter:
         raise TypeError(f"Expected a torch.nn.Module or a ModelAdapter, got {type(model).__name__}.")
     if is_text_to_image(model):
         return DiffusionAdapter(model)
+    if is_clip(model):
+        return CLIPAdapter(model, **kwargs)
     if is_causal_lm(model):
         return CausalLMAdapter(model, **kwargs)
     if is_seq2seq_lm(model):
@@ -35,5 +39,5 @@ def wrap(model, **kwargs) -> ModelAdapter:
     return ClassifierAdapter(model, **kwargs)
 
 
-__all__ = ["ModelAdapter", "ClassifierAdapter", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "wrap",
+__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "wrap",
            "Seq2SeqLMAdapter", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]

@@ -112,16 +112,61 @@ class TextToImage(nn.Module):
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+    def encode(self, prompts: Sequence[str], soft: Optional[torch.Tensor] = None, soft_at: int = 0) -> torch.Tensor:
         """Prompt embeddings ``(B, max_length, D)``: the text encoder's last hidden states of
-        the prompts padded to ``max_length`` (as Stable Diffusion conditions its UNet)."""
+        the prompts padded to ``max_length`` (as Stable Diffusion conditions its UNet).
+
+        ``soft``: ``(k, d)`` token embeddings (in the text encoder's input-embedding space)
+        inserted after the first ``soft_at`` tokens of each prompt (0: before its first
+        word), as if ``k`` words with these embeddings stood there; gradients flow into them.
+        Textual inversion, adversarial prompt search and AdvUnlearn use it
+        (:mod:`erasus.models.diffusion_attacks`)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if not all(isinstance(p, str) for p in prompts):
             raise DataError(f"Expected prompts as strings, got {[type(p).__name__ for p in prompts][:3]}.")
         tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
                              return_tensors="pt")
-        return self.text_encoder(tok.input_ids.to(self.device))[0]
+        ids = tok.input_ids.to(self.device)
+        if soft is None:
+            return self.text_encoder(ids)[0]
+        return self._encode_soft(ids, soft, soft_at)
+
+    def _encode_soft(self, ids: torch.Tensor, soft: torch.Tensor, soft_at: int = 0) -> torch.Tensor:
+        table = self.text_encoder.get_input_embeddings()
+        if soft.dim() != 2 or soft.shape[1] != table.embedding_dim:
+            raise ConfigError(f"Expected soft token embeddings of shape (k, {table.embedding_dim}), got "
+                              f"{tuple(soft.shape)}.")
+        k = soft.shape[0]
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        start = (1 if bos is not None and bool((ids[:, 0] == bos).all()) else 0) + int(soft_at)
+        if start + k >= self.max_length:
+            raise ConfigError(f"{k} soft tokens do not fit in prompts of {self.max_length} tokens.")
+        # k placeholder positions (their ids are irrelevant: the hook overwrites their embeddings)
+        ids = torch.cat([ids[:, :start], ids[:, :1].expand(-1, k), ids[:, start:]], 1)[:, :self.max_length]
+
+        def put(module, inputs, out):
+            out = out.clone()
+            out[:, start:start + k] = soft.to(out.dtype).unsqueeze(0).expand(out.shape[0], -1, -1)
+            return out
+
+        handle = table.register_forward_hook(put)
+        try:
+            return self.text_encoder(ids)[0]
+        finally:
+            handle.remove()
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` encodes to, without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text.strip() else 0
+
+    def token_table(self) -> torch.Tensor:
+        """The text encoder's input token embeddings ``(vocab, d)``."""
+        return self.text_encoder.get_input_embeddings().weight
+
+    def nearest_tokens(self, soft: torch.Tensor) -> List[int]:
+        """Ids of the vocabulary tokens nearest (L2) to each soft embedding (a discrete prompt)."""
+        return torch.cdist(soft.detach().float(), self.token_table().detach().float()).argmin(1).tolist()
 
     def last_token_index(self, prompts: Sequence[str], allow_empty: bool = False) -> List[int]:
         """Position of each prompt's last content token (the one before the end-of-text token,
@@ -151,6 +196,19 @@ class TextToImage(nn.Module):
         if self.vae is None:
             return latents
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+    def noised(self, x0: torch.Tensor, generator: torch.Generator, t_range=(0.0, 1.0)):
+        """``(x_t, t, ε)``: ``x0`` (latents) noised by the model's scheduler at timesteps drawn
+        uniformly from ``t_range`` (fractions of the schedule; (0, 1): all of it, the DDPM
+        objective), noise and timesteps from ``generator``."""
+        lo, hi = t_range
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"Expected t_range as fractions 0 <= lo < hi <= 1, got {t_range!r}.")
+        n_t = self.scheduler.config.num_train_timesteps
+        first = int(lo * n_t)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        t = torch.randint(first, max(first + 1, int(hi * n_t)), (x0.shape[0],), generator=generator).to(x0.device)
+        return self.scheduler.add_noise(x0, noise, t), t, noise
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The UNet's noise prediction ``ε(x_t, t, c)``."""
@@ -201,11 +259,13 @@ class TextToImage(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0, steps: int = 25,
-                 negative_prompt: str = "", stop_at: Optional[int] = None, generator: Optional[torch.Generator] = None):
+                 negative_prompt: str = "", stop_at: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 soft: Optional[torch.Tensor] = None, soft_at: int = 0):
         """Images for ``prompts`` in ``[-1, 1]`` (DDIM, ``steps`` steps, classifier-free guidance
         with ``negative_prompt`` as the unconditional prompt), reproducible from ``seed``.
         ``stop_at``: stop after that many steps and return ``(x_t, t)``, the partly denoised
-        latents and the timestep they are at (ESD trains on these)."""
+        latents and the timestep they are at (ESD trains on these). ``soft``: token embeddings
+        placed in every prompt after its first ``soft_at`` tokens (see :meth:`encode`)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts:
@@ -215,7 +275,7 @@ class TextToImage(nn.Module):
         sched = self.sampler(steps)
         g = generator if generator is not None else torch.Generator().manual_seed(seed)
         x = torch.randn(self.latent_shape(len(prompts)), generator=g).to(self.device) * sched.init_noise_sigma
-        emb_c, emb_u = self.encode(prompts), self.encode([negative_prompt] * len(prompts))
+        emb_c, emb_u = self.encode(prompts, soft=soft, soft_at=soft_at), self.encode([negative_prompt] * len(prompts))
         state: dict = {}
         was = self.unet.training
         self.unet.eval()
@@ -284,11 +344,7 @@ class DiffusionAdapter(ModelAdapter):
             raise DataError("This batch holds prompts only: the noise-prediction loss needs images with them.")
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         m = self.model
-        x0 = m.to_latents(images)
-        noise = torch.randn(x0.shape, generator=g).to(x0.device)
-        n_t = m.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_t, (x0.shape[0],), generator=g).to(x0.device)
-        x_t = m.scheduler.add_noise(x0, noise, t)
+        x_t, t, noise = m.noised(m.to_latents(images), g)
         pred = m.eps(x_t, t, m.encode(prompts))
         return ((pred.float() - noise.float()) ** 2).flatten(1).mean(1)
 
@@ -335,28 +391,21 @@ def train_text_to_image(model: TextToImage, loader, steps: int = 500, lr: float 
     """Train the UNet (and the text encoder) on ``(images, prompts)`` batches with the DDPM
     loss, replacing a prompt by the empty one with probability ``uncond_prob`` so that
     classifier-free guidance works (Ho & Salimans, 2021)."""
-    from tqdm.auto import tqdm
+
+    from .training import train_steps
 
     g = torch.Generator().manual_seed(seed)
     model.text_encoder.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
     adapter = DiffusionAdapter(model)
+
+    def loss(batch):
+        images, prompts = batch
+        drop = torch.rand(len(prompts), generator=g) < uncond_prob
+        prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+        return adapter.per_sample_loss((images, prompts), generator=g).mean()
+
     model.train()
-    step = 0
-    bar = tqdm(total=steps, desc="train text-to-image", disable=not progress, leave=False)
-    while step < steps:
-        for images, prompts in loader:
-            drop = torch.rand(len(prompts), generator=g) < uncond_prob
-            prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
-            loss = adapter.per_sample_loss((images, prompts), generator=g).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step >= steps:
-                break
-    bar.close()
+    train_steps(loss, [p for p in model.parameters() if p.requires_grad], loader, steps, lr, "train text-to-image",
+                progress)
     model.text_encoder.requires_grad_(False)
     return model.eval()

@@ -52,3 +52,25 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
         recorder.close()
     model.eval()
     return model
+
+
+def train_steps(loss_of_batch, params, loader, steps: int, lr: float, desc: str = "train",
+                progress: bool = False) -> None:
+    """``steps`` AdamW steps of ``loss_of_batch(batch)`` over ``params``, cycling through
+    ``loader`` (the generative models trained here from scratch: text-to-image, CLIP)."""
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(params, lr=lr)
+    step = 0
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    while step < steps:
+        for batch in loader:
+            loss = loss_of_batch(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step >= steps:
+                break
+    bar.close()

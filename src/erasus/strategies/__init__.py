@@ -3,8 +3,8 @@ from .amnesiac import Amnesiac, AmnesiacConfig, AmnesiacRecorder, IndexedDataset
 from .bad_teacher import BadTeacher, BadTeacherConfig
 from .embedding_alignment import EmbeddingAlignment, EmbeddingAlignmentConfig
 from .boundary import BoundaryExpand, BoundaryExpandConfig, BoundaryShrink, BoundaryShrinkConfig
-from .diffusion import (ESD, SLD, UCE, ConceptAblation, ConceptAblationConfig, ESDConfig, SLDConfig,
-                        UCEConfig)
+from .diffusion import (ESD, SLD, UCE, AdvUnlearn, AdvUnlearnConfig, ConceptAblation, ConceptAblationConfig,
+                        ESDConfig, SalUnGeneration, SalUnGenerationConfig, SLDConfig, UCEConfig)
 from .composite import (AveragedUnlearning, EnsembleConfig, LayerFreezing, LayerFreezingConfig, MaskBased,
                         MaskBasedConfig, SequentialUnlearning)
 from .fisher_forgetting import FisherForgetting, FisherForgettingConfig
@@ -18,6 +18,7 @@ from .preference import NPO, NPOConfig, SimNPO, SimNPOConfig, WGA, WGAConfig
 from .relabel import RandomLabel, RandomLabelConfig, SalUnConfig, SaliencyUnlearning
 from .retain_tuning import FineTune, FineTuneConfig, SparseAware, SparseAwareConfig
 from .scrub import SCRUB, SCRUBConfig
+from .vlm import ModalityDecoupling, ModalityDecouplingConfig
 from .ssd import SelectiveSynapticDampening, SSDConfig
 
 __all__ = [
@@ -33,5 +34,7 @@ __all__ = [
     "IdkNLL", "IdkDPO", "Undial", "RMU", "TaskVector", "ActivationSteering", "DExperts", "TokenMasking", "TokenMaskingConfig",
     "AttentionSurgery", "CausalTracingUnlearning", "LocalizedConfig", "causal_trace",
     "EmbeddingAlignment", "EmbeddingAlignmentConfig", "ESD", "ESDConfig", "UCE", "UCEConfig", "SLD", "SLDConfig",
+    "AdvUnlearn", "AdvUnlearnConfig", "SalUnGeneration", "SalUnGenerationConfig",
+    "ModalityDecoupling", "ModalityDecouplingConfig",
     "ConceptAblation", "ConceptAblationConfig",
 ]

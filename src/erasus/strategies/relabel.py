@@ -99,6 +99,12 @@ def saliency_mask(adapter, forget_loader, sparsity: float) -> Dict[str, torch.Te
     return {n: (g >= threshold).to(g.dtype) for n, g in grads.items()}
 
 
+def mask_gradients(model, mask: Dict[str, torch.Tensor]) -> list:
+    """Gradient hooks that multiply each masked parameter's gradient by its mask (remove them
+    with ``h.remove()``): non-salient weights never move."""
+    return [p.register_hook(lambda g, m=mask[n]: g * m) for n, p in model.named_parameters() if n in mask]
+
+
 def check_sparsity(config) -> None:
     """A mask's kept fraction must lie in (0, 1]."""
     if not 0.0 < config.sparsity <= 1.0:
@@ -137,8 +143,7 @@ class SaliencyUnlearning(RandomLabel):
     def setup(self, forget_loader, retain_loader):
         super().setup(forget_loader, retain_loader)
         self.mask = saliency_mask(self.adapter, forget_loader, self.config.sparsity)
-        self._hooks = [p.register_hook(lambda g, m=self.mask[n]: g * m)
-                       for n, p in self.model.named_parameters() if n in self.mask]
+        self._hooks = mask_gradients(self.model, self.mask)
 
     def release(self) -> None:
         for h in getattr(self, "_hooks", []):

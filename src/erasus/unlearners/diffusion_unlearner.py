@@ -36,7 +36,9 @@ class DiffusionUnlearner(ErasusUnlearner):
 
     ``model``: a :class:`~erasus.models.diffusion.TextToImage`, a diffusers pipeline, or a
     folder / Hub name (:meth:`TextToImage.from_pretrained`). Strategies: ``esd`` (default:
-    Gandikota et al., ICCV 2023), ``uce``, ``sld``, ``concept_ablation`` (``erasus list strategy``); the
+    Gandikota et al., ICCV 2023), ``uce``, ``sld``, ``concept_ablation``, ``salun`` (SalUn's
+    generative variant, ``salun_generation``) and ``adv_unlearn`` (robust to prompt attacks;
+    ``erasus list strategy``); the
     model-agnostic loss-based ones (gradient ascent and the like) run on ``(images, prompts)``
     forget data through the noise-prediction loss. The caller's model is untouched unless
     ``inplace=True``."""
@@ -49,6 +51,8 @@ class DiffusionUnlearner(ErasusUnlearner):
         if not isinstance(model, TextToImage):
             raise ConfigError(f"Expected a text-to-image diffusion model (a TextToImage, a diffusers pipeline or its "
                               f"folder), got {type(model).__name__}.")
+        if isinstance(strategy, str) and strategy.lower() in ("salun", "saliency_unlearning"):
+            strategy = "salun_generation"  # SalUn's generative variant (the classifier one relabels classes)
         super().__init__(model, strategy=strategy, **kwargs)
         self.concept_: Optional[list] = None
 
@@ -63,6 +67,9 @@ class DiffusionUnlearner(ErasusUnlearner):
         clash = sorted(set(prompts) & set(keep))
         if clash:
             raise DataError(f"Prompts both erased and preserved: {clash}. Expected disjoint lists.")
+        if getattr(self.strategy, "needs_retain", False) and not keep:
+            raise DataError(f"{self.strategy.registered_name} needs prompts of concepts to keep: pass "
+                            "preserve=['a photo of ...', ...].")
         if anchor is not None:
             if not hasattr(self.strategy.config, "anchor"):
                 raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
@@ -77,6 +84,23 @@ class DiffusionUnlearner(ErasusUnlearner):
                  steps: int = 25, **kwargs):
         """Images (``[-1, 1]``) from the current model: see :meth:`TextToImage.generate`."""
         return self.model.generate(prompts, seed=seed, guidance_scale=guidance_scale, steps=steps, **kwargs)
+
+    def verify(self, judge, label: int, others, *, gold_model=None, concept: Optional[str] = None,
+               attack_images=None, **kwargs):
+        """Judge the erasure (:func:`erasus.metrics.diffusion.erasure_report`): erasure,
+        retention and the erasure left after a prompt search, concept inversion and relearning,
+        for this model and, measured the same way, the original and ``gold_model`` (a model
+        trained without the concept). ``judge``: a callable from images in ``[-1, 1]`` to class
+        logits; ``label``: its class for the concept; ``others``: ``{prompt: class}`` of concepts
+        to keep; ``concept``: the prompt judged (default: the first erased one)."""
+        from ..metrics.diffusion import erasure_report
+
+        concept = concept or (self.concept_[0] if self.concept_ else None)
+        if concept is None:
+            raise ConfigError("Which concept? Call erase() first or pass concept='a photo of ...'.")
+        original = self.original_model if self.original_model is not self.model else None
+        return erasure_report(self.model, judge, concept, label, others, original=original, gold_model=gold_model,
+                              attack_images=attack_images, **kwargs)
 
     def model_card(self) -> str:
         r = self.result_

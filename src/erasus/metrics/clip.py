@@ -1,0 +1,52 @@
+"""Zero-shot accuracy and image-text retrieval for CLIP-style models (``erasus.models.clip``)."""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+from ..core.exceptions import DataError
+
+
+@torch.no_grad()
+def zero_shot_accuracy(adapter, loader) -> float:
+    """Share of ``(pixel_values, labels)`` samples whose best-scoring class prompt is their label
+    (the adapter's ``class_prompts``; Radford et al., ICML 2021, zero-shot transfer)."""
+    hits = n = 0
+    for batch in loader:
+        logits, labels = adapter.logits_and_labels(batch)
+        hits += int((logits.argmax(1) == labels).sum())
+        n += len(labels)
+    if not n:
+        raise DataError("Expected labelled images for zero-shot accuracy, got an empty loader.")
+    return hits / n
+
+
+@torch.no_grad()
+def retrieval_recall(adapter, loader, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """Recall@k for image→text and text→image retrieval over every pair of ``loader`` (the
+    specification's §6.2.2): for each image, whether one of its ``k`` most similar texts is its
+    own caption (any text with the same token ids counts, as with COCO's five captions per
+    image); likewise for each text. Keys ``"i2t@k"`` and ``"t2i@k"``."""
+    imgs, txts, ids_all = [], [], []
+    for batch in loader:
+        x, ids, mask, _ = adapter.to_device(batch)
+        if ids is None:
+            raise DataError("Expected image-text pairs (pixel_values, input_ids) for retrieval.")
+        imgs.append(adapter.image_embeddings(x))
+        txts.append(adapter.text_embeddings(ids, mask))
+        ids_all += [tuple(r.tolist()) for r in ids.cpu()]
+    if not imgs:
+        raise DataError("Expected image-text pairs for retrieval, got an empty loader.")
+    sim = torch.cat(imgs) @ torch.cat(txts).T
+    keys = {k: i for i, k in enumerate(dict.fromkeys(ids_all))}
+    cap = torch.tensor([keys[k] for k in ids_all], device=sim.device)
+    same = cap[:, None] == cap[None, :]  # pair i's caption equals text j
+    out = {}
+    for k in ks:
+        k_eff = min(k, sim.shape[1])
+        top_t = sim.topk(k_eff, dim=1).indices  # texts for each image
+        out[f"i2t@{k}"] = float(same.gather(1, top_t).any(1).float().mean())
+        top_i = sim.T.topk(k_eff, dim=1).indices  # images for each text
+        out[f"t2i@{k}"] = float(same.T.gather(1, top_i).any(1).float().mean())
+    return out

@@ -1,0 +1,239 @@
+"""Judged concept erasure for text-to-image models: erasure, retention, attacks, against the
+original and the retrained model.
+
+A judge (any callable from images in ``[-1, 1]`` to class logits: a classifier trained on
+real images, a CLIP zero-shot head, a detector) says which concept a generated image shows.
+
+* erasure: the share of images generated for the erased concept's prompt that the judge
+  does **not** assign to it (the "unlearning accuracy" of ESD, UCE and SalUn's evaluations);
+* retention: the share of images generated for each other concept that the judge assigns
+  to that concept (their "preservation" accuracy);
+* the same erasure after each attack of :mod:`erasus.models.diffusion_attacks`.
+
+:func:`erasure_report` measures all of it for the erased model and, with the same seeds and
+attack images, for the original model (the concept present: erasure ≈ 0) and the model
+retrained without the concept (the gold standard). A method *survives* an attack when its
+erasure after the attack is within ``tolerance`` of the retrained model's; it is *broken*
+when the attack brings the concept back further than it does from a model that never saw it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+from ..core.exceptions import ConfigError, DataError
+from ..models.diffusion import TextToImage
+from ..models.diffusion_attacks import concept_inversion, judge_labels, prompt_attack, relearning_attack
+from ..utils.misc import isolated_rng
+
+ATTACKS = ("prompt_attack", "concept_inversion", "relearning")
+
+
+@torch.no_grad()
+def judged_share(model: TextToImage, judge: Callable, prompt: str, label: int, n: int = 32, seed: int = 0,
+                 guidance_scale: float = 5.0, steps: int = 25, batch: int = 100) -> float:
+    """Share of ``n`` images generated for ``prompt`` (seeded) that the judge assigns to ``label``."""
+    hits = 0
+    for start in range(0, n, batch):
+        k = min(batch, n - start)
+        imgs = model.generate([prompt] * k, seed=seed * 100003 + start, guidance_scale=guidance_scale, steps=steps)
+        hits += int((judge_labels(judge, imgs) == label).sum())
+    return hits / n
+
+
+@dataclass
+class ErasureReport:
+    """Rows ``{"unlearned" | "original" | "retrained": {"erasure", "retention", "per_concept",
+    <attack>: erasure after it}}``, a verdict per attack (``"survives"``, ``"broken"`` or
+    ``"not compared"``), the overall ``verdict`` (PASS, FAIL or INCONCLUSIVE) and the reasons."""
+
+    concept: str
+    rows: Dict[str, Dict[str, object]]
+    attacks: Dict[str, str]
+    verdict: str
+    reasons: List[str] = field(default_factory=list)
+    found: Dict[str, List[str]] = field(default_factory=dict)
+
+    def to_markdown(self) -> str:
+        names = [a for a in ATTACKS if any(a in r for r in self.rows.values())]
+        head = "| model | erasure (%) | retention (%) | " + " | ".join(f"after {a} (%)" for a in names) + " |"
+        lines = [f"Erasure of {self.concept!r}: **{self.verdict}**", "", head,
+                 "|" + "---|" * (3 + len(names))]
+        for who, r in self.rows.items():
+            cells = [f"{100 * r[a]:.1f}" if a in r else "-" for a in names]
+            lines.append(f"| {who} | {100 * r['erasure']:.1f} | {100 * r['retention']:.1f} | " + " | ".join(cells) + " |")
+        lines += [""] + [f"- {a}: {v}" for a, v in self.attacks.items()] + [f"- {x}" for x in self.reasons]
+        return "\n".join(lines) + "\n"
+
+
+def _measure(model, judge, concept, label, others, n, seed, guidance, steps):
+    per = {p: judged_share(model, judge, p, c, n, seed + i + 1, guidance, steps) for i, (p, c) in enumerate(others.items())}
+    return {"erasure": 1 - judged_share(model, judge, concept, label, n, seed, guidance, steps),
+            "retention": sum(per.values()) / len(per) if per else float("nan"), "per_concept": per}
+
+
+def _attack(name, model, judge, concept, label, images, n, seed, guidance, steps, kw):
+    common = dict(guidance_scale=guidance, sample_steps=steps, seed=seed)
+    if name == "prompt_attack":
+        k = kw.pop("n_targets", 8)
+        return prompt_attack(model, judge, concept, label, images[:k], **common, **kw)
+    if name == "concept_inversion":
+        return concept_inversion(model, judge, label, images, n_images=n, **common, **kw)
+    return relearning_attack(model, judge, concept, label, images, n_images=n, **common, **kw)
+
+
+def erasure_report(model: TextToImage, judge: Callable, concept: str, label: int, others: Mapping[str, int],
+                   *, original: Optional[TextToImage] = None, gold_model: Optional[TextToImage] = None,
+                   attack_images: Optional[torch.Tensor] = None, attacks: Sequence[str] = ATTACKS,
+                   attack_kwargs: Optional[Mapping[str, dict]] = None, n_images: int = 32,
+                   guidance_scale: float = 5.0, steps: int = 25, seed: int = 0, tolerance: float = 0.1,
+                   retention_drop: float = 0.05, progress: bool = False) -> ErasureReport:
+    """Erasure, retention and the erasure left after each attack, for ``model`` and, measured
+    the same way, the ``original`` and the retrained ``gold_model`` (both optional).
+
+    ``concept``/``label``: the erased concept's prompt and the judge's class for it;
+    ``others``: ``{prompt: judge class}`` of concepts that must survive. ``attack_images``:
+    images of the concept for the attacks (real ones, or by default ``n_images`` generated by
+    ``original``; with neither, the attacks cannot run and the report says so).
+    ``attack_kwargs``: per-attack settings (``{"relearning": {"steps": 100}}``).
+
+    Verdict: PASS when the erasure is within ``tolerance`` of the retrained model's (or ≥ 1 −
+    ``tolerance`` without one), retention within ``retention_drop`` of the original's, and no
+    attack broken; FAIL when one of these fails; INCONCLUSIVE when there is no retrained model
+    to compare the attacks with (an attack's result alone cannot tell a hidden concept from
+    one relearned from scratch). Runs under its own random state (the caller's is restored)."""
+    if not isinstance(others, Mapping) or not others:
+        raise DataError("Expected others as a non-empty {prompt: judge class} mapping of concepts to keep.")
+    if concept in others:
+        raise DataError(f"The erased concept {concept!r} is also among the concepts to keep.")
+    unknown = sorted(set(attacks) - set(ATTACKS))
+    if unknown:
+        raise ConfigError(f"Unknown attack(s) {unknown}; expected some of {list(ATTACKS)}.")
+    if not 0 <= tolerance < 1 or n_images < 1:
+        raise ConfigError(f"Expected tolerance in [0, 1) and n_images >= 1, got {tolerance!r}, {n_images!r}.")
+    models = {"unlearned": model, "original": original, "retrained": gold_model}
+    models = {k: m for k, m in models.items() if m is not None}
+    from tqdm.auto import tqdm
+
+    with isolated_rng(seed):
+        if attack_images is None and original is not None and attacks:
+            attack_images = original.generate([concept] * n_images, seed=seed + 7919, guidance_scale=guidance_scale,
+                                              steps=steps)
+        rows, found, reasons = {}, {}, []
+        bar = tqdm(total=len(models) * (1 + (len(attacks) if attack_images is not None else 0)), desc="erasure report",
+                   disable=not progress, leave=False)
+        for who, m in models.items():
+            rows[who] = _measure(m, judge, concept, label, others, n_images, seed, guidance_scale, steps)
+            bar.update(1)
+            if attack_images is None:
+                continue
+            for a in attacks:
+                res = _attack(a, m, judge, concept, label, attack_images, n_images, seed, guidance_scale, steps,
+                              dict((attack_kwargs or {}).get(a, {})))
+                rows[who][a] = res.erasure
+                found.setdefault(who, []).extend(res.found[:3])
+                bar.update(1)
+        bar.close()
+    if attacks and attack_images is None:
+        reasons.append("no attack ran: pass attack_images (images of the concept) or the original model")
+    return _judge(concept, rows, attacks if attack_images is not None else (), tolerance, retention_drop, reasons, found)
+
+
+def _judge(concept, rows, attacks, tolerance, retention_drop, reasons, found) -> ErasureReport:
+    me, gold, orig = rows["unlearned"], rows.get("retrained"), rows.get("original")
+    verdicts, fail = {}, False
+    target = gold["erasure"] - tolerance if gold else 1 - tolerance
+    if me["erasure"] < target:
+        fail = True
+        reasons.append(f"erasure {me['erasure']:.2f} below {target:.2f} "
+                       f"({'the retrained model' if gold else 'no retrained model'}: {gold['erasure'] if gold else 1:.2f} − "
+                       f"tolerance {tolerance})")
+    if orig is not None and me["retention"] < orig["retention"] - retention_drop:
+        fail = True
+        reasons.append(f"retention {me['retention']:.2f} more than {retention_drop} below the original's "
+                       f"{orig['retention']:.2f}")
+    for a in attacks:
+        if gold is None:
+            verdicts[a] = f"erasure {me[a]:.2f} after the attack; not compared (no retrained model)"
+        elif me[a] < gold[a] - tolerance:
+            verdicts[a] = f"broken: erasure {me[a]:.2f} after the attack vs the retrained model's {gold[a]:.2f}"
+            fail = True
+        else:
+            verdicts[a] = f"survives: erasure {me[a]:.2f} after the attack vs the retrained model's {gold[a]:.2f}"
+    if fail:
+        verdict = "FAIL"
+    elif gold is None and attacks:
+        verdict = "INCONCLUSIVE"
+        reasons.append("without a retrained model the attacks cannot tell a hidden concept from one relearned "
+                       "from scratch: pass gold_model")
+    else:
+        verdict = "PASS"
+    return ErasureReport(concept, rows, verdicts, verdict, reasons, found)
+
+
+class _Precomputed(torch.nn.Module):
+    """torchmetrics' feature-extractor slot for features the caller computed."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x):
+        return x
+
+
+def _torchmetrics_image():
+    try:
+        from torchmetrics.image import fid, kid
+    except ImportError as e:  # pragma: no cover - an install without the extra
+        raise ConfigError("FID and KID need torchmetrics: pip install 'erasus[diffusion]'.") from e
+    return fid, kid
+
+
+def _as_features(x: torch.Tensor, features: Optional[Callable], batch: int = 256) -> torch.Tensor:
+    if features is None:
+        if not torch.is_tensor(x) or x.dim() != 2:
+            raise DataError(f"Expected (N, D) features, or images with features=<an extractor>; got "
+                            f"{getattr(x, 'shape', type(x).__name__)}.")
+        return x.detach().double().cpu()
+    with torch.no_grad():
+        return torch.cat([features(x[i:i + batch]).flatten(1) for i in range(0, len(x), batch)]).double().cpu()
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = None, subset_size: int = 50,
+        subsets: int = 100):
+    """Kernel Inception Distance (Bińkowski et al., ICLR 2018) through torchmetrics: the unbiased
+    MMD² with a cubic polynomial kernel between the features of ``real`` and ``fake``, averaged
+    over ``subsets`` random subsets of ``subset_size``; returns ``(mean, std)``. ``features``: the
+    extractor (images → features; Inception's pool features where a user has them, a judge's
+    penultimate layer otherwise); without it ``real`` and ``fake`` are features already."""
+    _, kid_mod = _torchmetrics_image()
+    r, f = _as_features(real, features), _as_features(fake, features)
+    n = min(len(r), len(f))
+    if n < 2:
+        raise DataError(f"KID needs at least 2 samples on each side, got {len(r)} and {len(f)}.")
+    with warnings.catch_warnings():  # its note that it keeps every feature in memory
+        warnings.simplefilter("ignore", UserWarning)
+        m = kid_mod.KernelInceptionDistance(feature=_Precomputed(r.shape[1]), subsets=subsets,
+                                            subset_size=min(subset_size, n))
+    m.update(r, real=True)
+    m.update(f, real=False)
+    mean, std = m.compute()
+    return float(mean), float(std)
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = None) -> float:
+    """Fréchet Inception Distance (Heusel et al., NeurIPS 2017) through torchmetrics between the
+    features of ``real`` and ``fake`` (``features`` as in :func:`kid`). Biased for small
+    samples: compare models at the same sample size."""
+    fid_mod, _ = _torchmetrics_image()
+    r, f = _as_features(real, features), _as_features(fake, features)
+    if min(len(r), len(f)) < 2:
+        raise DataError(f"FID needs at least 2 samples on each side, got {len(r)} and {len(f)}.")
+    m = fid_mod.FrechetInceptionDistance(feature=_Precomputed(r.shape[1]))
+    m.update(r, real=True)
+    m.update(f, real=False)
+    return float(m.compute())

@@ -1,0 +1,190 @@
+"""Contrastive vision-language models (CLIP) seen through the adapter interface.
+
+A batch is ``(pixel_values, input_ids)`` / ``(pixel_values, input_ids, attention_mask)`` or a
+dict with those keys: image-text pairs, the forget and retain data of CLIP unlearning. For
+zero-shot classification a batch is ``(pixel_values, labels)`` (``labels`` 1-D) and the
+adapter scores the images against its ``class_prompts`` (token ids of one prompt per class,
+e.g. "a photo of a dog"), so the classifier metrics (accuracy, MIA, gap to the retrained
+model) apply to CLIP unchanged.
+
+* ``per_sample_loss``: for a pair batch, each pair's CLIP loss against the rest of the batch,
+  ``½ [CE(s·⟨v_i, t_·⟩, i) + CE(s·⟨v_·, t_i⟩, i)]`` (Radford et al., ICML 2021); for a labelled
+  image batch, the zero-shot cross-entropy.
+* ``logits``: zero-shot logits ``s·⟨v, t_c⟩`` over the class prompts.
+* ``features``: the normalised image embeddings.
+
+Any model with ``get_image_features``, ``get_text_features`` and ``logit_scale`` works:
+``transformers.CLIPModel`` (and SigLIP-style models with those methods).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..exceptions import ConfigError, DataError
+from .base import ModelAdapter
+
+
+def is_clip(model) -> bool:
+    return all(hasattr(model, a) for a in ("get_image_features", "get_text_features", "logit_scale"))
+
+
+def _tensor(out) -> torch.Tensor:
+    """transformers 5 returns an output object (the projected embedding in ``pooler_output``)."""
+    return out if torch.is_tensor(out) else out.pooler_output
+
+
+class CLIPAdapter(ModelAdapter):
+    """Adapter of a CLIP-style model (family ``"clip"``); ``class_prompts``: ``(C, L)`` token ids
+    (or a dict with ``input_ids`` and ``attention_mask``) of one prompt per class, for zero-shot
+    logits."""
+
+    family = "clip"
+
+    def __init__(self, model: nn.Module, class_prompts=None):
+        super().__init__(model)
+        if not is_clip(model):
+            raise ConfigError(f"Expected a CLIP-style model (get_image_features, get_text_features, logit_scale), got "
+                              f"{type(model).__name__}.")
+        if isinstance(class_prompts, dict):
+            ids, mask = class_prompts["input_ids"], class_prompts.get("attention_mask")
+        else:
+            ids, mask = class_prompts, None
+        if ids is not None and (not torch.is_tensor(ids) or ids.dim() != 2 or len(ids) < 2):
+            raise DataError("Expected class_prompts as a (classes >= 2, length) tensor of token ids, got "
+                            f"{getattr(ids, 'shape', type(ids).__name__)}.")
+        self.class_ids, self.class_mask = ids, mask
+
+    def with_model(self, model: nn.Module) -> "CLIPAdapter":
+        return CLIPAdapter(model, {"input_ids": self.class_ids, "attention_mask": self.class_mask}
+                           if self.class_ids is not None else None)
+
+    @property
+    def num_classes(self) -> int:
+        if self.class_ids is None:
+            raise ConfigError("This CLIP adapter has no class prompts: pass class_prompts=<(C, L) token ids>.")
+        return len(self.class_ids)
+
+    # batches ---------------------------------------------------------------------------
+    def split(self, batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(pixel_values, input_ids or None, attention_mask or None, labels or None)``."""
+        if isinstance(batch, dict):
+            return batch["pixel_values"], batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels")
+        if isinstance(batch, (list, tuple)) and len(batch) in (2, 3) and torch.is_tensor(batch[0]) and batch[0].dim() == 4:
+            second = batch[1]
+            if torch.is_tensor(second) and second.dim() == 1:
+                return batch[0], None, None, second
+            if torch.is_tensor(second) and second.dim() == 2:
+                return batch[0], second, batch[2] if len(batch) == 3 else None, None
+        raise DataError("Expected a CLIP batch: (pixel_values, input_ids[, attention_mask]) pairs, (pixel_values, "
+                        "labels) for zero-shot classification, or a dict with those keys; got "
+                        f"{type(batch).__name__}.")
+
+    def to_device(self, batch: Any):
+        d = self.device
+        return tuple(v.to(d) if torch.is_tensor(v) else v for v in self.split(batch))
+
+    def batch_size(self, batch: Any) -> int:
+        return len(self.split(batch)[0])
+
+    # embeddings ------------------------------------------------------------------------
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return F.normalize(_tensor(self.model.get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+
+    def text_embeddings(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        kw = {"attention_mask": attention_mask} if attention_mask is not None else {}
+        return F.normalize(_tensor(self.model.get_text_features(input_ids=input_ids, **kw)).float(), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp().float()
+
+    def pair_logits(self, batch: Any) -> torch.Tensor:
+        """``s·⟨v_i, t_j⟩`` for the batch's images (rows) and texts (columns)."""
+        x, ids, mask, _ = self.to_device(batch)
+        if ids is None:
+            raise DataError("Expected image-text pairs (pixel_values, input_ids); this batch holds labels.")
+        return self.scale() * self.image_embeddings(x) @ self.text_embeddings(ids, mask).T
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        """Zero-shot logits over the class prompts."""
+        x = self.to_device(batch)[0]
+        if self.class_ids is None:
+            raise ConfigError("Zero-shot logits need class prompts: CLIPAdapter(model, class_prompts=<(C, L) ids>) "
+                              "or VLMUnlearner(model, class_prompts=...).")
+        t = self.text_embeddings(self.class_ids.to(self.device),
+                                 self.class_mask.to(self.device) if self.class_mask is not None else None)
+        return self.scale() * self.image_embeddings(x) @ t.T
+
+    def logits_and_labels(self, batch: Any):
+        labels = self.to_device(batch)[3]
+        if labels is None:
+            raise DataError("Expected (pixel_values, labels) for zero-shot classification; this batch holds texts.")
+        return self.logits(batch), labels
+
+    def per_sample_loss(self, batch: Any, logits: torch.Tensor = None) -> torch.Tensor:
+        """Each pair's symmetric CLIP loss within the batch; the zero-shot cross-entropy for a
+        labelled image batch."""
+        _, ids, _, labels = self.split(batch)
+        if ids is None:
+            lg = self.logits(batch) if logits is None else logits
+            return F.cross_entropy(lg.float(), labels.to(lg.device), reduction="none")
+        lg = self.pair_logits(batch) if logits is None else logits
+        target = torch.arange(len(lg), device=lg.device)
+        return 0.5 * (F.cross_entropy(lg, target, reduction="none") + F.cross_entropy(lg.T, target, reduction="none"))
+
+    def features(self, batch: Any) -> torch.Tensor:
+        with torch.no_grad():
+            return self.image_embeddings(self.to_device(batch)[0])
+
+    # parts -----------------------------------------------------------------------------
+    def towers(self) -> Tuple[list, list]:
+        """``(image-side parameters, text-side parameters)``: the vision model and its projection,
+        the text model and its projection (``logit_scale`` belongs to neither)."""
+        m = self.model
+        vision = [p for n, p in m.named_parameters() if n.startswith(("vision_model", "visual_projection"))]
+        text = [p for n, p in m.named_parameters() if n.startswith(("text_model", "text_projection"))]
+        if not vision or not text:
+            raise ConfigError(f"{type(m).__name__}: expected vision_model / visual_projection and text_model / "
+                              "text_projection parameters (transformers' CLIPModel layout).")
+        return vision, text
+
+
+def toy_clip(vocab: Sequence[str], image_size: int = 16, width: int = 32, embed: int = 16, seed: int = 0):
+    """A small ``transformers.CLIPModel`` and a word-level tokenizer over ``vocab``'s words,
+    built from code (no weights can be downloaded here): tests and examples train it."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    from .causal_lm import word_tokenizer
+
+    from tokenizers import processors
+
+    tok = word_tokenizer(list(vocab), bos=False)
+    # CLIP pools the text at its end token: every text ends with <end> (the highest id, so that
+    # transformers' legacy argmax pooling finds it too)
+    tok.add_special_tokens({"sep_token": "<end>"})
+    end = tok.sep_token_id
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A <end>", special_tokens=[("<end>", end)])
+    tok.model_max_length = 8
+    torch.manual_seed(seed)
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+                          num_attention_heads=4, max_position_embeddings=8, pad_token_id=tok.pad_token_id,
+                          bos_token_id=tok.pad_token_id, eos_token_id=end)
+    vision = CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=image_size, patch_size=4, num_channels=3)
+    return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=embed)), tok
+
+
+def train_clip(model: nn.Module, loader, steps: int = 300, lr: float = 1e-3, seed: int = 0, progress: bool = False):
+    """Train a CLIP-style model on ``(pixel_values, input_ids)`` pairs with its symmetric
+    contrastive loss (AdamW), for models trained here from scratch (tests, examples)."""
+    from .training import train_steps
+
+    torch.manual_seed(seed)
+    adapter = CLIPAdapter(model)
+    model.train()
+    train_steps(adapter.loss, [p for p in model.parameters() if p.requires_grad], loader, steps, lr, "train CLIP",
+                progress)
+    return model.eval()

@@ -1,0 +1,98 @@
+"""``VLMUnlearner`` (CLIP-style models) and ``MultimodalUnlearner.from_model`` (any family)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Union
+
+from torch import nn
+
+from ..core.exceptions import ConfigError
+from .erasus_unlearner import ErasusUnlearner
+
+
+class VLMUnlearner(ErasusUnlearner):
+    """The :class:`ErasusUnlearner` API for contrastive vision-language models (CLIP)::
+
+        vlm = VLMUnlearner(clip_model, strategy="modality_decoupling", class_prompts=prompt_ids)
+        vlm.fit(forget_pairs, retain_pairs)
+        vlm.evaluate(forget_pairs, retain_pairs, zero_shot={"forget": forget_images, "test": test_images},
+                     gold_model=retrained)
+
+    Forget and retain data are ``(pixel_values, input_ids[, attention_mask])`` pairs.
+    ``class_prompts``: ``(C, L)`` token ids of one prompt per class, for zero-shot accuracy on
+    ``(pixel_values, labels)`` data. Default strategy ``modality_decoupling``; the
+    model-agnostic loss-based strategies also run (on each pair's CLIP loss)."""
+
+    def __init__(self, model: nn.Module, strategy: Union[str, Any] = "modality_decoupling", class_prompts=None,
+                 **kwargs):
+        from ..models.clip import CLIPAdapter, is_clip
+
+        if not isinstance(model, nn.Module) or not is_clip(model):
+            raise ConfigError(f"Expected a CLIP-style model (transformers CLIPModel or one with get_image_features, "
+                              f"get_text_features and logit_scale), got {type(model).__name__}.")
+        super().__init__(model, strategy=strategy, **kwargs)
+        self.adapter = CLIPAdapter(self.model, class_prompts)
+
+    def evaluate(self, forget_data, retain_data=None, *, zero_shot: Optional[Dict[str, Any]] = None,
+                 gold_model: Optional[nn.Module] = None, ks=(1, 5)) -> Dict[str, Dict[str, float]]:
+        """Retrieval recall@k on the forget and retain pairs, and zero-shot accuracy on each
+        labelled loader of ``zero_shot`` (``{"forget": ..., "test": ...}``), for the unlearned
+        model, the original (when the caller's model was left untouched) and ``gold_model``:
+        ``{"unlearned": {...}, "original": {...}, "retrained": {...}}``. A model that forgot
+        looks like the retrained one on the forget pairs and like the original elsewhere."""
+        from ..metrics.clip import retrieval_recall, zero_shot_accuracy
+        from ..utils.data import check_nonempty
+        from ..utils.misc import isolated_rng
+
+        loaders = {"forget": check_nonempty(forget_data, "forget")}
+        if retain_data is not None:
+            loaders["retain"] = check_nonempty(retain_data, "retain")
+        models = {"unlearned": self.model}
+        if self.original_model is not self.model:
+            models["original"] = self.original_model
+        if gold_model is not None:
+            models["retrained"] = gold_model
+        out = {}
+        with isolated_rng(0):
+            for who, m in models.items():
+                a = self.adapter.with_model(m)
+                was = m.training
+                m.eval()
+                try:
+                    row = {f"{split}_{k}": v for split, loader in loaders.items()
+                           for k, v in retrieval_recall(a, loader, ks).items()}
+                    for split, loader in (zero_shot or {}).items():
+                        row[f"{split}_zero_shot_acc"] = zero_shot_accuracy(a, check_nonempty(loader, split))
+                finally:
+                    m.train(was)
+                out[who] = row
+        return out
+
+
+class MultimodalUnlearner:
+    """``MultimodalUnlearner.from_model(model)``: the unlearner for the model's family, as the
+    specification's README shows: :class:`~erasus.unlearners.DiffusionUnlearner` for text-to-image
+    models (a ``TextToImage`` or a diffusers pipeline), :class:`VLMUnlearner` for CLIP-style
+    models, :class:`~erasus.unlearners.LLMUnlearner` for causal language models and
+    :class:`ErasusUnlearner` for every other ``nn.Module`` (classifiers)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Use MultimodalUnlearner.from_model(model, ...): it returns the unlearner for the model's "
+                        "family.")
+
+    @staticmethod
+    def from_model(model, **kwargs) -> ErasusUnlearner:
+        from ..models import is_causal_lm, is_clip, is_text_to_image
+        from .diffusion_unlearner import DiffusionUnlearner
+        from .llm_unlearner import LLMUnlearner
+
+        if is_text_to_image(model) or (not isinstance(model, nn.Module) and hasattr(model, "unet")):
+            return DiffusionUnlearner(model, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"Expected a model: a torch.nn.Module (classifier, CLIP, causal LM) or a diffusers "
+                              f"text-to-image pipeline, got {type(model).__name__}. Supported families: classifier, "
+                              "causal LM, CLIP, text-to-image diffusion.")
+        if is_clip(model):
+            return VLMUnlearner(model, **kwargs)
+        if is_causal_lm(model):
+            return LLMUnlearner(model, **kwargs)
+        return ErasusUnlearner(model, **kwargs)

@@ -1,0 +1,160 @@
+"""CLIP unlearning on a small CLIP trained here: six coloured squares and their captions. The
+forgotten colour must lose its zero-shot accuracy as a model retrained without it does, the
+other colours must keep theirs, and plain gradient ascent at the same rate must show the
+forgetting cascade that modality decoupling avoids."""
+import copy
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from erasus.core.exceptions import ConfigError, DataError
+from erasus.metrics.clip import retrieval_recall, zero_shot_accuracy
+from erasus.models.clip import CLIPAdapter, toy_clip, train_clip
+from erasus.unlearners import ErasusUnlearner, MultimodalUnlearner, VLMUnlearner
+
+COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1), "yellow": (1, 1, -1),
+           "cyan": (-1, 1, 1), "magenta": (1, -1, 1)}
+NAMES = list(COLOURS)
+CAPTIONS = [f"a photo of a {n} square" for n in NAMES]
+
+
+def squares(n_per, seed, exclude=()):
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for c, name in enumerate(NAMES):
+        if name in exclude:
+            continue
+        base = torch.tensor(COLOURS[name], dtype=torch.float).view(3, 1, 1).expand(3, 16, 16)
+        xs.append(base + 0.5 * torch.randn(n_per, 3, 16, 16, generator=g))
+        ys += [c] * n_per
+    return torch.cat(xs), torch.tensor(ys)
+
+
+@pytest.fixture(scope="module")
+def world():
+    model, tok = toy_clip(CAPTIONS)
+    ids = tok(CAPTIONS, padding="max_length", max_length=8, return_tensors="pt").input_ids
+    loader = lambda x, y: DataLoader(TensorDataset(x, ids[y]), batch_size=32, shuffle=True,
+                                     generator=torch.Generator().manual_seed(0))
+    x, y = squares(64, 0)
+    original = train_clip(copy.deepcopy(model), loader(x, y), steps=300)
+    xg, yg = squares(64, 0, exclude=("red",))
+    retrained = train_clip(copy.deepcopy(model), loader(xg, yg), steps=300)
+    red = y == 0
+    forget = DataLoader(TensorDataset(x[red], ids[y[red]]), batch_size=16, shuffle=True,
+                        generator=torch.Generator().manual_seed(1))
+    retain = DataLoader(TensorDataset(x[~red], ids[y[~red]]), batch_size=32, shuffle=True,
+                        generator=torch.Generator().manual_seed(2))
+    xt, yt = squares(32, 1)
+    tr = yt == 0
+    tests = {"forget": DataLoader(TensorDataset(xt[tr], yt[tr]), batch_size=64),
+             "others": DataLoader(TensorDataset(xt[~tr], yt[~tr]), batch_size=64)}
+    return dict(original=original, retrained=retrained, ids=ids, forget=forget, retain=retain, tests=tests)
+
+
+def accuracies(model, w):
+    a = CLIPAdapter(model, w["ids"])
+    return {k: zero_shot_accuracy(a, v) for k, v in w["tests"].items()}
+
+
+def unlearn(w, strategy, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u = VLMUnlearner(w["original"], strategy=strategy, strategy_kwargs=kw, class_prompts=w["ids"])
+        u.fit(w["forget"], w["retain"] if strategy == "modality_decoupling" else None, progress=False)
+    return u
+
+
+def test_modality_decoupling_forgets_like_retraining_without_the_cascade(world):
+    before, gold = accuracies(world["original"], world), accuracies(world["retrained"], world)
+    assert before["forget"] > 0.9 and before["others"] > 0.9 and gold["forget"] < 0.2, (before, gold)
+    snapshot = copy.deepcopy(world["original"].state_dict())
+    md = accuracies(unlearn(world, "modality_decoupling").model, world)  # the defaults, bare call
+    assert md["forget"] <= gold["forget"] + 0.1, md
+    assert md["others"] >= before["others"] - 0.05, md
+    assert all(torch.equal(v, snapshot[k]) for k, v in world["original"].state_dict().items())
+    # plain gradient ascent at the same rate, both towers, no alignment term: the cascade
+    ga = accuracies(unlearn(world, "gradient_ascent", lr=1e-4).model, world)
+    assert ga["others"] <= md["others"] - 0.1, (ga, md)
+
+
+def test_the_towers_train_at_their_own_rates(world):
+    u = unlearn(world, "modality_decoupling", vision_lr_factor=0.0)
+    old, new = world["original"].state_dict(), u.model.state_dict()
+    vision = [k for k in old if k.startswith(("vision_model", "visual_projection"))]
+    text = [k for k in old if k.startswith(("text_model", "text_projection"))]
+    assert all(torch.equal(old[k], new[k]) for k in vision)
+    assert any(not torch.equal(old[k], new[k]) for k in text)
+    assert torch.equal(old["logit_scale"], new["logit_scale"])
+
+
+def test_evaluate_compares_with_the_original_and_the_retrained_model(world):
+    u = unlearn(world, "modality_decoupling")
+    rep = u.evaluate(world["forget"], world["retain"], zero_shot=world["tests"], gold_model=world["retrained"])
+    assert set(rep) == {"unlearned", "original", "retrained"}
+    assert rep["original"]["forget_zero_shot_acc"] > 0.9 and rep["unlearned"]["forget_zero_shot_acc"] < 0.3
+    assert rep["unlearned"]["retain_i2t@1"] >= rep["original"]["retain_i2t@1"] - 0.05
+
+
+class _Embedder(torch.nn.Module):
+    """A CLIP-shaped model whose embeddings are given: images → their first 4 pixels, texts →
+    a lookup of their first token."""
+
+    def __init__(self, text_table):
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
+        self.table = torch.nn.Parameter(text_table)
+
+    def get_image_features(self, pixel_values):
+        return pixel_values.flatten(1)[:, :4]
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        return self.table[input_ids[:, 0]]
+
+
+def test_retrieval_recall_matches_a_direct_count():
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    img = torch.randn(n, 4, generator=g)
+    table = torch.randn(10, 4, generator=g)
+    caption = torch.randint(0, 10, (n,), generator=g)  # repeated captions, as with class captions
+    x = torch.zeros(n, 3, 2, 2)
+    x.view(n, -1)[:, :4] = img
+    ids = torch.stack([caption, torch.zeros(n, dtype=torch.long)], 1)
+    got = retrieval_recall(CLIPAdapter(_Embedder(table)), DataLoader(TensorDataset(x, ids), batch_size=7), ks=(1, 3))
+    vi, vt = torch.nn.functional.normalize(img, dim=1), torch.nn.functional.normalize(table[caption], dim=1)
+    sim = vi @ vt.T
+    for k in (1, 3):
+        i2t = sum(bool((caption[sim[i].topk(k).indices] == caption[i]).any()) for i in range(n)) / n
+        t2i = sum(bool((caption[sim[:, j].topk(k).indices] == caption[j]).any()) for j in range(n)) / n
+        assert got[f"i2t@{k}"] == pytest.approx(i2t) and got[f"t2i@{k}"] == pytest.approx(t2i)
+
+
+def test_multimodal_unlearner_picks_the_family(world):
+    from erasus.models.causal_lm import gpt2_lm, word_tokenizer
+
+    assert type(MultimodalUnlearner.from_model(world["original"])) is VLMUnlearner
+    assert type(MultimodalUnlearner.from_model(torch.nn.Linear(3, 2))) is ErasusUnlearner
+    tok = word_tokenizer(["a b c"])
+    assert type(MultimodalUnlearner.from_model(gpt2_lm(tok), tokenizer=tok)).__name__ == "LLMUnlearner"
+    with pytest.raises(ConfigError, match="Supported families"):
+        MultimodalUnlearner.from_model("not a model")
+    with pytest.raises(TypeError, match="from_model"):
+        MultimodalUnlearner(world["original"])
+
+
+def test_bad_input_gets_clear_errors(world):
+    with pytest.raises(ConfigError, match="CLIP"):
+        VLMUnlearner(torch.nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match="class prompts"):
+        CLIPAdapter(world["original"]).logits((torch.zeros(2, 3, 16, 16), torch.tensor([0, 1])))
+    with pytest.raises(DataError, match="class_prompts"):
+        CLIPAdapter(world["original"], class_prompts=torch.zeros(1, 8, dtype=torch.long))
+    u = VLMUnlearner(world["original"], class_prompts=world["ids"])
+    labelled = DataLoader(TensorDataset(torch.zeros(4, 3, 16, 16), torch.zeros(4, dtype=torch.long)), batch_size=2)
+    with pytest.raises(DataError, match="image-text pairs"):
+        u.fit(labelled, world["retain"], progress=False)
+    with pytest.raises(DataError, match="CLIP batch"):
+        CLIPAdapter(world["original"]).split(("text",))
