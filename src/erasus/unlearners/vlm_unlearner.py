@@ -72,8 +72,10 @@ class MultimodalUnlearner:
     """``MultimodalUnlearner.from_model(model)``: the unlearner for the model's family, as the
     specification's README shows: :class:`~erasus.unlearners.DiffusionUnlearner` for text-to-image
     models (a ``TextToImage`` or a diffusers pipeline), :class:`VLMUnlearner` for CLIP-style
-    models, :class:`~erasus.unlearners.LLMUnlearner` for causal language models and
-    :class:`ErasusUnlearner` for every other ``nn.Module`` (classifiers)."""
+    models, :class:`~erasus.unlearners.LLMUnlearner` for causal language models,
+    :class:`~erasus.unlearners.AudioUnlearner` / :class:`~erasus.unlearners.VideoUnlearner` for
+    Hugging Face audio / video classifiers and :class:`ErasusUnlearner` for every other
+    ``nn.Module`` (classifiers)."""
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Use MultimodalUnlearner.from_model(model, ...): it returns the unlearner for the model's "
@@ -84,15 +86,20 @@ class MultimodalUnlearner:
         from ..models import is_causal_lm, is_clip, is_text_to_image
         from .diffusion_unlearner import DiffusionUnlearner
         from .llm_unlearner import LLMUnlearner
+        from .media_unlearner import AudioUnlearner, VideoUnlearner, is_audio_classifier, is_video_classifier
 
         if is_text_to_image(model) or (not isinstance(model, nn.Module) and hasattr(model, "unet")):
             return DiffusionUnlearner(model, **kwargs)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"Expected a model: a torch.nn.Module (classifier, CLIP, causal LM) or a diffusers "
                               f"text-to-image pipeline, got {type(model).__name__}. Supported families: classifier, "
-                              "causal LM, CLIP, text-to-image diffusion.")
+                              "causal LM, CLIP, text-to-image diffusion, audio and video classifiers.")
         if is_clip(model):
             return VLMUnlearner(model, **kwargs)
         if is_causal_lm(model):
             return LLMUnlearner(model, **kwargs)
+        if is_audio_classifier(model):
+            return AudioUnlearner(model, **kwargs)
+        if is_video_classifier(model):
+            return VideoUnlearner(model, **kwargs)
         return ErasusUnlearner(model, **kwargs)

@@ -1,0 +1,102 @@
+"""Audio and video classifiers (Hugging Face Wav2Vec2 and VideoMAE built from small configs):
+tones of four pitches, clips of a square moving in four directions. The default strategy,
+called bare, must forget one class as a model retrained without it does and keep the others."""
+import math
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from erasus.core.exceptions import ConfigError
+from erasus.models.training import train_classifier
+from erasus.unlearners import AudioUnlearner, MultimodalUnlearner, VideoUnlearner
+
+transformers = pytest.importorskip("transformers")
+
+
+def tones(n_per, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(1600) / 16000
+    xs, ys = [], []
+    for c, f in enumerate((200, 450, 900, 1800)):
+        phase = torch.rand(n_per, 1, generator=g) * 2 * math.pi
+        amp = 0.5 + torch.rand(n_per, 1, generator=g)
+        xs.append(amp * torch.sin(2 * math.pi * f * t + phase) + 0.3 * torch.randn(n_per, 1600, generator=g))
+        ys += [c] * n_per
+    return torch.cat(xs), torch.tensor(ys)
+
+
+def clips(n_per, seed):
+    """(N, frames 4, 3, 16, 16): a bright 4×4 square moving down, up, right or left."""
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for c, (dy, dx) in enumerate([(1, 0), (-1, 0), (0, 1), (0, -1)]):
+        v = 0.3 * torch.randn(n_per, 4, 3, 16, 16, generator=g)
+        for i in range(n_per):
+            y0, x0 = (int(k) for k in torch.randint(4, 8, (2,), generator=g))
+            for f in range(4):
+                v[i, f, :, y0 + 2 * f * dy:y0 + 2 * f * dy + 4, x0 + 2 * f * dx:x0 + 2 * f * dx + 4] += 2.0
+        xs.append(v)
+        ys += [c] * n_per
+    return torch.cat(xs), torch.tensor(ys)
+
+
+def audio_model():
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(vocab_size=10, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=64, conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
+                                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                                      classifier_proj_size=16, num_labels=4)
+    return transformers.Wav2Vec2ForSequenceClassification(cfg)
+
+
+def video_model():
+    torch.manual_seed(0)
+    cfg = transformers.VideoMAEConfig(image_size=16, patch_size=4, num_channels=3, num_frames=4, tubelet_size=2,
+                                      hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                      num_labels=4, use_mean_pooling=True)
+    return transformers.VideoMAEForVideoClassification(cfg)
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(x).logits.argmax(1) == y).float().mean())
+
+
+CASES = {"audio": (tones, audio_model, AudioUnlearner, 15), "video": (clips, video_model, VideoUnlearner, 40)}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_the_default_strategy_forgets_a_class_like_retraining(kind, tmp_path):
+    data, make, unlearner, epochs = CASES[kind]
+    x, y = data(64, 0)
+    xt, yt = data(32, 1)
+    train = lambda keep: train_classifier(make(), DataLoader(TensorDataset(x[keep], y[keep]), batch_size=32,
+                                                                shuffle=True), epochs=epochs, lr=3e-3)
+    keep = y != 0
+    original, retrained = train(torch.ones_like(keep)), train(keep)
+    f, o = yt == 0, yt != 0
+    assert accuracy(original, xt[f], yt[f]) > 0.9 and accuracy(retrained, xt[f], yt[f]) < 0.1
+    u = MultimodalUnlearner.from_model(original)
+    assert type(u) is unlearner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u.fit(DataLoader(TensorDataset(x[~keep], y[~keep]), batch_size=32, shuffle=True),
+              DataLoader(TensorDataset(x[keep], y[keep]), batch_size=32, shuffle=True), progress=False)
+    assert accuracy(u.model, xt[f], yt[f]) <= 0.05
+    assert accuracy(u.model, xt[o], yt[o]) >= accuracy(retrained, xt[o], yt[o]) - 0.05
+    path = u.save_pretrained(tmp_path / "unlearned")
+    back = type(original).from_pretrained(path)
+    with torch.no_grad():
+        assert torch.allclose(back(xt[:8]).logits, u.model(xt[:8]).logits, atol=1e-5)
+    assert u.result_.strategy in (path / "README.md").read_text()
+    with pytest.raises(FileExistsError):
+        u.save_pretrained(path)
+
+
+def test_the_media_unlearners_refuse_other_families():
+    with pytest.raises(ConfigError, match="audio"):
+        AudioUnlearner(torch.nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match="video"):
+        VideoUnlearner(audio_model())
