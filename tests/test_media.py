@@ -100,3 +100,71 @@ def test_the_media_unlearners_refuse_other_families():
         AudioUnlearner(torch.nn.Linear(3, 2))
     with pytest.raises(ConfigError, match="video"):
         VideoUnlearner(audio_model())
+
+
+def spoken(n_per, seed, words=4):
+    """Log-mel-like features (8 bins × 32 frames) whose class lights two bins; the transcript
+    of class c is one word (token 3 + c) and the end token (2)."""
+    g = torch.Generator().manual_seed(seed)
+    records = []
+    for c in range(words):
+        x = 0.3 * torch.randn(n_per, 8, 32, generator=g)
+        x[:, 2 * c:2 * c + 2] += 1.5
+        records += [{"input_features": f, "labels": torch.tensor([3 + c, 2])} for f in x]
+    return records
+
+
+def whisper():
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(vocab_size=7, num_mel_bins=8, encoder_layers=1, decoder_layers=1, d_model=32,
+                                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                                     decoder_ffn_dim=64, max_source_positions=16, max_target_positions=8,
+                                     pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                                     suppress_tokens=None, begin_suppress_tokens=None)
+    return transformers.WhisperForConditionalGeneration(cfg)
+
+
+def first_word_accuracy(model, records):
+    from erasus.models import wrap
+
+    a = wrap(model)
+    batch = {"input_features": torch.stack([r["input_features"] for r in records]),
+             "labels": torch.stack([r["labels"] for r in records])}
+    with torch.no_grad():
+        return float((a.logits(batch)[:, 0].argmax(-1) == batch["labels"][:, 0]).float().mean())
+
+
+def test_whisper_forgets_a_word_like_retraining():
+    from erasus.models import SpeechSeq2SeqAdapter, wrap
+    from erasus.models.training import train_steps
+
+    train, test = spoken(64, 0), spoken(32, 1)
+    forget = [r for r in train if int(r["labels"][0]) == 3]
+    retain = [r for r in train if int(r["labels"][0]) != 3]
+
+    def fit(records):
+        m = whisper()
+        a = wrap(m)
+        assert isinstance(a, SpeechSeq2SeqAdapter)
+        m.train()
+        train_steps(a.loss, list(m.parameters()),
+                    DataLoader(records, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+                    steps=300, lr=3e-3)
+        return m.eval()
+
+    original, retrained = fit(train), fit(retain)
+    t_forget = [r for r in test if int(r["labels"][0]) == 3]
+    t_other = [r for r in test if int(r["labels"][0]) != 3]
+    assert first_word_accuracy(original, t_forget) > 0.9 and first_word_accuracy(retrained, t_forget) < 0.1
+    u = MultimodalUnlearner.from_model(original)
+    assert type(u) is AudioUnlearner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u.fit(DataLoader(forget, batch_size=32, shuffle=True), DataLoader(retain, batch_size=32, shuffle=True),
+              progress=False)
+    assert first_word_accuracy(u.model, t_forget) <= 0.05
+    assert first_word_accuracy(u.model, t_other) >= first_word_accuracy(retrained, t_other) - 0.05
+    from erasus.core.exceptions import DataError
+
+    with pytest.raises(DataError, match="overlap"):  # records compared by content, not by a missing question
+        u.fit(DataLoader(forget, batch_size=32), DataLoader(retain + forget[:1], batch_size=32), progress=False)

@@ -177,6 +177,17 @@ def _base_and_indices(dataset):
     return dataset, np.arange(len(dataset))
 
 
+def _content(v):
+    """A hashable stand-in for a record's value: a tensor's dtype, shape and raw bytes (numpy has
+    no bfloat16: its bits are viewed as integers)."""
+    if torch.is_tensor(v):
+        x = v.detach().contiguous().cpu()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.view(torch.int16)
+        return (str(v.dtype), tuple(v.shape), x.numpy().tobytes())
+    return v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+
+
 def check_disjoint(forget_dataset, retain_dataset) -> None:
     """Raise :class:`DataError` when forget and retain data share samples.
 
@@ -198,12 +209,7 @@ def check_disjoint(forget_dataset, retain_dataset) -> None:
         if fx.shape[1] != rx.shape[1] or fx.dtype != rx.dtype:
             return
 
-        def keys(x):  # the raw bytes of each row (numpy has no bfloat16: view the bits as integers)
-            x = x.detach().contiguous().cpu()
-            if x.dtype in (torch.bfloat16, torch.float16):
-                x = x.view(torch.int16)
-            return {bytes(row.numpy().tobytes()) for row in x}
-        both = keys(fx) & keys(rx)
+        both = {_content(row) for row in fx} & {_content(row) for row in rx}
         if both:
             raise DataError(f"The forget and retain sets overlap: {len(both)} forget sample(s) also appear in the "
                             "retain data. Expected disjoint sets: remove them from the retain data.")
@@ -211,10 +217,14 @@ def check_disjoint(forget_dataset, retain_dataset) -> None:
     records = lambda ds, idx: [ds[int(i)] for i in idx] if len(idx) else []  # noqa: E731
     fr, rr = records(fb, fi[:1]), records(rb, ri[:1])
     if fr and rr and isinstance(fr[0], dict) and isinstance(rr[0], dict):  # question/answer records (language models)
-        key = lambda r: (r.get("question"), r.get("answer"), r.get("text"))  # noqa: E731
+        text_keys = ("question", "answer", "text")
+        if any(k in fr[0] for k in text_keys):
+            key = lambda r: tuple(r.get(k) for k in text_keys)  # noqa: E731
+        else:  # records of tensors (speech features, images): their content
+            key = lambda r: tuple(sorted((k, _content(v)) for k, v in r.items()))  # noqa: E731
         both = {key(r) for r in records(fb, fi)} & {key(r) for r in records(rb, ri)}
         if both:
             ex = next(iter(both))
+            what = f" (e.g. question {ex[0]!r})" if any(k in fr[0] for k in text_keys) else ""
             raise DataError(f"The forget and retain sets overlap: {len(both)} forget record(s) also appear in the "
-                            f"retain data (e.g. question {ex[0]!r}). Expected disjoint sets: remove them from the "
-                            "retain list.")
+                            f"retain data{what}. Expected disjoint sets: remove them from the retain list.")

@@ -8,15 +8,16 @@ from .causal_lm import CausalLMAdapter, QACollator, is_causal_lm
 from .classifier import ClassifierAdapter
 from .clip import CLIPAdapter, is_clip
 from .diffusion import DiffusionAdapter, TextToImage, is_text_to_image
-from .seq2seq_lm import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter, is_masked_lm,
-                         is_seq2seq_lm)
+from .seq2seq_lm import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter, SpeechSeq2SeqAdapter,
+                         is_masked_lm, is_seq2seq_lm, is_speech_seq2seq)
 
 
 def wrap(model, **kwargs) -> ModelAdapter:
     """Return the adapter for ``model`` (an adapter is returned unchanged).
 
     Hugging Face causal LMs (and PEFT wrappers of them) get :class:`CausalLMAdapter`,
-    encoder-decoder LMs (T5, BART) :class:`Seq2SeqLMAdapter`, masked LMs (BERT)
+    encoder-decoder LMs (T5, BART) :class:`Seq2SeqLMAdapter`, speech-to-text models (Whisper)
+    :class:`SpeechSeq2SeqAdapter`, masked LMs (BERT)
     :class:`MaskedLMAdapter`, text-to-image diffusion models (:class:`TextToImage`)
     :class:`DiffusionAdapter`, CLIP-style models :class:`CLIPAdapter` (``class_prompts=``
     for zero-shot logits); other ``nn.Module`` models are treated as classifiers
@@ -32,6 +33,8 @@ def wrap(model, **kwargs) -> ModelAdapter:
         return CLIPAdapter(model, **kwargs)
     if is_causal_lm(model):
         return CausalLMAdapter(model, **kwargs)
+    if is_speech_seq2seq(model):
+        return SpeechSeq2SeqAdapter(model, **kwargs)
     if is_seq2seq_lm(model):
         return Seq2SeqLMAdapter(model, **kwargs)
     if is_masked_lm(model):
@@ -40,4 +43,4 @@ def wrap(model, **kwargs) -> ModelAdapter:
 
 
 __all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "wrap",
-           "Seq2SeqLMAdapter", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]
+           "Seq2SeqLMAdapter", "SpeechSeq2SeqAdapter", "is_speech_seq2seq", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]

@@ -50,6 +50,48 @@ class Seq2SeqLMAdapter(TokenLMAdapter):
         return (h * m).sum(1) / m.sum(1)
 
 
+def is_speech_seq2seq(model) -> bool:
+    """A Hugging Face speech-to-text encoder-decoder (Whisper, Speech2Text: its encoder reads
+    ``input_features`` or ``input_values`` instead of token ids)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    return is_seq2seq_lm(model) and getattr(base, "main_input_name", "") in ("input_features", "input_values")
+
+
+class SpeechSeq2SeqAdapter(Seq2SeqLMAdapter):
+    """Speech-to-text encoder-decoders (``WhisperForConditionalGeneration``): the decoder's NLL
+    of the transcript (``labels``) given the audio (``input_features``, Whisper's log-mel
+    spectrogram, or ``input_values``). A batch is a dict with that input and ``labels``; every
+    likelihood-based strategy and metric applies as for text seq2seq models."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        base = getattr(model, "get_base_model", lambda: model)()
+        self.input_key = getattr(base, "main_input_name", "input_features")
+
+    def with_model(self, model) -> "SpeechSeq2SeqAdapter":
+        return SpeechSeq2SeqAdapter(model)
+
+    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
+        if not isinstance(batch, dict) or self.input_key not in batch or "labels" not in batch:
+            raise DataError(f"Expected a speech-to-text batch: a dict with {self.input_key} and labels (the "
+                            f"transcript's token ids, -100 where not scored); got "
+                            f"{sorted(batch) if isinstance(batch, dict) else type(batch).__name__}.")
+        d = self.device
+        return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["labels"].shape[0])
+
+    def _forward(self, b):
+        return self.model(**{self.input_key: b[self.input_key]}, labels=b["labels"])
+
+    @torch.no_grad()
+    def features(self, batch: Any) -> torch.Tensor:
+        """Mean of the encoder's last hidden state over time."""
+        b = self.to_device(batch)
+        return self.model.get_encoder()(b[self.input_key]).last_hidden_state.float().mean(1)
+
+
 class MaskedLMAdapter(TokenLMAdapter):
     """Masked LMs: the NLL of the original tokens at the masked positions."""
 

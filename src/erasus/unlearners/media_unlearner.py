@@ -1,4 +1,5 @@
-"""``AudioUnlearner`` and ``VideoUnlearner``: Hugging Face audio and video classifiers.
+"""``AudioUnlearner`` and ``VideoUnlearner``: Hugging Face audio and video classifiers, and
+speech-to-text models (Whisper).
 
 ``Wav2Vec2ForSequenceClassification`` (and any ``AutoModelForAudioClassification``: HuBERT,
 WavLM, Whisper's encoder classifier, AST) and ``VideoMAEForVideoClassification`` (and any
@@ -25,6 +26,13 @@ from .llm_unlearner import _version
 def is_audio_classifier(model) -> bool:
     return (isinstance(model, nn.Module) and getattr(model, "main_input_name", None) in ("input_values", "input_features")
             and type(model).__name__.endswith(("ForSequenceClassification", "ForAudioClassification")))
+
+
+def is_audio_model(model) -> bool:
+    """An audio classifier or a speech-to-text encoder-decoder (Whisper)."""
+    from ..models.seq2seq_lm import is_speech_seq2seq
+
+    return is_audio_classifier(model) or is_speech_seq2seq(model)
 
 
 def is_video_classifier(model) -> bool:
@@ -73,13 +81,16 @@ class _HFClassifierUnlearner(ErasusUnlearner):
 
 
 class AudioUnlearner(_HFClassifierUnlearner):
-    """The :class:`ErasusUnlearner` API for audio classifiers (``(input_values, labels)``
-    batches): forget a speaker's recordings, a keyword or a sound class. Default strategy WGA,
-    as for every classifier."""
+    """The :class:`ErasusUnlearner` API for audio models: classifiers (``(input_values,
+    labels)`` batches: forget a speaker's recordings, a keyword or a sound class) and
+    speech-to-text models (``WhisperForConditionalGeneration``: dicts of ``input_features``
+    and the transcript's ``labels``; :class:`~erasus.models.SpeechSeq2SeqAdapter` scores the
+    transcript's NLL, so the likelihood-based strategies apply). Default strategy WGA."""
 
     kind = "audio"
-    examples = "Wav2Vec2ForSequenceClassification or any AutoModelForAudioClassification"
-    _accepts = staticmethod(is_audio_classifier)
+    examples = ("Wav2Vec2ForSequenceClassification, any AutoModelForAudioClassification, or "
+                "WhisperForConditionalGeneration")
+    _accepts = staticmethod(is_audio_model)
 
 
 class VideoUnlearner(_HFClassifierUnlearner):

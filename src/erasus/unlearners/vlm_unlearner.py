@@ -73,8 +73,8 @@ class MultimodalUnlearner:
     specification's README shows: :class:`~erasus.unlearners.DiffusionUnlearner` for text-to-image
     models (a ``TextToImage`` or a diffusers pipeline), :class:`VLMUnlearner` for CLIP-style
     models, :class:`~erasus.unlearners.LLMUnlearner` for causal language models,
-    :class:`~erasus.unlearners.AudioUnlearner` / :class:`~erasus.unlearners.VideoUnlearner` for
-    Hugging Face audio / video classifiers and :class:`ErasusUnlearner` for every other
+    :class:`~erasus.unlearners.AudioUnlearner` for audio classifiers and Whisper,
+    :class:`~erasus.unlearners.VideoUnlearner` for video classifiers and :class:`ErasusUnlearner` for every other
     ``nn.Module`` (classifiers)."""
 
     def __init__(self, *args, **kwargs):
@@ -86,7 +86,7 @@ class MultimodalUnlearner:
         from ..models import is_causal_lm, is_clip, is_text_to_image
         from .diffusion_unlearner import DiffusionUnlearner
         from .llm_unlearner import LLMUnlearner
-        from .media_unlearner import AudioUnlearner, VideoUnlearner, is_audio_classifier, is_video_classifier
+        from .media_unlearner import AudioUnlearner, VideoUnlearner, is_audio_model, is_video_classifier
 
         if is_text_to_image(model) or (not isinstance(model, nn.Module) and hasattr(model, "unet")):
             return DiffusionUnlearner(model, **kwargs)
@@ -98,7 +98,7 @@ class MultimodalUnlearner:
             return VLMUnlearner(model, **kwargs)
         if is_causal_lm(model):
             return LLMUnlearner(model, **kwargs)
-        if is_audio_classifier(model):
+        if is_audio_model(model):
             return AudioUnlearner(model, **kwargs)
         if is_video_classifier(model):
             return VideoUnlearner(model, **kwargs)
