@@ -168,3 +168,14 @@ def test_whisper_forgets_a_word_like_retraining():
 
     with pytest.raises(DataError, match="overlap"):  # records compared by content, not by a missing question
         u.fit(DataLoader(forget, batch_size=32), DataLoader(retain + forget[:1], batch_size=32), progress=False)
+
+
+def test_the_speech_adapter_loss_is_the_models_own_loss():
+    from erasus.models import wrap
+
+    records = spoken(4, 0)
+    batch = {"input_features": torch.stack([r["input_features"] for r in records]),
+             "labels": torch.stack([r["labels"] for r in records])}
+    m = whisper().eval()
+    with torch.no_grad():  # equal transcript lengths: the mean of per-sample means is the token mean
+        assert torch.allclose(wrap(m).per_sample_loss(batch).mean(), m(**batch).loss, atol=1e-5)

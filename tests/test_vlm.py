@@ -51,7 +51,9 @@ def world():
     tr = yt == 0
     tests = {"forget": DataLoader(TensorDataset(xt[tr], yt[tr]), batch_size=64),
              "others": DataLoader(TensorDataset(xt[~tr], yt[~tr]), batch_size=64)}
-    return dict(original=original, retrained=retrained, ids=ids, forget=forget, retain=retain, tests=tests)
+    labelled = DataLoader(TensorDataset(x, y), batch_size=64)
+    return dict(original=original, retrained=retrained, ids=ids, forget=forget, retain=retain, tests=tests,
+                labelled=labelled, test_labelled=DataLoader(TensorDataset(xt, yt), batch_size=64))
 
 
 def accuracies(model, w):
@@ -63,8 +65,66 @@ def unlearn(w, strategy, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         u = VLMUnlearner(w["original"], strategy=strategy, strategy_kwargs=kw, class_prompts=w["ids"])
-        u.fit(w["forget"], w["retain"] if strategy == "modality_decoupling" else None, progress=False)
+        u.fit(w["forget"], None if strategy == "gradient_ascent" else w["retain"], progress=False)
     return u
+
+
+def pair_similarity(model, loader):
+    a = CLIPAdapter(model)
+    with torch.no_grad():
+        sims = [(a.image_embeddings(x) * a.text_embeddings(ids)).sum(-1) for x, ids in loader]
+    return float(torch.cat(sims).mean())
+
+
+@pytest.mark.parametrize("name", ["modality_decoupling", "contrastive_unlearning"])
+def test_each_clip_method_forgets_the_pairs_and_keeps_the_rest(world, name):
+    """Each method at its defaults: forget pairs' similarity falls more than retain pairs', the
+    forgotten colour's zero-shot accuracy falls to the retrained model's, the others keep theirs."""
+    before, gold = accuracies(world["original"], world), accuracies(world["retrained"], world)
+    model = unlearn(world, name).model
+    after = accuracies(model, world)
+    drop_f = pair_similarity(world["original"], world["forget"]) - pair_similarity(model, world["forget"])
+    drop_r = pair_similarity(world["original"], world["retain"]) - pair_similarity(model, world["retain"])
+    assert drop_f > drop_r + 0.1, (name, drop_f, drop_r)
+    assert after["forget"] <= gold["forget"] + 0.1, (name, after)
+    assert after["others"] >= before["others"] - 0.05, (name, after)
+
+
+def test_the_null_space_projection_hides_the_class_from_zero_shot_but_not_from_a_probe(world):
+    """What the projection promises and no more: zero-shot scores for red fall to 0, the image
+    features before the projection are unchanged, so a linear probe still finds red."""
+    from erasus.metrics.clip import probe_accuracy
+
+    model = unlearn(world, "clip_nullspace").model
+    after = accuracies(model, world)
+    assert after["forget"] == 0.0 and after["others"] >= 0.7, after  # the cost in a 16-dim space: its limits
+    probe = lambda m: probe_accuracy(CLIPAdapter(m), world["labelled"], world["test_labelled"], classes=[0])
+    assert probe(model) == probe(world["original"]) >= 0.9
+    old, new = world["original"].state_dict(), model.state_dict()
+    assert [k for k in old if not torch.equal(old[k], new[k])] == ["visual_projection.weight"]
+    # the closed form: every image's similarity to the forgotten caption is exactly 0
+    a = CLIPAdapter(model, world["ids"])
+    with torch.no_grad():
+        x = torch.cat([b[0] for b in world["test_labelled"]])
+        assert a.logits((x, torch.zeros(len(x), dtype=torch.long)))[:, 0].abs().max() < 1e-4
+
+
+def test_the_protected_projection_leaves_the_retained_scores_exactly(world):
+    a0 = CLIPAdapter(world["original"], world["ids"])
+    a1 = CLIPAdapter(unlearn(world, "clip_nullspace", protect_retain=True).model, world["ids"])
+    with torch.no_grad():
+        x = torch.cat([b[0] for b in world["test_labelled"]])
+        y = torch.zeros(len(x), dtype=torch.long)
+        # image embeddings are renormalised after the projection: compare unnormalised scores
+        raw = lambda a: _tensor_features(a, x) @ a.text_embeddings(world["ids"]).T
+        assert torch.allclose(raw(a0)[:, 1:], raw(a1)[:, 1:], atol=1e-5)
+        assert not torch.allclose(a0.logits((x, y))[:, 0], a1.logits((x, y))[:, 0])
+
+
+def _tensor_features(adapter, x):
+    from erasus.models.clip import _tensor
+
+    return _tensor(adapter.model.get_image_features(pixel_values=x)).float()
 
 
 def test_modality_decoupling_forgets_like_retraining_without_the_cascade(world):
@@ -158,3 +218,11 @@ def test_bad_input_gets_clear_errors(world):
         u.fit(labelled, world["retain"], progress=False)
     with pytest.raises(DataError, match="CLIP batch"):
         CLIPAdapter(world["original"]).split(("text",))
+
+
+def test_the_adapter_loss_is_the_models_own_clip_loss(world):
+    x, ids = next(iter(world["retain"]))
+    with torch.no_grad():
+        own = world["original"](input_ids=ids, pixel_values=x, return_loss=True).loss
+        ours = CLIPAdapter(world["original"]).per_sample_loss((x, ids)).mean()
+    assert torch.allclose(own, ours, atol=1e-5)

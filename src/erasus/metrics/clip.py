@@ -50,3 +50,39 @@ def retrieval_recall(adapter, loader, ks: Sequence[int] = (1, 5, 10)) -> Dict[st
         top_i = sim.T.topk(k_eff, dim=1).indices  # images for each text
         out[f"t2i@{k}"] = float(same.T.gather(1, top_i).any(1).float().mean())
     return out
+
+
+@torch.no_grad()
+def image_features(adapter, loader):
+    """``(features, labels)``: the vision tower's pooled output (before the projection into the
+    joint space) for labelled images."""
+    xs, ys = [], []
+    for batch in loader:
+        x, _, _, y = adapter.to_device(batch)
+        if y is None:
+            raise DataError("Expected labelled images (pixel_values, labels) for a probe.")
+        xs.append(adapter.model.vision_model(pixel_values=x).pooler_output.float().cpu())
+        ys.append(y.cpu())
+    return torch.cat(xs).numpy(), torch.cat(ys).numpy()
+
+
+def probe_accuracy(adapter, train_loader, test_loader, classes: Sequence[int] = (), C: float = 1.0, seed: int = 0):
+    """A linear probe (scikit-learn logistic regression) fitted on the image features of
+    ``train_loader`` and scored on ``test_loader``'s, restricted to ``classes`` when given:
+    whether a class is still *in the features*. A projection that only hides a class from
+    zero-shot scores leaves the probe as accurate as before; a model retrained without the
+    class shows what features that never learned it give (Kornblith-style probing; the
+    linear-evaluation protocol of Radford et al., ICML 2021)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    xtr, ytr = image_features(adapter, train_loader)
+    xte, yte = image_features(adapter, test_loader)
+    scaler = StandardScaler().fit(xtr)
+    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(scaler.transform(xtr), ytr)
+    pred = clf.predict(scaler.transform(xte))
+    keep = np.isin(yte, list(classes)) if len(classes) else np.ones_like(yte, dtype=bool)
+    if not keep.any():
+        raise DataError(f"No test sample of classes {list(classes)} for the probe.")
+    return float((pred[keep] == yte[keep]).mean())

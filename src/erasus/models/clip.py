@@ -37,6 +37,22 @@ def _tensor(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
 
+def split_clip_batch(batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """``(pixel_values, input_ids or None, attention_mask or None, labels or None)`` of a CLIP
+    batch: image-text pairs, labelled images, or a dict with those keys."""
+    if isinstance(batch, dict):
+        return batch["pixel_values"], batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels")
+    if isinstance(batch, (list, tuple)) and len(batch) in (2, 3) and torch.is_tensor(batch[0]) and batch[0].dim() == 4:
+        second = batch[1]
+        if torch.is_tensor(second) and second.dim() == 1:
+            return batch[0], None, None, second
+        if torch.is_tensor(second) and second.dim() == 2:
+            return batch[0], second, batch[2] if len(batch) == 3 else None, None
+    raise DataError("Expected a CLIP batch: (pixel_values, input_ids[, attention_mask]) pairs, (pixel_values, "
+                    "labels) for zero-shot classification, or a dict with those keys; got "
+                    f"{type(batch).__name__}.")
+
+
 class CLIPAdapter(ModelAdapter):
     """Adapter of a CLIP-style model (family ``"clip"``); ``class_prompts``: ``(C, L)`` token ids
     (or a dict with ``input_ids`` and ``attention_mask``) of one prompt per class, for zero-shot
@@ -69,19 +85,9 @@ class CLIPAdapter(ModelAdapter):
         return len(self.class_ids)
 
     # batches ---------------------------------------------------------------------------
-    def split(self, batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def split(self, batch: Any):
         """``(pixel_values, input_ids or None, attention_mask or None, labels or None)``."""
-        if isinstance(batch, dict):
-            return batch["pixel_values"], batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels")
-        if isinstance(batch, (list, tuple)) and len(batch) in (2, 3) and torch.is_tensor(batch[0]) and batch[0].dim() == 4:
-            second = batch[1]
-            if torch.is_tensor(second) and second.dim() == 1:
-                return batch[0], None, None, second
-            if torch.is_tensor(second) and second.dim() == 2:
-                return batch[0], second, batch[2] if len(batch) == 3 else None, None
-        raise DataError("Expected a CLIP batch: (pixel_values, input_ids[, attention_mask]) pairs, (pixel_values, "
-                        "labels) for zero-shot classification, or a dict with those keys; got "
-                        f"{type(batch).__name__}.")
+        return split_clip_batch(batch)
 
     def to_device(self, batch: Any):
         d = self.device

@@ -18,7 +18,8 @@ from .preference import NPO, NPOConfig, SimNPO, SimNPOConfig, WGA, WGAConfig
 from .relabel import RandomLabel, RandomLabelConfig, SalUnConfig, SaliencyUnlearning
 from .retain_tuning import FineTune, FineTuneConfig, SparseAware, SparseAwareConfig
 from .scrub import SCRUB, SCRUBConfig
-from .vlm import ModalityDecoupling, ModalityDecouplingConfig
+from .vlm import (CLIPNullSpace, ContrastiveUnlearning, ContrastiveUnlearningConfig, ModalityDecoupling,
+                  ModalityDecouplingConfig, NullSpaceConfig)
 from .ssd import SelectiveSynapticDampening, SSDConfig
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "AttentionSurgery", "CausalTracingUnlearning", "LocalizedConfig", "causal_trace",
     "EmbeddingAlignment", "EmbeddingAlignmentConfig", "ESD", "ESDConfig", "UCE", "UCEConfig", "SLD", "SLDConfig",
     "AdvUnlearn", "AdvUnlearnConfig", "SalUnGeneration", "SalUnGenerationConfig",
-    "ModalityDecoupling", "ModalityDecouplingConfig",
+    "ModalityDecoupling", "ModalityDecouplingConfig", "CLIPNullSpace", "NullSpaceConfig", "ContrastiveUnlearning",
+    "ContrastiveUnlearningConfig",
     "ConceptAblation", "ConceptAblationConfig",
 ]
