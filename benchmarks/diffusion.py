@@ -186,7 +186,7 @@ def main(argv=None):
 
     from erasus.core import list_registered
     from erasus.unlearners import DiffusionUnlearner
-    from erasus.utils.io import atomic_write_text
+    from erasus.utils.io import write_results
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -253,11 +253,8 @@ def main(argv=None):
     meta = {"command": "python benchmarks/diffusion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU",
             "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60, "args": vars(args)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = markdown(meta, rows, args.erase)
-    atomic_write_text(out / f"{args.name}.md", md)
+    write_results(args.out, args.name, meta, rows, md)
     print(md)
 
 

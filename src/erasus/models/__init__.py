@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import ModelAdapter
-from .causal_lm import CausalLMAdapter, QACollator, is_causal_lm
+from .causal_lm import CausalLMAdapter, QACollator, VisionLMAdapter, is_causal_lm, is_vision_lm
 from .classifier import ClassifierAdapter
 from .clip import CLIPAdapter, is_clip
 from .diffusion import DiffusionAdapter, TextToImage, is_text_to_image
@@ -17,7 +17,7 @@ def wrap(model, **kwargs) -> ModelAdapter:
 
     Hugging Face causal LMs (and PEFT wrappers of them) get :class:`CausalLMAdapter`,
     encoder-decoder LMs (T5, BART) :class:`Seq2SeqLMAdapter`, speech-to-text models (Whisper)
-    :class:`SpeechSeq2SeqAdapter`, masked LMs (BERT)
+    :class:`SpeechSeq2SeqAdapter`, image-text-to-text models (LLaVA, BLIP-2) :class:`VisionLMAdapter`, masked LMs (BERT)
     :class:`MaskedLMAdapter`, text-to-image diffusion models (:class:`TextToImage`)
     :class:`DiffusionAdapter`, CLIP-style models :class:`CLIPAdapter` (``class_prompts=``
     for zero-shot logits); other ``nn.Module`` models are treated as classifiers
@@ -31,6 +31,8 @@ def wrap(model, **kwargs) -> ModelAdapter:
         return DiffusionAdapter(model)
     if is_clip(model):
         return CLIPAdapter(model, **kwargs)
+    if is_vision_lm(model):
+        return VisionLMAdapter(model, **kwargs)
     if is_causal_lm(model):
         return CausalLMAdapter(model, **kwargs)
     if is_speech_seq2seq(model):
@@ -42,5 +44,5 @@ def wrap(model, **kwargs) -> ModelAdapter:
     return ClassifierAdapter(model, **kwargs)
 
 
-__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "wrap",
+__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "VisionLMAdapter", "is_vision_lm", "wrap",
            "Seq2SeqLMAdapter", "SpeechSeq2SeqAdapter", "is_speech_seq2seq", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]

@@ -161,6 +161,50 @@ class CausalLMAdapter(TokenLMAdapter):
         return out.hidden_states[layer + 1][m]  # hidden_states[0] is the embedding output
 
 
+def is_vision_lm(model) -> bool:
+    """A Hugging Face image-text-to-text model (LLaVA, BLIP-2, and the like: a decoder-only
+    ``*ForConditionalGeneration`` whose config has a vision and a text part), or a PEFT wrapper."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    cfg = getattr(base, "config", None)
+    return (cfg is not None and not getattr(cfg, "is_encoder_decoder", False)
+            and getattr(cfg, "vision_config", None) is not None and getattr(cfg, "text_config", None) is not None
+            and type(base).__name__.endswith("ForConditionalGeneration"))
+
+
+class VisionLMAdapter(CausalLMAdapter):
+    """Image-text-to-text models (``LlavaForConditionalGeneration``, ``Blip2ForConditionalGeneration``):
+    the NLL of the answer tokens given the image (``pixel_values``) and the question. A batch
+    is a causal-LM batch (``input_ids`` with the model's image tokens where its processor puts
+    them, ``attention_mask``, answer-only ``labels``) plus ``pixel_values``; models that
+    prepend query tokens to the text (BLIP-2) are aligned on the last ``labels`` positions, as
+    their own loss does. Every likelihood-based strategy applies (family ``"vision_lm"``)."""
+
+    family = "vision_lm"
+
+    def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
+        if not isinstance(batch, dict) or "pixel_values" not in batch:
+            raise DataError("Expected an image-text batch: a dict with pixel_values, input_ids, attention_mask and "
+                            f"labels; got {sorted(batch) if isinstance(batch, dict) else type(batch).__name__}.")
+        return super().to_device(batch)
+
+    def _forward(self, b):
+        return self.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"),
+                          pixel_values=b["pixel_values"])
+
+    def _aligned(self, logits: torch.Tensor, labels: torch.Tensor):
+        if logits.shape[1] > labels.shape[1]:  # query tokens before the text (BLIP-2)
+            logits = logits[:, -labels.shape[1]:]
+        return super()._aligned(logits, labels)
+
+    def block_output(self, batch: Any, layer: int, answer_only: bool = False) -> torch.Tensor:
+        raise DataError("Layer-level methods are not supported for image-text models yet: use a likelihood-based "
+                        "strategy (npo, negative_gradient, wga, ...).")
+
+    def language_parameters(self):
+        """``(name, parameter)`` of the language side: the language model and its output layer."""
+        return [(n, p) for n, p in self.model.named_parameters() if "language_model" in n or "lm_head" in n]
+
+
 class QACollator:
     """Tokenises question/answer records into causal-LM batches with answer-only labels.
 

@@ -338,14 +338,14 @@ def lora_targets(model: torch.nn.Module) -> List[str]:
     and Hugging Face's ``Conv1D`` (GPT-2), excluding layers inside existing adapters and
     layers whose weight is tied to another module (a language model's output layer
     sharing the input embedding: merging an adapter there would also change the
-    embedding)."""
+    embedding), and frozen layers (a vision tower a user froze stays as it is)."""
     from collections import Counter
 
     kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     owners = Counter(id(m.weight) for m in model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor))
     return [n for n, m in model.named_modules()
             if n and (isinstance(m, kinds) or type(m).__name__ == "Conv1D") and "lora_" not in n
-            and owners[id(m.weight)] == 1]
+            and owners[id(m.weight)] == 1 and m.weight.requires_grad]
 
 
 @register("strategy", "lora_unlearning", aliases=("lora",))

@@ -49,12 +49,7 @@ class LLMUnlearner(ErasusUnlearner):
                 f"LLMUnlearner expects a Hugging Face causal LM (…ForCausalLM / …LMHeadModel), got "
                 f"{type(model).__name__}; use ErasusUnlearner for classifiers.")
         self.tokenizer = tokenizer
-        self.lora = None if lora is None or lora is False else ({} if lora is True else dict(lora))
-        if self.lora is not None:
-            if not isinstance(strategy, str):
-                raise ConfigError("lora=... needs the strategy by name (it becomes the adapters' objective).")
-            strategy_kwargs = {**self.lora, "base": strategy, "base_kwargs": dict(strategy_kwargs or {})}
-            strategy = "lora_unlearning"
+        self.lora, strategy, strategy_kwargs = through_lora(lora, strategy, strategy_kwargs)
         super().__init__(model, strategy=strategy, selector=selector, device=device,
                          strategy_kwargs=strategy_kwargs, selector_kwargs=selector_kwargs, inplace=inplace)
         self.forget_size_: Optional[int] = None
@@ -144,6 +139,17 @@ class LLMUnlearner(ErasusUnlearner):
         from ..utils.io import replace_dir
 
         return replace_dir(build, path, overwrite=overwrite)
+
+
+def through_lora(lora, strategy, strategy_kwargs):
+    """``(lora settings or None, strategy, strategy_kwargs)``: with ``lora`` (True or LoRA
+    settings) the named strategy becomes the objective of ``lora_unlearning``."""
+    lora = None if lora is None or lora is False else ({} if lora is True else dict(lora))
+    if lora is None:
+        return None, strategy, strategy_kwargs
+    if not isinstance(strategy, str):
+        raise ConfigError("lora=... needs the strategy by name (it becomes the adapters' objective).")
+    return lora, "lora_unlearning", {**lora, "base": strategy, "base_kwargs": dict(strategy_kwargs or {})}
 
 
 def load_causal_lm(name_or_path, tokenizer=None, **kwargs):

@@ -103,3 +103,15 @@ def load_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_results(out: PathLike, name: str, meta: dict, rows: list, markdown: str) -> Path:
+    """A benchmark's results: ``<out>/<name>.json`` (``{"meta", "rows"}``) and ``<name>.md``,
+    each written atomically; returns the markdown's path."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(out / f"{name}.md", markdown)
+    return out / f"{name}.md"
