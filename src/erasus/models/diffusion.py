@@ -142,7 +142,7 @@ class TextToImage(nn.Module):
         start = (1 if bos is not None and bool((ids[:, 0] == bos).all()) else 0) + int(soft_at)
         if start + k >= self.max_length:
             raise ConfigError(f"{k} soft tokens do not fit in prompts of {self.max_length} tokens.")
-        # k placeholder positions (their ids are irrelevant: the hook overwrites their embeddings)
+        # k extra positions; their token ids do not matter, the hook overwrites their embeddings
         ids = torch.cat([ids[:, :start], ids[:, :1].expand(-1, k), ids[:, start:]], 1)[:, :self.max_length]
 
         def put(module, inputs, out):

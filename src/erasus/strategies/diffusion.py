@@ -120,18 +120,28 @@ class ESD(_ConceptFineTune):
         _cross_attention(unet)  # a clear error for a UNet without cross-attention
         return keep
 
+    def _partial(self, prompts, stop):
+        """``(x_t, t)``: the model's own DDIM sample for ``prompts``, stopped after ``stop`` steps."""
+        c = self.config
+        with torch.no_grad():
+            return self.model.generate(prompts, guidance_scale=c.start_guidance, steps=c.ddim_steps, stop_at=stop,
+                                       generator=self.generator)
+
+    def esd_inputs(self, prompts):
+        """``(x_t, t, ε_θ*(x_t, c, t), target)`` of one ESD step: ``x_t`` at a step drawn uniformly
+        from ``ddim_steps``, the frozen original's conditional prediction, and the negatively
+        guided target (the original's own text encoder embeds the prompts)."""
+        c, ref = self.config, self.reference.model
+        x_t, t = self._partial(prompts, int(torch.randint(0, c.ddim_steps, (1,), generator=self.generator)))
+        with torch.no_grad():
+            e_u = ref.eps(x_t, t, ref.encode([""] * len(prompts)))
+            e_c = ref.eps(x_t, t, ref.encode(prompts))
+        return x_t, t, e_c, e_u - c.negative_guidance * (e_c - e_u)
+
     def forget_step(self, batch, batch_idx):
         _, prompts = self.adapter.split(batch)
-        c, m, ref = self.config, self.model, self.reference.model
-        g = self.generator
-        stop = int(torch.randint(0, c.ddim_steps, (1,), generator=g))
-        with torch.no_grad():
-            x_t, t = m.generate(prompts, guidance_scale=c.start_guidance, steps=c.ddim_steps, stop_at=stop,
-                                generator=g)
-            emb_c, emb_u = m.encode(prompts), m.encode([""] * len(prompts))
-            e_u, e_c = ref.eps(x_t, t, emb_u), ref.eps(x_t, t, emb_c)
-            target = e_u - c.negative_guidance * (e_c - e_u)
-        return F.mse_loss(m.eps(x_t, t, emb_c).float(), target.float())
+        x_t, t, _, target = self.esd_inputs(prompts)
+        return F.mse_loss(self.model.eps(x_t, t, self.model.encode(prompts)).float(), target.float())
 
 
 @dataclass
@@ -488,21 +498,10 @@ class AdvUnlearn(ESD):
         self.model.text_encoder.requires_grad_(True)
         return list(self.model.text_encoder.parameters())
 
-    def _partial(self, prompts, stop):
-        c, m = self.config, self.model
-        with torch.no_grad():
-            return m.generate(prompts, guidance_scale=c.start_guidance, steps=c.ddim_steps, stop_at=stop,
-                              generator=self.generator)
-
     def forget_step(self, batch, batch_idx):
         _, prompts = self.adapter.split(batch)
         c, m, ref, g = self.config, self.model, self.reference.model, self.generator
-        stop = int(torch.randint(0, c.ddim_steps, (1,), generator=g))
-        x_t, t = self._partial(prompts, stop)
-        with torch.no_grad():
-            e_u = ref.eps(x_t, t, ref.encode([""] * len(prompts)))
-            e_c = ref.eps(x_t, t, ref.encode(prompts))
-            target = e_u - c.negative_guidance * (e_c - e_u)
+        x_t, t, e_c, target = self.esd_inputs(prompts)
         if self.step >= c.warmup and (self.step - c.warmup) % c.attack_every == 0:
             init = self.soft if self.soft is not None else random_token_embeddings(m, c.attack_tokens, g)
             self.soft = optimise_soft_tokens(
