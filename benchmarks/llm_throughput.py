@@ -7,20 +7,28 @@ and precision in two loops:
   ``--max-length``, the reference model's log-likelihoods computed every step, AdamW,
   gradient clipping;
 * **erasus**: ``LLMUnlearner(model, strategy="npo").fit(...)`` on ``qa_loader`` batches
-  (length-grouped, padded to each batch's longest sequence), the reference held once in
-  eval mode without optimiser state, bf16 autocast on a GPU.
+  (records tokenised once; bucketed lengths, so few batch shapes; ``--max-tokens`` for a
+  token budget per batch), the reference's log-likelihoods computed once before the first
+  step and the reference freed, logits only at answer tokens, one host synchronisation per
+  10 steps, bf16 autocast on a GPU.
 
-Tokens are the real (unpadded) answer-and-prompt tokens of the forget and retain batches
-that the trained model sees per second of loop time. FLOPs are counted as 6·N per trained
+Each loop is timed three ways: **start-up** (from the call until its first training step
+starts: copies, the reference pass, tokenising once for Erasus), **steady state** (tokens
+per second over the steps after the first 10%), and the **whole run** (tokens over the time
+from the call to the end, start-up included; Erasus' includes building its loaders). Tokens
+are the real (unpadded) answer-and-prompt tokens of the forget and retain batches that the
+trained model sees. FLOPs are counted as 6·N per trained
 token plus 2·N per reference-model token (N: parameters without the position table; the
 tied token embedding is counted once, as the output projection), attention's own FLOPs and
 padding excluded, so utilisation is of useful work. Model FLOPs utilisation is reported
 where the accelerator's peak is known (``--peak-tflops``, or the bf16 dense peak of a
 recognised GPU); on a CPU the table gives the achieved TFLOP/s only.
 
-    python benchmarks/llm_throughput.py                      # tiny GPT-2, CPU-sized
+    python benchmarks/llm_throughput.py                      # tiny GPT-2, CPU-sized, 300 steps
     python benchmarks/llm_throughput.py --preset 120m        # ~120M parameters (GPU)
     python benchmarks/llm_throughput.py --preset 1b          # ~1B parameters (GPU)
+
+Results: ``benchmarks/results/llm_throughput-<preset>-<cpu|cuda>.md`` and ``.json``.
 """
 from __future__ import annotations
 
@@ -69,19 +77,23 @@ def flop_params(model) -> int:
 
 
 class TokenCounter:
-    """Counts the real tokens of every forward of a model (and its deep copies, which
-    inherit the hook): with gradients (trained) and without (reference, evaluation)."""
+    """Counts the real tokens of every forward of a model's backbone (and of its deep copies,
+    which inherit the hook), with gradients (trained) and without (reference, evaluation), and
+    when each trained forward was launched."""
 
     def __init__(self):
         self.trained = self.reference = 0
+        self.log = []  # (time, trained tokens so far) at each trained forward
 
     def __deepcopy__(self, memo):  # copies of the model (the caller's copy, the reference) share the count
         return self
 
     def __call__(self, module, args, kwargs):
         mask = kwargs.get("attention_mask")
-        n = int(mask.sum()) if mask is not None else kwargs["input_ids"].numel()
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        n = int(mask.sum()) if mask is not None else ids.numel()
         if torch.is_grad_enabled():
+            self.log.append((time.perf_counter(), self.trained))
             self.trained += n
         else:
             self.reference += n
@@ -102,9 +114,7 @@ def plain_loop(model, forget, retain, steps, lr, beta, device, autocast):
     model.train()
     from erasus.utils.data import cycle
 
-    tokens = ref_tokens = 0
     fi, ri = cycle(forget), cycle(retain)
-    t0 = time.perf_counter()
     for _ in range(steps):
         fb, rb = next(fi), next(ri)
         fb = {k: v.to(device) for k, v in fb.items() if torch.is_tensor(v)}
@@ -120,19 +130,33 @@ def plain_loop(model, forget, retain, steps, lr, beta, device, autocast):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
-        float(loss.detach())  # one host sync per step, as the trainer's logging does
-        n_f, n_r = int(fb["attention_mask"].sum()), int(rb["attention_mask"].sum())
-        tokens += n_f + n_r
-        ref_tokens += n_f
-    return time.perf_counter() - t0, tokens, ref_tokens
+        float(loss.detach())  # one host sync per step, as one logs a loss
 
 
-def row(name, seconds, tokens, ref_tokens, n_params, peak, padded=None):
-    flops = 6 * n_params * tokens + 2 * n_params * ref_tokens
-    tflops = flops / seconds / 1e12
-    return {"loop": name, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "reference_tokens": ref_tokens, "achieved_tflops": tflops,
-            "mfu": (tflops / peak) if peak else None, "pad_fraction": padded}
+def timed(name, run, model, n_params, peak, padded, warmup_share=0.1):
+    """Run ``run()`` with a token counter on ``model``'s backbone; the row of timings."""
+    counter = TokenCounter()
+    handle = getattr(model, "base_model", model).register_forward_pre_hook(counter, with_kwargs=True)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    run()
+    sync()
+    t_end = time.perf_counter()
+    handle.remove()
+    log = counter.log
+    steps = len(log) // 2  # one forget and one retain forward per step
+    w = 2 * max(1, int(warmup_share * steps))  # the first trained forward of the steady part
+    t_first, (t_w, tok_w) = log[0][0], log[w]
+    steady = (counter.trained - tok_w) / (t_end - t_w)
+    whole = t_end - t0
+    flops = lambda tok, ref: 6 * n_params * tok + 2 * n_params * ref  # noqa: E731
+    tflops_steady = flops(counter.trained - tok_w, 0) / (t_end - t_w) / 1e12
+    return {"loop": name, "startup_s": t_first - t0, "seconds": whole, "tokens": counter.trained,
+            "reference_tokens": counter.reference, "tokens_per_s": counter.trained / whole,
+            "steady_tokens_per_s": steady, "achieved_tflops": flops(counter.trained, counter.reference) / whole / 1e12,
+            "steady_tflops": tflops_steady, "mfu": (tflops_steady / peak) if peak else None,
+            "pad_fraction": padded}
 
 
 def main(argv=None):
@@ -144,14 +168,17 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="Erasus batches of about this many padded tokens instead of --batch-size sequences")
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--compile", action="store_true", help="Erasus with torch.compile (TrainerConfig.compile)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's peak, for utilisation")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default=None, help="results file name (default llm_throughput-<preset>-<cpu|gpu>)")
+    p.add_argument("--name", default=None, help="results file name (default llm_throughput-<preset>-<cpu|cuda>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -166,7 +193,7 @@ def main(argv=None):
     print(f"{args.preset}: {n_params / 1e6:.1f}M parameters on {hardware()}; {args.steps} steps of "
           f"{args.batch_size} forget + {args.batch_size} retain sequences", flush=True)
 
-    # plain: padded to max_length, shuffled
+    # plain: padded to max_length, shuffled, tokenised by its collator on every batch
     coll = QACollator(tok, max_length=args.max_length)
 
     def pad_full(records):
@@ -185,51 +212,63 @@ def main(argv=None):
                               generator=g)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else (
         lambda: torch.autocast("cpu", enabled=False))
-    m_plain = copy.deepcopy(model)
-    s_plain, t_plain, r_plain = plain_loop(m_plain, forget_plain, retain_plain, args.steps, args.lr, 0.1, device,
-                                           autocast)
-    del m_plain
-    rows = [row("plain (padded to max length)", s_plain, t_plain, r_plain, n_params, peak,
-                1 - t_plain / (2 * args.steps * args.batch_size * args.max_length))]
-    print(f"plain: {t_plain / s_plain:,.0f} tokens/s", flush=True)
+    held = {"plain": copy.deepcopy(model)}
+    rows = [timed("plain (padded to max length, reference every step)",
+                  lambda: plain_loop(held["plain"], forget_plain, retain_plain, args.steps, args.lr, 0.1, device,
+                                     autocast), held["plain"], n_params, peak, None)]
+    rows[0]["pad_fraction"] = 1 - rows[0]["tokens"] / (2 * args.steps * args.batch_size * args.max_length)
+    held.clear()  # free the plain loop's model before the next run
+    print(f"plain: {rows[0]['tokens_per_s']:,.0f} tokens/s", flush=True)
 
-    forget = qa_loader(req.forget.records, QACollator(tok, max_length=args.max_length), args.batch_size, seed=0)
-    retain = qa_loader(req.retain.records, QACollator(tok, max_length=args.max_length), args.batch_size, seed=0)
+    size = {"max_tokens": args.max_tokens} if args.max_tokens else {"batch_size": args.batch_size}
+    built = {}
+
+    def erasus_run():
+        built["forget"] = qa_loader(req.forget.records, QACollator(tok, max_length=args.max_length), seed=0, **size)
+        built["retain"] = qa_loader(req.retain.records, QACollator(tok, max_length=args.max_length), seed=0, **size)
+        built["res"] = LLMUnlearner(model, strategy="npo", strategy_kwargs={"lr": args.lr}).fit(
+            built["forget"], built["retain"], max_steps=args.steps, max_epochs=None, stopping="none", progress=False,
+            compile=args.compile)
+
+    rows.append(timed("erasus (tokenised once, bucketed, cached reference, answer-only logits"
+                      + (", compiled)" if args.compile else ")"), erasus_run, model,
+                      n_params, peak, None))
     padded = [0, 0]
-    for loader in (forget, retain):
+    for loader in (built["forget"], built["retain"]):
         for b in loader:
             padded[0] += b["attention_mask"].numel()
             padded[1] += int(b["attention_mask"].sum())
-    counter = TokenCounter()
-    handle = model.register_forward_pre_hook(counter, with_kwargs=True)
-    res = LLMUnlearner(model, strategy="npo", strategy_kwargs={"lr": args.lr}).fit(
-        forget, retain, max_steps=args.steps, max_epochs=None, stopping="none", progress=False)
-    handle.remove()
-    s = res.timings["loop_s"]
-    rows.append(row("erasus (length-grouped, trainer)", s, counter.trained, counter.reference, n_params, peak,
-                    1 - padded[1] / padded[0]))
-    print(f"erasus: {counter.trained / s:,.0f} tokens/s", flush=True)
+    rows[1]["pad_fraction"] = 1 - padded[1] / padded[0]
+    print(f"erasus: {rows[1]['tokens_per_s']:,.0f} tokens/s", flush=True)
     for r in rows:
         r["speedup_vs_plain"] = r["tokens_per_s"] / rows[0]["tokens_per_s"]
+        r["steady_speedup_vs_plain"] = r["steady_tokens_per_s"] / rows[0]["steady_tokens_per_s"]
 
     meta = run_meta(Path(__file__).name, argv, hardware=hardware(), preset=args.preset, params=n_params,
                     precision="bf16 autocast" if bf16 else "fp32", peak_tflops=peak, steps=args.steps,
-                    batch_size=args.batch_size, max_length=args.max_length)
+                    batch_size=args.batch_size, max_tokens=args.max_tokens, max_length=args.max_length,
+                    compile=args.compile)
     name = args.name or f"llm_throughput-{args.preset}-{device.type}"
+    batches = (f"batches of about {args.max_tokens} padded tokens for Erasus, {args.batch_size} sequences for the "
+               "plain loop" if args.max_tokens else f"{args.batch_size} forget and {args.batch_size} retain sequences")
     lines = [f"# LLM unlearning throughput ({args.preset}, {device.type})", "",
              f"`{meta['command']}` on {meta['date']}: **{meta['hardware']}**, torch {meta['torch']}, "
              f"{meta['precision']}. GPT-2 architecture, {n_params / 1e6:.1f}M parameters (FLOP count), TOFU "
-             f"forget10/retain90, NPO + retain NLL, {args.steps} steps of {args.batch_size} forget and "
-             f"{args.batch_size} retain sequences (max length {args.max_length}).", "",
-             "Tokens: real tokens trained on per second of loop time. TFLOP/s: 6·N per trained token + 2·N per "
-             "reference token (attention and padding excluded). Pad fraction: share of the batch tensors that is "
-             "padding. MFU: achieved / peak " + (f"({peak:g} TFLOP/s)." if peak else "(no peak known here: "
-                                                   "pass --peak-tflops)."), "",
-             "| loop | tokens/s | speed-up | TFLOP/s | MFU | pad fraction |", "|---|---|---|---|---|---|"]
+             f"forget10/retain90, NPO + retain NLL, {args.steps} steps of {batches} (max length {args.max_length}).",
+             "",
+             "Start-up: from the call to the first training step. Steady: tokens/s after the first 10% of the steps. "
+             "Whole run: tokens over the whole time, start-up included. TFLOP/s (steady): 6·N per trained token "
+             "(attention and padding excluded). Reference tokens: the frozen reference's forwards (Erasus: one pass "
+             "over the forget set before the first step). Pad fraction: share of the batch tensors that is "
+             "padding. MFU: steady TFLOP/s / peak " + (f"({peak:g} TFLOP/s)." if peak else "(no peak known here: "
+                                                        "pass --peak-tflops)."), "",
+             "| loop | start-up s | steady tokens/s | whole-run tokens/s | speed-up (whole / steady) | "
+             "reference tokens | TFLOP/s (steady) | MFU | pad fraction |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        lines.append(f"| {r['loop']} | {r['tokens_per_s']:,.0f} | {r['speedup_vs_plain']:.2f}x | "
-                     f"{r['achieved_tflops']:.4f} | {mfu} | {r['pad_fraction']:.2f} |")
+        lines.append(f"| {r['loop']} | {r['startup_s']:.2f} | {r['steady_tokens_per_s']:,.0f} | "
+                     f"{r['tokens_per_s']:,.0f} | {r['speedup_vs_plain']:.2f}x / {r['steady_speedup_vs_plain']:.2f}x | "
+                     f"{r['reference_tokens']:,} | {r['steady_tflops']:.4f} | {mfu} | {r['pad_fraction']:.2f} |")
     md = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

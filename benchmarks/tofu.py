@@ -20,6 +20,12 @@ unlearning time and the speed-up over training the gold model (same run, same ma
 
     python benchmarks/tofu.py                                   # forget10, all 200 authors
     python benchmarks/tofu.py --forget-authors 2 --retain-authors 8 --seeds 0   # a quick run
+    python benchmarks/tofu.py --preset gpu                      # full size on a GPU -> tofu-gpu.md
+
+``--preset gpu`` is TOFU forget10 at full size (20 forget authors, 180 retain, 400 forget
+questions) with a ~120M-parameter Llama-architecture model (12 layers, width 768) trained
+from scratch in bf16, for npo, simnpo, negative_gradient, wga, rmu and idk, 3 seeds, on the
+first CUDA device, with token-budget batches; results name the hardware.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -50,15 +57,17 @@ def train_lm(records, tok, args, seed, cache: Path, tag: str):
     from erasus.utils.io import load_state_dict, save_state_dict
 
     key = hashlib.sha1(json.dumps([len(tok), len(records), records[0]["question"], records[-1]["question"],
-                                   args.n_layer, args.n_embd, args.epochs, args.lr, seed, "grouped"]).encode()).hexdigest()[:10]
+                                   args.n_layer, args.n_embd, args.epochs, args.lr, seed, "grouped"]
+                                  + ([args.arch] if args.arch != "gpt2" else [])).encode()).hexdigest()[:10]
     path = cache / f"tofu-{tag}-{key}.safetensors"
-    model = gpt2_lm(tok, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, seed=seed)
+    model = (gpt2_lm(tok, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, seed=seed)
+             if args.arch == "gpt2" else llama_lm(tok, args, seed)).to(args.device)
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         model.load_state_dict(load_state_dict(path), strict=False)
         model.tie_weights()
         return model.eval(), json.loads(meta.read_text())["train_s"]
-    loader = qa_loader(records, QACollator(tok, max_length=args.max_length), args.batch_size, seed=seed)
+    loader = qa_loader(records, QACollator(tok, max_length=args.max_length), **batching(args), seed=seed)
     t0 = time.perf_counter()
     train_classifier(model, loader, epochs=args.epochs, lr=args.lr, seed=seed, progress=True, desc=f"train {tag}")
     train_s = time.perf_counter() - t0
@@ -68,12 +77,45 @@ def train_lm(records, tok, args, seed, cache: Path, tag: str):
     return model.eval(), train_s
 
 
+def llama_lm(tok, args, seed):
+    """A freshly initialised Llama-architecture model (``transformers.LlamaForCausalLM``) sized
+    by ``--n-layer/--n-embd/--n-head``, tied embeddings, no dropout."""
+    import transformers
+
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=args.n_embd, intermediate_size=4 * args.n_embd,
+                                   num_hidden_layers=args.n_layer, num_attention_heads=args.n_head,
+                                   num_key_value_heads=args.n_head, max_position_embeddings=args.max_length,
+                                   pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
+                                   eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def batching(args) -> dict:
+    """``qa_loader``'s batch size: a token budget when ``--max-tokens`` is given."""
+    return {"max_tokens": args.max_tokens} if args.max_tokens else {"batch_size": args.batch_size}
+
+
+def hardware(device) -> str:
+    import platform
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
+
+
+#: --preset gpu: full-size forget10 on one GPU (see the module docstring)
+GPU_PRESET = {"arch": "llama", "n_layer": 12, "n_embd": 768, "n_head": 12, "epochs": 30, "lr": 5e-4,
+              "max_tokens": 8192, "strategies": "npo,simnpo,negative_gradient,wga,rmu,idk", "seeds": "0,1,2",
+              "name": "tofu-gpu", "device": "cuda"}
+
+
 def forget_loader(req, tok, args, name, seed):
     from erasus.data.datasets.tofu import load_idk
     from erasus.models.causal_lm import QACollator, qa_loader
 
     alt = load_idk() if name in ("idk", "dpo") else None
-    return qa_loader(req.forget.records, QACollator(tok, max_length=args.max_length, alt_answers=alt), args.batch_size,
+    return qa_loader(req.forget.records, QACollator(tok, max_length=args.max_length, alt_answers=alt), **batching(args),
                      seed=seed)
 
 
@@ -86,6 +128,11 @@ def main(argv=None):
     from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: full-size forget10, ~120M Llama, 6 strategies x 3 seeds on CUDA (explicit options win)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2")
+    p.add_argument("--max-tokens", type=int, default=None, help="token-budget batches instead of --batch-size")
     p.add_argument("--forget", default="forget10")
     p.add_argument("--forget-authors", type=int, default=None, help="use the first N forget authors (quick runs)")
     p.add_argument("--retain-authors", type=int, default=None)
@@ -116,6 +163,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.render:
         return render(Path(args.out), args.name)
+    if args.preset == "gpu":  # the preset's values, except where an option was given explicitly
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])
+                 if a.startswith("--")}
+        for k, v in GPU_PRESET.items():
+            if k not in given:
+                setattr(args, k, v)
+    args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                               else ("cpu" if args.device == "auto" else args.device))
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda (or --preset gpu) needs a CUDA device; none is visible here.")
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -134,7 +191,7 @@ def main(argv=None):
     tok = word_tokenizer(tofu_texts(req))
     print(f"TOFU {args.forget}: {len(req.forget)} forget, {len(req.retain)} retain, {len(req.holdout)} held-out "
           f"questions; vocabulary {len(tok)} words", flush=True)
-    hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), args.batch_size, shuffle=False)
+    hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), **batching(args), shuffle=False)
             if calib is not None else None)
     rows = []
     # TOFU's protocol: one finetuned model and one retain-only model; seeds vary the unlearning runs
@@ -151,7 +208,7 @@ def main(argv=None):
     print(f"gold trained in {gold_s:.0f}s; finetuned forget ROUGE {f['forget_rouge']:.2f}, FQ "
           f"{f['forget_quality']:.2e}; gold forget ROUGE {g['forget_rouge']:.2f}", flush=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        retain = qa_loader(req.retain.records, QACollator(tok, max_length=args.max_length), args.batch_size,
+        retain = qa_loader(req.retain.records, QACollator(tok, max_length=args.max_length), **batching(args),
                            seed=seed + 1)
         for name in args.strategies.split(","):
             strategy, lora = ("npo", {}) if name == "lora_npo" else (name, None)
@@ -171,7 +228,9 @@ def main(argv=None):
                   f"{s['forget_rouge']:.2f} retain ROUGE {s['retain_rouge']:.2f} MinK AUC {s['min_k_auc']:.2f} "
                   f"{dt:.0f}s", flush=True)
     meta = run_meta("tofu.py", argv, n_params=n_params, vocab=len(tok), total_min=(time.perf_counter() - t_start) / 60,
-                    forget=len(req.forget), retain=len(req.retain), args=vars(args), privleak_convention="muse")
+                    forget=len(req.forget), retain=len(req.retain), args={**vars(args), "device": str(args.device)},
+                    privleak_convention="muse", hardware=hardware(args.device),
+                    precision="bf16 autocast" if args.device.type == "cuda" else "fp32")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta["runs"] = [meta["command"]]
@@ -211,8 +270,11 @@ def markdown(rows, meta) -> str:
     fin = [r for r in rows if r["method"] == "finetuned (original)"]
     base_retain = float(np.mean([r["retain_rouge"] for r in fin]))
     lines = ["# TOFU from scratch", "",
-             f"{' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))} on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
-             f"{meta['total_min']:.1f} min. GPT-2 with {meta['n_params'] / 1e6:.2f}M parameters "
+             f"{' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))} on {meta['date']} "
+             f"({meta.get('hardware', meta['machine'])}; torch {meta['torch']}"
+             f"{'; ' + meta['precision'] if meta.get('precision') else ''}); "
+             f"{meta['total_min']:.1f} min. {'Llama' if meta['args'].get('arch') == 'llama' else 'GPT-2'} with "
+             f"{meta['n_params'] / 1e6:.2f}M parameters "
              f"({meta['args']['n_layer']} layers, width {meta['args']['n_embd']}; word vocabulary of {meta['vocab']}), "
              f"trained from scratch for {meta['args']['epochs']} epochs; {meta['forget']} forget / {meta['retain']} "
              "retain questions. Mean over seeds (± std).", "",

@@ -92,4 +92,6 @@ def test_length_grouped_batches_cover_every_record_once_with_little_padding():
     real = sum(int(b["attention_mask"].sum()) for b in plain)
     padded = {name: sum(b["input_ids"].numel() for b in dl) for name, dl in (("grouped", grouped), ("plain", plain))}
     assert sum(int(b["attention_mask"].sum()) for b in grouped) == real
-    assert padded["grouped"] < 1.1 * real < padded["plain"], padded
+    # bucketed batches pad to one of a few lengths (multiples of 8): a little more padding than
+    # the longest-in-batch, far less than random batches
+    assert padded["grouped"] < 1.2 * real < padded["plain"], padded

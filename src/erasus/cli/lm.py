@@ -102,9 +102,8 @@ def _check_args(args):
 
 def run(args) -> int:
     import torch
-    from torch.utils.data import DataLoader
 
-    from ..models.causal_lm import QACollator
+    from ..models.causal_lm import QACollator, qa_loader
     from ..unlearners.llm_unlearner import LLMUnlearner, load_causal_lm
     from ..utils.io import atomic_write_text
 
@@ -139,9 +138,9 @@ def run(args) -> int:
         from ..data.datasets.tofu import load_idk
 
         alt = load_idk(args.tofu_dir)
-    mk = lambda rows, a, s: DataLoader(rows, batch_size=args.batch_size, shuffle=True,  # noqa: E731
-                                       collate_fn=QACollator(tok, max_length=args.max_length, alt_answers=a),
-                                       generator=torch.Generator().manual_seed(s))
+    # tokenised once, batches of a few bucketed shapes (every process builds the same batches)
+    mk = lambda rows, a, s: qa_loader(rows, QACollator(tok, max_length=args.max_length, alt_answers=a),  # noqa: E731
+                                      args.batch_size, seed=s)
     kwargs = {k: v for k, v in (("lr", args.lr),) if v is not None}
     llm = LLMUnlearner(model, strategy=args.strategy, tokenizer=tok, strategy_kwargs=kwargs or None,
                        lora=True if args.lora else None, inplace=True, device=device)

@@ -146,7 +146,17 @@ class TrainerConfig(BaseConfig):
     name (``"auto"``, ``"calibrated"``, ``"monitor"``, ``"none"``) or a
     :class:`~erasus.core.stopping.StoppingRule`; the calibrated rule's settings
     (``calibration_tolerance`` … ``forget_mode``) and the monitor's (``monitor``,
-    ``monitor_mode``, ``early_stopping_patience``) configure the named rules.
+    ``monitor_mode``, ``early_stopping_patience``) configure the named rules. ``log_every``:
+    the losses of the last steps are read back from the accelerator (one host
+    synchronisation) every ``log_every`` steps, and at every validation; the history, the
+    progress bar and the non-finite-loss guard see them then (the first step's loss is read at
+    once). A callback with ``on_step_end`` makes it every step. ``compile``: run the model's
+    forward through ``torch.compile`` for the run (the backbone of a language model, whose
+    batches come in a few shapes with :func:`~erasus.models.causal_lm.qa_loader`; the model
+    is returned uncompiled); off by default: the compile time pays off only over long runs.
+    ``accumulate``: batches per optimiser step (gradient accumulation: the losses of
+    ``accumulate`` forget/retain batch pairs are averaged), for large effective batches;
+    ``max_steps``, ``min_steps`` and validation count optimiser steps.
     """
 
     max_epochs: Optional[float] = 5
@@ -181,11 +191,14 @@ class TrainerConfig(BaseConfig):
     precision: str = "auto"
     progress: bool = True
     seed: Optional[int] = 0
+    log_every: int = 10
+    compile: bool = False
+    accumulate: int = 1
 
     def validate(self) -> None:
         self._check_positive("max_epochs", "max_steps", "lr", "eval_every_steps", "validate_every",
                              "early_stopping_patience", "calibration_patience", "retain_steps_per_epoch",
-                             "val_max_samples")
+                             "val_max_samples", "log_every", "accumulate")
         self._check_positive("weight_decay", "calibration_tolerance", "retain_tolerance", "guard_tolerance", "min_steps",
                              "max_backoffs", allow_zero=True)
         self._check_positive("backoff_patience")

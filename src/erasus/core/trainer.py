@@ -84,28 +84,33 @@ class _Run:
             self.sched = self.trainer._scheduler(self.opt, max(1, self.total - step))
         return d.stop
 
-    def step(self, fb, rb, step: int, name: str, dist, world: int) -> Optional[float]:
-        """One optimiser step; the loss, or None when the module had nothing to train on.
-        A non-finite loss restores the best checkpoint and raises (first step) or returns NaN."""
-        with self.trainer._autocast(self.adapter.device):
-            loss = self.module.training_step(fb, rb, step)
-        if loss is None:
-            return None
-        if dist is not None:  # the global loss: the mean of the processes' losses
-            reduced = loss.detach().clone()
-            dist.all_reduce(reduced)
-            loss_value = reduced / world
-        else:
-            loss_value = loss.detach()
-        if not torch.isfinite(loss_value).all():
-            self.model.load_state_dict(self.best_state)
-            if step == 0:
+    def step(self, pairs, step: int, name: str, dist, world: int) -> Optional[torch.Tensor]:
+        """One optimiser step over ``pairs`` of (forget, retain) batches (more than one with
+        gradient accumulation: their losses are averaged); the detached loss (on the device:
+        not read back here), or None when the module had nothing to train on. A non-finite loss
+        at the first step restores the model and raises (that step's loss is read at once)."""
+        self.opt.zero_grad(set_to_none=True)
+        total, k = None, len(pairs)
+        for fb, rb in pairs:
+            with self.trainer._autocast(self.adapter.device):
+                loss = self.module.training_step(fb, rb, step)
+            if loss is None:
+                continue
+            if dist is not None:  # the global loss: the mean of the processes' losses
+                reduced = loss.detach().clone()
+                dist.all_reduce(reduced)
+                loss_value = reduced / world
+            else:
+                loss_value = loss.detach()
+            if step == 0 and not torch.isfinite(loss_value).all():
+                self.model.load_state_dict(self.best_state)
                 raise DivergenceError(
                     f"{name}: the loss is {loss.item()} at the first step. Expected a finite loss: check the data "
                     "for NaN/inf values and lower the learning rate. The model was left as it was.")
-            return float("nan")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+            (loss / k if k > 1 else loss).backward()
+            total = loss_value / k if total is None else total + loss_value / k
+        if total is None:
+            return None
         if dist is not None:
             average_gradients(self.params, dist, world)
         if self.c.grad_clip is not None:
@@ -113,42 +118,83 @@ class _Run:
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
-        return float(loss_value)
+        return total
+
+    def flush(self, pending: list, bar) -> Optional[Stop]:
+        """Read the pending steps' losses back (one host synchronisation), record them and
+        hand them to the callbacks; a non-finite one restores the best checkpoint and stops."""
+        if not pending:
+            return None
+        values = torch.stack([v.float().reshape(()) for _, v in pending]).cpu().tolist()
+        steps = [s for s, _ in pending]
+        pending.clear()
+        for step, lv in zip(steps, values):  # step: the 0-based index of the step
+            if not math.isfinite(lv):
+                self.model.load_state_dict(self.best_state)
+                self.good_steps = step
+                stop = Stop(StopKind.DIVERGED, f"diverged: non-finite loss at step {step}; restored the checkpoint "
+                            f"from step {getattr(self.rule, 'best_step', 0)}")
+                warnings.warn(str(stop))
+                return stop
+            step += 1
+            self.history["step"].append(step)
+            self.history["loss"].append(lv)
+            for cb in self.trainer.callbacks:
+                self.callback_stop = self.callback_stop or callback_stop(
+                    cb, cb.on_step_end(self.trainer, self.module, step, lv))
+        bar.set_postfix(loss=f"{values[-1]:.3f}")
+        return None
 
     def loop(self, plan, eval_every: int, bar, name: str) -> tuple:
-        """Train until the rule, a callback or the budget stops; ``(steps, stop or None)``."""
+        """Train until the rule, a callback or the budget stops; ``(steps, stop or None)``.
+        Losses are read back every ``log_every`` steps (every step for callbacks that watch
+        steps) and before each validation."""
         step, stop = 0, None
         if self.rule.evaluates:
             stop = self.checkpoint(0)
         if stop is None and self.callback_stop:
             stop = Stop(StopKind.CALLBACK, f"{self.callback_stop} at step 0")
         dist, rank, world = distributed_context()
+        watched = [getattr(type(cb), "on_step_end", None) for cb in self.trainer.callbacks]
+        every = 1 if any(f is not None and f is not Callback.on_step_end for f in watched) else self.c.log_every
+        pending: list = []
         while stop is None and step < self.total:
-            epoch, fb, rb = next(plan)
-            if dist is not None:  # data parallel: each process takes its share of the batch
-                fb, rb = shard_batch(fb, rank, world), shard_batch(rb, rank, world)
-            lv = self.step(fb, rb, step, name, dist, world)
-            if lv is not None and math.isnan(lv):
-                stop = Stop(StopKind.DIVERGED, f"diverged: non-finite loss at step {step}; restored the checkpoint "
-                            f"from step {getattr(self.rule, 'best_step', 0)}")
-                warnings.warn(str(stop))
-                break
+            pairs = []
+            for _ in range(self.c.accumulate):
+                epoch, fb, rb = next(plan)
+                if dist is not None:  # data parallel: each process takes its share of the batch
+                    fb, rb = shard_batch(fb, rank, world), shard_batch(rb, rank, world)
+                pairs.append((fb, rb))
+            lv = self.step(pairs, step, name, dist, world)
+            if lv is not None:
+                pending.append((step, lv))
             step += 1
             bar.update(1)
-            if lv is None:
-                continue
-            self.history["step"].append(step)
-            self.history["loss"].append(lv)
-            for cb in self.trainer.callbacks:
-                self.callback_stop = self.callback_stop or callback_stop(
-                    cb, cb.on_step_end(self.trainer, self.module, step, lv))
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{lv:.3f}")
-            if self.rule.evaluates and (step % eval_every == 0 or step == self.total):
+            validating = self.rule.evaluates and (step % eval_every == 0 or step == self.total)
+            if step % every == 0 or validating or step == self.total:
+                stop = self.flush(pending, bar)
+                if stop is not None:
+                    break
+            if validating:
                 stop = self.checkpoint(step)
             if stop is None and self.callback_stop:
                 stop = Stop(StopKind.CALLBACK, f"{self.callback_stop} at step {step}")
+        if stop is None or stop.kind is not StopKind.DIVERGED:
+            stop = self.flush(pending, bar) or stop
+        if stop is not None and stop.kind is StopKind.DIVERGED:
+            step = self.good_steps  # the steps before the first non-finite loss
         return step, stop
+
+
+def compile_forward(adapter) -> torch.nn.Module:
+    """Compile, in place and for the run, the module whose forward the loop calls most: a
+    language model's backbone (its output layer runs on the answer tokens only, outside),
+    else the model. Returns that module."""
+    model = adapter.model
+    base = getattr(model, "get_base_model", lambda: model)()
+    target = getattr(base, "base_model", base) if hasattr(adapter, "scored_hidden") else model
+    target.compile(dynamic=False)
+    return target
 
 
 class UnlearningTrainer:
@@ -170,7 +216,10 @@ class UnlearningTrainer:
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
-        return cls(params, lr=c.lr, weight_decay=c.weight_decay)
+        tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+        # the fused kernel (one launch for every parameter) where every parameter is a CUDA float tensor
+        fused = bool(tensors) and all(p.is_cuda and p.is_floating_point() for p in tensors)
+        return cls(params, lr=c.lr, weight_decay=c.weight_decay, **({"fused": True} if fused else {}))
 
     def _scheduler(self, opt, total: int):
         c = self.config
@@ -257,7 +306,8 @@ class UnlearningTrainer:
         seed_everything(c.seed)
         module.generator = torch.Generator().manual_seed(c.seed) if c.seed is not None else torch.Generator()
         rule, note = resolve_rule(c, module.adapter, holdout_loader is not None, val_retain is not None)
-        spe = self._steps_per_epoch(module, forget_loader, retain_loader)
+        # optimiser steps per epoch: batches per epoch / batches per step
+        spe = max(1, -(-self._steps_per_epoch(module, forget_loader, retain_loader) // c.accumulate))
         total = self._budget(spe)
         val = self._validation_sets(forget_loader, forget_eval_loader, val_retain, holdout_loader)
         history: Dict[str, list] = {"step": [], "loss": [], "eval": [], "backoffs": []}
@@ -267,6 +317,7 @@ class UnlearningTrainer:
 
         t0 = time.perf_counter()
         module.setup(forget_loader, retain_loader)
+        compiled = compile_forward(module.adapter) if c.compile else None
         setup_s = time.perf_counter() - t0
         run = _Run(self, module, rule, val, total)
         for cb in self.callbacks:
@@ -279,6 +330,8 @@ class UnlearningTrainer:
             step, stop = run.loop(self._plan(module, forget_loader, retain_loader), eval_every, bar, name)
         finally:
             bar.close()
+            if compiled is not None:
+                compiled._compiled_call_impl = None  # the model goes back uncompiled
         loop_s = time.perf_counter() - t_loop
         if rule.restores_best and (stop is None or stop.kind is not StopKind.DIVERGED):
             run.model.load_state_dict(run.best_state)

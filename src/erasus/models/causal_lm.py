@@ -17,6 +17,7 @@ from torch import nn
 
 from ..exceptions import DataError
 from .base import ModelAdapter
+from .batching import INDEX
 
 IGNORE = -100
 #: the question/answer prompt of TOFU's evaluation, used for training and generation alike
@@ -108,19 +109,54 @@ class TokenLMAdapter(ModelAdapter):
         m = b.get("attention_mask", torch.ones_like(b["input_ids"])).unsqueeze(-1).float()
         return (h * m).sum(1) / m.sum(1)
 
+    def _aligned_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self._aligned(labels.unsqueeze(-1), labels)[1]
+
+    def scored_hidden(self, b) -> Optional[tuple]:
+        """``(hidden states aligned with the labels, output layer)`` when this model's logits
+        are its output layer applied to its backbone's last hidden state (so they can be
+        computed at the scored positions only); ``None`` where they cannot be (see
+        :class:`CausalLMAdapter`)."""
+        return None
+
     def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
         """Per-token NLL of the scored tokens and their mask, aligned with the labels."""
+        nll, mask, _ = self._token_scores(batch, logits, predictions=False)
+        return nll, mask
+
+    def _token_scores(self, batch: Any, logits: Optional[torch.Tensor], predictions: bool):
+        """Per-token NLL (0 where not scored), the scored mask and, with ``predictions``,
+        whether each scored token is the top prediction. Without ``logits``, and where the
+        model allows it (:meth:`scored_hidden`), the vocabulary projection is computed only at
+        the scored positions, in chunks (:func:`scored_cross_entropy`): prompt and padding
+        tokens never get logits."""
+        raw = batch.get("labels") if isinstance(batch, dict) else None
         b = self.to_device(batch)
+        # the mask from the labels as given (on the host for loader batches: no device sync)
+        host_labels = self._aligned_labels(raw if isinstance(raw, torch.Tensor) else b["labels"])
+        host_mask = host_labels != IGNORE
+        if not (isinstance(batch, dict) and INDEX in batch) and not bool(host_mask.any(1).all()):
+            raise DataError(self.no_scored_tokens)  # batches of TokenizedRecords were checked when encoded
+        mask = host_mask.to(self.device, non_blocking=True)
+        labels = self._aligned_labels(b["labels"])
         if logits is None:
+            got = self.scored_hidden(b)
+            if got is not None:
+                h, head = got
+                idx = host_mask.reshape(-1).nonzero().squeeze(1).to(self.device, non_blocking=True)
+                hs = h.reshape(-1, h.shape[-1]).index_select(0, idx)
+                nll_s, hit_s = scored_cross_entropy(head, hs, labels.reshape(-1).index_select(0, idx), predictions)
+                nll = torch.zeros(mask.numel(), dtype=nll_s.dtype, device=nll_s.device).index_copy(0, idx, nll_s)
+                hit = (torch.zeros(mask.numel(), dtype=torch.bool, device=nll_s.device).index_copy(0, idx, hit_s)
+                       .view(mask.shape) if predictions else None)
+                return nll.view(mask.shape), mask, hit
             logits = self._forward(b).logits
         lg, labels = self._aligned(logits, b["labels"])
-        mask = labels != IGNORE
-        if not mask.any(1).all():
-            raise DataError(self.no_scored_tokens)
         lg = lg.float()
         nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels.clamp_min(0).reshape(-1),
                               reduction="none").view(labels.shape)
-        return nll * mask, mask
+        hit = ((lg.argmax(-1) == labels) & mask) if predictions else None
+        return nll * mask, mask, hit
 
     def per_sample_loss(self, batch: Any, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         nll, mask = self.token_nll(batch, logits)
@@ -134,12 +170,44 @@ class TokenLMAdapter(ModelAdapter):
         """Per-sample mean NLL and token accuracy (the fraction of scored tokens that are the
         model's top prediction under teacher forcing): a language model's counterpart of a
         classifier's correctness, used by calibrated stopping."""
-        b = self.to_device(batch)
-        logits = self._forward(b).logits
-        nll, mask = self.token_nll(b, logits)
-        lg, labels = self._aligned(logits, b["labels"])
+        nll, mask, hit = self._token_scores(batch, None, predictions=True)
         n = mask.sum(1)
-        return nll.sum(1) / n, ((lg.argmax(-1) == labels) & mask).sum(1).double() / n
+        return nll.sum(1) / n, hit.sum(1).double() / n
+
+
+#: elements of one chunk of scored logits (chunks × vocabulary); larger requests are chunked
+#: and, when training, recomputed in the backward pass instead of stored
+CHUNK_ELEMENTS = 1 << 26
+
+
+def _chunk_ce(head, hs, targets):
+    return F.cross_entropy(head(hs).float(), targets, reduction="none")
+
+
+def scored_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, predictions: bool = False):
+    """Cross-entropy of ``targets`` under ``head(hidden)`` (``hidden``: one row per scored
+    token), and with ``predictions`` whether each target is the arg-max. At most
+    :data:`CHUNK_ELEMENTS` logits exist at a time: longer inputs go in chunks, each
+    recomputed in the backward pass (activation checkpointing) when gradients are needed, so
+    the memory for logits stays one chunk's whatever the batch."""
+    n = hidden.shape[0]
+    vocab = getattr(head, "out_features", None) or head.weight.shape[0]
+    step = max(1, CHUNK_ELEMENTS // max(1, vocab))
+    if n <= step:
+        lg = head(hidden)
+        nll = F.cross_entropy(lg.float(), targets, reduction="none")
+        return nll, ((lg.argmax(-1) == targets) if predictions else None)
+    from torch.utils.checkpoint import checkpoint
+
+    grad = torch.is_grad_enabled() and hidden.requires_grad
+    nll, hit = [], []
+    for i in range(0, n, step):
+        h, t = hidden[i:i + step], targets[i:i + step]
+        if predictions:
+            with torch.no_grad():
+                hit.append(head(h).argmax(-1) == t)
+        nll.append(checkpoint(_chunk_ce, head, h, t, use_reentrant=False) if grad else _chunk_ce(head, h, t))
+    return torch.cat(nll), (torch.cat(hit) if predictions else None)
 
 
 class CausalLMAdapter(TokenLMAdapter):
@@ -151,6 +219,29 @@ class CausalLMAdapter(TokenLMAdapter):
 
     def _aligned(self, logits: torch.Tensor, labels: torch.Tensor):
         return logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
+
+    #: architectures whose logits are exactly ``output_layer(backbone(x).last_hidden_state)``
+    #: (no soft-capping, logit scaling or extra terms), for which scores are computed at the
+    #: answer tokens only; any other model gets full logits
+    PLAIN_HEADS = frozenset({"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2",
+                             "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3", "opt", "olmo", "olmo2", "gemma",
+                             "stablelm", "starcoder2", "bloom", "falcon", "smollm3"})
+
+    def scored_hidden(self, b):
+        """For the architectures in :data:`PLAIN_HEADS` and models without forward hooks of
+        their own (inference-time methods such as DExperts hook the whole model): the
+        backbone's last hidden state shifted to line up with the labels, and the output layer."""
+        top = self.model
+        base = getattr(top, "get_base_model", lambda: top)()
+        cfg = getattr(base, "config", None)
+        if getattr(cfg, "model_type", None) not in self.PLAIN_HEADS or getattr(base, "base_model", base) is base:
+            return None
+        head = base.get_output_embeddings()
+        if head is None or not hasattr(head, "weight") or any(
+                m._forward_hooks or m._forward_pre_hooks for m in {top, base}):
+            return None
+        out = base.base_model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"))
+        return out[0][:, :-1], head
 
     def block_output(self, batch: Any, layer: int, answer_only: bool = False) -> torch.Tensor:
         """Output of transformer block ``layer`` (0-based) at every attended token, or only at
@@ -195,6 +286,9 @@ class VisionLMAdapter(CausalLMAdapter):
         if logits.shape[1] > labels.shape[1]:  # query tokens before the text (BLIP-2)
             logits = logits[:, -labels.shape[1]:]
         return super()._aligned(logits, labels)
+
+    def scored_hidden(self, b):
+        return None  # the image enters through the full model's forward
 
     def block_output(self, batch: Any, layer: int, answer_only: bool = False) -> torch.Tensor:
         raise DataError("Layer-level methods are not supported for image-text models yet: use a likelihood-based "
@@ -358,17 +452,48 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
             yield batches[b]
 
 
-def qa_loader(records: Sequence[dict], collator: "QACollator", batch_size: int, seed: int = 0,
-              shuffle: bool = True, group_by_length: bool = True):
-    """A ``DataLoader`` over question/answer records: length-grouped batches
-    (:class:`LengthGroupedBatchSampler`) when shuffling, plain ordered batches otherwise."""
+def qa_loader(records: Sequence[dict], collator: "QACollator", batch_size: Optional[int] = None, seed: int = 0,
+              shuffle: bool = True, group_by_length: bool = True, max_tokens: Optional[int] = None,
+              buckets: int = 6):
+    """A ``DataLoader`` over question/answer records, tokenised once.
+
+    The records are encoded by ``collator`` once, here (:class:`~erasus.models.batching.TokenizedRecords`),
+    and batches are only padded, to one of up to ``buckets`` lengths (quantiles of the
+    records' lengths, multiples of 8: :func:`~erasus.models.batching.bucket_edges`). When
+    shuffling with ``group_by_length`` (default), batches hold samples of one bucket
+    (:class:`~erasus.models.batching.BucketBatchSampler`): ``batch_size`` sequences, or about
+    ``max_tokens`` padded tokens each (a token budget: many short sequences or few long
+    ones); an epoch then has at most ``buckets + 1`` batch shapes, so kernels and compiled
+    graphs are reused. Batches carry each sample's ``index`` in the records. A collator that
+    must run on every call (``pretokenize = False``, e.g. ``MaskingCollator(seed=None)``,
+    which draws new masks each time) is called per batch instead, on length-grouped batches."""
     from torch.utils.data import DataLoader
 
-    if not shuffle:
-        return DataLoader(list(records), batch_size=batch_size, shuffle=False, collate_fn=collator)
-    if not group_by_length:
-        return DataLoader(list(records), batch_size=batch_size, shuffle=True, collate_fn=collator,
-                          generator=torch.Generator().manual_seed(seed))
-    lengths = [len(collator.encode(r["question"], r[collator.answer_key])[0]) for r in records]
-    return DataLoader(list(records), batch_sampler=LengthGroupedBatchSampler(lengths, batch_size, seed),
-                      collate_fn=collator)
+    from .batching import BucketBatchSampler, PadCollator, TokenizedRecords, bucket_edges
+
+    if batch_size is None and max_tokens is None:
+        raise ValueError("Expected batch_size (sequences per batch) or max_tokens (padded tokens per batch).")
+    if not getattr(collator, "pretokenize", True):
+        if batch_size is None:
+            raise ValueError(f"{type(collator).__name__} encodes every batch anew: give batch_size, not max_tokens.")
+        records = list(getattr(records, "records", records))
+        if not shuffle:
+            return DataLoader(records, batch_size=batch_size, shuffle=False, collate_fn=collator)
+        if not group_by_length:
+            return DataLoader(list(records), batch_size=batch_size, shuffle=True, collate_fn=collator,
+                              generator=torch.Generator().manual_seed(seed))
+        lengths = [int(collator([r])["attention_mask"].sum()) for r in records]
+        return DataLoader(list(records), batch_sampler=LengthGroupedBatchSampler(lengths, batch_size, seed),
+                          collate_fn=collator)
+    data = TokenizedRecords(getattr(records, "records", records), collator)
+    if len(data) == 0:
+        raise DataError("No records to load: expected at least one question/answer record.")
+    edges = bucket_edges(data.lengths, buckets)
+    pad = PadCollator(data.pad_id, edges)
+    if shuffle and group_by_length:
+        sampler = BucketBatchSampler(data.lengths, edges, batch_size=None if max_tokens else batch_size,
+                                     max_tokens=max_tokens, seed=seed)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=pad)
+    n = batch_size or max(1, max_tokens // edges[-1])
+    return DataLoader(data, batch_size=n, shuffle=shuffle, collate_fn=pad,
+                      generator=torch.Generator().manual_seed(seed) if shuffle else None)

@@ -135,6 +135,11 @@ class MaskingCollator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._rng = random.Random()
 
+    @property
+    def pretokenize(self) -> bool:
+        """Whether batches may be encoded once and reused (fixed masks: ``seed`` given)."""
+        return self.seed is not None
+
     def __call__(self, records: List[dict]) -> Dict[str, Any]:
         rows, labs = [], []
         for r in records:

@@ -17,7 +17,8 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
     :class:`~erasus.strategies.amnesiac.AmnesiacRecorder` (batches must then carry their
     dataset indices, e.g. from an ``IndexedDataset``); it is closed at the end. ``dynamics``: a
     :class:`~erasus.selectors.dynamics.TrainingDynamicsRecorder`, updated with every batch's
-    per-sample correctness and loss (batches must carry indices too)."""
+    per-sample correctness and loss (batches must carry indices too). On a CUDA device the
+    forward runs under bf16 autocast."""
     from tqdm.auto import tqdm
 
     from . import wrap
@@ -25,6 +26,9 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
     seed_everything(seed)
     adapter = wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # bf16 autocast where the model sits on a CUDA device (as the unlearning trainer's "auto")
+    cast = (torch.autocast("cuda", dtype=torch.bfloat16) if adapter.device.type == "cuda"
+            else torch.autocast("cpu", enabled=False))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if cosine else None
     model.train()
     bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
@@ -32,12 +36,14 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
         for batch in loader:
             if recorder is not None:
                 recorder.before_step()
-            if dynamics is None:
-                loss = adapter.loss(batch)
-            else:
-                logits, y = adapter.logits_and_labels(batch)
-                per = adapter.per_sample_loss(batch, logits=logits)
-                loss = per.mean()
+            with cast:
+                if dynamics is None:
+                    loss = adapter.loss(batch)
+                else:
+                    logits, y = adapter.logits_and_labels(batch)
+                    per = adapter.per_sample_loss(batch, logits=logits)
+                    loss = per.mean()
+            if dynamics is not None:
                 dynamics.update(batch[-1], (logits.argmax(1) == y).cpu().numpy(), per.detach().cpu().numpy())
             opt.zero_grad(set_to_none=True)
             loss.backward()

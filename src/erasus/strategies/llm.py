@@ -27,6 +27,7 @@ from ..core.strategy import (
     OneShotStrategy,
 )
 from ..core.trainer import UnlearningTrainer
+from ..models.batching import INDEX
 from .preference import NPO, NPOConfig
 
 
@@ -35,8 +36,11 @@ def alt_view(batch, who: str) -> dict:
     if not isinstance(batch, dict) or "alt_input_ids" not in batch:
         raise DataError(f"{who} needs forget batches with an alternative (refusal) answer per question: build the "
                         "forget loader with QACollator(tokenizer, alt_answers=erasus.data.datasets.tofu.load_idk()).")
-    return {"input_ids": batch["alt_input_ids"], "attention_mask": batch["alt_attention_mask"],
+    view = {"input_ids": batch["alt_input_ids"], "attention_mask": batch["alt_attention_mask"],
             "labels": batch["alt_labels"]}
+    if INDEX in batch:
+        view[INDEX] = batch[INDEX]
+    return view
 
 
 @dataclass
@@ -77,17 +81,17 @@ class IdkDPO(NPO):
         L = −log σ(β[(log π_θ(y_w|x) − log π_ref(y_w|x)) − (log π_θ(y_l|x) − log π_ref(y_l|x))])
 
     with the original model as the frozen reference and sequence log-likelihoods, plus the
-    retain NLL. The reference's log-likelihoods are computed once per batch without a graph.
+    retain NLL. The reference's log-likelihoods of both answers are computed once, before the
+    first step (``reference``, as NPO's: :class:`~erasus.strategies.preference.CachedReference`).
     """
 
     config_class = DPOConfig
     supports = ("causal_lm",)
+    reference_views = (lambda b: alt_view(b, "dpo"), lambda b: b)
 
     def forget_step(self, batch, batch_idx):
         win = alt_view(batch, "dpo")
-        ref = self.reference
-        with torch.no_grad():
-            ref_w, ref_l = -ref.sequence_nll(win), -ref.sequence_nll(batch)
+        ref_w, ref_l = (-x for x in self.reference_losses(batch))
         lw, ll = -self.adapter.sequence_nll(win), -self.adapter.sequence_nll(batch)
         margin = (lw - ref_w) - (ll - ref_l)
         return -F.logsigmoid(self.config.beta * margin).mean()

@@ -23,19 +23,103 @@ from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy
 @dataclass
 class NPOConfig(ForgetRetainConfig):
     """``beta`` (β) inverse temperature, 0.1 as in the paper's experiments; ``lr`` 1e-3
-    (Adam), at most ``epochs`` = 10 passes over the forget set; ``retain_weight`` 1 (NPO+RT)."""
+    (Adam), at most ``epochs`` = 10 passes over the forget set; ``retain_weight`` 1 (NPO+RT);
+    ``reference`` ``"auto"`` (the reference's log-likelihoods computed once where batches
+    carry an ``index``), ``"cached"`` (required) or ``"per_step"``."""
 
     beta: float = 0.1
     lr: float = 1e-3
     epochs: float = 10
+    reference: str = "auto"
 
     def validate(self) -> None:
         super().validate()
         self._check_positive("beta")
+        self._check_choice("reference", ("auto", "cached", "per_step"))
+
+
+def reference_nll(reference, loader, views) -> Optional[torch.Tensor]:
+    """The frozen reference's sequence NLL of every forget sample, in one inference pass (fp32,
+    in dataset order): a ``(len(views), max index + 1)`` tensor on the reference's device,
+    row ``v`` for ``views[v](batch)``, indexed by the batches' ``index`` (NaN where a position
+    holds no sample). ``None`` when the batches carry no ``index``
+    (:func:`erasus.models.causal_lm.qa_loader` batches do; a hand-made collator's may not)."""
+    from ..models.batching import INDEX
+    from ..utils.data import ordered_loader
+
+    got, where = [], []
+    # iterating a loader draws from torch's global generator: leave it as it was for the run
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        for batch in ordered_loader(loader):
+            if not isinstance(batch, dict) or INDEX not in batch:
+                return None
+            got.append(torch.stack([sequence_log_loss(reference, view(batch)) for view in views]))
+            where.append(batch[INDEX])
+    idx = torch.cat(where).to(reference.device)
+    out = torch.full((len(views), int(idx.max()) + 1), float("nan"), device=reference.device)
+    out[:, idx] = torch.cat(got, dim=1).float()
+    return out
+
+
+def sequence_log_loss(adapter, batch) -> torch.Tensor:
+    """``-log π(y|x)`` per sample: the sum over answer tokens for language models, the
+    cross-entropy for a classifier."""
+    return adapter.sequence_nll(batch) if hasattr(adapter, "sequence_nll") else adapter.per_sample_loss(batch)
+
+
+class CachedReference:
+    """Shared by NPO and IdkDPO: the reference's log-likelihoods of each forget sample depend
+    on the sample alone, so (``reference="auto"``, the default, or ``"cached"``) they are
+    computed once in ``setup`` (:func:`reference_nll`) and the reference model is freed before
+    the first step; each step looks them up by the batch's ``index``. ``"per_step"`` keeps the
+    reference and runs it on every forget batch (the same losses; more compute and memory).
+    ``"auto"`` falls back to per-step reference passes, and says so in the stop reason, where
+    batches carry no ``index``."""
+
+    reference_views: tuple = (lambda b: b,)
+    reference_note_ = ""
+    reference_cache_ = None
+
+    def setup(self, forget_loader, retain_loader):
+        from ..core.exceptions import DataError
+
+        self.reference = self.frozen_reference()
+        self.reference_cache_ = None
+        self.reference_note_ = ""
+        if self.config.reference == "per_step":
+            return
+        cache = reference_nll(self.reference, forget_loader, self.reference_views)
+        if cache is None:
+            if self.config.reference == "cached":
+                raise DataError("reference='cached' needs forget batches that carry each sample's 'index' (build "
+                                "the loader with erasus.models.causal_lm.qa_loader), or use reference='per_step'.")
+            self.reference_note_ = "; reference log-likelihoods computed every step (the batches carry no index)"
+            return
+        self.reference_cache_ = cache
+        self.reference = None  # not held during the loop
+
+    def reference_losses(self, batch) -> list:
+        """``-log π_ref`` of each view of ``batch``: looked up, or computed now."""
+        if self.reference_cache_ is not None:
+            from ..models.batching import INDEX
+
+            rows = self.reference_cache_[:, batch[INDEX].to(self.reference_cache_.device)]
+            return list(rows.unbind(0))
+        with torch.no_grad():
+            return [sequence_log_loss(self.reference, view(batch)) for view in self.reference_views]
+
+    def unlearn(self, *args, **kwargs):
+        res = super().unlearn(*args, **kwargs)
+        res.stop_reason += self.reference_note_
+        return res
+
+    def release(self) -> None:
+        self.reference = self.reference_cache_ = None
+        super().release()
 
 
 @register("strategy", "npo", aliases=("negative_preference_optimization",))
-class NPO(ForgetRetainStrategy):
+class NPO(CachedReference, ForgetRetainStrategy):
     """Negative Preference Optimization.
 
     Zhang, Lin, Bai & Mei, "Negative Preference Optimization: From Catastrophic Collapse to
@@ -54,27 +138,22 @@ class NPO(ForgetRetainStrategy):
     the forget-quality goal on TOFU from scratch (0.17 on seed 0) but at retain ROUGE-L
     0.88, collapsed NPO through LoRA (model utility 0.004) and took token masking, whose
     loss covers a few tokens of each answer, from retain ROUGE-L 0.97 to 0.63 (measured).
+
+    ``reference``: the reference's log-likelihoods are computed once before the first step
+    and the reference model freed (default), or every step (``"per_step"``); see
+    :class:`CachedReference`.
     """
 
     config_class = NPOConfig
 
-    def setup(self, forget_loader, retain_loader):
-        self.reference = self.frozen_reference()
-
     def forget_step(self, batch, batch_idx):
         # the sequence log-likelihood log π(y|x) (a sum over answer tokens for language models;
         # the cross-entropy for a classifier)
-        seq = lambda a: a.sequence_nll(batch) if hasattr(a, "sequence_nll") else a.per_sample_loss(batch)  # noqa: E731
-        loss = seq(self.adapter)
-        with torch.no_grad():
-            ref_loss = seq(self.reference)
+        loss = sequence_log_loss(self.adapter, batch)
+        (ref_loss,) = self.reference_losses(batch)
         log_ratio = ref_loss - loss  # log π_θ − log π_ref
         beta = self.config.beta
         return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
-
-    def release(self) -> None:
-        self.reference = None
-        super().release()
 
 
 @dataclass

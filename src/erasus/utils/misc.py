@@ -17,8 +17,8 @@ def seed_everything(seed: Optional[int]) -> None:
 
 
 class seeded_loaders:
-    """Context manager: the shuffling generators of ``loaders`` (``loader.generator`` and
-    ``loader.sampler.generator``) are seeded with ``seed + i`` on entry and put back to their
+    """Context manager: the shuffling generators of ``loaders`` (``loader.generator``,
+    ``loader.sampler.generator`` and ``loader.batch_sampler.generator``) are seeded with ``seed + i`` on entry and put back to their
     previous state on exit, so a seeded run shuffles the same way however often the loaders
     were iterated before, and the caller's loaders are left as they were. A shuffling loader
     built without a generator (it would draw from torch's global one, shared by every thread)
@@ -33,7 +33,8 @@ class seeded_loaders:
             if (seed is not None and isinstance(sampler, torch.utils.data.RandomSampler)
                     and sampler.generator is None and getattr(loader, "generator", None) is None):
                 self.lent.append(sampler)
-            for g in (getattr(loader, "generator", None), getattr(sampler, "generator", None)):
+            for g in (getattr(loader, "generator", None), getattr(sampler, "generator", None),
+                      getattr(getattr(loader, "batch_sampler", None), "generator", None)):
                 if isinstance(g, torch.Generator) and all(g is not h for h in self.gens):
                     self.gens.append(g)
         self.states = []
