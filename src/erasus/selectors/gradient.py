@@ -10,14 +10,19 @@ from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
 from ._common import _require_classifier, auto_last_layer, collect_probs_labels, per_sample_grad_norms
+from .lm_gradients import TOKEN_FAMILIES, per_sample_gradients, token_el2n
 
 
 @dataclass
 class GradientNormConfig(BaseConfig):
     """``last_layer``: ``"auto"`` (exact per-sample gradients up to 5M parameters, the
-    closed-form last-layer gradient above), ``True`` or ``False``."""
+    closed-form last-layer gradient above), ``True`` or ``False`` (classifiers);
+    ``params``: which parameters of a language model (see
+    :func:`~erasus.selectors.lm_gradients.gradient_parameters`: ``"auto"`` = LoRA adapters,
+    else all up to 2M parameters, else the last block)."""
 
     last_layer: Union[bool, str] = "auto"
+    params: Union[str, list] = "auto"
 
     def validate(self) -> None:
         self._check_choice("last_layer", ("auto", True, False))
@@ -30,9 +35,11 @@ class GradientNormSelector(BaseSelector):
     Dziugaite, "Deep Learning on a Data Diet", NeurIPS 2021, computed at the trained model)."""
 
     config_class = GradientNormConfig
-    supports = ("classifier",)
+    supports = ("classifier",) + TOKEN_FAMILIES
 
     def score(self, adapter, loader):
+        if adapter.family in TOKEN_FAMILIES:  # exact norms over the chosen parameters, one backward per sample
+            return per_sample_gradients(adapter, loader, self.config.params, norms=True).numpy()
         return per_sample_grad_norms(adapter, loader, auto_last_layer(adapter, self.config.last_layer))
 
 
@@ -41,11 +48,15 @@ class EL2NSelector(BaseSelector):
     """EL2N score ``‖softmax(f(x)) − onehot(y)‖₂`` (Paul, Ganguli & Dziugaite, "Deep
     Learning on a Data Diet", NeurIPS 2021). Deviation: the paper averages the score over
     several networks early in training; here it is computed with the given model (pass an
-    early checkpoint to reproduce the paper's setting)."""
+    early checkpoint to reproduce the paper's setting). For language models the error norm
+    is taken at each answer token (teacher forcing) and averaged over the sample's answer
+    tokens (:func:`~erasus.selectors.lm_gradients.token_el2n`)."""
 
-    supports = ("classifier",)
+    supports = ("classifier",) + TOKEN_FAMILIES
 
     def score(self, adapter, loader):
+        if adapter.family in TOKEN_FAMILIES:
+            return token_el2n(adapter, loader).numpy()
         _require_classifier(adapter, "EL2N")
         probs, y = collect_probs_labels(adapter, loader)
         probs[np.arange(len(y)), y] -= 1.0

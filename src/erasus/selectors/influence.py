@@ -14,6 +14,7 @@ from ..core.exceptions import ConfigError
 from ..core.registry import register
 from ..utils.io import load_state_dict
 from ._common import _require_classifier
+from .lm_gradients import TOKEN_FAMILIES, gauss_newton_influence, per_sample_gradients
 
 
 class ParamView:
@@ -176,7 +177,9 @@ class InfluenceConfig(BaseConfig):
     per-sample gradients fit in 512 MB as float64, else the final linear layer on frozen
     features), ``True`` or ``False``; ``target``: ``"forget_set"``
     (each sample's influence on the total forget-set loss, one inverse-Hessian solve) or
-    ``"self"`` (self-influence, one solve per sample)."""
+    ``"self"`` (self-influence, one solve per sample). Language models: ``params`` (which
+    parameters' gradients, :func:`~erasus.selectors.lm_gradients.gradient_parameters`) and
+    ``project_dim`` (their random projection), with the Gauss-Newton Hessian of TRAK / LESS."""
 
     solver: str = "auto"
     damping: float = 0.01
@@ -184,8 +187,11 @@ class InfluenceConfig(BaseConfig):
     iters: int = 100
     last_layer: Union[bool, str] = "auto"
     target: str = "forget_set"
+    params: Union[str, list] = "auto"
+    project_dim: int = 2048
 
     def validate(self) -> None:
+        self._check_positive("project_dim")
         self._check_choice("solver", ("auto", "exact", "cg", "lissa"))
         self._check_choice("last_layer", ("auto", True, False))
         self._check_choice("target", ("forget_set", "self"))
@@ -206,13 +212,24 @@ class InfluenceSelector(BaseSelector):
     ``"self"`` by self-influence ``∇ℓ(z)ᵀ H⁻¹ ∇ℓ(z)`` (how memorised it is). Inverse-Hessian
     products are exact (explicit matrix), conjugate gradients, or LiSSA. Always returns
     exactly ``k`` indices.
+
+    Language models (families in ``TOKEN_FAMILIES``): the Hessian is replaced by the
+    Gauss-Newton (empirical Fisher) matrix of the forget set's per-sample gradients, restricted
+    to ``params`` and randomly projected to ``project_dim`` dimensions, as TRAK (Park et al.,
+    ICML 2023) and LESS (Xia et al., ICML 2024) do
+    (:func:`~erasus.selectors.lm_gradients.gauss_newton_influence`).
     """
 
     config_class = InfluenceConfig
-    supports = ("classifier",)
+    supports = ("classifier",) + TOKEN_FAMILIES
 
     def score(self, adapter, loader):
         c = self.config
+        if adapter.family in TOKEN_FAMILIES:
+            # language models: projected per-sample gradients and the Gauss-Newton Hessian
+            # in that space (TRAK, Park et al. 2023; LESS, Xia et al. 2024)
+            G = per_sample_gradients(adapter, loader, c.params, dim=c.project_dim)
+            return gauss_newton_influence(G, c.damping, c.target).numpy()
         view = ParamView(adapter, choose_last_layer(adapter, loader, c.last_layer))
         grads = view.per_sample_grads(loader).double()
         solver = c.solver if c.solver != "auto" else ("exact" if view.dim <= 2000 else "cg")
@@ -243,10 +260,13 @@ class TracInConfig(BaseConfig):
     lrs: List[float] = field(default_factory=list)
     target: str = "forget_set"
     last_layer: Union[bool, str] = "auto"
+    params: Union[str, list] = "auto"
+    project_dim: int = 2048
 
     def validate(self) -> None:
         self._check_choice("target", ("forget_set", "self"))
         self._check_choice("last_layer", ("auto", True, False))
+        self._check_positive("project_dim")
         if self.lrs and len(self.lrs) != len(self.checkpoints):
             raise ConfigError(f"TracInConfig: expected one learning rate per checkpoint ({len(self.checkpoints)}), "
                               f"got {len(self.lrs)}.")
@@ -260,14 +280,17 @@ class TracInSelector(BaseSelector):
     with learning rate ``η_t``. Scores each forget sample by its TracIn influence on the
     whole forget set (``target="forget_set"``) or on itself (``"self"``). Checkpoints come
     from :class:`CheckpointRecorder`; without any, the given model is the one checkpoint.
+    Language models: gradients of ``params`` projected to ``project_dim`` dimensions (as
+    TracIn's own large-model variant and LESS do; :mod:`erasus.selectors.lm_gradients`).
     """
 
     config_class = TracInConfig
-    supports = ("classifier",)
+    supports = ("classifier",) + TOKEN_FAMILIES
 
     def score(self, adapter, loader):
         c = self.config
-        last = choose_last_layer(adapter, loader, c.last_layer)
+        lm = adapter.family in TOKEN_FAMILIES
+        last = None if lm else choose_last_layer(adapter, loader, c.last_layer)
         states = [load_state_dict(p) for p in c.checkpoints] or [None]
         lrs = list(c.lrs) or [1.0] * len(states)
         original = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
@@ -276,7 +299,8 @@ class TracInSelector(BaseSelector):
             for state, lr in zip(states, lrs):
                 if state is not None:
                     adapter.model.load_state_dict(state)
-                grads = ParamView(adapter, last).per_sample_grads(loader).double()
+                grads = (per_sample_gradients(adapter, loader, c.params, dim=c.project_dim) if lm
+                         else ParamView(adapter, last).per_sample_grads(loader)).double()
                 s = (grads @ grads.sum(0)) if c.target == "forget_set" else (grads * grads).sum(1)
                 total = lr * s if total is None else total + lr * s
         finally:

@@ -1,0 +1,178 @@
+"""Per-sample gradients of language models (and any adapter with a per-sample loss), at a
+scale that fits: restricted to chosen parameters and compressed by a random projection.
+
+Exact per-sample gradients of every parameter of a language model are out of reach
+(one copy of the model per sample). As TRAK (Park, Georgiev, Ilyas, Leclerc & Madry, "TRAK:
+Attributing Model Behavior at Scale", ICML 2023) and LESS (Xia, Malladi, Gururangan, Arora &
+Chen, "LESS: Selecting Influential Data for Targeted Instruction Tuning", ICML 2024) do,
+gradients are taken with respect to a subset of the parameters (LoRA adapters where the
+model has them, as LESS does; else the last transformer blocks) and projected to ``dim``
+dimensions by a random map that preserves inner products in expectation.
+
+Deviation: TRAK and LESS project with a dense Gaussian / Rademacher matrix (a CUDA kernel
+that generates it on the fly); here the projection is a CountSketch (Charikar, Chen &
+Farach-Colton, 2002; the feature hashing of Weinberger et al., ICML 2009): parameter ``j``
+goes to coordinate ``h(j)`` with sign ``s(j)``, an unbiased inner-product estimate that
+costs one pass over the gradient and no matrix, on a CPU as on a GPU. Each sample's
+gradient is computed exactly (one backward pass per sample; memory: one gradient of the
+chosen parameters at a time).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ..core.exceptions import ConfigError, DataError
+
+#: "auto" takes every trainable parameter up to this many, else the last blocks
+AUTO_MAX_PARAMS = 2_000_000
+
+
+def _blocks(model) -> Optional[torch.nn.ModuleList]:
+    """The list of transformer blocks of a Hugging Face language model, if found."""
+    best = None
+    for _, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and (best is None or len(m) >= len(best)):
+            if all(type(x) is type(m[0]) for x in m):
+                best = m
+    return best
+
+
+def gradient_parameters(model, which: Union[str, Sequence[str]] = "auto") -> List[Tuple[str, torch.nn.Parameter]]:
+    """The ``(name, parameter)`` pairs per-sample gradients are taken for.
+
+    ``"lora"``: the LoRA adapter weights of a PEFT model (LESS's choice); ``"all"``: every
+    trainable parameter; ``"last_block"``: the last transformer block; ``"auto"``: LoRA
+    weights where the model has them, else every trainable parameter up to
+    :data:`AUTO_MAX_PARAMS`, else the last block. A list of strings: the parameters whose
+    name contains one of them."""
+    named = [(n, p) for n, p in model.named_parameters()]
+    lora = [(n, p) for n, p in named if "lora_" in n]
+    trainable = [(n, p) for n, p in named if p.requires_grad]
+    if which == "lora" or (which == "auto" and lora):
+        if not lora:
+            raise ConfigError("params='lora' needs a model with LoRA adapters (a peft.PeftModel).")
+        return lora
+    if which == "all" or (which == "auto" and sum(p.numel() for _, p in trainable) <= AUTO_MAX_PARAMS):
+        return trainable or named
+    if which in ("last_block", "auto"):
+        blocks = _blocks(model)
+        if blocks is None:
+            raise ConfigError("No list of blocks found in this model: pass params='all' or parameter name parts.")
+        ids = {id(p) for p in blocks[-1].parameters()}
+        return [(n, p) for n, p in named if id(p) in ids]
+    if isinstance(which, str):
+        raise ConfigError(f"Expected params 'auto', 'lora', 'all', 'last_block' or a list of name parts, got {which!r}.")
+    chosen = [(n, p) for n, p in named if any(s in n for s in which)]
+    if not chosen:
+        raise ConfigError(f"No parameter name contains any of {list(which)}.")
+    return chosen
+
+
+class CountSketch:
+    """A random linear map ``R^d → R^dim``: coordinate ``j`` is added, with sign ``s(j)``, to
+    output ``h(j)`` (``h``, ``s`` uniform, from ``seed``). ``E[⟨Px, Py⟩] = ⟨x, y⟩``."""
+
+    def __init__(self, d: int, dim: int, seed: int = 0, device=None):
+        g = torch.Generator().manual_seed(seed)
+        self.d, self.dim = d, dim
+        self.bucket = torch.randint(0, dim, (d,), generator=g).to(device)
+        self.sign = (torch.randint(0, 2, (d,), generator=g) * 2 - 1).float().to(device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(self.dim, dtype=torch.float32, device=x.device)
+        return out.index_add_(0, self.bucket.to(x.device), x.float() * self.sign.to(x.device))
+
+
+def batch_rows(batch: dict, i: int) -> dict:
+    """Sample ``i`` of a dict batch as a batch of one (sequence fields cut to its length)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == batch["input_ids"].shape[0]:
+            out[k] = v[i:i + 1]
+        elif isinstance(v, list) and len(v) == batch["input_ids"].shape[0]:
+            out[k] = v[i:i + 1]
+        else:
+            out[k] = v
+    return out
+
+
+#: the language-model families whose batches are dicts with ``input_ids`` and a per-sample loss
+TOKEN_FAMILIES = ("causal_lm", "seq2seq_lm", "masked_lm", "vision_lm")
+
+
+def per_sample_gradients(adapter, loader, params: Union[str, Sequence[str]] = "auto", dim: Optional[int] = 2048,
+                         seed: int = 0, loss: str = "mean", norms: bool = False) -> torch.Tensor:
+    """``(n, dim)`` float32: each sample's gradient of its loss (``"mean"``: the adapter's
+    per-sample loss, the mean answer-token NLL of a language model; ``"sum"``: the sequence
+    NLL) w.r.t. :func:`gradient_parameters` ``(params)``, projected by a :class:`CountSketch`
+    of ``dim`` (``None``: not projected, ``(n, d)``), in ``loader`` order; with ``norms``,
+    the ``(n,)`` exact L2 norms of the unprojected gradients instead. Exact per sample: one
+    backward pass each. The model's trainable flags are left as they were."""
+    chosen = [p for _, p in gradient_parameters(adapter.model, params)]
+    d = sum(p.numel() for p in chosen)
+    proj = CountSketch(d, dim, seed, adapter.device) if dim and not norms else None
+    flags = {p: p.requires_grad for p in adapter.model.parameters()}
+    fn = adapter.per_sample_loss if loss == "mean" else getattr(adapter, "sequence_nll", None)
+    if fn is None:
+        raise ConfigError(f"loss='sum' needs a language model adapter, got a {adapter.family!r} one.")
+    rows = []
+    was_training = adapter.model.training
+    adapter.model.eval()
+    try:
+        for p in adapter.model.parameters():
+            p.requires_grad_(False)
+        for p in chosen:
+            p.requires_grad_(True)
+        for batch in loader:
+            if not isinstance(batch, dict) or "input_ids" not in batch:
+                raise DataError("Per-sample gradients of a language model need dict batches with input_ids.")
+            for i in range(batch["input_ids"].shape[0]):
+                value = fn(batch_rows(batch, i))[0]
+                grads = torch.autograd.grad(value, chosen, allow_unused=True)
+                flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                  for g, p in zip(grads, chosen)])
+                if norms:
+                    rows.append(flat.float().norm().reshape(()).cpu())
+                else:
+                    rows.append((proj(flat) if proj is not None else flat.float()).cpu())
+    finally:
+        for p, f in flags.items():
+            p.requires_grad_(f)
+        adapter.model.train(was_training)
+    return torch.stack(rows)
+
+
+def gauss_newton_influence(G: torch.Tensor, damping: float = 0.01, target: str = "forget_set") -> torch.Tensor:
+    """Influence scores from (projected) per-sample gradients ``G`` (n, k) with the
+    Gauss-Newton / empirical-Fisher approximation of the Hessian, ``F = GᵀG / n + μ·I``
+    (TRAK's and LESS's kernel), ``μ = damping × the mean non-zero eigenvalue of GᵀG / n``
+    (``tr / min(n, k)``, the same for a gradient and its projection):
+    ``target="forget_set"`` scores ``g_iᵀ F⁻¹ Σ_j g_j`` (each sample's influence on the whole
+    forget set's loss), ``"self"`` ``g_iᵀ F⁻¹ g_i``. Computed through the ``n × n`` Gram
+    matrix ``K = GGᵀ`` (``G F⁻¹ Gᵀ = K (K/n + μI)⁻¹``), exact whatever ``k``."""
+    G = G.double()
+    n, k = G.shape
+    K = G @ G.T
+    mu = damping * max(float(torch.trace(K)) / n / min(n, k), 1e-12)
+    M = torch.linalg.solve(K / n + mu * torch.eye(n, dtype=G.dtype), K)  # (K/n + μI)⁻¹ K, = K (K/n + μI)⁻¹ transposed
+    if target == "forget_set":
+        return M.T @ torch.ones(n, dtype=G.dtype)
+    return torch.diagonal(M)
+
+
+@torch.no_grad()
+def token_el2n(adapter, loader) -> torch.Tensor:
+    """EL2N of a language model's sample: ``‖softmax(f_t) − e_{y_t}‖₂`` at each scored token
+    ``t`` (teacher forcing), averaged over the sample's scored tokens."""
+    out = []
+    for batch in loader:
+        b = adapter.to_device(batch)
+        lg, labels = adapter._aligned(adapter.logits(batch), b["labels"])
+        mask = labels != -100
+        p = torch.softmax(lg.float(), -1)
+        p_y = p.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        err = ((p * p).sum(-1) - 2 * p_y + 1).clamp_min(0).sqrt()
+        out.append(((err * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu())
+    return torch.cat(out)
