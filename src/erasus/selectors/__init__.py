@@ -8,7 +8,8 @@ from .submodular import CraigSelector, GradMatchSelector, SubmodularSelector
 from .valuation import (AutoSelector, DataShapleySelector, GlisterSelector, RepresenterSelector,
                         ValuationNetworkSelector, knn_shapley)
 from .influence import CheckpointRecorder, InfluenceSelector, TracInSelector
+from .discovery import Discovery, discover
 
-__all__ = ["AutoSelector", "DataShapleySelector", "GlisterSelector", "RepresenterSelector",
+__all__ = ["discover", "Discovery", "AutoSelector", "DataShapleySelector", "GlisterSelector", "RepresenterSelector",
            "ValuationNetworkSelector", "knn_shapley", "VotingSelector", "WeightedFusionSelector", "GradMatchSelector", "ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
            "RandomSelector"]
