@@ -32,6 +32,7 @@ ALLOWED = {
     "0.75": "a hyperparameter", "0.89": "a goal", "0.47": "SimNPO's calibrated β (in tofu.md's notes)",
     "2.5": "a paper's hyperparameter", "1.5": "a rule's factor", "3.3": "a rule's factor", "1.0": "a rule",
     "0.0": "zero", "3.9": "the lowest supported Python version",
+    "0.025": "arithmetic: the chance precision of discovery on TOFU, 20 of 800 pairs",
     "0.34": "arithmetic: WGA's largest distance to the best strategy (class1 bare on the CNN, 0.76 - 0.42)",
 }
 
