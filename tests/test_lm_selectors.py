@@ -15,7 +15,7 @@ from erasus.models import wrap  # noqa: E402
 from erasus.models.causal_lm import QACollator, gpt2_lm, qa_loader, tofu_texts, word_tokenizer  # noqa: E402
 from erasus.selectors.lm_gradients import gauss_newton_influence, per_sample_gradients, token_el2n  # noqa: E402
 
-SELECTORS = ("gradient_norm", "el2n", "influence", "tracin")
+SELECTORS = ("gradient_norm", "el2n", "influence", "tracin", "craig", "grad_match", "active_learning")
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,25 @@ def test_token_el2n_is_the_error_norm_averaged_over_answer_tokens(lm):
         p = torch.softmax(logits[i, :-1][m].float(), -1)
         onehot = torch.nn.functional.one_hot(lab[m], p.shape[-1]).float()
         assert float(scores[i]) == pytest.approx(float((p - onehot).norm(dim=1).mean()), rel=1e-5)
+
+
+def test_token_uncertainty_is_the_answer_tokens_mean_entropy(lm):
+    from erasus.selectors.lm_gradients import token_uncertainty
+
+    model, _, ordered, _ = lm
+    batch = next(iter(ordered))
+    ent = token_uncertainty(wrap(model), ordered, "entropy")
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    lab = batch["labels"][0, 1:]
+    p = torch.softmax(logits[0, :-1][lab != -100].float(), -1)
+    assert float(ent[0]) == pytest.approx(float(-(p * p.log()).sum(-1).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["representer", "glister", "data_shapley", "valuation_network"])
+def test_selectors_that_cannot_apply_to_language_models_say_why(lm, name):
+    from erasus.core.exceptions import UnsupportedModelError
+
+    model, _, ordered, _ = lm
+    with pytest.raises(UnsupportedModelError, match="causal_lm.*: .*(label|classifier)"):
+        build("selector", name).select(model, ordered, k=4)

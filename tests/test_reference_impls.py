@@ -9,7 +9,7 @@ from sklearn.metrics import accuracy_score
 from erasus.core.stats import loss_auc, split_stats
 from erasus.metrics import MetricSuite
 from erasus.models import wrap
-from erasus.selectors._common import per_sample_grad_norms
+from erasus.selectors._common import last_layer_grad_factors, per_sample_grad_norms
 
 
 def test_accuracy_and_mia_auc_match_sklearn_and_mann_whitney(tiny):
@@ -176,7 +176,7 @@ def test_craig_gradient_distances_match_explicit_last_layer_gradients(tiny):
     from erasus.utils.data import ordered_loader
 
     model, forget, _, _ = tiny
-    R, H = CraigSelector()._gradients(wrap(model), ordered_loader(forget))
+    R, H = last_layer_grad_factors(wrap(model), ordered_loader(forget))
     x, y = next(iter(ordered_loader(forget, batch_size=100)))
     explicit = []
     for i in range(len(y)):
@@ -186,6 +186,9 @@ def test_craig_gradient_distances_match_explicit_last_layer_gradients(tiny):
     E = torch.stack(explicit).double()
     implicit = torch.stack([torch.cat([torch.outer(R[i], H[i][:-1]).flatten(), R[i]]) for i in range(len(R))])
     assert torch.allclose(E, implicit, atol=1e-6)
+    # the Gram matrix CRAIG and GradMatch work in is that of the explicit gradients
+    K = CraigSelector()._gram(wrap(model), ordered_loader(forget))
+    assert torch.allclose(K[:len(E), :len(E)], E @ E.T, atol=1e-6)
 
 
 def test_forgetting_events_count_correct_to_incorrect_transitions():
@@ -236,7 +239,7 @@ def test_grad_match_reconstructs_the_forget_gradient_better_than_random(tiny):
 
     model, forget, _, _ = tiny
     sel = GradMatchSelector(lam=0.0)
-    R, H = sel._gradients(wrap(model), ordered_loader(forget))
+    R, H = last_layer_grad_factors(wrap(model), ordered_loader(forget))
     G = torch.stack([torch.outer(r, h).flatten() for r, h in zip(R, H)]).numpy()
     target = G.sum(0)
     cs = sel.select(model, forget, k=4)
@@ -264,7 +267,7 @@ def test_grad_match_equals_plain_omp_with_ridge_nnls_refits(tiny):
 
     model, forget, _, _ = tiny
     sel = GradMatchSelector()
-    R, H = sel._gradients(wrap(model), ordered_loader(forget))
+    R, H = last_layer_grad_factors(wrap(model), ordered_loader(forget))
     G = torch.stack([torch.outer(r, h).flatten() for r, h in zip(R, H)]).double().numpy()
     target = G.sum(0)
     lam = sel.config.lam * float((G * G).sum(1).mean())

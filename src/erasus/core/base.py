@@ -67,9 +67,10 @@ def check_supported(component, adapter) -> None:
     if "*" not in supports and adapter.family not in supports:
         name = getattr(component, "registered_name", "")
         who = f"{name} ({type(component).__name__})" if name else type(component).__name__
+        why = getattr(component, "unsupported_note", "")
         raise UnsupportedModelError(
-            f"{who} supports model families {supports}, got a {adapter.family!r} model. `erasus list` shows which "
-            "components support which family."
+            f"{who} supports model families {supports}, got a {adapter.family!r} model"
+            + (f": {why}" if why else "") + ". `erasus list` shows which components support which family."
         )
 
 

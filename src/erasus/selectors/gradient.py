@@ -10,7 +10,7 @@ from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
 from ._common import _require_classifier, auto_last_layer, collect_probs_labels, per_sample_grad_norms
-from .lm_gradients import TOKEN_FAMILIES, per_sample_gradients, token_el2n
+from .lm_gradients import TOKEN_FAMILIES, per_sample_gradients, token_el2n, token_uncertainty
 
 
 @dataclass
@@ -79,12 +79,16 @@ class ActiveLearningSelector(BaseSelector):
     """Uncertainty sampling (Settles, "Active Learning Literature Survey", 2009; least
     confidence, margin (Scheffer et al., 2001) and entropy (Shannon) scores): the samples the
     model is least sure about. Label-free; for unlearning they are the forget samples on
-    the decision boundary, the cheapest to move."""
+    the decision boundary, the cheapest to move. Language models: the score at each answer
+    token (teacher forcing), averaged over the answer
+    (:func:`~erasus.selectors.lm_gradients.token_uncertainty`)."""
 
     config_class = ActiveLearningConfig
-    supports = ("classifier",)
+    supports = ("classifier",) + TOKEN_FAMILIES
 
     def score(self, adapter, loader):
+        if adapter.family in TOKEN_FAMILIES:  # per answer token, averaged over the answer
+            return token_uncertainty(adapter, loader, self.config.method).numpy()
         _require_classifier(adapter, "active_learning")
         probs, _ = collect_probs_labels(adapter, loader)
         probs = probs.double()

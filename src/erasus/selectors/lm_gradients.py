@@ -162,17 +162,41 @@ def gauss_newton_influence(G: torch.Tensor, damping: float = 0.01, target: str =
     return torch.diagonal(M)
 
 
+def _answer_tokens(adapter, loader):
+    """Per batch: next-token probabilities ``(B, T, V)``, the aligned labels and the mask of
+    the scored (answer) tokens, under teacher forcing."""
+    for batch in loader:
+        b = adapter.to_device(batch)
+        lg, labels = adapter._aligned(adapter.logits(batch), b["labels"])
+        yield torch.softmax(lg.float(), -1), labels, labels != -100
+
+
+def _answer_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return ((values * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu()
+
+
 @torch.no_grad()
 def token_el2n(adapter, loader) -> torch.Tensor:
     """EL2N of a language model's sample: ``‖softmax(f_t) − e_{y_t}‖₂`` at each scored token
     ``t`` (teacher forcing), averaged over the sample's scored tokens."""
     out = []
-    for batch in loader:
-        b = adapter.to_device(batch)
-        lg, labels = adapter._aligned(adapter.logits(batch), b["labels"])
-        mask = labels != -100
-        p = torch.softmax(lg.float(), -1)
+    for p, labels, mask in _answer_tokens(adapter, loader):
         p_y = p.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        err = ((p * p).sum(-1) - 2 * p_y + 1).clamp_min(0).sqrt()
-        out.append(((err * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu())
+        out.append(_answer_mean(((p * p).sum(-1) - 2 * p_y + 1).clamp_min(0).sqrt(), mask))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def token_uncertainty(adapter, loader, method: str = "entropy") -> torch.Tensor:
+    """A language model's uncertainty about a sample's answer: the next-token distribution's
+    entropy, least confidence (1 − max probability) or negative margin (top-1 − top-2) at each
+    scored token, averaged over the sample's scored tokens."""
+    out = []
+    for p, _, mask in _answer_tokens(adapter, loader):
+        if method == "entropy":
+            v = -(p * p.clamp_min(1e-12).log()).sum(-1)
+        else:
+            top2 = p.topk(2, dim=-1).values
+            v = 1.0 - top2[..., 0] if method == "least_confidence" else -(top2[..., 0] - top2[..., 1])
+        out.append(_answer_mean(v, mask))
     return torch.cat(out)

@@ -36,6 +36,10 @@ class RepresenterSelector(BaseSelector):
     trained head is used as is.
     """
 
+    unsupported_note = (
+        "it decomposes a softmax classifier's pre-activations over its last linear layer (Yeh "
+        "et al.), which a language model's next-token head over a sequence does not reduce to; "
+        "use influence or tracin")
     supports = ("classifier",)
 
     def score(self, adapter, loader):
@@ -77,6 +81,9 @@ class GlisterSelector(BaseSelector):
     """
 
     config_class = GlisterConfig
+    unsupported_note = (
+        "its greedy Taylor step is written on a classifier's closed-form last-layer gradients; "
+        "use craig or grad_match, which take projected per-sample gradients of language models")
     supports = ("classifier",)
 
     def _select(self, adapter, loader, k):
@@ -169,6 +176,9 @@ class DataShapleySelector(BaseSelector):
     """
 
     config_class = DataShapleyConfig
+    unsupported_note = (
+        "its utility is a KNN classifier's accuracy on class labels, and a language model's "
+        "samples have none; use kcenter or submodular on the model's features")
     supports = ("classifier",)
 
     def score(self, adapter, loader):
@@ -265,6 +275,9 @@ class ValuationNetworkSelector(BaseSelector):
     """
 
     config_class = ValuationNetworkConfig
+    unsupported_note = (
+        "its reward is a KNN classifier's accuracy on class labels, and a language model's "
+        "samples have none")
     supports = ("classifier",)
 
     def score(self, adapter, loader):
