@@ -1,0 +1,228 @@
+"""Plots of an unlearning run, for people who would rather look than read a table.
+
+Each plot has two halves: a ``*_data`` function that measures (plain numpy arrays, tested
+against the numbers they stand for) and a drawing function that returns a matplotlib
+``Figure`` (the Agg backend: no display needed) and, given ``path``, saves it as PNG and/or
+SVG through :func:`save_figure` (atomic, never over an existing file unless
+``overwrite=True``).
+
+* :func:`loss_distributions`: per-sample loss histograms of forget / retain / held-out data
+  for several models overlaid (the original, the unlearned, the retrained): forgetting shows
+  as the forget histogram moving onto the held-out one, as the retrained model's does;
+* :func:`per_class_accuracy`: accuracy of each class for each model, side by side;
+* :func:`prediction_shift`: how one model's predictions map onto another's (a confusion
+  matrix between two models, or against the labels);
+* :func:`training_history`: a run's loss per step, its validation losses, and where the
+  stopping rule backed off.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..core.exceptions import ConfigError, DataError
+
+PathLike = Union[str, os.PathLike]
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("Plots need matplotlib: pip install 'erasus[viz]'.") from e
+    return plt
+
+
+def save_figure(fig, path: PathLike, formats: Sequence[str] = ("png",), overwrite: bool = False,
+                dpi: int = 120) -> list:
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (``"png"``, ``"svg"``, ``"pdf"``;
+    a suffix already on ``path`` is replaced), each written to a temporary file and moved into
+    place. An existing file is never overwritten unless ``overwrite=True``. Returns the paths."""
+    base = Path(path)
+    base = base.with_suffix("") if base.suffix.lower() in (".png", ".svg", ".pdf") else base
+    targets = [base.with_suffix(f".{f.lower().lstrip('.')}") for f in formats]
+    bad = [t for t in targets if t.suffix not in (".png", ".svg", ".pdf")]
+    if bad:
+        raise ConfigError(f"Expected formats among png, svg and pdf, got {[t.suffix for t in bad]}.")
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing} exist: pass overwrite=True to replace them, or another path.")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for t in targets:
+        tmp = t.with_name(f".{t.name}.tmp{os.getpid()}")
+        fig.savefig(tmp, format=t.suffix[1:], dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, t)
+    return targets
+
+
+def _finish(fig, path, formats, overwrite):
+    if path is not None:
+        save_figure(fig, path, formats, overwrite)
+    return fig
+
+
+# -- loss distributions ---------------------------------------------------------------------
+def loss_distribution_data(models: Mapping[str, object], splits: Mapping[str, object],
+                           max_samples: Optional[int] = 2000) -> Dict[str, Dict[str, np.ndarray]]:
+    """``{split: {model: per-sample losses}}`` of every model on every split (loaders or
+    datasets; at most ``max_samples`` per split, the same samples for every model)."""
+    from ..core.stats import split_stats
+    from ..models import wrap
+    from ..utils.data import subsample_loader
+
+    if not models or not splits:
+        raise DataError("Expected at least one model and one split to plot.")
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    for s, data in splits.items():
+        loader = subsample_loader(data, max_samples, seed=0)
+        out[s] = {m: np.asarray(split_stats(wrap(model), loader)["loss"], dtype=np.float64)
+                  for m, model in models.items()}
+    return out
+
+
+def loss_distributions(models: Mapping[str, object], splits: Mapping[str, object], path: Optional[PathLike] = None,
+                       bins: int = 40, log_loss: bool = True, formats: Sequence[str] = ("png",),
+                       overwrite: bool = False, max_samples: Optional[int] = 2000):
+    """One panel per split, each model's per-sample loss histogram overlaid (shared bins;
+    ``log_loss``: on log10(loss + 1e-6), where memorised samples' tiny losses are visible)."""
+    data = loss_distribution_data(models, splits, max_samples)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.2), squeeze=False)
+    tf = (lambda v: np.log10(v + 1e-6)) if log_loss else (lambda v: v)
+    allv = np.concatenate([tf(v) for d in data.values() for v in d.values()])
+    allv = allv[np.isfinite(allv)]
+    edges = np.linspace(allv.min(), allv.max() + 1e-9, bins + 1) if allv.size else bins
+    for ax, (s, d) in zip(axes[0], data.items()):
+        for m, v in d.items():
+            ax.hist(tf(v), bins=edges, histtype="step", linewidth=1.6, label=m, density=True)
+        ax.set_title(s)
+        ax.set_xlabel("log10 loss" if log_loss else "loss")
+    axes[0][0].set_ylabel("density")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path, formats, overwrite)
+
+
+# -- per-class accuracy ---------------------------------------------------------------------
+def predictions(model, data) -> tuple:
+    """``(predicted, true)`` class labels of a classifier on ``data``, in order."""
+    import torch
+
+    from ..models import wrap
+    from ..utils.data import ordered_loader
+
+    adapter = wrap(model)
+    if adapter.family != "classifier":
+        raise DataError(f"Per-class plots need a classifier; this model is a {adapter.family!r}.")
+    was = adapter.model.training
+    adapter.model.eval()
+    pred, true = [], []
+    try:
+        with torch.no_grad():
+            for b in ordered_loader(data):
+                logits, y = adapter.logits_and_labels(b)
+                pred.append(logits.argmax(1).cpu().numpy())
+                true.append(y.cpu().numpy())
+    finally:
+        adapter.model.train(was)
+    return np.concatenate(pred), np.concatenate(true)
+
+
+def per_class_accuracy_data(models: Mapping[str, object], data, n_classes: Optional[int] = None):
+    """``(classes, {model: accuracy per class})`` on ``data`` (NaN for a class with no sample)."""
+    got = {m: predictions(model, data) for m, model in models.items()}
+    n = n_classes or int(max(max(p.max(), t.max()) for p, t in got.values())) + 1
+    classes = np.arange(n)
+    out = {}
+    for m, (p, t) in got.items():
+        out[m] = np.array([(p[t == c] == c).mean() if (t == c).any() else np.nan for c in classes])
+    return classes, out
+
+
+def per_class_accuracy(models: Mapping[str, object], data, path: Optional[PathLike] = None,
+                       class_names: Optional[Sequence[str]] = None, formats: Sequence[str] = ("png",),
+                       overwrite: bool = False):
+    """Grouped bars: each class's accuracy under each model (e.g. before / after / retrained)."""
+    classes, acc = per_class_accuracy_data(models, data, len(class_names) if class_names else None)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) * max(1, len(acc)) / 2), 3.2))
+    w = 0.8 / len(acc)
+    for k, (m, a) in enumerate(acc.items()):
+        ax.bar(classes + (k - (len(acc) - 1) / 2) * w, 100 * a, width=w, label=m)
+    ax.set_xticks(classes, class_names if class_names else [str(c) for c in classes], rotation=45 if class_names else 0)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path, formats, overwrite)
+
+
+# -- prediction shift ------------------------------------------------------------------------
+def prediction_shift_data(model_a, model_b, data, n_classes: Optional[int] = None) -> np.ndarray:
+    """``M[i, j]``: how many samples ``model_a`` predicts as class ``i`` and ``model_b`` as
+    ``j`` (``model_b=None``: against the true labels, a confusion matrix of ``model_a``)."""
+    pa, t = predictions(model_a, data)
+    pb = predictions(model_b, data)[0] if model_b is not None else t
+    n = n_classes or int(max(pa.max(), pb.max(), t.max())) + 1
+    M = np.zeros((n, n), dtype=np.int64)
+    np.add.at(M, (pa, pb), 1)
+    return M
+
+
+def prediction_shift(model_a, model_b, data, path: Optional[PathLike] = None, labels: Sequence[str] = ("before", "after"),
+                     class_names: Optional[Sequence[str]] = None, formats: Sequence[str] = ("png",),
+                     overwrite: bool = False):
+    """Heat map of :func:`prediction_shift_data`, counts written in the cells."""
+    M = prediction_shift_data(model_a, model_b, data, len(class_names) if class_names else None)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(0.5 * len(M) + 2.5, 0.5 * len(M) + 2))
+    ax.imshow(M, cmap="Blues")
+    names = class_names or [str(c) for c in range(len(M))]
+    ax.set_xticks(range(len(M)), names, rotation=45)
+    ax.set_yticks(range(len(M)), names)
+    ax.set_ylabel(labels[0])
+    ax.set_xlabel(labels[1] if model_b is not None else "true label")
+    for i in range(len(M)):
+        for j in range(len(M)):
+            if M[i, j]:
+                ax.text(j, i, str(M[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if M[i, j] > M.max() / 2 else "black")
+    fig.tight_layout()
+    return _finish(fig, path, formats, overwrite)
+
+
+# -- training history ----------------------------------------------------------------------
+def training_history(result, path: Optional[PathLike] = None, formats: Sequence[str] = ("png",),
+                     overwrite: bool = False):
+    """A run's training loss per step (left) and its validation losses per split (right), with
+    the best step and the stopping rule's back-offs marked; ``result``: an
+    :class:`~erasus.core.callbacks.UnlearningResult` or its ``history`` dict."""
+    h = getattr(result, "history", result)
+    if not isinstance(h, Mapping) or "loss" not in h:
+        raise DataError("Expected an UnlearningResult or its history (a dict with 'step' and 'loss').")
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a1.plot(h.get("step", range(1, len(h["loss"]) + 1)), h["loss"], linewidth=1)
+    a1.set_xlabel("step")
+    a1.set_ylabel("training loss")
+    evals = h.get("eval", [])
+    for key in sorted({k for e in evals for k in e if k.startswith("val_") and k.endswith("_loss")}):
+        a2.plot([e["step"] for e in evals if key in e], [e[key] for e in evals if key in e], marker=".", label=key[4:-5])
+    best = getattr(result, "best_step", None)
+    for ax in (a1, a2):
+        if best is not None:
+            ax.axvline(best, color="green", linestyle="--", linewidth=1)
+        for b in h.get("backoffs", []):
+            ax.axvline(b["step"], color="red", linestyle=":", linewidth=1)
+    a2.set_xlabel("step")
+    a2.set_ylabel("validation loss")
+    if evals:
+        a2.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path, formats, overwrite)
