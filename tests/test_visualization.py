@@ -88,3 +88,26 @@ def test_save_figure_rejects_unknown_formats(tmp_path):
     fig = plt.figure()
     with pytest.raises(Exception, match="png, svg and pdf"):
         viz.save_figure(fig, tmp_path / "x", formats=("bmp",))
+
+
+def test_html_report_stands_alone_and_carries_the_verdict(run, tmp_path):
+    import re
+
+    from erasus.evaluation.benchmark import BenchmarkReport, MetricResult
+
+    original, unlearned, res, forget, retain, holdout = run
+    bench = BenchmarkReport("general", "retrain", 0.95)
+    bench.results.append(MetricResult("forget_acc", 0.5, (0.4, 0.6), 0.45, "retrained", (0.01, 0.09), (0.05, 0.1),
+                                      "PARTIAL", note="<b>not html</b>"))
+    path = viz.run_report(res, tmp_path / "r.html", report=bench, models={"original": original, "unlearned": unlearned},
+                          splits={"forget": forget, "held-out": holdout}, title="Forget <12> samples")
+    text = (tmp_path / "r.html").read_text()
+    assert path is not None and "Forget &lt;12&gt; samples" in text and "&lt;b&gt;not html&lt;/b&gt;" in text
+    assert 'class="PARTIAL"' in text and "gradient_ascent" in text and res.stop_reason[:20] in text
+    imgs = re.findall(r'<img[^>]*src="([^"]+)"', text)
+    assert len(imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in imgs)  # history + losses
+    assert not re.search(r'(src|href)="(?!data:)', text)  # nothing loaded from elsewhere
+    with pytest.raises(FileExistsError):
+        viz.ReportGenerator().write(tmp_path / "r.html")
+    with pytest.raises(Exception, match="verdict"):
+        viz.ReportGenerator().add_verification(object())
