@@ -93,7 +93,8 @@ class CachedReference:
             if self.config.reference == "cached":
                 raise DataError("reference='cached' needs forget batches that carry each sample's 'index' (build "
                                 "the loader with erasus.models.causal_lm.qa_loader), or use reference='per_step'.")
-            self.reference_note_ = "; reference log-likelihoods computed every step (the batches carry no index)"
+            if hasattr(self.adapter, "sequence_nll"):  # language models, where a reference pass costs a forward
+                self.reference_note_ = "; reference log-likelihoods computed every step (the batches carry no index)"
             return
         self.reference_cache_ = cache
         self.reference = None  # not held during the loop
