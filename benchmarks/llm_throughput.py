@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -51,12 +49,6 @@ sys.path.insert(0, str(HERE.parent / "src"))
 PRESETS = {"tiny": (4, 128, 4), "120m": (12, 768, 12), "1b": (24, 2048, 16)}  # layers, width, heads
 # dense bf16 peaks (TFLOP/s) of accelerators recognised by name
 PEAKS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
 
 
 def peak_tflops(args) -> float | None:
@@ -161,10 +153,10 @@ def timed(name, run, model, n_params, peak, padded, warmup_share=0.1):
 
 def main(argv=None):
     from erasus.data.datasets.tofu import tofu_request
-    from erasus.experiments import run_meta
+    from erasus.experiments import hardware, run_meta
     from erasus.models.causal_lm import QACollator, gpt2_lm, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
-    from erasus.utils.io import atomic_write_text
+    from erasus.utils.io import write_results
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
@@ -270,10 +262,7 @@ def main(argv=None):
                      f"{r['tokens_per_s']:,.0f} | {r['speedup_vs_plain']:.2f}x / {r['steady_speedup_vs_plain']:.2f}x | "
                      f"{r['reference_tokens']:,} | {r['steady_tflops']:.4f} | {mfu} | {r['pad_fraction']:.2f} |")
     md = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-    atomic_write_text(out / f"{name}.md", md)
+    write_results(args.out, name, meta, rows, md)
     print("\n" + md)
 
 

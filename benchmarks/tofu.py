@@ -96,14 +96,6 @@ def batching(args) -> dict:
     return {"max_tokens": args.max_tokens} if args.max_tokens else {"batch_size": args.batch_size}
 
 
-def hardware(device) -> str:
-    import platform
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
-
-
 #: --preset gpu: full-size forget10 on one GPU (see the module docstring)
 GPU_PRESET = {"arch": "llama", "n_layer": 12, "n_embd": 768, "n_head": 12, "epochs": 30, "lr": 5e-4,
               "max_tokens": 8192, "strategies": "npo,simnpo,negative_gradient,wga,rmu,idk", "seeds": "0,1,2",
@@ -122,7 +114,7 @@ def forget_loader(req, tok, args, name, seed):
 def main(argv=None):
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import merge_previous, run_meta
+    from erasus.experiments import hardware, merge_previous, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     from erasus.utils.io import atomic_write_text

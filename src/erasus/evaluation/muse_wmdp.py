@@ -86,13 +86,14 @@ def verbmem(model, tokenizer, items: Sequence[dict], max_new_tokens: int = 128) 
 
 def muse_scores(model, tokenizer, data, gold_scores: Optional[dict] = None, max_new_tokens: int = 128,
                 k: float = 0.4, max_length: Optional[int] = None, knowmem_max_new_tokens: int = 32,
-                privleak_convention: str = "muse") -> Dict[str, float]:
+                privleak_convention: str = "muse", privleak_stats=None) -> Dict[str, float]:
     """MUSE's metrics for ``model`` on a :class:`~erasus.data.datasets.muse_wmdp.MUSEData`:
     ``verbmem_f``, ``knowmem_f``, ``knowmem_r`` and ``min_k_auc`` (forget vs held-out
     PrivLeak texts) for the parts present; ``privleak`` too when ``gold_scores`` (this
     function's output for the retrained model) are given, in MUSE's sign and scale
     (:func:`erasus.metrics.llm.privleak`). VerbMem and KnowMem are in [0, 1] (MUSE prints them
-    × 100); ``max_new_tokens`` 128 for VerbMem and ``knowmem_max_new_tokens`` 32, MUSE's."""
+    × 100); ``max_new_tokens`` 128 for VerbMem and ``knowmem_max_new_tokens`` 32, MUSE's.
+    ``privleak_stats``: :func:`privleak_scores` of ``model`` when already computed."""
     from ..metrics.llm import privleak
 
     out: Dict[str, float] = {}
@@ -105,7 +106,7 @@ def muse_scores(model, tokenizer, data, gold_scores: Optional[dict] = None, max_
         out["knowmem_r"] = knowmem(model, tokenizer, data.knowmem["retain_qa"], data.knowmem.get("retain_qa_icl", ()),
                                    knowmem_max_new_tokens)
     if data.privleak.get("forget") and data.privleak.get("holdout"):
-        stats = privleak_scores(model, tokenizer, data, k, max_length)
+        stats = privleak_stats if privleak_stats is not None else privleak_scores(model, tokenizer, data, k, max_length)
         out["min_k_auc"] = attack_auc(stats[0], stats[1], "min_k")
         if gold_scores is not None and "min_k_auc" in gold_scores:
             out["privleak"] = privleak(out["min_k_auc"], gold_scores["min_k_auc"], privleak_convention)
@@ -170,8 +171,13 @@ def muse_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
     if forget_data is None or gold_model is None or tokenizer is None:
         raise DataError("The muse protocol needs forget_data=load_muse(folder), gold_model (retrained without the "
                         "forget corpus) and tokenizer=...")
-    g = muse_scores(gold_model, tokenizer, forget_data, max_new_tokens=max_new_tokens)
-    s = muse_scores(unlearned_model, tokenizer, forget_data, gold_scores=g, max_new_tokens=max_new_tokens)
+    # the PrivLeak texts' statistics, once per model: the scores and the interval both use them
+    has_privleak = bool(forget_data.privleak.get("forget") and forget_data.privleak.get("holdout"))
+    st_g = privleak_scores(gold_model, tokenizer, forget_data) if has_privleak else None
+    st_s = privleak_scores(unlearned_model, tokenizer, forget_data) if has_privleak else None
+    g = muse_scores(gold_model, tokenizer, forget_data, max_new_tokens=max_new_tokens, privleak_stats=st_g)
+    s = muse_scores(unlearned_model, tokenizer, forget_data, gold_scores=g, max_new_tokens=max_new_tokens,
+                    privleak_stats=st_s)
     report, add = verdict_report("muse", benchmark)
     for name in ("verbmem_f", "knowmem_f"):
         if name in s:
@@ -180,8 +186,7 @@ def muse_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
         from ..core.evidence import judge, two_sided
         from .benchmark import MetricResult
 
-        point, ci = privleak_interval(privleak_scores(unlearned_model, tokenizer, forget_data),
-                                      privleak_scores(gold_model, tokenizer, forget_data), benchmark)
+        point, ci = privleak_interval(st_s, st_g, benchmark)
         j = judge(point, ci, two_sided(5.0, 20.0), n=len(forget_data.privleak["forget"]))
         report.results.append(MetricResult("privleak", float(s["privleak"]), tuple(ci), 0.0, "retrained", tuple(ci),
                                            (5.0, 20.0), j.verdict, j.note, len(forget_data.privleak["forget"]),

@@ -132,6 +132,20 @@ def merge_previous(path, rows: List[dict], meta: dict, key) -> List[dict]:
     return [r for r in old["rows"] if key(r) not in rerun] + rows
 
 
+def hardware(device=None) -> str:
+    """The hardware a benchmark ran on, for its results file: the CUDA device's name (``device``,
+    default the first when one is visible), else the CPU with the threads torch uses."""
+    import os
+    import platform
+
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
+
+
 def run_meta(script: str, argv=None, **extra) -> dict:
     """The header every benchmark records with its results: the command that produced them
     (``script`` with ``argv``, default the process's arguments), the date, the machine and
