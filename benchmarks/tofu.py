@@ -151,7 +151,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--render", action="store_true",
                    help="rewrite <out>/<name>.md from <out>/<name>.json (no runs); PrivLeak values recorded in "
-                        "Erasus's former sign are recomputed in MUSE's from the same Min-K% AUCs")
+                        "Erasus's former sign are recomputed in MUSE's from the same Min-K%% AUCs")
     args = p.parse_args(argv)
     if args.render:
         return render(Path(args.out), args.name)
