@@ -43,8 +43,11 @@ def _cmd_demo(args) -> int:
     from .demo import DEFAULT_STRATEGIES, run_demo
 
     strategies = args.strategies.split(",") if args.strategies else DEFAULT_STRATEGIES
+    from .demo import free_report_path
+
+    report = None if args.no_report else (args.report or free_report_path())
     run_demo(strategies, seed=args.seed, forget_class=args.forget_class, cache_dir=args.cache_dir,
-             progress=not args.no_progress, json_out=args.json)
+             progress=not args.no_progress, json_out=args.json, report=report)
     return 0
 
 
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", default=None, help="where trained models are cached (default: a temp folder)")
     d.add_argument("--json", default=None, help="also write the rows as JSON here")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    d.add_argument("--report", default=None, help="HTML report to write (default: erasus-demo-report.html here, "
+                   "or -1, -2, ... if that exists; never replaced)")
+    d.add_argument("--no-report", action="store_true", help="write no HTML report")
     d.set_defaults(func=_cmd_demo)
     ls = sub.add_parser("list", help="list registered strategies, selectors and metrics")
     ls.add_argument("kind", nargs="?", choices=["strategy", "selector", "metric", "protocol"])
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .lm import add_parser as add_lm
 
     add_lm(sub)
+    from .runs import add_parsers as add_runs
+
+    add_runs(sub)
     return p
 
 
@@ -75,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return args.func(args)
-    except ErasusError as err:
+    except (ErasusError, FileExistsError) as err:
         print(f"erasus: error: {err}", file=sys.stderr)
         return 2
 

@@ -82,6 +82,23 @@ def run_scenario(task: ClassificationTask, split: Split, strategies: Sequence[st
     return rows
 
 
+def coreset_row(task: ClassificationTask, split: Split, strategy: str, selector: str, prune_ratio: float = 0.5,
+                seed: int = 0, progress: bool = True, max_samples: Optional[int] = 5000) -> ScenarioRow:
+    """One row for the select stage: ``strategy`` run on the ``prune_ratio`` share of the forget
+    set that ``selector`` picks (held-out data for calibrated stopping), verified on the whole
+    request against the retrained model."""
+    from ..unlearners import ErasusUnlearner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        res = ErasusUnlearner(task.original(seed), strategy=strategy, selector=selector).fit(
+            split.forget, split.retain, split.holdout, prune_ratio=prune_ratio, progress=progress, seed=seed)
+        dt = time.perf_counter() - t
+    return _row(split.kind, f"{strategy} + {selector} {int(round(100 * prune_ratio))}%", seed, res.model, split,
+                task.gold(split, seed), dt, task.retrain_seconds(split, seed), res.stop_reason, max_samples)
+
+
 def format_table(rows: Iterable[ScenarioRow], markdown: bool = False) -> str:
     rows = list(rows)
     cols = ["scenario", "method", "seed", "time_s", "speedup", "forget_acc", "retain_acc", "test_acc", "mia_auc",

@@ -52,12 +52,16 @@ class HyperparameterSearch:
     ``max_steps`` under those names); ``objective(model, params) -> float`` replaces the
     default gap (smaller is better unless ``direction="maximize"``); ``tracker``: an
     :class:`~erasus.experiments.tracking.ExperimentTracker` recording every trial's run;
-    ``seed``: the sampler's and every trial's seed."""
+    ``seed``: the sampler's and every trial's seed; ``include_default`` (on by default): the
+    first trial runs the strategy's own defaults for the hyperparameters searched (those inside
+    the space), so the search reports the default's value and never returns settings worse
+    than it (measured on digits: six TPE trials over NegGrad+'s learning rate without it found
+    nothing better than the measured default)."""
 
     TRAINER_KEYS = ("max_epochs", "max_steps", "min_steps", "stopping")
 
     def __init__(self, strategy: str, space: Space, n_trials: int = 20, objective: Optional[Callable] = None,
-                 direction: str = "minimize", tracker=None, seed: int = 0):
+                 direction: str = "minimize", tracker=None, seed: int = 0, include_default: bool = True):
         from ..core.registry import resolve
 
         resolve("strategy", strategy)  # a clear error now for an unknown name
@@ -77,6 +81,29 @@ class HyperparameterSearch:
             raise ConfigError(f"Expected n_trials >= 1, got {n_trials}.")
         self.strategy, self.space, self.n_trials = strategy, dict(space), n_trials
         self.objective, self.direction, self.tracker, self.seed = objective, direction, tracker, seed
+        self.include_default = include_default
+
+    def default_params(self) -> Dict[str, Any]:
+        """The strategy's defaults for the searched hyperparameters that lie inside the space
+        (the trainer's keys and values outside a range are left to the sampler)."""
+        import dataclasses
+
+        from ..core.registry import get
+
+        cls = get("strategy", self.strategy)
+        cc = getattr(cls, "config_class", None)
+        defaults = {f.name: f.default for f in dataclasses.fields(cc)} if cc is not None else {}
+        out = {}
+        for name, spec in self.space.items():
+            v = defaults.get(name, dataclasses.MISSING)
+            if v is dataclasses.MISSING or v is None:
+                continue
+            if spec[0] == "choice":
+                if v in spec[1]:
+                    out[name] = v
+            elif float(spec[1]) <= float(v) <= float(spec[2]):
+                out[name] = v
+        return out
 
     def run(self, model, forget_data, retain_data=None, holdout_data=None, gold_model=None, test_data=None,
             progress: bool = False, **fit_kwargs) -> SearchResult:
@@ -114,6 +141,10 @@ class HyperparameterSearch:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction=self.direction, sampler=optuna.samplers.TPESampler(seed=self.seed))
+        if self.include_default:
+            d = self.default_params()
+            if d:
+                study.enqueue_trial(d, skip_if_exists=True)
         study.optimize(objective, n_trials=self.n_trials)
         return SearchResult(dict(study.best_params), float(study.best_value), trials, study)
 

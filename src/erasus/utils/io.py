@@ -10,6 +10,9 @@ import torch
 
 PathLike = Union[str, os.PathLike]
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: files get the mode a plain open() would give them
+
 
 def _atomic_replace(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +22,7 @@ def _atomic_replace(path: Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a user's file should look like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -72,6 +76,7 @@ def replace_dir(build, path: PathLike, overwrite: bool = False) -> Path:
         raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True or choose a new folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     old = None
     try:
         build(tmp)

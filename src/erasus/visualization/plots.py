@@ -149,15 +149,25 @@ def per_class_accuracy(models: Mapping[str, object], data, path: Optional[PathLi
                        class_names: Optional[Sequence[str]] = None, formats: Sequence[str] = ("png",),
                        overwrite: bool = False):
     """Grouped bars: each class's accuracy under each model (e.g. before / after / retrained)."""
-    classes, acc = per_class_accuracy_data(models, data, len(class_names) if class_names else None)
+    return draw_per_class_accuracy(per_class_accuracy_data(models, data, len(class_names) if class_names else None),
+                                   path, class_names, formats, overwrite)
+
+
+def draw_per_class_accuracy(data, path: Optional[PathLike] = None, class_names: Optional[Sequence[str]] = None,
+                            formats: Sequence[str] = ("png",), overwrite: bool = False, title: str = ""):
+    """:func:`per_class_accuracy` from its data ``(classes, {model: accuracy per class})``."""
+    classes, acc = data
+    classes = np.asarray(classes)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) * max(1, len(acc)) / 2), 3.2))
     w = 0.8 / len(acc)
     for k, (m, a) in enumerate(acc.items()):
-        ax.bar(classes + (k - (len(acc) - 1) / 2) * w, 100 * a, width=w, label=m)
+        ax.bar(classes + (k - (len(acc) - 1) / 2) * w, 100 * np.asarray(a, dtype=float), width=w, label=m)
     ax.set_xticks(classes, class_names if class_names else [str(c) for c in classes], rotation=45 if class_names else 0)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _finish(fig, path, formats, overwrite)
@@ -180,14 +190,25 @@ def prediction_shift(model_a, model_b, data, path: Optional[PathLike] = None, la
                      overwrite: bool = False):
     """Heat map of :func:`prediction_shift_data`, counts written in the cells."""
     M = prediction_shift_data(model_a, model_b, data, len(class_names) if class_names else None)
+    return draw_prediction_matrix(M, path, labels[0], labels[1] if model_b is not None else "true label",
+                                  class_names, formats, overwrite)
+
+
+def draw_prediction_matrix(M, path: Optional[PathLike] = None, ylabel: str = "before", xlabel: str = "after",
+                           class_names: Optional[Sequence[str]] = None, formats: Sequence[str] = ("png",),
+                           overwrite: bool = False, title: str = ""):
+    """A count matrix as a heat map with the counts in the cells (:func:`prediction_shift`)."""
+    M = np.asarray(M)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(0.5 * len(M) + 2.5, 0.5 * len(M) + 2))
     ax.imshow(M, cmap="Blues")
     names = class_names or [str(c) for c in range(len(M))]
     ax.set_xticks(range(len(M)), names, rotation=45)
     ax.set_yticks(range(len(M)), names)
-    ax.set_ylabel(labels[0])
-    ax.set_xlabel(labels[1] if model_b is not None else "true label")
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=10)
     for i in range(len(M)):
         for j in range(len(M)):
             if M[i, j]:

@@ -1,0 +1,219 @@
+"""The config-driven CLI as a user calls it: every shipped config validates, typos get the
+closest valid key, `erasus unlearn --config` saves a run whose report carries the verdict,
+the configuration and every plot, `erasus evaluate` passes a retrained model and fails the
+original and a cheat, `erasus benchmark` and `visualize` write what they say, an ablation
+runs what its variants name, and a search beats or ties the default learning rate."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from erasus.cli.main import main
+from erasus.core.exceptions import ConfigError
+from erasus.experiments.configs import apply_overrides, load_config, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_every_shipped_config_validates():
+    from erasus.core.registry import load
+
+    assert len(CONFIGS) >= 15
+    for f in CONFIGS:
+        if f.parent.name in ("strategies", "selectors"):
+            comp = load(f)  # a component's saved config: rebuilds it with the measured defaults
+            assert type(comp).registered_name == f.stem
+        else:
+            cfg = load_config(f)
+            assert cfg["family"] in ("classifier", "causal_lm"), f
+    assert load_config(ROOT / "configs" / "default.yaml") == resolve_config({})  # the file is the built-in defaults
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["tsak.name=digits"], "unknown section 'tsak'. Did you mean 'task'"),
+    (["task.nme=digits"], "unknown key task.nme. Did you mean 'name'"),
+    (["strategy.lrr=0.1"], "strategy.lrr is not a hyperparameter of 'scrub'. Did you mean 'lr'"),
+    (["strategy.name=scurb"], "Did you mean 'scrub'"),
+    (["selector.name=kcentre"], "Did you mean 'kcenter'"),
+    (["strategy.lr=-1"], "lr: expected a value > 0"),
+    (["task.name=mnist"], "not a built-in task"),
+    (["task.request=half"], "task.request must be 'class' or 'random'"),
+    (["selector.prune_ratio=2"], "prune_ratio must be in"),
+    (["strategy.lr"], "expected section.key=value"),
+])
+def test_mistakes_are_named_with_the_closest_valid_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_config(apply_overrides({"task": {"name": "digits"}}, overrides))
+
+
+def test_overrides_read_values_as_yaml():
+    cfg = resolve_config(apply_overrides({}, ["strategy.lr=1e-4", "task.seed=3", "benchmark.seeds=[0, 1]",
+                                              "selector.name=kcenter", "selector.prune_ratio=0.25", "model.path=null"]))
+    assert cfg["strategy"]["lr"] == 1e-4 and isinstance(cfg["strategy"]["lr"], float)
+    assert cfg["task"]["seed"] == 3 and cfg["benchmark"]["seeds"] == [0, 1]
+    assert cfg["selector"] == {"name": "kcenter", "prune_ratio": 0.25}
+
+
+def test_a_typo_on_the_command_line_is_an_error_before_any_work(capsys, tmp_path):
+    assert main(["unlearn", "--config", str(ROOT / "configs/default.yaml"), "--set", "strategy.lrr=1",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "Did you mean 'lr'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cfg")
+    cache = root / "cache"
+    base = ["--set", "task.name=digits", "--set", "task.forget_class=3", "--set", f"task.cache_dir={cache}"]
+    assert main(["unlearn", *base, "--set", "strategy.name=wga", "--out", str(root / "wga"), "--no-progress"]) == 0
+    return root, base
+
+
+def test_unlearn_saves_a_run_whose_report_holds_the_verdict_config_and_plots(digits):
+    from erasus.experiments.config_run import make_task
+    from erasus.metrics import MetricSuite
+    from erasus.utils.io import load_state_dict
+    from erasus.visualization.runs import load_run, run_figures
+
+    root, _ = digits
+    run = load_run(root / "wga")
+    assert run["config"]["strategy"]["name"] == "wga" and run["request"]["forget samples"] > 0
+    assert run["verification"]["verdict"] in ("PASS", "FAIL", "PARTIAL", "INCONCLUSIVE")
+    # the saved model is the unlearned one: its measured forget accuracy is the saved value
+    task, split = make_task(run["config"], progress=False)
+    model = task.model_fn()
+    model.load_state_dict(load_state_dict(root / "wga" / "model.safetensors"))
+    got = MetricSuite(("accuracy",)).run(model.eval(), split.forget, split.retain, split.test)
+    assert got["forget_accuracy"] == pytest.approx(run["metrics"]["unlearned"]["forget_accuracy"])
+    assert run["verification"]["metrics"]["forget_acc"]["value"] == pytest.approx(got["forget_accuracy"])
+    html = (root / "wga" / "report.html").read_text()
+    assert f'class="{run["verification"]["verdict"]}"' in html and "&quot;forget_class&quot;: 3" in html
+    import matplotlib.pyplot as plt
+
+    figs = run_figures(run)
+    assert html.count("<img") == len(figs) >= 9
+    for f, _ in figs:
+        plt.close(f)
+
+
+def test_evaluate_passes_the_retrained_model_and_fails_the_original_and_a_cheat(digits, tmp_path):
+    from erasus.experiments.config_run import make_task
+    from erasus.utils.io import save_state_dict
+
+    root, base = digits
+    cfg = resolve_config(apply_overrides({}, [b for b in base if b != "--set"]))
+    task, split = make_task(cfg, progress=False)
+    original, gold = task.original(0), task.gold(split, 0)
+    cheat = task.model_fn()
+    cheat.load_state_dict(original.state_dict())
+    with torch.no_grad():  # hides class 3 at the output; the weights still know it
+        [m for m in cheat.modules() if isinstance(m, torch.nn.Linear)][-1].bias[3] -= 100
+    codes = {}
+    for name, m in (("retrained", gold), ("original", original), ("cheat", cheat)):
+        path = save_state_dict(m.state_dict(), tmp_path / f"{name}.safetensors")
+        codes[name] = main(["evaluate", *base, "--set", "verify.views=false", "--checkpoint", str(path),
+                            "--no-progress"])
+    assert codes == {"retrained": 0, "original": 1, "cheat": 1}
+
+
+def test_benchmark_writes_the_table_json_and_plot_with_the_sanity_rows(digits, tmp_path):
+    root, base = digits
+    out = tmp_path / "bench"
+    assert main(["benchmark", *base, "--strategies", "negative_gradient,wga", "--selectors", "kcenter",
+                 "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["original", "retrain", "negative_gradient", "wga",
+                                           "negative_gradient + kcenter 50%", "wga + kcenter 50%"]
+    verdict = {r["method"]: r["verdict"] for r in rows}
+    assert verdict["original"] == "FAIL" and verdict["retrain"] == "PASS"
+    assert "| retrain |" in (out / "results.md").read_text().replace("  ", " ")
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_visualize_writes_each_view_and_the_spec_calls(digits, tmp_path, capsys):
+    root, _ = digits
+    run = str(root / "wga")
+    assert main(["visualize", run, "--out", str(tmp_path / "all"), "--formats", "png,svg"]) == 0
+    pngs = sorted((tmp_path / "all").glob("*.png"))
+    assert len(pngs) >= 9 and len(list((tmp_path / "all").glob("*.svg"))) == len(pngs)
+    assert main(["visualize", run, "--type", "embeddings", "--method", "tsne", "--output",
+                 str(tmp_path / "embeddings.png")]) == 0
+    assert main(["visualize", run, run, "--type", "comparison", "--output", str(tmp_path / "comparison.png")]) == 0
+    assert main(["visualize", run, "--type", "report", "--output", str(tmp_path / "report.html")]) == 0
+    assert "<img" in (tmp_path / "report.html").read_text()
+    assert main(["visualize", run, "--type", "report", "--output", str(tmp_path / "report.html")]) == 2  # kept
+    assert "exists" in capsys.readouterr().err
+
+
+def test_an_llm_config_runs_through_unlearn_lm(tmp_path):
+    pytest.importorskip("transformers")
+    from erasus.data.datasets.tofu import load_tofu
+    from erasus.models.causal_lm import gpt2_lm, word_tokenizer
+
+    records = load_tofu("full").records[:24]
+    tok = word_tokenizer([r["question"] + " " + r["answer"] for r in records] + ["Question: Answer:"])
+    gpt2_lm(tok, seed=0).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "forget.json").write_text(json.dumps(records[:8]))
+    (tmp_path / "retain.json").write_text(json.dumps(records[8:]))
+    r = subprocess.run([sys.executable, "-m", "erasus", "unlearn", "--config",
+                        str(ROOT / "configs/llm/qa_pairs_negative_gradient.yaml"),
+                        "--set", f"model.path={tmp_path / 'model'}", "--set", f"data.forget={tmp_path / 'forget.json'}",
+                        "--set", f"data.retain={tmp_path / 'retain.json'}", "--set", "strategy.max_steps=3",
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "negative_gradient: 3 steps" in r.stdout and (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_ablation_runs_each_variant_as_named(digits, tmp_path):
+    from erasus.experiments import AblationStudy
+    from erasus.experiments.config_run import run_unlearn
+
+    root, base = digits
+    overrides = [b for b in base if b != "--set"]
+    study = AblationStudy(apply_overrides({}, overrides + ["strategy.name=wga"]), {
+        "full": [], "coreset 25%": ["selector.name=kcenter", "selector.prune_ratio=0.25"],
+        "no calibrated stop": ["unlearn.holdout=false"]})
+    rows = {r.variant: r for r in study.run()}
+    alone = run_unlearn(resolve_config(apply_overrides({}, overrides + ["strategy.name=wga", "verify.views=false"])))
+    assert rows["full"].forget_acc == pytest.approx(alone["metrics"]["unlearned"]["forget_accuracy"])
+    assert rows["full"].verdict == alone["verdict"] and rows["full"].steps == alone["result"]["steps"]
+    from erasus.experiments.config_run import make_task
+
+    n_forget = len(make_task(study.configs["full"], progress=False)[1].dataset.forget_indices)
+    assert rows["full"].coreset is None and rows["coreset 25%"].coreset == pytest.approx(0.25 * n_forget, abs=1)
+    table = study.table()
+    assert table.count("\n") == 4 and "coreset 25%" in table
+    study.plot(tmp_path / "ablation.png")
+    assert (tmp_path / "ablation.png").exists()
+    with pytest.raises(ConfigError, match="Did you mean 'prune_ratio'"):
+        AblationStudy({}, {"bad": ["selector.name=kcenter", "selector.prune_ration=0.5"]})
+
+
+def test_search_over_neggrad_lr_is_no_worse_than_the_default(digits):
+    pytest.importorskip("optuna")
+    from erasus.experiments import HyperparameterSearch
+    from erasus.experiments.config_run import make_task
+    from erasus.unlearners import ErasusUnlearner
+
+    root, base = digits
+    cfg = resolve_config(apply_overrides({}, [b for b in base if b != "--set"]))
+    task, split = make_task(cfg, progress=False)
+    original, gold = task.original(0), task.gold(split, 0)
+    args = (split.forget, split.retain, split.test, split.holdout, gold)
+    default = ErasusUnlearner(original, "negative_gradient").fit(split.forget, split.retain, split.holdout,
+                                                                 progress=False, seed=0)
+    default_gap = HyperparameterSearch.gold_gap(default.model, *args)
+    search = HyperparameterSearch("negative_gradient", {"lr": ("log", 1e-5, 1e-2)}, n_trials=6, seed=0)
+    best = search.run(original, split.forget, split.retain, split.holdout, gold_model=gold, test_data=split.test)
+    first = best.trials[0]
+    from erasus.core.registry import get
+
+    assert first["params"] == search.default_params() == {"lr": get("strategy", "negative_gradient").config_class().lr}
+    assert first["value"] == pytest.approx(default_gap)  # the search measures what the default run gives
+    assert best.value <= default_gap + 1e-9, (best.params, best.value, default_gap)
+    assert len({t["params"]["lr"] for t in best.trials}) == 6  # and it searched
