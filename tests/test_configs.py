@@ -217,3 +217,35 @@ def test_search_over_neggrad_lr_is_no_worse_than_the_default(digits):
     assert first["value"] == pytest.approx(default_gap)  # the search measures what the default run gives
     assert best.value <= default_gap + 1e-9, (best.params, best.value, default_gap)
     assert len({t["params"]["lr"] for t in best.trials}) == 6  # and it searched
+
+
+def test_a_tracked_run_reads_back_through_mlflow_with_its_verdict_and_report(digits, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from erasus.experiments.config_run import run_unlearn
+
+    root, base = digits
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = resolve_config(apply_overrides({}, [b for b in base if b != "--set"] + [
+        "strategy.name=wga", "output.tracking=mlflow", f"output.tracking_uri={uri}", "verify.views=false"]))
+    got = run_unlearn(cfg, str(tmp_path / "run"), progress=False)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = client.get_run(got["tracked"])
+    assert run.data.params["strategy"] == "wga" and run.data.params["task"] == "digits"
+    assert run.data.metrics["verify.forget_acc"] == pytest.approx(got["report"].metrics["forget_acc"])
+    assert {a.path for a in client.list_artifacts(got["tracked"])} == {"report.html", "run.json"}
+    local = resolve_config(apply_overrides(cfg, ["output.tracking=local", f"output.tracking_dir={tmp_path / 'loc'}"]))
+    got = run_unlearn(local, None, progress=False)
+    lines = [json.loads(x) for x in (Path(got["tracked"]) / "metrics.jsonl").read_text().splitlines()]
+    assert any(x["key"] == "verify.forget_acc" for x in lines)
+
+
+def test_the_demo_ends_by_writing_its_report_and_saying_where(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "erasus-demo-report.html").write_text("a user's file")
+    assert main(["demo", "--strategies", "wga", "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "Report: " in out and str(tmp_path / "erasus-demo-report-1.html") in out
+    assert (tmp_path / "erasus-demo-report.html").read_text() == "a user's file"  # never replaced
+    html = (tmp_path / "erasus-demo-report-1.html").read_text()
+    assert html.count('class="FAIL"') >= 2 and 'class="PASS"' in html  # the original's and retrain's rows at least
+    assert html.count("<img") >= 10

@@ -99,6 +99,30 @@ def _save(cfg, out, split, models, gold, result, overwrite, progress):
     return path, report, metrics
 
 
+def _tracker(cfg):
+    from .tracking import ExperimentTracker
+
+    o = cfg["output"]
+    if not o["tracking"]:
+        return None
+    t = cfg["task"]
+    return ExperimentTracker(o["tracking"], directory=o["tracking_dir"], tracking_uri=o["tracking_uri"],
+                             tags={"task": t["factory"] or t["name"], "request": t["request"], "seed": t["seed"]})
+
+
+def _verification_metrics(report, metrics) -> dict:
+    out = {f"{m}.{k}": v for m, d in metrics.items() for k, v in d.items()}
+    if report is not None:
+        out.update({f"verify.{r.name}": r.value for r in report.results})
+        out.update({f"verify.{r.name}.delta_lo": r.delta_ci[0] for r in report.results})
+        out.update({f"verify.{r.name}.delta_hi": r.delta_ci[1] for r in report.results})
+    return out
+
+
+def _run_files(path) -> list:
+    return [] if path is None else [p for p in (Path(path) / "report.html", Path(path) / "run.json") if p.exists()]
+
+
 def _check_out(out, overwrite):
     if out is None:
         return
@@ -130,6 +154,9 @@ def run_unlearn(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool =
             fit_kw["epochs"] = u["epochs"]
     if sel["name"]:
         fit_kw["prune_ratio"] = sel["prune_ratio"] if sel["prune_ratio"] is not None else 0.5
+    tracker = _tracker(cfg)
+    if tracker is not None and hasattr(unl.strategy, "trainer_config"):
+        fit_kw["callbacks"] = [tracker]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
@@ -143,8 +170,14 @@ def run_unlearn(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool =
               "history": res.history, "coreset": len(res.coreset) if res.coreset is not None else None}
     path, report, metrics = _save(cfg, out, split, {"original": original, "unlearned": res.model}, gold, result,
                                   overwrite, progress)
+    if tracker is not None:
+        if tracker.runs:  # the trainer's run: add what verification found and the files
+            tracker.record(_verification_metrics(report, metrics), _run_files(path))
+        else:  # a one-shot edit (no trainer): one record of the whole run
+            tracker.log_run({"strategy": s["name"], "config": cfg}, _verification_metrics(report, metrics),
+                            _run_files(path))
     return {"dir": path, "verdict": report.verdict if report else None, "report": report, "metrics": metrics,
-            "result": result, "model": res.model}
+            "result": result, "model": res.model, "tracked": tracker.runs[-1] if tracker is not None else None}
 
 
 def run_evaluate(cfg: Dict[str, Any], model_path, out: Optional[str] = None, progress: bool = True) -> dict:
@@ -199,4 +232,10 @@ def run_benchmark(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool
     atomic_write_text(d / "results.md", f"# Benchmark: {split.kind} on {task.name}\n\n{table}\n")
     atomic_write_text(d / "results.json", json.dumps({"config": cfg, "rows": [r.to_dict() for r in rows]}, indent=1))
     run_comparison([r.to_dict() for r in rows], path=d / "comparison", overwrite=True)
-    return {"dir": d, "rows": rows, "table": format_table(rows)}
+    tracker = _tracker(cfg)
+    if tracker is not None:
+        tracker.log_run({"benchmark": split.kind, "config": cfg},
+                        {f"{r.method}.s{r.seed}.{k}": getattr(r, k) for r in rows
+                         for k in ("forget_acc", "retain_acc", "test_acc", "mia_auc", "avg_gap", "time_s")},
+                        [d / "results.md", d / "results.json", d / "comparison.png"])
+    return {"dir": d, "rows": rows, "table": format_table(rows), "tracked": tracker.runs[-1] if tracker else None}

@@ -16,7 +16,11 @@ checks. Two families:
     unlearn:  {holdout: true, max_steps: null, epochs: null}
     verify:   {gold: retrain, max_samples: 5000, views: true}
     benchmark: {strategies: [...], selectors: [], seeds: [0]}   # used by `erasus benchmark`
-    output:   {dir: null, overwrite: false}
+    output:   {dir: null, overwrite: false, tracking: null, tracking_dir: erasus-runs, tracking_uri: null}
+
+``output.tracking``: ``local`` or ``mlflow`` also records the run with an
+:class:`~erasus.experiments.tracking.ExperimentTracker` (parameters, validation metrics, the
+loss history, the verification's values, the report and run files as artefacts).
 
 ``task.name`` is one of the built-in tasks (``digits``, ``fmnist_small``, ``fmnist``) or
 ``task.factory: "package.module:function"`` returning an
@@ -51,7 +55,8 @@ CLASSIFIER: Dict[str, Dict[str, Any]] = {
     "verify": {"gold": "retrain", "max_samples": 5000, "views": True},
     "benchmark": {"strategies": ["gradient_ascent", "negative_gradient", "scrub", "wga"], "selectors": [],
                   "seeds": [0]},
-    "output": {"dir": None, "overwrite": False},
+    "output": {"dir": None, "overwrite": False, "tracking": None, "tracking_dir": "erasus-runs",
+               "tracking_uri": None},
 }
 CAUSAL_LM: Dict[str, Dict[str, Any]] = {
     "model": {"path": None, "tokenizer": None, "lora": False},
@@ -231,6 +236,9 @@ def _check_classifier(cfg, source):
     for k in ("seed", "forget_class"):
         if not isinstance(t[k], int) or isinstance(t[k], bool) or t[k] < 0:
             raise ConfigError(f"{source}: task.{k} must be a non-negative integer, got {t[k]!r}.")
+    o = cfg["output"]
+    if o["tracking"] not in (None, "local", "mlflow"):
+        raise ConfigError(f"{source}: output.tracking must be null, 'local' or 'mlflow', got {o['tracking']!r}.")
     if v["gold"] not in ("retrain", "none"):
         raise ConfigError(f"{source}: verify.gold must be 'retrain' or 'none', got {v['gold']!r}.")
     if not isinstance(u["holdout"], bool):

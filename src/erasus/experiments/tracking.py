@@ -102,6 +102,43 @@ class ExperimentTracker(Callback):
             mlflow.end_run()
             self._mlflow_run = None
 
+    def record(self, metrics: Optional[Dict[str, float]] = None, files=(), run: int = -1) -> None:
+        """Add what is known only after a run ended (the verification's values, the report, the
+        plots, the model card) to the run it recorded (``run``: index in :attr:`runs`).
+        Locally the files are copied into the run's ``artifacts/`` folder."""
+        import shutil
+
+        if not self.runs:
+            raise ConfigError("No run recorded yet: pass the tracker to fit(..., callbacks=[tracker]) first.")
+        ref = self.runs[run]
+        clean = {k: float(v) for k, v in (metrics or {}).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        if self.backend == "local":
+            d = Path(ref)
+            if clean:
+                with open(d / "metrics.jsonl", "a") as f:
+                    for k, v in clean.items():
+                        f.write(json.dumps({"key": k, "value": v, "step": None}) + "\n")
+            for p in map(Path, files):
+                (d / "artifacts").mkdir(exist_ok=True)
+                shutil.copy2(p, d / "artifacts" / p.name)
+        else:
+            import mlflow
+
+            with mlflow.start_run(run_id=ref):
+                if clean:
+                    mlflow.log_metrics(clean)
+                for p in files:
+                    mlflow.log_artifact(str(p))
+
+    def log_run(self, params: Dict[str, Any], metrics: Optional[Dict[str, float]] = None, files=()) -> str:
+        """Record a run that did not go through the trainer (a benchmark, an evaluation) in one
+        call: its parameters, final metrics and files. Returns where it was recorded."""
+        self._start({**_flat(params), **self.tags})
+        self._end({})
+        self.record(metrics, files)
+        return self.runs[-1]
+
     def _write(self, name: str, text: str) -> None:
         from ..utils.io import atomic_write_text
 
