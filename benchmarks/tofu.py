@@ -77,6 +77,18 @@ def train_lm(records, tok, args, seed, cache: Path, tag: str):
     return model.eval(), train_s
 
 
+def model_args(p) -> None:
+    """The options of the models trained here (shared with ``coreset_lm.py``)."""
+    p.add_argument("--model-seed", type=int, default=0, help="seed of the finetuned and gold models (trained once)")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+
+
 def llama_lm(tok, args, seed):
     """A freshly initialised Llama-architecture model (``transformers.LlamaForCausalLM``) sized
     by ``--n-layer/--n-embd/--n-head``, tied embeddings, no dropout."""
@@ -129,15 +141,8 @@ def main(argv=None):
     p.add_argument("--forget-authors", type=int, default=None, help="use the first N forget authors (quick runs)")
     p.add_argument("--retain-authors", type=int, default=None)
     p.add_argument("--seeds", default="0,1,2", help="unlearning seeds (data order, initialisations)")
-    p.add_argument("--model-seed", type=int, default=0, help="seed of the finetuned and gold models (trained once)")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
+    model_args(p)
     p.add_argument("--n-generate", type=int, default=200, help="questions per split scored by ROUGE")
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))

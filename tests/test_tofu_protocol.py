@@ -49,3 +49,32 @@ def test_tofu_scores_and_protocol_rank_models(world):
     rep_full = bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok)
     assert rep_full.verdict == "FAIL", rep_full.summary()
     assert {r.name: r.verdict for r in rep_full.results}["forget_quality"] != "PASS", rep_full.summary()
+
+
+def test_the_retrained_model_passes_and_the_intervals_come_from_the_questions(world):
+    """The gold model judged against itself PASSes (before the protocol named its own
+    forgetting metrics, no TOFU report could PASS: every one was INCONCLUSIVE); forget ROUGE,
+    Min-K% AUC and model utility are judged on bootstrap intervals over the questions."""
+    from erasus.evaluation import UnlearningBenchmark
+
+    req, tok, full, gold, _ = world
+    bench = UnlearningBenchmark(protocol="tofu")
+    same = bench.evaluate(gold, forget_data=req, gold_model=gold, tokenizer=tok)
+    assert same.verdict == "PASS", same.summary()
+    rep = {r.name: r for r in bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok).results}
+    for name in ("forget_rouge", "min_k_auc", "model_utility"):
+        lo, hi = rep[name].delta_ci
+        assert lo < hi and rep[name].n > 0, (name, rep[name])
+    assert rep["forget_rouge"].delta_ci[0] > 0.10 and rep["forget_rouge"].verdict == "FAIL"
+
+
+@pytest.mark.xfail(strict=True, reason="measured: a second model retrained with another seed has Min-K% AUC 0.52 "
+                   "against the first's 0.74 on this 20-question request, outside the 0.10 tolerance; the interval "
+                   "over questions does not carry the spread between retrained models (one gold model cannot "
+                   "show it)")
+def test_an_independently_retrained_model_passes(world):
+    from erasus.evaluation import UnlearningBenchmark
+
+    req, tok, _, gold, gold2 = world
+    assert UnlearningBenchmark(protocol="tofu").evaluate(gold2, forget_data=req, gold_model=gold,
+                                                         tokenizer=tok).verdict != "FAIL"

@@ -120,16 +120,21 @@ class BenchmarkReport:
     forget_mode: str = ""
     #: whether the untouched original was judged too (``original_model=``): see combine_judged
     power_checked: bool = False
+    #: the names of the metrics that judge forgetting (default :data:`FORGETTING`, the general
+    #: protocol's); a protocol with other metrics (TOFU, MUSE, WMDP) names its own, or no
+    #: result of it could ever count as judging forgetting and every verdict would be
+    #: INCONCLUSIVE
+    forgetting: Optional[tuple] = None
 
     @property
     def verdict(self) -> str:
-        return combine_judged(self.results, FORGETTING, power_checked=self.power_checked)[0]
+        return combine_judged(self.results, self.forgetting or FORGETTING, power_checked=self.power_checked)[0]
 
     @property
     def verdict_note(self) -> str:
         """Why the overall verdict is what it is, when metrics were left out or nothing could
         be judged."""
-        return combine_judged(self.results, FORGETTING, power_checked=self.power_checked)[1]
+        return combine_judged(self.results, self.forgetting or FORGETTING, power_checked=self.power_checked)[1]
 
     @property
     def metrics(self) -> Dict[str, float]:

@@ -88,7 +88,9 @@ def _split_scores(model, tokenizer, records, forget: bool, n_generate: Optional[
         idx = np.sort(np.random.default_rng(seed).choice(len(records), n_generate, replace=False))
     gen = generate_answers(model, tokenizer, [qs[i] for i in idx])
     rouge = T.rouge_l_recall(gen, [records[i]["answer"] for i in idx])
-    return {"prob": prob, "rouge": float(rouge.mean()), "truth_ratio": T.truth_ratio_stat(R, forget=forget), "R": R}
+    prob_q = T.option_probability(correct, pert) if options else T.answer_probability(correct)
+    return {"prob": prob, "rouge": float(rouge.mean()), "truth_ratio": T.truth_ratio_stat(R, forget=forget), "R": R,
+            "prob_q": np.asarray(prob_q, dtype=np.float64), "rouge_q": np.asarray(rouge, dtype=np.float64)}
 
 
 def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optional[dict] = None,
@@ -100,6 +102,9 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
     utility, membership AUCs (``loss/zlib/min_k/min_k_pp_auc``, forget vs held-out) and,
     with ``gold_model`` (or its precomputed ``gold_scores`` from this function), forget
     quality and PrivLeak (MUSE's sign and scale by default: :func:`erasus.metrics.llm.privleak`).
+    ``"samples"`` holds the per-question values behind the means (forget ROUGE, retain
+    probability / truth ratio / ROUGE, the membership statistics), which the protocol resamples
+    for its intervals.
     ``n_generate``: questions per split for ROUGE (``None``: all). ``world=True`` adds the
     real-authors and world-facts splits to model utility, scored as TOFU does (normalised
     option probability, truth ratios against the answer). The raw forget truth ratios are
@@ -112,6 +117,10 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
     out: Dict[str, object] = {"forget_prob": f["prob"], "forget_rouge": f["rouge"], "forget_truth_ratio": f["truth_ratio"],
                               "retain_prob": r["prob"], "retain_rouge": r["rouge"], "retain_truth_ratio": r["truth_ratio"],
                               "forget_R": f["R"]}
+    # per-question values behind the means, for the protocol's intervals (the same questions for
+    # every model: the ROUGE subset is drawn with a fixed seed)
+    samples: Dict[str, object] = {"forget_rouge": f["rouge_q"], "retain_prob": r["prob_q"], "retain_R": r["R"],
+                                  "retain_rouge": r["rouge_q"]}
     utility = [r["prob"], r["rouge"], r["truth_ratio"]]
     if world:
         for name, split in (("real_authors", request.real_authors), ("world_facts", request.world_facts)):
@@ -130,6 +139,8 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
     fs, hs = stats(model, request.forget.records), stats(model, hold)
     for a in ("loss", "zlib", "min_k", "min_k_pp"):
         out[f"{a}_auc"] = attack_auc(fs, hs, a)
+    samples["token_stats"] = (fs, hs)
+    out["samples"] = samples
     if gold_model is not None and gold_scores is None:
         gold_scores = tofu_scores(gold_model, tokenizer, request, n_generate=n_generate, k=k, world=world)
     if gold_scores is not None:
@@ -140,8 +151,10 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
 
 def verdict_report(protocol: str, benchmark, reference: str = "retrained"):
     """An empty report and ``add(name, value, ref, passed, partial, tol, label=None)``, which
-    appends one metric with its verdict (PASS if ``passed``, PARTIAL if ``partial``, else FAIL): the
-    language-model protocols' statistics are over questions already, one model per call."""
+    appends one metric with its verdict (PASS if ``passed``, PARTIAL if ``partial``, else FAIL),
+    for values that are tests already (forget quality's KS p-value); ``report.judged(...)``
+    appends a metric judged by a bootstrap interval over questions (see there). One model per
+    call."""
     from .benchmark import FAIL, PARTIAL, PASS, BenchmarkReport, MetricResult
 
     report = BenchmarkReport(protocol, "retrain", benchmark.confidence_level)
@@ -151,6 +164,21 @@ def verdict_report(protocol: str, benchmark, reference: str = "retrained"):
         report.results.append(MetricResult(name, float(value), (float(value), float(value)), float(ref),
                                            label or reference, (float(value - ref),) * 2, tol, verdict))
 
+    def judged(name, value, ref, stat, sizes, region, note="", label=None):
+        """A metric judged by the bootstrap interval of ``stat(idx)`` (the difference to the
+        reference, or a ratio for an ``at_least`` region), resampling the named samples
+        (the same indices for the model and the reference: paired)."""
+        from ..core.evidence import bootstrap, judge
+
+        point, ci, _ = bootstrap(stat, sizes, benchmark.n_bootstrap, benchmark.seed, benchmark.confidence_level)
+        j = judge(point, ci, region, n=min(sizes.values()))
+        report.results.append(MetricResult(name, float(value), (float(value), float(value)), float(ref),
+                                           label or reference, (float(ci[0]), float(ci[1])),
+                                           (region.pass_tol, region.partial_tol), j.verdict,
+                                           "; ".join(x for x in (note, j.note) if x), min(sizes.values()),
+                                           j.underpowered, j.could_fail))
+
+    report.judged = judged
     return report, add
 
 
@@ -176,15 +204,43 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
     g = tofu_scores(gold_model, tokenizer, forget_data)
     s = tofu_scores(unlearned_model, tokenizer, forget_data, gold_scores=g)
     report, add = verdict_report("tofu", benchmark)
+    report.forgetting = ("forget_quality", "forget_rouge", "min_k_auc")
+    from ..core.evidence import at_least, two_sided
 
-    fq = s["forget_quality"]
+    fq = s["forget_quality"]  # a KS test's p-value: the test is the evidence, judged as TOFU does
     add("forget_quality", fq, 1.0, fq >= 0.05, fq >= 1e-5, (0.05, 1e-5))
-    mu, gmu = s["model_utility"], g["model_utility"]
-    add("model_utility", mu, gmu, mu >= 0.9 * gmu, mu >= 0.75 * gmu, (0.9, 0.75))
-    for name, tol in (("forget_rouge", (0.05, 0.10)), ("min_k_auc", (0.05, 0.10))):
-        d = abs(s[name] - g[name])
-        add(name, s[name], g[name], d <= tol[0], d <= tol[1], tol)
+    ms, gs = s["samples"], g["samples"]
+    judged = report.judged  # a difference with a bootstrap interval over the questions, judged by its interval
+
+    def utility(sm, i):
+        R = sm["retain_R"][i["retain"]]
+        return T.model_utility([float(sm["retain_prob"][i["retain"]].mean()),
+                                float(sm["retain_rouge"][i["retain_gen"]].mean()), T.truth_ratio_stat(R, forget=False)])
+
+    sizes = {"retain": len(ms["retain_prob"]), "retain_gen": len(ms["retain_rouge"])}
+    gmu = g["model_utility"]
+    judged("model_utility", s["model_utility"], gmu,
+           lambda i: utility(ms, i) / max(utility(gs, i), 1e-12), sizes, at_least(0.9, 0.75),
+           "ratio to the retrained model's (PASS: >= 0.9, partial >= 0.75)")
+    judged("forget_rouge", s["forget_rouge"], g["forget_rouge"],
+           lambda i: float((ms["forget_rouge"][i["q"]] - gs["forget_rouge"][i["q"]]).mean()),
+           {"q": len(ms["forget_rouge"])}, two_sided(0.05, 0.10))
+    (fs, hs), (gfs, ghs) = ms["token_stats"], gs["token_stats"]
+    judged("min_k_auc", s["min_k_auc"], g["min_k_auc"],
+           lambda i: attack_auc(_take(fs, i["f"]), _take(hs, i["h"]), "min_k")
+           - attack_auc(_take(gfs, i["f"]), _take(ghs, i["h"]), "min_k"),
+           {"f": _n(fs), "h": _n(hs)}, two_sided(0.05, 0.10))
     return report
+
+
+def _n(stats) -> int:
+    return len(next(iter(stats.values())))
+
+
+def _take(stats, i):
+    """Rows ``i`` of a token-statistics dict (its per-sample arrays; other entries as they are)."""
+    n = _n(stats)
+    return {k: (np.asarray(v)[i] if isinstance(v, np.ndarray) and len(v) == n else v) for k, v in stats.items()}
 
 
 def register() -> None:
