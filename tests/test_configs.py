@@ -219,8 +219,9 @@ def test_search_over_neggrad_lr_is_no_worse_than_the_default(digits):
     assert len({t["params"]["lr"] for t in best.trials}) == 6  # and it searched
 
 
-def test_a_tracked_run_reads_back_through_mlflow_with_its_verdict_and_report(digits, tmp_path):
+def test_a_tracked_run_reads_back_through_mlflow_with_its_verdict_and_report(digits, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a sqlite store's artefacts in ./mlruns
     from erasus.experiments.config_run import run_unlearn
 
     root, base = digits

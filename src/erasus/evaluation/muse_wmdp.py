@@ -133,9 +133,7 @@ def privleak_interval(model_stats, gold_stats, benchmark, convention: str = "mus
     from ..core.evidence import bootstrap
     from ..metrics.llm import privleak
 
-    def take(st, i):
-        return {k: (np.asarray(v)[i] if isinstance(v, np.ndarray) and len(v) == len(next(iter(st.values()))) else v)
-                for k, v in st.items()}
+    from .tofu import take_rows as take
 
     def stat(idx):
         f, h = idx["forget"], idx["holdout"]
@@ -184,14 +182,12 @@ def muse_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
         if name in s:
             add(name, s[name], g[name], s[name] <= g[name] + 0.05, s[name] <= g[name] + 0.15, (0.05, 0.15))
     if "privleak" in s:  # judged on its bootstrap interval over the texts (see privleak_interval)
-        from ..core.evidence import judge, two_sided
-        from .benchmark import MetricResult
+        from ..core.evidence import two_sided
+        from .tofu import add_interval
 
         point, ci = privleak_interval(st_s, st_g, benchmark)
-        j = judge(point, ci, two_sided(5.0, 20.0), n=len(forget_data.privleak["forget"]))
-        report.results.append(MetricResult("privleak", float(s["privleak"]), tuple(ci), 0.0, "retrained", tuple(ci),
-                                           (5.0, 20.0), j.verdict, j.note, len(forget_data.privleak["forget"]),
-                                           j.underpowered, j.could_fail))
+        add_interval(report, "privleak", s["privleak"], 0.0, point, ci, two_sided(5.0, 20.0),
+                     len(forget_data.privleak["forget"]), value_ci=ci)
     if "knowmem_r" in s:
         ref = g["knowmem_r"]
         add("knowmem_r", s["knowmem_r"], ref, s["knowmem_r"] >= 0.9 * ref, s["knowmem_r"] >= 0.75 * ref, (0.9, 0.75))

@@ -152,9 +152,8 @@ def tofu_scores(model, tokenizer, request, gold_model=None, gold_scores: Optiona
 def verdict_report(protocol: str, benchmark, reference: str = "retrained"):
     """An empty report and ``add(name, value, ref, passed, partial, tol, label=None)``, which
     appends one metric with its verdict (PASS if ``passed``, PARTIAL if ``partial``, else FAIL),
-    for values that are tests already (forget quality's KS p-value); ``report.judged(...)``
-    appends a metric judged by a bootstrap interval over questions (see there). One model per
-    call."""
+    for values that are tests already (forget quality's KS p-value); :func:`add_bootstrapped`
+    appends a metric judged by a bootstrap interval over questions. One model per call."""
     from .benchmark import FAIL, PARTIAL, PASS, BenchmarkReport, MetricResult
 
     report = BenchmarkReport(protocol, "retrain", benchmark.confidence_level)
@@ -164,22 +163,30 @@ def verdict_report(protocol: str, benchmark, reference: str = "retrained"):
         report.results.append(MetricResult(name, float(value), (float(value), float(value)), float(ref),
                                            label or reference, (float(value - ref),) * 2, tol, verdict))
 
-    def judged(name, value, ref, stat, sizes, region, note="", label=None):
-        """A metric judged by the bootstrap interval of ``stat(idx)`` (the difference to the
-        reference, or a ratio for an ``at_least`` region), resampling the named samples
-        (the same indices for the model and the reference: paired)."""
-        from ..core.evidence import bootstrap, judge
-
-        point, ci, _ = bootstrap(stat, sizes, benchmark.n_bootstrap, benchmark.seed, benchmark.confidence_level)
-        j = judge(point, ci, region, n=min(sizes.values()))
-        report.results.append(MetricResult(name, float(value), (float(value), float(value)), float(ref),
-                                           label or reference, (float(ci[0]), float(ci[1])),
-                                           (region.pass_tol, region.partial_tol), j.verdict,
-                                           "; ".join(x for x in (note, j.note) if x), min(sizes.values()),
-                                           j.underpowered, j.could_fail))
-
-    report.judged = judged
     return report, add
+
+
+def add_interval(report, name, value, ref, point, ci, region, n, note="", label="retrained", value_ci=None):
+    """Append a metric judged by the interval ``ci`` of its difference (or ratio, for an
+    ``at_least`` region) to the reference, as the general protocol judges
+    (:func:`erasus.core.evidence.judge`)."""
+    from ..core.evidence import judge
+    from .benchmark import MetricResult
+
+    j = judge(point, ci, region, n=n)
+    report.results.append(MetricResult(name, float(value), tuple(value_ci) if value_ci is not None else
+                                       (float(value), float(value)), float(ref), label, (float(ci[0]), float(ci[1])),
+                                       (region.pass_tol, region.partial_tol), j.verdict,
+                                       "; ".join(x for x in (note, j.note) if x), n, j.underpowered, j.could_fail))
+
+
+def add_bootstrapped(report, benchmark, name, value, ref, stat, sizes, region, note=""):
+    """:func:`add_interval` on the bootstrap interval of ``stat(idx)``, resampling the named
+    samples (the same indices for the model and the reference: paired)."""
+    from ..core.evidence import bootstrap
+
+    point, ci, _ = bootstrap(stat, sizes, benchmark.n_bootstrap, benchmark.seed, benchmark.confidence_level)
+    add_interval(report, name, value, ref, point, ci, region, min(sizes.values()), note)
 
 
 def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None, tokenizer=None, **unused):
@@ -210,7 +217,9 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
     fq = s["forget_quality"]  # a KS test's p-value: the test is the evidence, judged as TOFU does
     add("forget_quality", fq, 1.0, fq >= 0.05, fq >= 1e-5, (0.05, 1e-5))
     ms, gs = s["samples"], g["samples"]
-    judged = report.judged  # a difference with a bootstrap interval over the questions, judged by its interval
+
+    def judged(*a, **k):  # a difference with a bootstrap interval over the questions, judged by its interval
+        add_bootstrapped(report, benchmark, *a, **k)
 
     def utility(sm, i):
         R = sm["retain_R"][i["retain"]]
@@ -227,8 +236,8 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
            {"q": len(ms["forget_rouge"])}, two_sided(0.05, 0.10))
     (fs, hs), (gfs, ghs) = ms["token_stats"], gs["token_stats"]
     judged("min_k_auc", s["min_k_auc"], g["min_k_auc"],
-           lambda i: attack_auc(_take(fs, i["f"]), _take(hs, i["h"]), "min_k")
-           - attack_auc(_take(gfs, i["f"]), _take(ghs, i["h"]), "min_k"),
+           lambda i: attack_auc(take_rows(fs, i["f"]), take_rows(hs, i["h"]), "min_k")
+           - attack_auc(take_rows(gfs, i["f"]), take_rows(ghs, i["h"]), "min_k"),
            {"f": _n(fs), "h": _n(hs)}, two_sided(0.05, 0.10))
     return report
 
@@ -237,7 +246,7 @@ def _n(stats) -> int:
     return len(next(iter(stats.values())))
 
 
-def _take(stats, i):
+def take_rows(stats, i):
     """Rows ``i`` of a token-statistics dict (its per-sample arrays; other entries as they are)."""
     n = _n(stats)
     return {k: (np.asarray(v)[i] if isinstance(v, np.ndarray) and len(v) == n else v) for k, v in stats.items()}

@@ -20,6 +20,7 @@ half a run; an existing folder is replaced only with ``overwrite=True``.
 """
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -234,7 +235,7 @@ def report_from_run(directory: PathLike, path: Optional[PathLike] = None, overwr
     rows = [[k, res[k]] for k in ("strategy", "selector", "steps", "stop_reason") if k in res]
     rows += [[f"time: {k}", f"{v:.2f} s"] for k, v in sorted((res.get("timings") or {}).items())]
     rep.add_table("Run", ["", ""], rows)
-    rep.sections.append("<h3>Configuration</h3><pre>" + _esc(json.dumps(cfg, indent=1, default=str)) + "</pre>")
+    rep.sections.append("<h3>Configuration</h3><pre>" + html.escape(json.dumps(cfg, indent=1, default=str)) + "</pre>")
     ver = run.get("verification")
     if ver:
         rep.add_verification(_ReportView(ver))
@@ -252,12 +253,6 @@ def report_from_run(directory: PathLike, path: Optional[PathLike] = None, overwr
 
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else v
-
-
-def _esc(s: str) -> str:
-    import html
-
-    return html.escape(s)
 
 
 class _ReportView:
