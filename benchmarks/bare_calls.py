@@ -44,6 +44,9 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=HERE / "cache")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--threads", type=int, default=None)
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -92,6 +95,7 @@ def main(argv=None) -> None:
                          f"{100 * fh.mean():.1f} | {100 * fb.mean():.1f} | {ok}/{len(b)} |")
         lines.append("")
     atomic_write_text(a.out / "bare_calls.md", "\n".join(lines) + "\n")
+    track_results(a, "bare_calls", meta, rows, [a.out / "bare_calls.md", a.out / "bare_calls.json"])
     print(f"wrote {a.out / 'bare_calls.md'} ({total:.0f} s)")
 
 

@@ -140,6 +140,9 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="replace only the (scenario, method, seed) rows this run produces in an existing "
                         "results/<name>.json; all other rows are kept and the runs are recorded in meta")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -201,6 +204,8 @@ def main(argv=None):
                 rows.append(d)
             save(rows, done=False)
     print("\n" + save(rows, done=True))
+    track_results(args, args.name, json.loads((out / f"{args.name}.json").read_text())["meta"], rows,
+                  [out / f"{args.name}.md", out / f"{args.name}.json"])
 
 
 if __name__ == "__main__":

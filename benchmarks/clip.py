@@ -64,6 +64,9 @@ def main(argv=None):
     p.add_argument("--small", action="store_true", help="1,000 images, 30 steps: checks the pipeline, not a result")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="clip")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +130,8 @@ def main(argv=None):
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "total_min": (time.perf_counter() - t_all) / 60, "args": vars(args)}
     md = markdown(meta, rows, args.erase)
-    write_results(args.out, args.name, meta, rows, md)
+    written = write_results(args.out, args.name, meta, rows, md)
+    track_results(args, args.name, meta, rows, [written, written.with_suffix('.json')])
     print(md)
 
 

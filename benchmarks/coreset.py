@@ -208,6 +208,9 @@ def main(argv=None):
     p.add_argument("--note", default="", help="a paragraph written under the title of the merged table")
     p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                    help="write <out>/<name>.md from the rows of these shard JSON files and exit")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -247,6 +250,7 @@ def main(argv=None):
         return
     rows = run(args, on_progress=write)
     print(write(rows, final=True))
+    track_results(args, args.name, {"seeds": args.seeds}, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
 
 
 if __name__ == "__main__":

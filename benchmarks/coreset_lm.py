@@ -56,6 +56,9 @@ def main(argv=None) -> None:
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="coreset_lm")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     args.arch, args.max_tokens, args.device = "gpt2", None, torch.device("cpu")
     torch.set_num_threads(args.threads)
@@ -108,6 +111,7 @@ def main(argv=None) -> None:
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     md = markdown(rows, meta)
     atomic_write_text(out / f"{args.name}.md", md)
+    track_results(args, args.name, meta, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
     print(md)
 
 

@@ -32,6 +32,9 @@ def main(argv=None) -> None:
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -57,6 +60,7 @@ def main(argv=None) -> None:
              "retrained model.", "", "```", format_table(rows), "```", "", "Stop reasons:", ""]
     lines += [f"- {r.scenario} / {r.method}: {r.note}" for r in rows if r.method not in ("original", "retrain")]
     atomic_write_text(a.out / "demo.md", "\n".join(lines) + "\n")
+    track_results(a, "demo", meta, [r.to_dict() for r in rows], [a.out / "demo.md", a.out / "demo.json"])
     print(f"wrote {a.out / 'demo.md'} and demo.json ({total:.0f} s)")
 
 

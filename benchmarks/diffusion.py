@@ -206,6 +206,9 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="diffusion")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
@@ -254,7 +257,8 @@ def main(argv=None):
             "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU",
             "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60, "args": vars(args)}
     md = markdown(meta, rows, args.erase)
-    write_results(args.out, args.name, meta, rows, md)
+    written = write_results(args.out, args.name, meta, rows, md)
+    track_results(args, args.name, meta, rows, [written, written.with_suffix('.json')])
     print(md)
 
 

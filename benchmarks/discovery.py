@@ -174,6 +174,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="discovery")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -181,7 +184,8 @@ def main(argv=None):
     extra.update(run_fmnist(args, rows))
     meta = run_meta("discovery.py", argv, args=vars(args), **extra)
     md = markdown(rows, meta)
-    write_results(args.out, args.name, meta, rows, md)
+    written = write_results(args.out, args.name, meta, rows, md)
+    track_results(args, args.name, meta, rows, [written, written.with_suffix('.json')])
     print(md)
 
 

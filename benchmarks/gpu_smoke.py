@@ -143,6 +143,9 @@ def main(argv=None):
     p.add_argument("--name", default="gpu_smoke")
     p.add_argument("--skip", default="", help="comma-separated families to skip (classifier, diffusion)")
     p.add_argument("--strategies", default="", help="comma-separated classifier strategies (default: all)")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = []
@@ -158,6 +161,7 @@ def main(argv=None):
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = markdown(meta, rows)
     atomic_write_text(out / f"{args.name}.md", md)
+    track_results(args, args.name, meta, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
     print(md)
 
 

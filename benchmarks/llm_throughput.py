@@ -171,6 +171,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default=None, help="results file name (default llm_throughput-<preset>-<cpu|cuda>)")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -262,7 +265,8 @@ def main(argv=None):
                      f"{r['tokens_per_s']:,.0f} | {r['speedup_vs_plain']:.2f}x / {r['steady_speedup_vs_plain']:.2f}x | "
                      f"{r['reference_tokens']:,} | {r['steady_tflops']:.4f} | {mfu} | {r['pad_fraction']:.2f} |")
     md = "\n".join(lines) + "\n"
-    write_results(args.out, name, meta, rows, md)
+    written = write_results(args.out, name, meta, rows, md)
+    track_results(args, name, meta, rows, [written, written.with_suffix('.json')])
     print("\n" + md)
 
 

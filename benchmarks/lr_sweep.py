@@ -75,6 +75,9 @@ def main(argv=None):
     p.add_argument("--modes", default=",".join(MODES), help="stopping modes to run (default: all)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <name>.json (no runs)")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     if args.render:
         data = json.loads((Path(args.out) / f"{args.name}.json").read_text())
@@ -110,6 +113,7 @@ def main(argv=None):
     meta = run_meta("lr_sweep.py", argv, scenario=args.scenario, seeds=args.seeds,
                     minutes=(time.perf_counter() - t0) / 60, modes=list(modes))
     write(Path(args.out), args.name, rows, factors, meta)
+    track_results(args, args.name, meta, rows, [Path(args.out) / f"{args.name}.{x}" for x in ("md", "json")])
 
 
 def report(rows, factors, meta):

@@ -54,6 +54,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", choices=("classifier", "lm"), default="classifier")
+    from erasus.experiments.tracking import add_tracking_arguments
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     if args.family == "lm":
@@ -141,7 +144,10 @@ def lm_costs(args):
     for r in rows:
         lines.append(f"| {r['selector']} | {r['seconds']:.2f} | {r['ratio']:.2f} | |" if not r["error"] else
                      f"| {r['selector']} | - | - | {r['error']} |")
-    write_results(args.out, "selectors-lm", meta, rows, "\n".join(lines) + "\n")
+    from erasus.experiments.tracking import track_results
+
+    written = write_results(args.out, "selectors-lm", meta, rows, "\n".join(lines) + "\n")
+    track_results(args, "selectors-lm", meta, rows, [written, written.with_suffix('.json')])
     print("\n".join(lines))
 
 

@@ -157,6 +157,9 @@ def main(argv=None):
     p.add_argument("--render", action="store_true",
                    help="rewrite <out>/<name>.md from <out>/<name>.json (no runs); PrivLeak values recorded in "
                         "Erasus's former sign are recomputed in MUSE's from the same Min-K%% AUCs")
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     if args.render:
         return render(Path(args.out), args.name)
@@ -236,6 +239,7 @@ def main(argv=None):
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     md = markdown(rows, meta)
     atomic_write_text(out / f"{args.name}.md", md)
+    track_results(args, args.name, meta, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
     print(md)
 
 

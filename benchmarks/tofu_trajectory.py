@@ -59,6 +59,9 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -113,6 +116,7 @@ def main(argv=None):
     atomic_write_text(out / "tofu_trajectory.json", json.dumps({"meta": meta, "paths": paths}, indent=1))
     md = markdown(paths, meta)
     atomic_write_text(out / "tofu_trajectory.md", md)
+    track_results(args, "tofu_trajectory", meta, [], [out / "tofu_trajectory.md", out / "tofu_trajectory.json"])
     print(md)
 
 

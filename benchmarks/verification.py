@@ -321,6 +321,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    add_tracking_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     cache = Path(args.cache)
@@ -347,6 +350,7 @@ def main(argv=None):
                                                              "gallery": c, "refit": refit}, indent=1))
     md = markdown(a, b, meta, c, refit)
     atomic_write_text(out / "verification.md", md)
+    track_results(args, "verification", meta, [], [out / "verification.md", out / "verification.json"])
     print(md)
 
 

@@ -152,3 +152,24 @@ def test_run_comparison_draws_the_rows():
     assert _png(A.run_comparison(rows)) != _png(A.run_comparison(changed))
     with pytest.raises(Exception, match="no \\['nope'\\]"):
         A.run_comparison(rows, metrics=("nope",))
+
+
+def test_umap_projection_keeps_planted_clusters_apart():
+    """UMAP (umap-learn) through the same shared projection: three planted clusters in 20-D
+    stay apart in 2-D (each point's 5 nearest neighbours share its cluster), one projection
+    serves both models' features, and the seed fixes the result."""
+    pytest.importorskip("umap")
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 8, (3, 20))
+    lab = np.repeat(np.arange(3), 40)
+    x = centres[lab] + rng.normal(0, 1, (120, 20))
+    feats = {"a": {"forget": x[:60]}, "b": {"forget": x[60:]}}
+    pts = A.project(feats, "umap", seed=0)
+    assert pts["a"]["forget"].shape == (60, 2) and pts["b"]["forget"].shape == (60, 2)
+    y2 = np.concatenate([pts["a"]["forget"], pts["b"]["forget"]])
+    knn = KNeighborsClassifier(6).fit(y2, lab)
+    same = (lab[knn.kneighbors(y2, return_distance=False)[:, 1:]] == lab[:, None]).mean()
+    assert same > 0.95, same
+    assert np.allclose(A.project(feats, "umap", seed=0)["a"]["forget"], pts["a"]["forget"])

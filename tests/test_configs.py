@@ -3,6 +3,7 @@ closest valid key, `erasus unlearn --config` saves a run whose report carries th
 the configuration and every plot, `erasus evaluate` passes a retrained model and fails the
 original and a cheat, `erasus benchmark` and `visualize` write what they say, an ablation
 runs what its variants name, and a search beats or ties the default learning rate."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -238,6 +239,17 @@ def test_a_tracked_run_reads_back_through_mlflow_with_its_verdict_and_report(dig
     got = run_unlearn(local, None, progress=False)
     lines = [json.loads(x) for x in (Path(got["tracked"]) / "metrics.jsonl").read_text().splitlines()]
     assert any(x["key"] == "verify.forget_acc" for x in lines)
+    if importlib.util.find_spec("wandb") is not None:                 # W&B offline, read back from its files
+        from erasus.experiments import ExperimentTracker
+
+        wb = resolve_config(apply_overrides(cfg, ["output.tracking=wandb", f"output.tracking_dir={tmp_path / 'wb'}"]))
+        got = run_unlearn(wb, str(tmp_path / "run-wb"), progress=False)
+        reader = ExperimentTracker("wandb", directory=tmp_path / "wb")
+        reader.runs = [got["tracked"]]
+        back = reader.read()
+        assert back["params"]["strategy"] == "wga" and back["params"]["task"] == "digits"
+        assert any(m["key"] == "verify.forget_acc" and m["value"] == pytest.approx(got["report"].metrics["forget_acc"])
+                   for m in back["metrics"])
 
 
 def test_the_demo_ends_by_writing_its_report_and_saying_where(tmp_path, capsys, monkeypatch):

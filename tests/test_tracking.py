@@ -53,6 +53,27 @@ def test_mlflow_tracker_logs_params_and_history(problem, tmp_path):
     np.testing.assert_allclose([m.value for m in sorted(hist, key=lambda m: m.step)], res.history["loss"], rtol=1e-6)
 
 
+def test_wandb_offline_tracker_logs_and_reads_back(problem, tmp_path):
+    """W&B in offline mode: parameters, the loss history on the trainer's steps, validation
+    metrics and the values added after the run, read back from the run's own files."""
+    pytest.importorskip("wandb")
+    model, forget, retain, holdout = problem
+    tracker = ExperimentTracker("wandb", directory=tmp_path / "wb", experiment="erasus-test", tags={"request": "tiny"})
+    res = ErasusUnlearner(copy.deepcopy(model), strategy="npo").fit(forget, retain, holdout, progress=False,
+                                                                    max_steps=12, min_steps=0, callbacks=[tracker])
+    report = tmp_path / "report.html"
+    report.write_text("<html>verdict</html>")
+    tracker.record({"verify.forget_acc": 0.25}, [report])
+    run = tracker.read()
+    assert run["params"]["strategy"] == "npo" and run["params"]["request"] == "tiny"
+    assert run["params"]["strategy.beta"] == 0.1
+    loss = sorted((m["step"], m["value"]) for m in run["metrics"] if m["key"] == "train_loss")
+    assert [s for s, _ in loss] == res.history["step"]
+    np.testing.assert_allclose([v for _, v in loss], res.history["loss"], rtol=1e-6)
+    assert {m["key"] for m in run["metrics"]} >= {"val_forget_loss", "verify.forget_acc"}
+    assert list((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{tracker.runs[0]}*/files/report.html"))
+
+
 def test_search_is_seeded_returns_its_best_trial_and_records_each(problem, tmp_path):
     pytest.importorskip("optuna")
     from erasus.core.stats import split_stats
@@ -71,9 +92,45 @@ def test_search_is_seeded_returns_its_best_trial_and_records_each(problem, tmp_p
                              seed=3).run(model, forget, retain, holdout, min_steps=0, stopping="none")
     assert [t["params"] for t in a.trials] == [t["params"] for t in b.trials]  # same seed, same trials
     assert a.value == max(t["value"] for t in a.trials) and a.params == max(a.trials, key=lambda t: t["value"])["params"]
-    assert len(tracker.runs) == 4 and all((tmp_path / "search" / r.rsplit("/", 1)[-1] / "trial.json").exists()
-                                          for r in tracker.runs)
+    assert len(tracker.runs) == 4 and all((tmp_path / "search" / r.rsplit("/", 1)[-1] / "artifacts" / "trial.json")
+                                          .exists() for r in tracker.runs)
+    assert [[m["value"] for m in tracker.read(i)["metrics"] if m["key"] == "search.objective"]
+            for i in range(4)] == [[t["value"]] for t in a.trials]
     with pytest.raises(Exception, match="gold_model"):
         HyperparameterSearch("wga", space).run(model, forget, retain, holdout)
     with pytest.raises(Exception, match="Search space entry 'lr'"):  # before any trial runs
         HyperparameterSearch("wga", {"lr": ("uniform", 0, 1)}, n_trials=1, objective=forget_loss_drop)
+
+
+@pytest.mark.parametrize("backend", ["local", "wandb"])
+def test_benchmark_results_are_tracked_one_run_per_row(backend, tmp_path):
+    """``--track`` on a benchmark: every result row becomes a run (its text fields as
+    parameters, its numbers as metrics), the results files go with the first; every script
+    under benchmarks/ takes the flag and records what it wrote."""
+    import argparse
+    from pathlib import Path
+
+    from erasus.experiments.tracking import add_tracking_arguments, track_results
+
+    if backend == "wandb":
+        pytest.importorskip("wandb")
+    p = argparse.ArgumentParser()
+    add_tracking_arguments(p)
+    args = p.parse_args(["--track", backend, "--track-dir", str(tmp_path / "runs")])
+    md = tmp_path / "b.md"
+    md.write_text("| method | acc |")
+    rows = [{"method": "npo", "seed": 0, "forget_acc": 12.5, "verdict": "PASS", "ok": True},
+            {"method": "wga", "seed": 1, "forget_acc": float("nan"), "verdict": "FAIL", "ok": False}]
+    runs = track_results(args, "b", {"seconds": 3.0}, rows, [md])
+    assert len(runs) == 2
+    tracker = ExperimentTracker(backend, directory=tmp_path / "runs")
+    tracker.runs = runs                                                      # read back by a fresh tracker
+    first, second = tracker.read(0), tracker.read(1)
+    assert first["params"]["method"] == "npo" and first["params"]["verdict"] == "PASS"
+    assert first["params"]["meta.seconds"] == 3.0 and first["params"]["benchmark"] == "b"
+    assert {m["key"]: m["value"] for m in first["metrics"]} == {"seed": 0.0, "forget_acc": 12.5}
+    assert {m["key"] for m in second["metrics"]} == {"seed"}               # NaN is not logged
+    assert track_results(p.parse_args([]), "b", {}, rows) == []              # no --track: nothing
+    for script in sorted(Path(__file__).parent.parent.glob("benchmarks/*.py")):
+        text = script.read_text()
+        assert "add_tracking_arguments(p)" in text and "track_results(" in text, script.name

@@ -18,7 +18,7 @@ checks. Two families:
     benchmark: {strategies: [...], selectors: [], seeds: [0]}   # used by `erasus benchmark`
     output:   {dir: null, overwrite: false, tracking: null, tracking_dir: erasus-runs, tracking_uri: null}
 
-``output.tracking``: ``local`` or ``mlflow`` also records the run with an
+``output.tracking``: ``local``, ``mlflow`` or ``wandb`` (offline) also records the run with an
 :class:`~erasus.experiments.tracking.ExperimentTracker` (parameters, validation metrics, the
 loss history, the verification's values, the report and run files as artefacts).
 
@@ -237,8 +237,9 @@ def _check_classifier(cfg, source):
         if not isinstance(t[k], int) or isinstance(t[k], bool) or t[k] < 0:
             raise ConfigError(f"{source}: task.{k} must be a non-negative integer, got {t[k]!r}.")
     o = cfg["output"]
-    if o["tracking"] not in (None, "local", "mlflow"):
-        raise ConfigError(f"{source}: output.tracking must be null, 'local' or 'mlflow', got {o['tracking']!r}.")
+    if o["tracking"] not in (None, "local", "mlflow", "wandb"):
+        raise ConfigError(f"{source}: output.tracking must be null, 'local', 'mlflow' or 'wandb', "
+                          f"got {o['tracking']!r}.")
     if v["gold"] not in ("retrain", "none"):
         raise ConfigError(f"{source}: verify.gold must be 'retrain' or 'none', got {v['gold']!r}.")
     if not isinstance(u["holdout"], bool):

@@ -105,6 +105,18 @@ class HyperparameterSearch:
                 out[name] = v
         return out
 
+    def _record_trial(self, trial: Dict[str, Any]) -> None:
+        """Add a finished trial's objective to the run the tracker recorded, and the trial
+        itself as ``trial.json``."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "trial.json"
+            f.write_text(json.dumps(trial, indent=1))
+            self.tracker.record({"search.objective": trial["value"], "search.trial": trial["number"]}, [f])
+
     def run(self, model, forget_data, retain_data=None, holdout_data=None, gold_model=None, test_data=None,
             progress: bool = False, **fit_kwargs) -> SearchResult:
         try:
@@ -130,13 +142,8 @@ class HyperparameterSearch:
                      else self.gold_gap(res.model, forget_data, retain_data, test_data, holdout_data, gold_model))
             trials.append({"number": trial.number, "params": params, "value": float(value), "steps": res.steps,
                            "stop_reason": res.stop_reason})
-            if self.tracker is not None and self.tracker.backend == "local" and self.tracker.runs:
-                import json
-                from pathlib import Path
-
-                from ..utils.io import atomic_write_text
-
-                atomic_write_text(Path(self.tracker.runs[-1]) / "trial.json", json.dumps(trials[-1], indent=1))
+            if self.tracker is not None and self.tracker.runs:  # the trial's value, on any backend
+                self._record_trial(trials[-1])
             return float(value)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

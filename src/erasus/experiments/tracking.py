@@ -1,18 +1,22 @@
 """``ExperimentTracker``: record unlearning runs (parameters, validation metrics, the loss
-history, the result, files) to a local folder or to MLflow, as a trainer callback.
+history, the result, files) to a local folder, to MLflow or to Weights & Biases (offline),
+as a trainer callback.
 
 It hooks the start of a run, each validation and the end of the run, and never each step:
 per-step losses come from the run's history at the end, so tracking adds no host
 synchronisation to the training loop.
 
-    tracker = ExperimentTracker("local", directory="runs")      # or "mlflow" (mlflow installed)
+    tracker = ExperimentTracker("local", directory="runs")      # or "mlflow", or "wandb"
     ErasusUnlearner(model, strategy="npo").fit(forget, retain, holdout, callbacks=[tracker])
     tracker.runs[-1]                                            # where the run was recorded
+    tracker.read()                                              # its parameters and metrics, read back
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +24,8 @@ from typing import Any, Dict, List, Optional
 
 from ..core.callbacks import Callback
 from ..core.exceptions import ConfigError
+
+BACKENDS = ("local", "mlflow", "wandb")
 
 
 def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -33,116 +39,267 @@ def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-class ExperimentTracker(Callback):
-    """Records each run it sees. ``backend``: ``"local"`` (a folder per run under
-    ``directory``: ``params.json``, ``metrics.jsonl`` (one line per logged value: key, value,
-    step), ``result.json``; a fresh folder for every run, nothing overwritten) or
-    ``"mlflow"`` (``mlflow`` runs under ``experiment``, at ``tracking_uri`` or MLflow's
-    default). ``tags``: added to every run's parameters. The same tracker can be given to
-    several runs; ``runs`` lists where each was recorded."""
+def _finite(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    """The finite numeric values of ``metrics`` (booleans, strings, NaN and inf left out)."""
+    return {k: float(v) for k, v in (metrics or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
-    def __init__(self, backend: str = "local", directory: str = "erasus-runs", experiment: str = "erasus",
-                 tracking_uri: Optional[str] = None, tags: Optional[Dict[str, Any]] = None):
-        if backend not in ("local", "mlflow"):
-            raise ConfigError(f"Expected backend 'local' or 'mlflow', got {backend!r}.")
-        if backend == "mlflow":
-            try:
-                import mlflow  # noqa: F401
-            except ImportError as e:
-                raise ConfigError("The mlflow backend needs mlflow: pip install 'erasus[tracking]'.") from e
-        self.backend, self.directory, self.experiment = backend, Path(directory), experiment
-        self.tracking_uri, self.tags = tracking_uri, dict(tags or {})
-        self.runs: List[str] = []
+
+# -- backends: start a run, log metrics, end it, add to it afterwards, read it back -------------
+class _LocalBackend:
+    """A folder per run under ``directory``: ``params.json``, ``metrics.jsonl`` (one line per
+    value: key, value, step), ``result.json``, ``artifacts/``; nothing overwritten."""
+
+    def __init__(self, directory, **_):
+        self.directory = Path(directory)
         self._dir: Optional[Path] = None
-        self._mlflow_run = None
 
-    # -- the backend's three operations ------------------------------------------------------
-    def _start(self, params: Dict[str, Any]) -> None:
-        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        if self.backend == "local":
-            self._dir = self.directory / name
-            self._dir.mkdir(parents=True, exist_ok=False)
-            self._write("params.json", json.dumps(params, indent=1, default=str))
-            self.runs.append(str(self._dir))
-        else:
-            import mlflow
+    def start(self, name, params) -> str:
+        self._dir = self.directory / name
+        self._dir.mkdir(parents=True, exist_ok=False)
+        self._write("params.json", json.dumps(params, indent=1, default=str))
+        return str(self._dir)
 
-            if self.tracking_uri:
-                mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_experiment(self.experiment)
-            self._mlflow_run = mlflow.start_run(run_name=name)
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            self.runs.append(self._mlflow_run.info.run_id)
+    def log(self, rows) -> None:
+        if self._dir is None:
+            raise ConfigError("No run in progress: log_metrics is called between a run's start and end.")
+        self._append(self._dir, rows)
 
-    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
-        """Log finite numeric values (others are skipped) at ``step``."""
-        clean = {k: float(v) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-        if not clean:
-            return
-        if self.backend == "local":
-            if self._dir is None:
-                raise ConfigError("No run in progress: log_metrics is called between a run's start and end.")
-            with open(self._dir / "metrics.jsonl", "a") as f:
-                for k, v in clean.items():
-                    f.write(json.dumps({"key": k, "value": v, "step": step}) + "\n")
-        else:
-            import mlflow
+    def end(self, summary, files=()) -> None:
+        self._write("result.json", json.dumps(summary, indent=1, default=str))
+        self._copy(self._dir, files)
+        self._dir = None
 
-            mlflow.log_metrics(clean, step=step)
+    def record(self, ref, rows, files) -> None:
+        d = Path(ref)
+        if rows:
+            self._append(d, rows)
+        self._copy(d, files)
 
-    def _end(self, summary: Dict[str, Any]) -> None:
-        if self.backend == "local":
-            self._write("result.json", json.dumps(summary, indent=1, default=str))
-            self._dir = None
-        else:
-            import mlflow
+    @staticmethod
+    def _copy(d: Path, files) -> None:
+        for p in map(Path, files):
+            (d / "artifacts").mkdir(exist_ok=True)
+            shutil.copy2(p, d / "artifacts" / p.name)
 
-            mlflow.set_tags({k: str(v)[:5000] for k, v in summary.items() if not isinstance(v, (dict, list))})
-            mlflow.end_run()
-            self._mlflow_run = None
+    def read(self, ref) -> Dict[str, Any]:
+        d = Path(ref)
+        lines = (d / "metrics.jsonl").read_text().splitlines() if (d / "metrics.jsonl").exists() else []
+        return {"params": json.loads((d / "params.json").read_text()), "metrics": [json.loads(x) for x in lines]}
 
-    def record(self, metrics: Optional[Dict[str, float]] = None, files=(), run: int = -1) -> None:
-        """Add what is known only after a run ended (the verification's values, the report, the
-        plots, the model card) to the run it recorded (``run``: index in :attr:`runs`).
-        Locally the files are copied into the run's ``artifacts/`` folder."""
-        import shutil
-
-        if not self.runs:
-            raise ConfigError("No run recorded yet: pass the tracker to fit(..., callbacks=[tracker]) first.")
-        ref = self.runs[run]
-        clean = {k: float(v) for k, v in (metrics or {}).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-        if self.backend == "local":
-            d = Path(ref)
-            if clean:
-                with open(d / "metrics.jsonl", "a") as f:
-                    for k, v in clean.items():
-                        f.write(json.dumps({"key": k, "value": v, "step": None}) + "\n")
-            for p in map(Path, files):
-                (d / "artifacts").mkdir(exist_ok=True)
-                shutil.copy2(p, d / "artifacts" / p.name)
-        else:
-            import mlflow
-
-            with mlflow.start_run(run_id=ref):
-                if clean:
-                    mlflow.log_metrics(clean)
-                for p in files:
-                    mlflow.log_artifact(str(p))
-
-    def log_run(self, params: Dict[str, Any], metrics: Optional[Dict[str, float]] = None, files=()) -> str:
-        """Record a run that did not go through the trainer (a benchmark, an evaluation) in one
-        call: its parameters, final metrics and files. Returns where it was recorded."""
-        self._start({**_flat(params), **self.tags})
-        self._end({})
-        self.record(metrics, files)
-        return self.runs[-1]
+    @staticmethod
+    def _append(d: Path, rows) -> None:
+        with open(d / "metrics.jsonl", "a") as f:
+            for k, v, s in rows:
+                f.write(json.dumps({"key": k, "value": v, "step": s}) + "\n")
 
     def _write(self, name: str, text: str) -> None:
         from ..utils.io import atomic_write_text
 
         atomic_write_text(self._dir / name, text)
+
+
+class _MLflowBackend:
+    """MLflow runs under ``experiment``, at ``tracking_uri`` or MLflow's default."""
+
+    def __init__(self, experiment, tracking_uri=None, **_):
+        try:
+            import mlflow
+        except ImportError as e:
+            raise ConfigError("The mlflow backend needs mlflow: pip install 'erasus[tracking]'.") from e
+        self.mlflow, self.experiment, self.tracking_uri = mlflow, experiment, tracking_uri
+
+    def start(self, name, params) -> str:
+        if self.tracking_uri:
+            self.mlflow.set_tracking_uri(self.tracking_uri)
+        self.mlflow.set_experiment(self.experiment)
+        run = self.mlflow.start_run(run_name=name)
+        self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        return run.info.run_id
+
+    def log(self, rows) -> None:
+        for k, v, s in rows:
+            self.mlflow.log_metric(k, v, step=s)
+
+    def end(self, summary, files=()) -> None:
+        for p in files:
+            self.mlflow.log_artifact(str(p))
+        self.mlflow.set_tags({k: str(v)[:5000] for k, v in summary.items() if not isinstance(v, (dict, list))})
+        self.mlflow.end_run()
+
+    def record(self, ref, rows, files) -> None:
+        with self.mlflow.start_run(run_id=ref):
+            self.log(rows)
+            for p in files:
+                self.mlflow.log_artifact(str(p))
+
+    def read(self, ref) -> Dict[str, Any]:
+        client = self.mlflow.tracking.MlflowClient(tracking_uri=self.tracking_uri)
+        run = client.get_run(ref)
+        rows = [{"key": k, "value": m.value, "step": m.step}
+                for k in run.data.metrics for m in client.get_metric_history(ref, k)]
+        return {"params": dict(run.data.params), "metrics": rows}
+
+
+class _WandbBackend:
+    """Weights & Biases in offline mode: each run is written under ``directory/wandb/``
+    (``wandb sync`` uploads it later; nothing is sent while the run is on). Every metric is
+    plotted against the trainer's step (``trainer/step``, a W&B custom x-axis), since W&B's own
+    step must only grow and the loss history is logged at the end of the run. Values added
+    after the run (:meth:`ExperimentTracker.record`) go to a resumed offline run with the same
+    id, which ``wandb sync`` merges; files are copied into the run's ``files/`` folder."""
+
+    STEP = "trainer/step"
+
+    def __init__(self, directory, experiment, **_):
+        try:
+            import wandb
+        except ImportError as e:
+            raise ConfigError("The wandb backend needs wandb: pip install wandb.") from e
+        self.wandb, self.directory, self.experiment = wandb, Path(directory), experiment
+        self._run = None
+
+    def _init(self, **kw):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        run = self.wandb.init(mode="offline", project=self.experiment, dir=str(self.directory),
+                              settings=self.wandb.Settings(silent=True, console="off"), reinit="create_new", **kw)
+        run.define_metric(self.STEP)
+        run.define_metric("*", step_metric=self.STEP)
+        return run
+
+    def start(self, name, params) -> str:
+        self._run = self._init(name=name, config=params)
+        return self._run.id
+
+    def log(self, rows, run=None) -> None:
+        run = run or self._run
+        for k, v, s in rows:
+            run.log({k: v} if s is None else {k: v, self.STEP: s})
+
+    def end(self, summary, files=()) -> None:
+        for k, v in summary.items():
+            if not isinstance(v, (dict, list)):
+                self._run.summary[k] = v
+        for p in map(Path, files):
+            shutil.copy2(p, Path(self._run.dir) / p.name)
+        self._run.finish()
+        self._run = None
+
+    def record(self, ref, rows, files) -> None:
+        run = self._init(id=ref, resume="allow")
+        try:
+            self.log(rows, run)
+            for p in map(Path, files):
+                shutil.copy2(p, Path(run.dir) / p.name)
+        finally:
+            run.finish()
+
+    def read(self, ref) -> Dict[str, Any]:
+        """Parameters and metrics of run ``ref`` read back from its offline files (every
+        folder written for it: the run and any resumed part)."""
+        from wandb.proto import wandb_internal_pb2 as pb
+
+        params, rows = {}, []
+        found = sorted((self.directory / "wandb").glob(f"offline-run-*-{ref}/run-{ref}.wandb")) + sorted(
+            (self.directory / "wandb").glob(f"offline-run-*-{ref}-*/run-{ref}.wandb"))
+        if not found:
+            raise ConfigError(f"No offline W&B run {ref!r} under {self.directory / 'wandb'}.")
+        for f in found:
+            for data in _wandb_records(f):
+                rec = pb.Record()
+                rec.ParseFromString(data)
+                kind = rec.WhichOneof("record_type")
+                if kind == "run":
+                    params.update({u.key: json.loads(u.value_json) for u in rec.run.config.update
+                                   if not u.key.startswith("_")})
+                elif kind == "config":
+                    params.update({u.key: json.loads(u.value_json) for u in rec.config.update
+                                   if not u.key.startswith("_")})
+                elif kind == "history":
+                    item = {(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in rec.history.item}
+                    step = item.get(self.STEP)
+                    rows += [{"key": k, "value": v, "step": step} for k, v in item.items()
+                             if not k.startswith("_") and k != self.STEP]
+        return {"params": params, "metrics": rows}
+
+
+def _wandb_records(path: Path):
+    """The records of a W&B transaction log (``run-*.wandb``): a 7-byte header (``:W&B``, a
+    magic number, a version), then LevelDB's log format: 32 KiB blocks of chunks, each with a
+    7-byte header (CRC, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ConfigError(f"{path} is not a W&B run file (expected the ':W&B' header).")
+    pos, block, parts = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:                                   # the block's tail is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            parts = chunk
+        elif kind == 3:
+            parts += chunk
+        elif kind == 4:
+            yield parts + chunk
+
+
+class ExperimentTracker(Callback):
+    """Records each run it sees. ``backend``: ``"local"`` (a folder per run under
+    ``directory``: ``params.json``, ``metrics.jsonl`` (one line per logged value: key, value,
+    step), ``result.json``; a fresh folder for every run, nothing overwritten),
+    ``"mlflow"`` (``mlflow`` runs under ``experiment``, at ``tracking_uri`` or MLflow's
+    default) or ``"wandb"`` (Weights & Biases offline runs under ``directory/wandb``, project
+    ``experiment``; ``wandb sync`` uploads them). ``tags``: added to every run's parameters.
+    The same tracker can be given to several runs; ``runs`` lists where each was recorded,
+    and :meth:`read` reads one back from its backend."""
+
+    def __init__(self, backend: str = "local", directory: str = "erasus-runs", experiment: str = "erasus",
+                 tracking_uri: Optional[str] = None, tags: Optional[Dict[str, Any]] = None):
+        if backend not in BACKENDS:
+            raise ConfigError(f"Expected backend 'local', 'mlflow' or 'wandb', got {backend!r}.")
+        impl = {"local": _LocalBackend, "mlflow": _MLflowBackend, "wandb": _WandbBackend}[backend]
+        self._backend = impl(directory=directory, experiment=experiment, tracking_uri=tracking_uri)
+        self.backend, self.directory, self.experiment = backend, Path(directory), experiment
+        self.tracking_uri, self.tags = tracking_uri, dict(tags or {})
+        self.runs: List[str] = []
+
+    def _start(self, params: Dict[str, Any]) -> None:
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.runs.append(self._backend.start(name, params))
+
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        """Log finite numeric values (others are skipped) at ``step``."""
+        clean = _finite(metrics)
+        if clean:
+            self._backend.log([(k, v, step) for k, v in clean.items()])
+
+    def record(self, metrics: Optional[Dict[str, float]] = None, files=(), run: int = -1) -> None:
+        """Add what is known only after a run ended (the verification's values, the report, the
+        plots, the model card) to the run it recorded (``run``: index in :attr:`runs`).
+        Locally the files are copied into the run's ``artifacts/`` folder."""
+        if not self.runs:
+            raise ConfigError("No run recorded yet: pass the tracker to fit(..., callbacks=[tracker]) first.")
+        self._backend.record(self.runs[run], [(k, v, None) for k, v in _finite(metrics).items()], list(files))
+
+    def read(self, run: int = -1) -> Dict[str, Any]:
+        """Run ``run`` (index in :attr:`runs`) read back from the backend: ``{"params": {...},
+        "metrics": [{"key", "value", "step"}, ...]}``."""
+        if not self.runs:
+            raise ConfigError("No run recorded yet.")
+        return self._backend.read(self.runs[run])
+
+    def log_run(self, params: Dict[str, Any], metrics: Optional[Dict[str, float]] = None, files=()) -> str:
+        """Record a run that did not go through the trainer (a benchmark, an evaluation) in one
+        call: its parameters, final metrics and files. Returns where it was recorded."""
+        self._start({**_flat(params), **self.tags})
+        self.log_metrics(metrics or {})
+        self._backend.end({}, list(files))
+        return self.runs[-1]
 
     # -- the trainer's hooks -----------------------------------------------------------------
     def on_fit_start(self, trainer, module) -> None:
@@ -158,16 +315,38 @@ class ExperimentTracker(Callback):
 
     def on_fit_end(self, trainer, module, result) -> None:
         h = result.history or {}
-        if self.backend == "local" and h.get("loss"):
-            with open(self._dir / "metrics.jsonl", "a") as f:  # the loss history in one write
-                for s, v in zip(h.get("step", []), h["loss"]):
-                    f.write(json.dumps({"key": "train_loss", "value": v, "step": s}) + "\n")
-        elif h.get("loss"):
-            import mlflow
-
-            for s, v in zip(h.get("step", []), h["loss"]):
-                mlflow.log_metric("train_loss", v, step=s)
-        self._end({"strategy": result.strategy, "steps": result.steps, "best_step": result.best_step,
+        if h.get("loss"):                                              # the loss history in one call
+            self._backend.log([("train_loss", float(v), s) for s, v in zip(h.get("step", []), h["loss"])])
+        self._backend.end({"strategy": result.strategy, "steps": result.steps, "best_step": result.best_step,
                    "stop_reason": result.stop_reason, "stop_kind": result.stop.kind.value if result.stop else None,
                    **{f"time.{k}": v for k, v in (result.timings or {}).items()},
                    "backoffs": h.get("backoffs", [])})
+
+
+# -- benchmarks ---------------------------------------------------------------------------------
+def add_tracking_arguments(parser) -> None:
+    """``--track local|mlflow|wandb`` (and ``--track-dir``, ``--track-uri``) on a benchmark's
+    command line: each result row is then also recorded as a run (see :func:`track_results`)."""
+    parser.add_argument("--track", choices=BACKENDS, default=None,
+                        help="also record every result row as a run with this ExperimentTracker backend")
+    parser.add_argument("--track-dir", default="erasus-runs", help="the local / W&B backend's folder")
+    parser.add_argument("--track-uri", default=None, help="the MLflow tracking URI (MLflow's default if unset)")
+
+
+def track_results(args, name: str, meta: Dict[str, Any], rows: List[Dict[str, Any]], files=()) -> List[str]:
+    """Record a benchmark's results with the tracker its command line asked for (``args.track``;
+    nothing when unset): one run per result row, its parameters the row's non-numeric fields
+    and the benchmark's ``meta``, its metrics the row's finite numbers; the results files
+    (markdown, JSON) go with the first run, or with a run of their own when there are no rows.
+    Returns where the runs were recorded."""
+    backend = getattr(args, "track", None)
+    if not backend:
+        return []
+    tracker = ExperimentTracker(backend, directory=args.track_dir, experiment=f"erasus-{name}",
+                                tracking_uri=args.track_uri, tags={"benchmark": name})
+    files = list(files)
+    for i, row in enumerate(rows or [{}]):
+        flat = _flat(row)
+        params = {**_flat(meta, "meta."), **{k: v for k, v in flat.items() if k not in _finite(flat)}}
+        tracker.log_run(params, _finite(flat), files if i == 0 else ())
+    return tracker.runs
