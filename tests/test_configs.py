@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -262,3 +263,33 @@ def test_the_demo_ends_by_writing_its_report_and_saying_where(tmp_path, capsys, 
     html = (tmp_path / "erasus-demo-report-1.html").read_text()
     assert html.count('class="FAIL"') >= 2 and 'class="PASS"' in html  # the original's and retrain's rows at least
     assert html.count("<img") >= 10
+
+
+def test_search_without_a_retrained_model_tunes_the_calibrated_distance_and_prunes_by_the_median_rule(digits):
+    """No gold model, held-out data only: the objective is the calibrated distance of the model
+    each trial returned; trials that fall behind are stopped early, each one exactly when its
+    best distance so far is worse than the median of the complete trials at that step."""
+    pytest.importorskip("optuna")
+    from erasus.experiments import HyperparameterSearch
+    from erasus.experiments.config_run import make_task
+
+    root, base = digits
+    cfg = resolve_config(apply_overrides({}, [b for b in base if b != "--set"]))
+    task, split = make_task(cfg, progress=False)
+    best = HyperparameterSearch("negative_gradient", {"lr": ("log", 1e-5, 1e-1)}, n_trials=8, seed=0).run(
+        task.original(0), split.forget, split.retain, split.holdout)
+    done = [t for t in best.trials if not t["pruned"]]
+    pruned = [t for t in best.trials if t["pruned"]]
+    assert pruned and len(done) >= 2 and all(t["value"] is None and "pruned by the search" in t["stop_reason"]
+                                             for t in pruned)
+    assert best.value == min(t["value"] for t in done) <= done[0]["value"]       # the default is trial 0
+    assert max(t["steps"] for t in pruned) < max(t["steps"] for t in done)      # pruning cut runs short
+    trials = best.study.trials
+    for t in pruned:
+        ft = trials[t["number"]]
+        step = max(ft.intermediate_values)
+        earlier = [o.intermediate_values[step] for o in trials[:t["number"]]
+                   if o.state.name == "COMPLETE" and step in o.intermediate_values]
+        assert min(ft.intermediate_values.values()) > np.median(earlier), (t, earlier)
+    with pytest.raises(ConfigError, match="holdout_data for the calibrated distance"):
+        HyperparameterSearch("wga", {"lr": ("log", 1e-4, 1e-2)}).run(task.original(0), split.forget, split.retain)

@@ -96,8 +96,8 @@ def test_search_is_seeded_returns_its_best_trial_and_records_each(problem, tmp_p
                                           .exists() for r in tracker.runs)
     assert [[m["value"] for m in tracker.read(i)["metrics"] if m["key"] == "search.objective"]
             for i in range(4)] == [[t["value"]] for t in a.trials]
-    with pytest.raises(Exception, match="gold_model"):
-        HyperparameterSearch("wga", space).run(model, forget, retain, holdout)
+    with pytest.raises(Exception, match="gold_model"):  # neither a retrained model nor held-out data
+        HyperparameterSearch("wga", space).run(model, forget, retain)
     with pytest.raises(Exception, match="Search space entry 'lr'"):  # before any trial runs
         HyperparameterSearch("wga", {"lr": ("uniform", 0, 1)}, n_trials=1, objective=forget_loss_drop)
 

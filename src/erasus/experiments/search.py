@@ -9,15 +9,22 @@ KDD 2019; TPE sampler, seeded) against the gap to a model retrained without the 
 
 The default objective is the average gap to the retrained model over forget / retain / test
 accuracy and MIA-efficacy (``MetricSuite``'s ``gold_gap``, in points), the quantity the
-classification benchmark reports. Tuning on the same data the gap is then reported on
+classification benchmark reports; without a retrained model but with held-out data, it is the
+calibrated distance of the model the run returned (the trainer's own measure of how far the
+forget set still is from unseen data, see :mod:`erasus.core.stopping`). Bad trials are pruned
+early (Optuna's median rule, after two complete trials): each validation reports the
+calibrated distance, and from its fifth validation on, a trial whose best distance so far is
+worse than the median of the complete trials' distances at that step is stopped there. Tuning on the same data the gap is then reported on
 overstates how well the settings carry over: keep a second request (or seeds) for the report.
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..core.callbacks import Callback
 from ..core.exceptions import ConfigError
 
 Space = Dict[str, Tuple]
@@ -45,6 +52,26 @@ def _suggest(trial, name: str, spec: Tuple):
                       f"[values]), got {spec!r}.")
 
 
+class _PruneOnDistance(Callback):
+    """Reports each validation's calibrated distance to the Optuna trial and, from the
+    ``after``-th validation on (the first few steps of every run look alike, and a slow start is
+    not a bad run), stops the run when the pruner finds the trial worse than earlier ones."""
+
+    def __init__(self, trial, after: int = 4):
+        self.trial, self.after, self.pruned, self.seen = trial, after, False, 0
+
+    def on_validation_end(self, trainer, module, step, metrics):
+        d = metrics.get("calibration_distance")
+        if d is None or not math.isfinite(d):
+            return None
+        self.trial.report(float(d), step)
+        self.seen += 1
+        if self.seen > self.after and self.trial.should_prune():
+            self.pruned = True
+            return f"pruned by the search at step {step} (calibrated distance {d:.3f}, worse than earlier trials)"
+        return None
+
+
 class HyperparameterSearch:
     """``strategy``: a registered name; ``space``: ``{hyperparameter: spec}`` with specs
     ``("log", low, high)``, ``("float", low, high)``, ``("int", low, high)`` or
@@ -56,12 +83,15 @@ class HyperparameterSearch:
     first trial runs the strategy's own defaults for the hyperparameters searched (those inside
     the space), so the search reports the default's value and never returns settings worse
     than it (measured on digits: six TPE trials over NegGrad+'s learning rate without it found
-    nothing better than the measured default)."""
+    nothing better than the measured default); ``prune`` (on by default, for
+    ``direction="minimize"``): stop trials whose calibrated distance falls behind (module
+    docstring); pruned trials are listed with ``"pruned": True`` and no value."""
 
     TRAINER_KEYS = ("max_epochs", "max_steps", "min_steps", "stopping")
 
     def __init__(self, strategy: str, space: Space, n_trials: int = 20, objective: Optional[Callable] = None,
-                 direction: str = "minimize", tracker=None, seed: int = 0, include_default: bool = True):
+                 direction: str = "minimize", tracker=None, seed: int = 0, include_default: bool = True,
+                 prune: bool = True):
         from ..core.registry import resolve
 
         resolve("strategy", strategy)  # a clear error now for an unknown name
@@ -81,7 +111,7 @@ class HyperparameterSearch:
             raise ConfigError(f"Expected n_trials >= 1, got {n_trials}.")
         self.strategy, self.space, self.n_trials = strategy, dict(space), n_trials
         self.objective, self.direction, self.tracker, self.seed = objective, direction, tracker, seed
-        self.include_default = include_default
+        self.include_default, self.prune = include_default, prune
 
     def default_params(self) -> Dict[str, Any]:
         """The strategy's defaults for the searched hyperparameters that lie inside the space
@@ -123,9 +153,12 @@ class HyperparameterSearch:
             import optuna
         except ImportError as e:
             raise ConfigError("HyperparameterSearch needs optuna: pip install 'erasus[tracking]'.") from e
-        if self.objective is None and (gold_model is None or retain_data is None or test_data is None):
-            raise ConfigError("The default objective (gap to the retrained model) needs gold_model, retain_data and "
-                              "test_data; or pass objective=.")
+        gold = gold_model is not None
+        if self.objective is None and gold and (retain_data is None or test_data is None):
+            raise ConfigError("The gap to the retrained model needs gold_model, retain_data and test_data.")
+        if self.objective is None and not gold and holdout_data is None:
+            raise ConfigError("The default objective needs gold_model (with retain_data and test_data) for the gap "
+                              "to a retrained model, or holdout_data for the calibrated distance; or pass objective=.")
         from ..unlearners import ErasusUnlearner
 
         trials: List[Dict[str, Any]] = []
@@ -135,25 +168,50 @@ class HyperparameterSearch:
             trainer = {k: v for k, v in params.items() if k in self.TRAINER_KEYS}
             strat = {k: v for k, v in params.items() if k not in self.TRAINER_KEYS}
             u = ErasusUnlearner(copy.deepcopy(model), strategy=self.strategy, strategy_kwargs=strat)
-            cbs = [self.tracker] if self.tracker is not None else []
+            pruning = _PruneOnDistance(trial)
+            cbs = ([self.tracker] if self.tracker is not None else []) + [pruning]
             res = u.fit(forget_data, retain_data, holdout_data, progress=progress, seed=self.seed,
                         callbacks=cbs, **trainer, **fit_kwargs)
-            value = (self.objective(res.model, params) if self.objective is not None
-                     else self.gold_gap(res.model, forget_data, retain_data, test_data, holdout_data, gold_model))
+            if pruning.pruned:
+                trials.append({"number": trial.number, "params": params, "value": None, "steps": res.steps,
+                               "stop_reason": res.stop_reason, "pruned": True})
+                raise optuna.TrialPruned(res.stop_reason)
+            if self.objective is not None:
+                value = self.objective(res.model, params)
+            elif gold:
+                value = self.gold_gap(res.model, forget_data, retain_data, test_data, holdout_data, gold_model)
+            else:
+                value = self.calibrated_distance(res)
             trials.append({"number": trial.number, "params": params, "value": float(value), "steps": res.steps,
-                           "stop_reason": res.stop_reason})
+                           "stop_reason": res.stop_reason, "pruned": False})
             if self.tracker is not None and self.tracker.runs:  # the trial's value, on any backend
                 self._record_trial(trials[-1])
             return float(value)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction=self.direction, sampler=optuna.samplers.TPESampler(seed=self.seed))
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=2) if self.prune and self.direction == "minimize"
+                  else optuna.pruners.NopPruner())
+        study = optuna.create_study(direction=self.direction, sampler=optuna.samplers.TPESampler(seed=self.seed),
+                                    pruner=pruner)
         if self.include_default:
             d = self.default_params()
             if d:
                 study.enqueue_trial(d, skip_if_exists=True)
         study.optimize(objective, n_trials=self.n_trials)
+        if not any(not t.get("pruned") for t in trials):
+            raise ConfigError("Every trial was pruned: run more trials or pass prune=False.")
         return SearchResult(dict(study.best_params), float(study.best_value), trials, study)
+
+    @staticmethod
+    def calibrated_distance(result) -> float:
+        """The calibrated distance of the model a run returned: the validation at its best
+        (restored) step."""
+        evals = {e["step"]: e for e in (result.history or {}).get("eval", [])}
+        e = evals.get(result.best_step)
+        if e is None or "calibration_distance" not in e:
+            raise ConfigError("The run recorded no calibrated distance at its returned step: give held-out data and "
+                              "stopping='calibrated', a retrained model, or objective=.")
+        return float(e["calibration_distance"])
 
     @staticmethod
     def gold_gap(model, forget, retain, test, holdout, gold_model) -> float:
