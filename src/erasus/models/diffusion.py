@@ -348,6 +348,18 @@ class DiffusionAdapter(ModelAdapter):
         pred = m.eps(x_t, t, m.encode(prompts))
         return ((pred.float() - noise.float()) ** 2).flatten(1).mean(1)
 
+    def stratified_loss(self, image: torch.Tensor, prompt: str, draws: int, generator: torch.Generator) -> torch.Tensor:
+        """One sample's DDPM loss as a stratified estimate over ``draws`` timesteps: draw ``k``
+        takes its timestep uniformly from the ``k``-th of ``draws`` equal parts of the schedule
+        (the same expectation as the DDPM objective, with less variance than ``draws`` uniform
+        timesteps), its own noise; one UNet forward over the draws."""
+        m = self.model
+        x0 = m.to_latents(image.unsqueeze(0).to(self.device))
+        parts = [m.noised(x0, generator, (k / draws, (k + 1) / draws)) for k in range(draws)]
+        x_t, t, noise = (torch.cat([p[i] for p in parts]) for i in range(3))
+        pred = m.eps(x_t, t, m.encode([prompt] * draws))
+        return ((pred.float() - noise.float()) ** 2).mean()
+
     def features(self, batch) -> torch.Tensor:
         """Mean-pooled prompt embeddings (for geometry selectors and plots)."""
         _, prompts = self.to_device(batch)

@@ -72,9 +72,9 @@ def _features(adapter, loader) -> np.ndarray:
 
 
 def _gradients(adapter, loader, params, dim, seed) -> np.ndarray:
-    from .lm_gradients import TOKEN_FAMILIES, per_sample_gradients
+    from .lm_gradients import GRADIENT_FAMILIES, per_sample_gradients
 
-    if adapter.family in TOKEN_FAMILIES:
+    if adapter.family in GRADIENT_FAMILIES:
         G = per_sample_gradients(adapter, loader, params, dim=dim, seed=seed).numpy()
     elif adapter.family == "classifier":
         from .influence import ParamView, choose_last_layer

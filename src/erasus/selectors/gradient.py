@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
+import torch
 
 from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
 from ._common import _require_classifier, auto_last_layer, collect_probs_labels, per_sample_grad_norms
-from .lm_gradients import TOKEN_FAMILIES, per_sample_gradients, token_el2n, token_uncertainty
+from .lm_gradients import GRADIENT_FAMILIES, TOKEN_FAMILIES, per_sample_gradients, token_el2n, token_uncertainty
 
 
 @dataclass
@@ -35,10 +36,10 @@ class GradientNormSelector(BaseSelector):
     Dziugaite, "Deep Learning on a Data Diet", NeurIPS 2021, computed at the trained model)."""
 
     config_class = GradientNormConfig
-    supports = ("classifier",) + TOKEN_FAMILIES
+    supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
-        if adapter.family in TOKEN_FAMILIES:  # exact norms over the chosen parameters, one backward per sample
+        if adapter.family in GRADIENT_FAMILIES:  # exact norms over the chosen parameters, one backward per sample
             return per_sample_gradients(adapter, loader, self.config.params, norms=True).numpy()
         return per_sample_grad_norms(adapter, loader, auto_last_layer(adapter, self.config.last_layer))
 
@@ -50,17 +51,36 @@ class EL2NSelector(BaseSelector):
     several networks early in training; here it is computed with the given model (pass an
     early checkpoint to reproduce the paper's setting). For language models the error norm
     is taken at each answer token (teacher forcing) and averaged over the sample's answer
-    tokens (:func:`~erasus.selectors.lm_gradients.token_el2n`)."""
+    tokens (:func:`~erasus.selectors.lm_gradients.token_el2n`). CLIP: for labelled images the
+    zero-shot class distribution; for image-text pairs the in-batch retrieval distribution
+    (the softmax of a pair's row of similarities, whose label is its own text, as in CLIP's
+    loss), the error norm averaged over the image→text and text→image directions."""
 
-    supports = ("classifier",) + TOKEN_FAMILIES
+    supports = ("classifier", "clip") + TOKEN_FAMILIES
+    unsupported_note = ("EL2N is the error of a predicted class distribution, and a diffusion model predicts noise; "
+                        "use gradient_norm, influence or tracin")
 
     def score(self, adapter, loader):
         if adapter.family in TOKEN_FAMILIES:
             return token_el2n(adapter, loader).numpy()
-        _require_classifier(adapter, "EL2N")
+        if adapter.family == "clip" and adapter.split(next(iter(loader)))[1] is not None:
+            return _clip_pair_el2n(adapter, loader)
+        if adapter.family != "clip":
+            _require_classifier(adapter, "EL2N")
         probs, y = collect_probs_labels(adapter, loader)
         probs[np.arange(len(y)), y] -= 1.0
         return probs.norm(dim=1).numpy()
+
+
+@torch.no_grad()
+def _clip_pair_el2n(adapter, loader) -> np.ndarray:
+    """EL2N of CLIP image-text pairs against the other pairs of their batch, both directions."""
+    out = []
+    for b in loader:
+        lg = adapter.pair_logits(b).float()
+        eye = torch.eye(len(lg), device=lg.device)
+        out.append(0.5 * ((lg.softmax(1) - eye).norm(dim=1) + (lg.T.softmax(1) - eye).norm(dim=1)).cpu())
+    return torch.cat(out).numpy()
 
 
 @dataclass

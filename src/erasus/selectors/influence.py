@@ -14,7 +14,7 @@ from ..core.exceptions import ConfigError
 from ..core.registry import register
 from ..utils.io import load_state_dict
 from ._common import _require_classifier
-from .lm_gradients import TOKEN_FAMILIES, gauss_newton_influence, per_sample_gradients
+from .lm_gradients import GRADIENT_FAMILIES, gauss_newton_influence, per_sample_gradients
 
 
 class ParamView:
@@ -213,7 +213,7 @@ class InfluenceSelector(BaseSelector):
     products are exact (explicit matrix), conjugate gradients, or LiSSA. Always returns
     exactly ``k`` indices.
 
-    Language models (families in ``TOKEN_FAMILIES``): the Hessian is replaced by the
+    Language, CLIP and diffusion models (``GRADIENT_FAMILIES``): the Hessian is replaced by the
     Gauss-Newton (empirical Fisher) matrix of the forget set's per-sample gradients, restricted
     to ``params`` and randomly projected to ``project_dim`` dimensions, as TRAK (Park et al.,
     ICML 2023) and LESS (Xia et al., ICML 2024) do
@@ -221,11 +221,11 @@ class InfluenceSelector(BaseSelector):
     """
 
     config_class = InfluenceConfig
-    supports = ("classifier",) + TOKEN_FAMILIES
+    supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
         c = self.config
-        if adapter.family in TOKEN_FAMILIES:
+        if adapter.family in GRADIENT_FAMILIES:
             # language models: projected per-sample gradients and the Gauss-Newton Hessian
             # in that space (TRAK, Park et al. 2023; LESS, Xia et al. 2024)
             G = per_sample_gradients(adapter, loader, c.params, dim=c.project_dim)
@@ -285,11 +285,11 @@ class TracInSelector(BaseSelector):
     """
 
     config_class = TracInConfig
-    supports = ("classifier",) + TOKEN_FAMILIES
+    supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
         c = self.config
-        lm = adapter.family in TOKEN_FAMILIES
+        lm = adapter.family in GRADIENT_FAMILIES
         last = None if lm else choose_last_layer(adapter, loader, c.last_layer)
         states = [load_state_dict(p) for p in c.checkpoints] or [None]
         lrs = list(c.lrs) or [1.0] * len(states)

@@ -1,4 +1,4 @@
-"""Per-sample gradients of language models (and any adapter with a per-sample loss), at a
+"""Per-sample gradients of language models, CLIP and text-to-image diffusion models, at a
 scale that fits: restricted to chosen parameters and compressed by a random projection.
 
 Exact per-sample gradients of every parameter of a language model are out of reach
@@ -100,22 +100,69 @@ def batch_rows(batch: dict, i: int) -> dict:
 
 #: the language-model families whose batches are dicts with ``input_ids`` and a per-sample loss
 TOKEN_FAMILIES = ("causal_lm", "seq2seq_lm", "masked_lm", "vision_lm")
+#: every family whose per-sample gradients come from :func:`per_sample_gradients`
+GRADIENT_FAMILIES = TOKEN_FAMILIES + ("clip", "diffusion")
+#: ``params="auto"`` on a model above :data:`AUTO_MAX_PARAMS`: the parameters that carry a
+#: concept in these families (CLIP: the two projections into the shared space, the layers the
+#: null-space editing of CLIP memories acts on; diffusion: the UNet's cross-attention, where
+#: ESD-x and UCE erase a concept)
+AUTO_PARTS = {"clip": ["visual_projection", "text_projection"], "diffusion": ["attn2"]}
+#: noise / timestep draws a diffusion sample's loss is averaged over for its gradient
+DIFFUSION_DRAWS = 8
+
+
+def _sample_losses(adapter, batch, loss: str, seed: int, start: int):
+    """Each sample's scalar loss in ``batch`` (with its graph), in order. Language models: the
+    sample alone (a batch of one). CLIP: each pair's symmetric contrastive loss against the
+    other pairs of its batch (its negatives; the loader is in dataset order, so a sample's
+    negatives do not depend on the caller's shuffling), or the zero-shot cross-entropy of a
+    labelled image; one forward per batch, one backward per sample. Diffusion: the DDPM loss
+    over :data:`DIFFUSION_DRAWS` noise and timestep draws, stratified over the schedule
+    (:meth:`~erasus.models.diffusion.DiffusionAdapter.stratified_loss`), seeded by ``seed`` and
+    the sample's index (the same draws for a sample whatever its batch)."""
+    fam = adapter.family
+    if fam in TOKEN_FAMILIES:
+        if not isinstance(batch, dict) or "input_ids" not in batch:
+            raise DataError("Per-sample gradients of a language model need dict batches with input_ids.")
+        fn = adapter.per_sample_loss if loss == "mean" else adapter.sequence_nll
+        for i in range(batch["input_ids"].shape[0]):
+            yield fn(batch_rows(batch, i))[0]
+    elif fam == "clip":
+        values = adapter.per_sample_loss(batch)
+        for i in range(len(values)):
+            yield values[i]
+    elif fam == "diffusion":
+        images, prompts = adapter.split(batch)
+        if images is None:
+            raise DataError("Per-sample gradients of a diffusion model need (images, prompts) batches.")
+        for i in range(len(prompts)):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + start + i)
+            yield adapter.stratified_loss(images[i], prompts[i], DIFFUSION_DRAWS, g)
+    else:
+        raise ConfigError(f"Projected per-sample gradients are computed for the families {GRADIENT_FAMILIES}, got a "
+                          f"{fam!r} model (classifiers have exact ones: erasus.selectors._common).")
 
 
 def per_sample_gradients(adapter, loader, params: Union[str, Sequence[str]] = "auto", dim: Optional[int] = 2048,
                          seed: int = 0, loss: str = "mean", norms: bool = False) -> torch.Tensor:
     """``(n, dim)`` float32: each sample's gradient of its loss (``"mean"``: the adapter's
     per-sample loss, the mean answer-token NLL of a language model; ``"sum"``: the sequence
-    NLL) w.r.t. :func:`gradient_parameters` ``(params)``, projected by a :class:`CountSketch`
-    of ``dim`` (``None``: not projected, ``(n, d)``), in ``loader`` order; with ``norms``,
-    the ``(n,)`` exact L2 norms of the unprojected gradients instead. Exact per sample: one
-    backward pass each. The model's trainable flags are left as they were."""
+    NLL; CLIP and diffusion models: see :func:`_sample_losses`) w.r.t.
+    :func:`gradient_parameters` ``(params)`` (``"auto"`` on a large CLIP or diffusion model:
+    :data:`AUTO_PARTS`), projected by a :class:`CountSketch` of ``dim`` (``None``: not
+    projected, ``(n, d)``), in ``loader`` order; with ``norms``, the ``(n,)`` exact L2 norms
+    of the unprojected gradients instead. Exact per sample: one backward pass each; memory:
+    one gradient of the chosen parameters at a time (plus, for CLIP, the batch's graph). The
+    model's trainable flags are left as they were."""
+    if params == "auto" and adapter.family in AUTO_PARTS and not any("lora_" in n for n, _ in
+                                                                     adapter.model.named_parameters()):
+        if sum(p.numel() for p in adapter.model.parameters() if p.requires_grad) > AUTO_MAX_PARAMS:
+            params = AUTO_PARTS[adapter.family]
     chosen = [p for _, p in gradient_parameters(adapter.model, params)]
     d = sum(p.numel() for p in chosen)
     proj = CountSketch(d, dim, seed, adapter.device) if dim and not norms else None
     flags = {p: p.requires_grad for p in adapter.model.parameters()}
-    fn = adapter.per_sample_loss if loss == "mean" else getattr(adapter, "sequence_nll", None)
-    if fn is None:
+    if loss == "sum" and not hasattr(adapter, "sequence_nll"):
         raise ConfigError(f"loss='sum' needs a language model adapter, got a {adapter.family!r} one.")
     rows = []
     was_training = adapter.model.training
@@ -126,11 +173,8 @@ def per_sample_gradients(adapter, loader, params: Union[str, Sequence[str]] = "a
         for p in chosen:
             p.requires_grad_(True)
         for batch in loader:
-            if not isinstance(batch, dict) or "input_ids" not in batch:
-                raise DataError("Per-sample gradients of a language model need dict batches with input_ids.")
-            for i in range(batch["input_ids"].shape[0]):
-                value = fn(batch_rows(batch, i))[0]
-                grads = torch.autograd.grad(value, chosen, allow_unused=True)
+            for value in _sample_losses(adapter, batch, loss, seed, len(rows)):
+                grads = torch.autograd.grad(value, chosen, allow_unused=True, retain_graph=adapter.family == "clip")
                 flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                   for g, p in zip(grads, chosen)])
                 if norms:

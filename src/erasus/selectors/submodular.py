@@ -12,7 +12,7 @@ from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
 from ._common import collect_features, last_layer_grad_factors
-from .lm_gradients import TOKEN_FAMILIES, per_sample_gradients
+from .lm_gradients import GRADIENT_FAMILIES, per_sample_gradients
 
 
 def pairwise_sq_dists(X: np.ndarray) -> np.ndarray:
@@ -104,7 +104,7 @@ class CraigSelector(BaseSelector):
     products. Language models: projected per-sample gradients (see ``_gram``). Score: the
     marginal gain when picked."""
 
-    supports = ("classifier",) + TOKEN_FAMILIES
+    supports = ("classifier",) + GRADIENT_FAMILIES
 
     def _gram(self, adapter, loader) -> torch.Tensor:
         """``K_ij = <g_i, g_j>`` of the per-sample gradients (float64). Classifiers: last-layer
@@ -112,7 +112,7 @@ class CraigSelector(BaseSelector):
         exact per-sample gradients projected to 2,048 dimensions
         (:func:`~erasus.selectors.lm_gradients.per_sample_gradients`: LoRA adapters, all
         parameters up to 2M, or the last block)."""
-        if adapter.family in TOKEN_FAMILIES:
+        if adapter.family in GRADIENT_FAMILIES:
             G = per_sample_gradients(adapter, loader).double()
             return G @ G.T
         R, H = last_layer_grad_factors(adapter, loader)
