@@ -4,7 +4,6 @@ per-sample gradients they use are each sample's own (CLIP: they sum to the batch
 gradient; diffusion: a sample's gradient does not depend on its batch), and on a planted
 fixture (pairs whose caption is wrong, images unlike the rest of the request) they rank the
 planted samples first."""
-import copy
 
 import numpy as np
 import pytest
