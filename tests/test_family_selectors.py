@@ -15,7 +15,7 @@ from erasus.core.registry import build
 from erasus.models import wrap
 from erasus.selectors.lm_gradients import per_sample_gradients
 
-SELECTORS = ("gradient_norm", "influence", "tracin", "craig", "grad_match")
+SELECTORS = ("gradient_norm", "influence", "tracin", "craig", "grad_match", "glister", "data_shapley")
 COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1)}
 NAMES = list(COLOURS)
 PLANTED = 6

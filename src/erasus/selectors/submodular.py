@@ -81,17 +81,29 @@ class SubmodularSelector(BaseSelector):
         lam = self.config.lam
         total = S.sum(0)                      # Σ_i s(i, j): coverage term of each candidate
         redundancy = np.zeros(len(S))         # Σ_{j'∈A} s(j, j')
-        chosen, gains = [], []
-        avail = np.ones(len(S), dtype=bool)
-        for _ in range(k):
-            gain = total - lam * (2 * redundancy + np.diag(S))
-            gain[~avail] = -np.inf
-            j = int(np.argmax(gain))
-            chosen.append(j)
-            gains.append(float(gain[j]))
-            avail[j] = False
-            redundancy += S[:, j]
-        return np.array(chosen), np.array(gains)
+        diag = np.diag(S)
+
+        def add(j):
+            redundancy[:] += S[:, j]
+
+        return greedy_picks(len(S), k, lambda: total - lam * (2 * redundancy + diag), add)
+
+
+def greedy_picks(n: int, k: int, gain, add):
+    """``k`` greedy picks among ``n``: each time the not-yet-chosen index of largest ``gain()``
+    (an array of ``n``), then ``add(j)`` updates the state ``gain`` reads. Returns
+    ``(chosen, the gain of each at its pick)``."""
+    taken = np.zeros(n, dtype=bool)
+    chosen, gains = [], []
+    for _ in range(k):
+        g = np.array(gain(), dtype=np.float64)
+        g[taken] = -np.inf
+        j = int(np.argmax(g))
+        chosen.append(j)
+        gains.append(float(g[j]))
+        taken[j] = True
+        add(j)
+    return np.array(chosen), np.array(gains)
 
 
 @register("selector", "craig")

@@ -11,6 +11,7 @@ separate validation set is used.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
@@ -18,8 +19,10 @@ import torch
 from ..core.base import BaseSelector
 from ..core.config import BaseConfig
 from ..core.registry import register
+from ..core.exceptions import ConfigError
 from ._common import _require_classifier, collect_features, last_layer_grad_factors
-from .submodular import pairwise_sq_dists
+from .lm_gradients import GRADIENT_FAMILIES, per_sample_gradients
+from .submodular import greedy_picks, pairwise_sq_dists
 
 
 # ---------------------------------------------------------------------------------------
@@ -58,12 +61,29 @@ class RepresenterSelector(BaseSelector):
 # ---------------------------------------------------------------------------------------
 @dataclass
 class GlisterConfig(BaseConfig):
-    """``eta``: step size of the one-step update GLISTER looks ahead with, 0.1."""
+    """``eta``: step size of the one-step update GLISTER looks ahead with, 0.1; for language,
+    CLIP and diffusion models ``params`` and ``project_dim`` of their per-sample gradients
+    (:func:`~erasus.selectors.lm_gradients.per_sample_gradients`)."""
 
     eta: float = 0.1
+    params: Union[str, list] = "auto"
+    project_dim: int = 2048
 
     def validate(self) -> None:
-        self._check_positive("eta")
+        self._check_positive("eta", "project_dim")
+
+
+def glister_gram(K: torch.Tensor, k: int, eta: float):
+    """GLISTER's greedy selection in the Gram space of per-sample gradients with the
+    Gauss-Newton Taylor step (see :class:`GlisterSelector`): ``(chosen, gains)``."""
+    n = len(K)
+    base = K.sum(1)                                                 # (K1)_e = g_eᵀ Σ_j g_j
+    v = torch.zeros(n, dtype=K.dtype)                               # K[:, S] 1
+
+    def add(j):
+        v.add_(K[:, j])
+
+    return greedy_picks(n, k, lambda: ((base - eta * (K @ v)) / n).numpy(), add)
 
 
 @register("selector", "glister")
@@ -78,15 +98,26 @@ class GlisterSelector(BaseSelector):
     every addition. The validation set is the whole forget set: the coreset is the subset
     whose update best carries the forget set's own loss signal. Scores: the marginal gain
     at the time each sample was chosen.
+
+    Language, CLIP and diffusion models (``GRADIENT_FAMILIES``), where no closed-form last
+    layer exists: the per-sample gradients are the projected ones of
+    :func:`~erasus.selectors.lm_gradients.per_sample_gradients` (``params``, ``project_dim``),
+    and the validation gradient after the step is its second-order Taylor expansion with the
+    Gauss-Newton Hessian of the forget set, ``∇L_V(θ − ηΣ_S g_s) ≈ ḡ − η F Σ_S g_s``,
+    ``F = GᵀG/n`` (the paper's Taylor approximation taken one order further, since the exact
+    recomputation needs the last layer); in the Gram matrix ``K = GGᵀ`` the gain of ``e`` is
+    ``((K1)_e − η (K K_{:,S} 1)_e) / n``. ``eta`` is a step in parameter units there too.
     """
 
     config_class = GlisterConfig
-    unsupported_note = (
-        "its greedy Taylor step is written on a classifier's closed-form last-layer gradients; "
-        "use craig or grad_match, which take projected per-sample gradients of language models")
-    supports = ("classifier",)
+    unsupported_note = "it needs per-sample gradients, which this family's adapter does not give"
+    supports = ("classifier",) + GRADIENT_FAMILIES
 
     def _select(self, adapter, loader, k):
+        if adapter.family in GRADIENT_FAMILIES:
+            c = self.config
+            G = per_sample_gradients(adapter, loader, c.params, dim=c.project_dim).double()
+            return glister_gram(G @ G.T, k, c.eta)
         _require_classifier(adapter, "glister")
         R, H = last_layer_grad_factors(adapter, loader)             # per-sample grad = R_i ⊗ H_i
         n, C = R.shape
@@ -144,9 +175,9 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_v
 @dataclass
 class DataShapleyConfig(BaseConfig):
     """``method``: ``"tmc"`` (truncated Monte Carlo, the paper's algorithm) or ``"knn"``
-    (exact KNN-Shapley, fast); ``n_neighbors`` K of the KNN learner, 5; ``permutations``
-    for TMC, 50; ``truncation``: stop a permutation once the prefix's performance is within
-    this of the full set's, 0.01; ``seed``."""
+    (exact KNN-Shapley for class labels, fast); ``n_neighbors`` K of the KNN learner, 5;
+    ``permutations`` for TMC, 50; ``truncation``: stop a permutation once the prefix's
+    performance is within this of the full set's, 0.01; ``seed``."""
 
     method: str = "tmc"
     n_neighbors: int = 5
@@ -173,26 +204,43 @@ class DataShapleySelector(BaseSelector):
     validation set; a selector only has the forget set). Deviation: TMC uses the same KNN
     learner, updated incrementally per added sample, instead of retraining a model per
     prefix. High value: samples typical of their class in the model's representation.
+
+    Language, CLIP and diffusion models, whose samples have no class label: the learner is a
+    KNN *regressor* on the model's embeddings (``adapter.features``: a language model's mean
+    last hidden state) of the model's own per-sample loss (standardised), with Jia et al.'s
+    KNN-regression utility ``−(1/K Σ_{k≤K} y_{α_k} − y_v)²`` averaged over the forget set
+    (leave-one-out), by TMC (the exact recursion of Jia et al. is for class labels: ``method``
+    must be ``"tmc"``). High value: samples whose neighbours in the model's representation are
+    fitted as they are, the ones that stand for the rest of the request.
     """
 
     config_class = DataShapleyConfig
-    unsupported_note = (
-        "its utility is a KNN classifier's accuracy on class labels, and a language model's "
-        "samples have none; use kcenter or submodular on the model's features")
-    supports = ("classifier",)
+    unsupported_note = "its learner needs the model's features and per-sample loss, which this family does not give"
+    supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
+        if adapter.family in GRADIENT_FAMILIES:
+            from ..core.stats import split_stats
+
+            if self.config.method == "knn":
+                raise ConfigError("data_shapley on a language, CLIP or diffusion model values samples for a KNN "
+                                  "regressor of the model's loss; the exact KNN recursion is for class labels: use "
+                                  "method='tmc'.")
+            X = collect_features(adapter, loader).astype(np.float64)
+            loss = split_stats(adapter, loader)["loss"].astype(np.float64)
+            return self._tmc(X, (loss - loss.mean()) / (loss.std() + 1e-12), regression=True)
         X, y = collect_features(adapter, loader, with_labels=True)
         X = X.astype(np.float64)
         if self.config.method == "knn":
             return knn_shapley(X, y, X, y, self.config.n_neighbors, exclude_self=True)
         return self._tmc(X, y)
 
-    def _tmc(self, X, y):
+    def _tmc(self, X, y, regression: bool = False):
         c = self.config
         n, K = len(X), c.n_neighbors
         D = loo_distances(X)
-        full = knn_utility(D, y, np.arange(n), K)
+        utility = knn_regression_utility if regression else knn_utility
+        full = utility(D, y, np.arange(n), K)
         rng = np.random.default_rng(c.seed)
         values = np.zeros(n)
         rows = np.arange(n)
@@ -200,8 +248,8 @@ class DataShapleySelector(BaseSelector):
             perm = rng.permutation(n)
             # incremental KNN over the prefix: each validation point's K nearest members so far
             nd = np.full((n, K), np.inf)
-            hit = np.zeros((n, K))                                   # 1 where that neighbour's label matches
-            prev = 0.0
+            hit = np.zeros((n, K))      # classes: 1 where that neighbour's label matches; regression: its target
+            prev = utility(D, y, [], K)
             for j in perm:
                 if abs(full - prev) < c.truncation:
                     break
@@ -209,8 +257,9 @@ class DataShapleySelector(BaseSelector):
                 upd = np.nonzero(D[:, j] < nd[rows, worst])[0]
                 w = worst[upd]
                 nd[upd, w] = D[upd, j]
-                hit[upd, w] = (y[upd] == y[j])
-                cur = float(hit.sum()) / (K * n)
+                hit[upd, w] = y[j] if regression else (y[upd] == y[j])
+                cur = (-float(((hit.sum(1) / K - y) ** 2).mean()) if regression
+                       else float(hit.sum()) / (K * n))
                 values[j] += cur - prev
                 prev = cur
         return values / c.permutations
@@ -236,6 +285,21 @@ def knn_utility(D, y, members, K) -> float:
     idx = np.argpartition(sub, k - 1, axis=1)[:, :k]
     ok = np.isfinite(np.take_along_axis(sub, idx, 1))
     return float(((y[members][idx] == y[:, None]) & ok).sum() / (K * len(D)))
+
+
+def knn_regression_utility(D, y, members, K) -> float:
+    """Jia et al.'s (2019) KNN-regression utility: for every validation row of ``D`` (inf on
+    the diagonal: leave-one-out), minus the squared error of ``1/K Σ`` of the targets of its
+    ``K`` nearest ``members`` (fewer than ``K`` members: the missing ones count 0), averaged."""
+    members = np.asarray(members, dtype=np.int64)
+    if len(members) == 0:
+        return -float((y ** 2).mean())
+    sub = D[:, members]
+    k = min(K, len(members))
+    idx = np.argpartition(sub, k - 1, axis=1)[:, :k]
+    ok = np.isfinite(np.take_along_axis(sub, idx, 1))
+    pred = (y[members][idx] * ok).sum(1) / K
+    return -float(((pred - y) ** 2).mean())
 
 
 # ---------------------------------------------------------------------------------------
