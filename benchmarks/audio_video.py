@@ -214,10 +214,10 @@ def main(argv=None):
     p.add_argument("--small", action="store_true", help="a few items and steps: checks the pipeline, not a result")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="audio_video")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     for m in args.methods.split(","):

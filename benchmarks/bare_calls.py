@@ -44,10 +44,10 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=HERE / "cache")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--threads", type=int, default=None)
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    a = p.parse_args(argv)
+    a = parse_benchmark_args(p, argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     names = [n for n in list_registered("strategy", family="classifier")

@@ -140,10 +140,10 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="replace only the (scenario, method, seed) rows this run produces in an existing "
                         "results/<name>.json; all other rows are kept and the runs are recorded in meta")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
 
     out = Path(args.out)
     if args.render:

@@ -208,10 +208,10 @@ def main(argv=None):
     p.add_argument("--note", default="", help="a paragraph written under the title of the merged table")
     p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                    help="write <out>/<name>.md from the rows of these shard JSON files and exit")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     from erasus.utils.io import atomic_write_text

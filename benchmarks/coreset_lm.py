@@ -56,10 +56,10 @@ def main(argv=None) -> None:
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="coreset_lm")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     args.arch, args.max_tokens, args.device = "gpt2", None, torch.device("cpu")
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)

@@ -32,10 +32,10 @@ def main(argv=None) -> None:
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--out", type=Path, default=HERE / "results")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    a = p.parse_args(argv)
+    a = parse_benchmark_args(p, argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()

@@ -206,10 +206,10 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="diffusion")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
     n_train = 1000 if args.small else None

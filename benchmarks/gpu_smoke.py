@@ -143,10 +143,10 @@ def main(argv=None):
     p.add_argument("--name", default="gpu_smoke")
     p.add_argument("--skip", default="", help="comma-separated families to skip (classifier, diffusion)")
     p.add_argument("--strategies", default="", help="comma-separated classifier strategies (default: all)")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     t0 = time.perf_counter()
     rows = []
     if "classifier" not in args.skip:

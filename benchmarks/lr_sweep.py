@@ -75,10 +75,10 @@ def main(argv=None):
     p.add_argument("--modes", default=",".join(MODES), help="stopping modes to run (default: all)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <name>.json (no runs)")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     if args.render:
         data = json.loads((Path(args.out) / f"{args.name}.json").read_text())
         write(Path(args.out), args.name, data["rows"], data["factors"], data["meta"])

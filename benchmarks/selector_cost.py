@@ -54,10 +54,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", choices=("classifier", "lm"), default="classifier")
-    from erasus.experiments.tracking import add_tracking_arguments
+    from erasus.experiments.benchargs import parse_benchmark_args
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     if args.family == "lm":
         return lm_costs(args)

@@ -157,15 +157,15 @@ def main(argv=None):
     p.add_argument("--render", action="store_true",
                    help="rewrite <out>/<name>.md from <out>/<name>.json (no runs); PrivLeak values recorded in "
                         "Erasus's former sign are recomputed in MUSE's from the same Min-K%% AUCs")
-    from erasus.experiments.tracking import add_tracking_arguments, track_results
+    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.tracking import track_results
 
-    add_tracking_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     if args.render:
         return render(Path(args.out), args.name)
     if args.preset == "gpu":  # the preset's values, except where an option was given explicitly
         given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])
-                 if a.startswith("--")}
+                 if a.startswith("--")} | args.config_keys
         for k, v in GPU_PRESET.items():
             if k not in given:
                 setattr(args, k, v)

@@ -18,7 +18,8 @@ from erasus.core.exceptions import ConfigError
 from erasus.experiments.configs import apply_overrides, load_config, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+SCRIPT_CONFIGS = ROOT / "configs" / "benchmarks" / "scripts"    # options of the scripts under benchmarks/
+CONFIGS = sorted(f for f in (ROOT / "configs").rglob("*.yaml") if SCRIPT_CONFIGS not in f.parents)
 
 
 def test_every_shipped_config_validates():
@@ -293,3 +294,51 @@ def test_search_without_a_retrained_model_tunes_the_calibrated_distance_and_prun
         assert min(ft.intermediate_values.values()) > np.median(earlier), (t, earlier)
     with pytest.raises(ConfigError, match="holdout_data for the calibrated distance"):
         HyperparameterSearch("wga", {"lr": ("log", 1e-4, 1e-2)}).run(task.original(0), split.forget, split.retain)
+
+
+def _script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_benchmark_script_has_a_config_that_its_own_parser_accepts(capsys):
+    """configs/benchmarks/scripts/<script>.yaml for every script under benchmarks/, each
+    checked by the script's parser (names and choices) before its --help exits."""
+    scripts = sorted(f.stem for f in (ROOT / "benchmarks").glob("*.py"))
+    assert sorted(f.stem for f in SCRIPT_CONFIGS.glob("*.yaml")) == scripts
+    for name in scripts:
+        with pytest.raises(SystemExit) as e:
+            _script(name).main(["--config", str(SCRIPT_CONFIGS / f"{name}.yaml"), "--help"])
+        assert e.value.code == 0, name
+    assert "--config" in capsys.readouterr().out
+
+
+def test_a_benchmark_config_sets_defaults_the_command_line_overrides(tmp_path):
+    import argparse
+
+    from erasus.experiments.benchargs import parse_benchmark_args
+
+    def parser():
+        p = argparse.ArgumentParser()
+        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--forget-authors", type=int, default=None)
+        p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
+        p.add_argument("--merge", action="store_true")
+        return p
+
+    f = tmp_path / "c.yaml"
+    f.write_text("seeds: '0,1'\nforget-authors: 4\nmerge: true\n")
+    a = parse_benchmark_args(parser(), ["--config", str(f)])
+    assert (a.seeds, a.forget_authors, a.merge, a.preset) == ("0,1", 4, True, "cpu") and a.config_keys == {
+        "seeds", "forget_authors", "merge"}
+    assert parse_benchmark_args(parser(), ["--config", str(f), "--seeds", "7"]).seeds == "7"
+    f.write_text("forget_author: 4\n")
+    with pytest.raises(ConfigError, match="did you mean 'forget_authors'"):
+        parse_benchmark_args(parser(), ["--config", str(f)])
+    f.write_text("preset: tpu\n")
+    with pytest.raises(ConfigError, match="expected one of"):
+        parse_benchmark_args(parser(), ["--config", str(f)])

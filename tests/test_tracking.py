@@ -133,4 +133,4 @@ def test_benchmark_results_are_tracked_one_run_per_row(backend, tmp_path):
     assert track_results(p.parse_args([]), "b", {}, rows) == []              # no --track: nothing
     for script in sorted(Path(__file__).parent.parent.glob("benchmarks/*.py")):
         text = script.read_text()
-        assert "add_tracking_arguments(p)" in text and "track_results(" in text, script.name
+        assert "parse_benchmark_args(p, argv)" in text and "track_results(" in text, script.name
