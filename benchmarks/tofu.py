@@ -165,7 +165,7 @@ def main(argv=None):
         return render(Path(args.out), args.name)
     if args.preset == "gpu":  # the preset's values, except where an option was given explicitly
         given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])
-                 if a.startswith("--")} | args.config_keys
+                 if a.startswith("--")} | set(args.config_keys)
         for k, v in GPU_PRESET.items():
             if k not in given:
                 setattr(args, k, v)

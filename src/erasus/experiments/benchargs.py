@@ -1,5 +1,5 @@
 """The command line every script under ``benchmarks/`` shares: ``--config FILE`` (a YAML
-mapping of the script's own options, ``configs/benchmarks/<script>.yaml`` holding the
+mapping of the script's own options, ``configs/benchmarks/scripts/<script>.yaml`` holding the
 settings its committed results were made with; the command line overrides it) and
 ``--track`` (record the results with an :class:`~erasus.experiments.tracking.ExperimentTracker`).
 
@@ -27,15 +27,15 @@ def parse_benchmark_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
 
     add_tracking_arguments(parser)
     parser.add_argument("--config", default=None, help="a YAML file of this script's options (e.g. "
-                        "configs/benchmarks/<script>.yaml); options given on the command line override it")
+                        "configs/benchmarks/scripts/<script>.yaml); options given on the command line override it")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     values = config_defaults(parser, known.config) if known.config else {}
     parser.set_defaults(**values)
     args = parser.parse_args(argv)
-    args.config_keys = set(values)          # what the file set (a script's presets leave these alone)
-    return args
+    args.config_keys = sorted(values)       # what the file set (a script's presets leave these alone); a
+    return args                             # list, since scripts write vars(args) into their JSON results
 
 
 def config_defaults(parser: argparse.ArgumentParser, path) -> dict:
