@@ -209,12 +209,9 @@ class _WandbBackend:
                 rec = pb.Record()
                 rec.ParseFromString(data)
                 kind = rec.WhichOneof("record_type")
-                if kind == "run":
-                    params.update({u.key: json.loads(u.value_json) for u in rec.run.config.update
-                                   if not u.key.startswith("_")})
-                elif kind == "config":
-                    params.update({u.key: json.loads(u.value_json) for u in rec.config.update
-                                   if not u.key.startswith("_")})
+                if kind in ("run", "config"):                  # the config arrives with the run or later
+                    updates = (rec.run.config if kind == "run" else rec.config).update
+                    params.update({u.key: json.loads(u.value_json) for u in updates if not u.key.startswith("_")})
                 elif kind == "history":
                     item = {(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in rec.history.item}
                     step = item.get(self.STEP)
@@ -347,6 +344,7 @@ def track_results(args, name: str, meta: Dict[str, Any], rows: List[Dict[str, An
     files = list(files)
     for i, row in enumerate(rows or [{}]):
         flat = _flat(row)
-        params = {**_flat(meta, "meta."), **{k: v for k, v in flat.items() if k not in _finite(flat)}}
-        tracker.log_run(params, _finite(flat), files if i == 0 else ())
+        numbers = _finite(flat)
+        params = {**_flat(meta, "meta."), **{k: v for k, v in flat.items() if k not in numbers}}
+        tracker.log_run(params, numbers, files if i == 0 else ())
     return tracker.runs
