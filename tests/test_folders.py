@@ -66,12 +66,28 @@ def test_speech_corpus_reads_a_librispeech_layout(tmp_path):
     assert [r["text"] for r in recs] == ["HELLO WORLD", "GOOD BYE"] and recs[0]["speaker"] == "19"
     assert np.allclose(recs[0]["audio"].numpy(), tone, atol=1e-4)
     assert read_wav(chapter / "19-198-0001.wav")[1] == 16000
-    with pytest.raises(DataError, match="resample"):
-        speech_corpus(tmp_path, sample_rate=8000)
+    # another rate is resampled: a 100 Hz sine at 16 kHz read at 8 kHz is that sine at 8 kHz
+    slow = np.sin(2 * np.pi * 100 * np.arange(3200) / 16000)
+    write_wav(chapter / "19-198-0000.wav", 0.5 * slow)
+    low = speech_corpus(tmp_path, sample_rate=8000)[0]["audio"].numpy()
+    assert len(low) == 1600
+    assert np.allclose(low[100:-100], 0.5 * np.sin(2 * np.pi * 100 * np.arange(1600) / 8000)[100:-100], atol=1e-3)
     (chapter / "19-198-0001.wav").unlink()
-    (chapter / "19-198-0001.flac").write_bytes(b"fLaC")
-    with pytest.raises(DataError, match="convert FLAC"):
+    with pytest.raises(DataError, match="no audio for utterance 19-198-0001"):
         speech_corpus(tmp_path)
+
+
+def test_speech_corpus_reads_librispeech_flac(tmp_path):
+    """LibriSpeech's own files are FLAC: read losslessly through soundfile."""
+    soundfile = pytest.importorskip("soundfile")
+    chapter = tmp_path / "84" / "121123"
+    x = (0.3 * np.sin(np.arange(4000) / 7) * 32767).astype(np.int16)
+    chapter.mkdir(parents=True)
+    soundfile.write(str(chapter / "84-121123-0000.flac"), x, 16000, subtype="PCM_16")
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0000 GO DO YOU HEAR\n")
+    rec = speech_corpus(tmp_path)[0]
+    assert rec["text"] == "GO DO YOU HEAR" and rec["speaker"] == "84"
+    assert np.allclose(rec["audio"].numpy(), x / 32768.0, atol=1e-4)
 
 
 def test_video_folder_samples_frames_evenly(tmp_path):
@@ -82,8 +98,38 @@ def test_video_folder_samples_frames_evenly(tmp_path):
     assert classes == ["jump", "run"] and clips.shape == (2, 2, 3, 4, 4) and y.tolist() == [0, 1]
     assert clips[0, 0, 0].mean() == 0.0 and clips[0, 1, 0].mean() == pytest.approx(180 / 255)
     (tmp_path / "run" / "clip3.avi").write_bytes(b"RIFF")
-    with pytest.raises(DataError, match="extract its frames"):
+    with pytest.raises(DataError, match="clip3.avi"):
         video_folder(tmp_path, frames=2, size=4)
+
+
+def test_video_folder_decodes_video_files(tmp_path):
+    """UCF101 ships .avi files: decoded through PyAV, frames taken evenly spaced."""
+    av = pytest.importorskip("av")
+    for name, channel in (("jump", 0), ("run", 1)):
+        path = tmp_path / name / "v_clip.avi"
+        path.parent.mkdir(parents=True)
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("ffv1", rate=10)  # lossless, so colours come back exactly
+            stream.width = stream.height = 16
+            stream.pix_fmt = "bgr0"
+            for k in range(9):
+                frame = np.zeros((16, 16, 3), np.uint8)
+                frame[..., channel] = 30 * k
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+    clips, y, classes = video_folder(tmp_path, frames=3, size=8)
+    assert classes == ["jump", "run"] and clips.shape == (2, 3, 3, 8, 8) and y.tolist() == [0, 1]
+    # frames 0, 4 and 8 of 9
+    assert clips[0, :, 0].mean((1, 2)).tolist() == pytest.approx([0, 120 / 255, 240 / 255], abs=1e-6)
+    assert clips[1, :, 1].mean((1, 2)).tolist() == pytest.approx([0, 120 / 255, 240 / 255], abs=1e-6)
+    assert clips[0, :, 1].abs().max() == 0
+    with pytest.raises(DataError, match="expected at least 12"):
+        video_folder(tmp_path, frames=12, size=8)
+    (tmp_path / "run" / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match="broken.mp4"):
+        video_folder(tmp_path, frames=3, size=8)
 
 
 def test_word_error_rate_of_forgotten_and_kept_words():

@@ -1,6 +1,6 @@
 """Loaders for the data layouts the specification names, read from local folders (nothing is
 downloaded): images in class folders (CIFAR / ImageNet exports), COCO-style captions, a
-LibriSpeech-style speech corpus, and UCF-style video classes (clips as folders of frames).
+LibriSpeech-style speech corpus (FLAC or WAV), and UCF-style video classes (video files or folders of frames).
 
 Each returns tensors or records in the batch formats the adapters take: ``(images, labels)``
 for classifiers, ``(pixel_values, input_ids)`` pairs for CLIP, ``{"audio", "text", "speaker",
@@ -35,8 +35,7 @@ def read_image(path: PathLike, size: int) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        return _resized(im, size)
 
 
 def _images_in(folder: Path) -> List[Path]:
@@ -98,11 +97,45 @@ def read_wav(path: PathLike) -> Tuple[torch.Tensor, int]:
     return torch.from_numpy(x.reshape(-1, channels).mean(1)), rate
 
 
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``x`` (float samples at ``rate`` Hz) at ``target`` Hz by polyphase filtering
+    (``scipy.signal.resample_poly``: a Kaiser-windowed anti-aliasing FIR, as torchaudio's and
+    librosa's polyphase resamplers)."""
+    if rate == target:
+        return np.asarray(x, dtype=np.float32)
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    f = Fraction(int(target), int(rate))
+    return resample_poly(np.asarray(x, dtype=np.float32), f.numerator, f.denominator).astype(np.float32)
+
+
+def read_audio(path: PathLike) -> Tuple[torch.Tensor, int]:
+    """``(waveform in [-1, 1], sample rate)`` of a WAV, FLAC or Ogg file (mono, or the channels'
+    mean). WAV is read by the standard library; FLAC and Ogg through ``soundfile`` (libsndfile,
+    ``pip install soundfile`` or ``erasus[audio]``)."""
+    path = Path(path)
+    if path.suffix.lower() == ".wav":
+        return read_wav(path)
+    try:
+        import soundfile
+    except ImportError as err:
+        raise DataError(f"{path}: reading {path.suffix} audio needs soundfile (pip install soundfile, or "
+                        "erasus[audio]); WAV files need nothing.") from err
+    x, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(np.ascontiguousarray(x.mean(1))), int(rate)
+
+
 def speech_corpus(root: PathLike, sample_rate: int = 16000) -> List[dict]:
     """Records ``{"audio", "text", "speaker", "id"}`` from a LibriSpeech-style corpus:
     ``root/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt`` (lines ``<id> <TRANSCRIPT>``) and
-    ``<id>.wav`` beside it. LibriSpeech ships FLAC: convert it to WAV first (``ffmpeg`` or
-    ``sox``); other sample rates than ``sample_rate`` are refused rather than resampled."""
+    ``<id>.flac`` (LibriSpeech's own files, read through ``soundfile``) or ``<id>.wav`` beside
+    it. Audio at another rate than ``sample_rate`` is resampled (:func:`resample`).
+    :func:`erasus.data.spoken.synthesize_spoken_corpus` writes such a corpus offline."""
     root = _folder(root, "a LibriSpeech-style corpus (speaker/chapter folders)")
     out = []
     for trans in sorted(root.glob("*/*/*.trans.txt")):
@@ -111,44 +144,72 @@ def speech_corpus(root: PathLike, sample_rate: int = 16000) -> List[dict]:
             if not line.strip():
                 continue
             uid, _, text = line.partition(" ")
-            audio = trans.parent / f"{uid}.wav"
-            if not audio.exists():
-                flac = trans.parent / f"{uid}.flac"
-                raise DataError(f"Expected {audio}" + (f"; found {flac.name}: convert FLAC to WAV first (e.g. ffmpeg -i "
-                                                       f"{flac.name} {audio.name})" if flac.exists() else "."))
-            x, rate = read_wav(audio)
-            if rate != sample_rate:
-                raise DataError(f"{audio}: {rate} Hz, expected {sample_rate} Hz; resample the corpus first.")
+            found = [trans.parent / f"{uid}{ext}" for ext in AUDIO_EXTENSIONS if (trans.parent / f"{uid}{ext}").exists()]
+            if not found:
+                raise DataError(f"{trans}: no audio for utterance {uid} (expected {uid}.flac, .wav or .ogg beside it).")
+            x, rate = read_audio(found[0])
+            x = torch.from_numpy(resample(x.numpy(), rate, sample_rate))
             out.append({"audio": x, "text": text.strip(), "speaker": speaker, "id": uid})
     if not out:
         raise DataError(f"Expected <speaker>/<chapter>/*.trans.txt transcripts under {root}, found none.")
     return out
 
 
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm")
+
+
+def _evenly(n: int, frames: int) -> np.ndarray:
+    return np.linspace(0, n - 1, frames).round().astype(int)
+
+
+def _resized(im, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def read_video(path: PathLike, frames: int = 16, size: int = 224) -> torch.Tensor:
+    """``frames`` evenly spaced frames of a video file (``.avi``, ``.mp4``, …) as a
+    ``(frames, 3, size, size)`` tensor in ``[0, 1]``, decoded by FFmpeg's libraries through PyAV
+    (``pip install av``, or ``erasus[video]``)."""
+    try:
+        import av
+    except ImportError as err:
+        raise DataError(f"{path}: decoding video files needs PyAV (pip install av, or erasus[video]); or extract the "
+                        f"frames into a folder first (ffmpeg -i {Path(path).name} {Path(path).stem}/%04d.jpg).") from err
+    try:
+        with av.open(str(path)) as container:
+            images = [f.to_image() for f in container.decode(video=0)]
+    except av.error.FFmpegError as err:
+        raise DataError(f"{path}: FFmpeg could not decode it: {err}") from err
+    if len(images) < frames:
+        raise DataError(f"{path}: {len(images)} frames, expected at least {frames}.")
+    return torch.stack([_resized(images[k], size) for k in _evenly(len(images), frames)])
+
+
 def video_folder(root: PathLike, frames: int = 16, size: int = 224) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """``(clips (N, frames, 3, size, size), labels, classes)`` from UCF-style class folders
-    whose clips are folders of frame images (``root/<class>/<clip>/<frame>.jpg``, as clips are
-    commonly extracted for training); ``frames`` frames are taken evenly spaced. Video files
-    (``.avi``, ``.mp4``) are not decoded here: extract their frames first (``ffmpeg -i clip.avi
-    clip/%04d.jpg``)."""
+    (``root/<class>/<clip>.avi``, as UCF101 ships, or ``root/<class>/<clip>/<frame>.jpg``, clips
+    extracted to frames); ``frames`` frames are taken evenly spaced. Video files are decoded by
+    :func:`read_video` (PyAV)."""
     root = _folder(root, "a folder of class folders of clips")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     clips, ys = [], []
     for c, name in enumerate(classes):
         for item in sorted((root / name).iterdir()):
-            if item.is_file() and item.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov", ".webm"):
-                raise DataError(f"{item}: video files are not decoded here; extract its frames into a folder first "
-                                f"(ffmpeg -i {item.name} {item.stem}/%04d.jpg).")
-            if not item.is_dir():
+            if item.is_file() and item.suffix.lower() in VIDEO_EXTENSIONS:
+                clips.append(read_video(item, frames, size))
+            elif item.is_dir():
+                imgs = _images_in(item)
+                if len(imgs) < frames:
+                    raise DataError(f"{item}: {len(imgs)} frames, expected at least {frames}.")
+                clips.append(torch.stack([read_image(imgs[k], size) for k in _evenly(len(imgs), frames)]))
+            else:
                 continue
-            imgs = _images_in(item)
-            if len(imgs) < frames:
-                raise DataError(f"{item}: {len(imgs)} frames, expected at least {frames}.")
-            pick = np.linspace(0, len(imgs) - 1, frames).round().astype(int)
-            clips.append(torch.stack([read_image(imgs[k], size) for k in pick]))
             ys.append(c)
     if not clips:
-        raise DataError(f"Expected clips (folders of frames) in class folders under {root}, found none.")
+        raise DataError(f"Expected clips (video files or folders of frames) in class folders under {root}, found none.")
     return torch.stack(clips), torch.tensor(ys), classes
 
 
