@@ -16,6 +16,8 @@ forgotten class (is the class still in the image features), and time against ret
 
     python benchmarks/clip.py                 # 3 seeds, ~10 min on 2 CPU cores
     python benchmarks/clip.py --small         # a smoke run (not a result)
+    python benchmarks/clip.py --device cuda --name clip-cuda   # the same on a GPU (the default
+                                              # where one is visible), the hardware in the results
 
 Writes ``results/<name>.md`` and ``.json``.
 """
@@ -49,6 +51,7 @@ def images(train: bool, n, seed: int):
 
 def main(argv=None):
     from erasus.core.registry import get
+    from erasus.experiments.runner import hardware
     from erasus.metrics.clip import probe_accuracy, retrieval_recall, zero_shot_accuracy
     from erasus.models.clip import CLIPAdapter, toy_clip, train_clip
     from erasus.unlearners import VLMUnlearner
@@ -61,6 +64,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1500, help="training steps of the original and retrained CLIPs")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the GPU where one is visible)")
     p.add_argument("--small", action="store_true", help="1,000 images, 30 steps: checks the pipeline, not a result")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="clip")
@@ -70,6 +74,11 @@ def main(argv=None):
     args = parse_benchmark_args(p, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from erasus.utils.misc import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # fail here, before any training
+        p.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device; use --device cpu.")
     if args.small:
         args.n_train, args.steps = 1000, 30
     methods = args.methods.split(",")
@@ -81,6 +90,7 @@ def main(argv=None):
     for seed in [int(s) for s in args.seeds.split(",")]:
         torch.manual_seed(seed)
         base, tok = toy_clip(captions, image_size=32, width=64, embed=32, seed=seed)
+        base.to(device)
         ids = tok(captions, padding="max_length", max_length=8, return_tensors="pt").input_ids
         x, y = images(True, args.n_train, seed)
         xt, yt = images(False, 2000, seed)
@@ -117,7 +127,7 @@ def main(argv=None):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    u = VLMUnlearner(original, strategy=name, class_prompts=ids)
+                    u = VLMUnlearner(original, strategy=name, class_prompts=ids, device=device)
                     u.fit(pairs(x[fg], y[fg], bs=64), None if name == "gradient_ascent" else pairs(x[~fg], y[~fg]),
                           progress=False)
                 dt = time.perf_counter() - t1
@@ -127,7 +137,7 @@ def main(argv=None):
                 rows.append({"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]})
             print(rows[-1], flush=True)
     meta = {"command": "python benchmarks/clip.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": hardware(device),
             "total_min": (time.perf_counter() - t_all) / 60, "args": vars(args)}
     md = markdown(meta, rows, args.erase)
     written = write_results(args.out, args.name, meta, rows, md)
@@ -142,7 +152,8 @@ def markdown(meta, rows, erase) -> str:
 
     keys = ["forget_zs", "retain_zs", "retain_t2i@1", "retain_i2t@1", "forget_probe"]
     lines = [f"# CLIP unlearning: forget {CLASSES[erase]} from a small CLIP trained on Fashion-MNIST", "",
-             f"Command: `{meta['command']}`; CPU, torch {meta['torch']}, {meta['threads']} threads; "
+             f"Command: `{meta['command']}`; {meta.get('hardware', 'CPU, ' + str(meta['threads']) + ' threads')}, "
+             f"torch {meta['torch']}; "
              f"{meta['total_min']:.1f} min.", "",
              "Zero-shot accuracy (%) on the test images of the forgotten class and of the other nine (prompts \"a "
              "photo of a <class>\"); text→image and image→text recall@1 (%) on the other classes' test pairs (a caption "

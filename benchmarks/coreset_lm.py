@@ -37,7 +37,7 @@ def main(argv=None) -> None:
 
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import hardware, run_meta
+    from erasus.experiments import hardware, merge_previous, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     from erasus.utils.io import atomic_write_text
@@ -56,6 +56,10 @@ def main(argv=None) -> None:
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="coreset_lm")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the (strategy, selector, ratio, seed) rows this run produces in an existing "
+                        "<out>/<name>.json, keeping the others (seeds run as separate processes, one per core); "
+                        "the runs are recorded in meta")
     from erasus.experiments.benchargs import parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
@@ -108,6 +112,10 @@ def main(argv=None) -> None:
                     n_params=sum(p.numel() for p in full.parameters()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    meta["runs"] = [meta["command"]]
+    if args.merge:
+        rows = merge_previous(out / f"{args.name}.json", rows, meta,
+                              lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]))
     atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     md = markdown(rows, meta)
     atomic_write_text(out / f"{args.name}.md", md)
@@ -125,8 +133,8 @@ def _ms(v, fmt):
 def markdown(rows, meta) -> str:
     fq = lambda x: f"{x:.2g}" if x < 0.01 else f"{x:.2f}"  # noqa: E731
     lines = ["# Coresets on a language model (TOFU from scratch)", "",
-             f"`{meta['command']}` on {meta['date']} ({meta.get('hardware', meta['machine'])}; torch {meta['torch']}); "
-             f"{meta['total_min']:.1f} min. GPT-2 with {meta['n_params'] / 1e6:.2f}M parameters trained from scratch; "
+             f"{' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))} on {meta['date']} ({meta.get('hardware', meta['machine'])}; torch {meta['torch']}); "
+             f"{meta['total_min']:.1f} min{' (the runs added up)' if len(meta.get('runs', [])) > 1 else ''}. GPT-2 with {meta['n_params'] / 1e6:.2f}M parameters trained from scratch; "
              f"{meta['forget']} forget / {meta['retain']} retain questions. Each strategy at its defaults on the whole "
              "forget set, then on the coreset each selector picks (ratio of the forget set); the stopping rule watches "
              "the whole request and every model is scored on the whole forget set against the gold model. Mean over "

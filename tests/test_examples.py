@@ -1,6 +1,7 @@
 """Every script under examples/ runs end to end as a user runs it (``python examples/...``,
 from a fresh process) and prints what it promises."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ EXAMPLES = {
     "language_models/lora_unlearning.py": "saved (LoRA merged)",
     "vision_language/clip_class_removal.py": "red_zero_shot_acc",
     "diffusion_models/concept_erasure.py": "judged red",
+    "audio/spoken_word_removal.py": "(forgotten word 'two')",
 }
 
 
@@ -28,8 +30,10 @@ def test_every_example_is_listed():
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs(name, tmp_path):
-    if "language_models" in name or "vision_language" in name or "diffusion" in name:
+    if "language_models" in name or "vision_language" in name or "diffusion" in name or "audio" in name:
         pytest.importorskip("transformers")
+    if "audio" in name and shutil.which("espeak-ng") is None:
+        pytest.skip("needs the espeak-ng program (install.sh installs Debian's espeak-ng)")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     args = [] if "vision_language" in name else ["--out", str(tmp_path / "out")]
     r = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
