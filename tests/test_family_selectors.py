@@ -147,3 +147,41 @@ def test_discovery_by_gradient_finds_the_planted_images_from_two_examples(diffus
     examples = [ordered.dataset[n - 1], ordered.dataset[n - 2]]
     found = discover(model, ordered, examples=DataLoader(examples, batch_size=2), method="gradient")
     assert set(found.order[:PLANTED].tolist()) == set(range(n - PLANTED, n)), found.order[:PLANTED]
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """A small Whisper trained on one-word utterances; the request: 24 utterances of word 0 with
+    their transcript, then 6 whose transcript names another word (planted mislabels)."""
+    pytest.importorskip("transformers")
+    from erasus.data.synthetic import spoken_records
+    from erasus.models.training import train_steps
+    from test_media import whisper
+
+    model = whisper()
+    model.train()
+    train_steps(wrap(model).loss, list(model.parameters()),
+                DataLoader(spoken_records(32, 0), batch_size=32, shuffle=True,
+                           generator=torch.Generator().manual_seed(0)), 200, 3e-3)
+    model.eval()
+    word0 = [r for r in spoken_records(24 + PLANTED, 4) if int(r["labels"][0]) == 3]
+    for r in word0[24:]:
+        r["labels"] = r["labels"].clone()
+        r["labels"][0] = 4
+    ordered = DataLoader(word0, batch_size=8)
+    shuffled = DataLoader(word0, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3))
+    return model, ordered, shuffled
+
+
+@pytest.mark.parametrize("name", ("gradient_norm", "el2n", "influence", "tracin"))
+def test_speech_to_text_selectors_find_the_mislabelled_utterances(name, speech):
+    """Whisper (the speech-to-text family, through its transcript's NLL): the selectors return k
+    indices, the same for a shuffled loader, and the utterances whose transcript is wrong carry
+    the largest gradients and errors, so they rank first."""
+    model, ordered, shuffled = speech
+    a = build("selector", name).select(model, ordered, k=PLANTED)
+    b = build("selector", name).select(model, shuffled, k=PLANTED)
+    assert sorted(a.indices.tolist()) == sorted(b.indices.tolist())
+    if name in ("gradient_norm", "el2n"):
+        n = len(ordered.dataset)
+        assert set(a.indices.tolist()) == set(range(n - PLANTED, n)), sorted(a.indices.tolist())

@@ -85,13 +85,22 @@ class CountSketch:
         return out.index_add_(0, self.bucket.to(x.device), x.float() * self.sign.to(x.device))
 
 
+def rows_in(batch) -> Optional[int]:
+    """The number of samples in a token-family dict batch: the rows of ``input_ids`` (text), or
+    of ``labels`` (a speech-to-text batch: ``input_features`` and the transcript); ``None`` when
+    the batch has neither."""
+    key = next((k for k in ("input_ids", "labels") if isinstance(batch, dict) and k in batch), None)
+    return None if key is None else int(batch[key].shape[0])
+
+
 def batch_rows(batch: dict, i: int) -> dict:
     """Sample ``i`` of a dict batch as a batch of one (sequence fields cut to its length)."""
+    n = rows_in(batch)
     out = {}
     for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == batch["input_ids"].shape[0]:
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n:
             out[k] = v[i:i + 1]
-        elif isinstance(v, list) and len(v) == batch["input_ids"].shape[0]:
+        elif isinstance(v, list) and len(v) == n:
             out[k] = v[i:i + 1]
         else:
             out[k] = v
@@ -122,10 +131,12 @@ def _sample_losses(adapter, batch, loss: str, seed: int, start: int):
     the sample's index (the same draws for a sample whatever its batch)."""
     fam = adapter.family
     if fam in TOKEN_FAMILIES:
-        if not isinstance(batch, dict) or "input_ids" not in batch:
-            raise DataError("Per-sample gradients of a language model need dict batches with input_ids.")
+        n = rows_in(batch)
+        if n is None:
+            raise DataError("Per-sample gradients of a language or speech-to-text model need dict batches with "
+                            "input_ids (text) or labels (a transcript beside input_features).")
         fn = adapter.per_sample_loss if loss == "mean" else adapter.sequence_nll
-        for i in range(batch["input_ids"].shape[0]):
+        for i in range(n):
             yield fn(batch_rows(batch, i))[0]
     elif fam == "clip":
         values = adapter.per_sample_loss(batch)
