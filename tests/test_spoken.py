@@ -57,9 +57,9 @@ def test_slower_speech_is_longer():
 
 
 def test_an_audio_classifier_on_synthesised_speech_forgets_a_word_like_retraining(tmp_path):
-    """Real (synthesised) speech end to end: the corpus read back, Whisper's log-mel features, a
-    ``WhisperForAudioClassification`` (one of ``AutoModelForAudioClassification``'s models) trained
-    from scratch; the default strategy, called bare, forgets the word "two" on held-out
+    """Real (synthesised) speech end to end (four words, eight voices): the corpus read back,
+    Whisper's log-mel features, a ``WhisperForAudioClassification`` (one of
+    ``AutoModelForAudioClassification``'s models) trained from scratch; the default strategy, called bare, forgets the word "two" on held-out
     utterances as the model retrained without it does and keeps the other words."""
     import warnings
 
@@ -72,8 +72,9 @@ def test_an_audio_classifier_on_synthesised_speech_forgets_a_word_like_retrainin
     from erasus.unlearners import AudioUnlearner, MultimodalUnlearner
 
     words = ("one", "two", "three", "four")
-    recs = speech_corpus(synthesize_spoken_corpus(tmp_path / "c", words=words, voices=("en-us+m1", "en-gb+f4",
-                                                  "en-us+f2", "en-gb-scotland+m2"), per_speaker=40, seed=0))
+    from erasus.data.spoken import VOICES
+
+    recs = speech_corpus(synthesize_spoken_corpus(tmp_path / "c", words=words, voices=VOICES, per_speaker=24, seed=0))
     fe = transformers.WhisperFeatureExtractor(feature_size=20, sampling_rate=16000, hop_length=160, chunk_length=1,
                                               n_fft=400)
     x = fe([r["audio"].numpy() for r in recs], sampling_rate=16000, return_tensors="pt").input_features
@@ -90,7 +91,7 @@ def test_an_audio_classifier_on_synthesised_speech_forgets_a_word_like_retrainin
     loader = lambda m: DataLoader(TensorDataset(x[m], y[m]), batch_size=32, shuffle=True,  # noqa: E731
                                   generator=torch.Generator().manual_seed(0))
     fg = (y == 1) & ~held
-    train = lambda m: train_classifier(make(), loader(m), epochs=150, lr=3e-3).eval()  # noqa: E731
+    train = lambda m: train_classifier(make(), loader(m), epochs=120, lr=3e-3).eval()  # noqa: E731
     original, retrained = train(~held), train(~held & (y != 1))
 
     def accs(model):
@@ -104,7 +105,7 @@ def test_an_audio_classifier_on_synthesised_speech_forgets_a_word_like_retrainin
         own = original(x[:8], labels=y[:8]).loss
         assert torch.allclose(a.per_sample_loss((x[:8], y[:8])).mean(), own, atol=1e-5)
     before = accs(original)
-    assert before[0] >= 0.9 and before[1] >= 0.9 and accs(retrained)[0] == 0.0
+    assert before[0] >= 0.8 and before[1] >= 0.8 and accs(retrained)[0] == 0.0
     u = MultimodalUnlearner.from_model(original)
     assert isinstance(u, AudioUnlearner)
     with warnings.catch_warnings():
