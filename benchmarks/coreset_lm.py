@@ -60,10 +60,15 @@ def main(argv=None) -> None:
                    help="replace only the (strategy, selector, ratio, seed) rows this run produces in an existing "
                         "<out>/<name>.json, keeping the others (seeds run as separate processes, one per core); "
                         "the runs are recorded in meta")
+    p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)")
     from erasus.experiments.benchargs import parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
+    if args.render:
+        d = json.loads((Path(args.out) / f"{args.name}.json").read_text())
+        atomic_write_text(Path(args.out) / f"{args.name}.md", markdown(d["rows"], d["meta"]))
+        return
     args.arch, args.max_tokens, args.device = "gpt2", None, torch.device("cpu")
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
@@ -144,7 +149,9 @@ def markdown(rows, meta) -> str:
              "includes selection.", "",
              "| strategy | selector | ratio | trained on | FQ | MU | forget ROUGE | retain ROUGE | Min-K% AUC | time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    groups = list(dict.fromkeys((r["strategy"], r["method"], r["ratio"]) for r in rows))
+    # the reference models first, then each strategy's rows in the order they were run
+    ordered = sorted(rows, key=lambda r: r["strategy"] != "-")
+    groups = list(dict.fromkeys((r["strategy"], r["method"], r["ratio"]) for r in ordered))
     for strat, method, ratio in groups:
         rs = [r for r in rows if (r["strategy"], r["method"], r["ratio"]) == (strat, method, ratio)]
         col = lambda k, fmt: _ms([r[k] for r in rs], fmt)  # noqa: E731
