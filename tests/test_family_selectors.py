@@ -109,7 +109,11 @@ def test_clip_per_sample_gradients_sum_to_the_batch_gradient(clip):
     loss = a.per_sample_loss(batch).sum()
     want = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                       for g, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)])
-    assert torch.allclose(G[:len(batch[0])].sum(0), want, atol=1e-5, rtol=1e-4)
+    got = G[:len(batch[0])].sum(0)
+    # float32 sums in another order (one backward per sample vs one per batch): measured 4.5e-4
+    # of the gradient's norm at one thread; leaving out one of the 10 samples: 11.9 times its norm
+    assert (got - want).norm() <= 2e-3 * want.norm()
+    assert (got - want).abs().max() <= 2e-3 * want.abs().max()
     assert (G[:10].norm(dim=1) > 0).all() and not torch.allclose(G[0], G[1])
 
 
