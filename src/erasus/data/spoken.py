@@ -124,7 +124,8 @@ def synthesize_spoken_corpus(root: Union[str, Path], words: Sequence[str] = DIGI
     if per_speaker < 1:
         raise ConfigError(f"per_speaker must be >= 1, got {per_speaker}.")
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise ConfigError(f"{root} exists and is not empty; pass overwrite=True to replace it, or choose another folder.")
+        raise ConfigError(f"{root} exists and is not empty; pass overwrite=True (from the shell: pass --overwrite) "
+                          "to replace it, or choose another folder.")
     for voice in voices:
         check_voice(voice)
     rng = np.random.default_rng(seed)
@@ -175,11 +176,8 @@ def main(argv=None) -> None:
         lo, hi = (int(v) for v in a.words_per_utterance.split(","))
     except ValueError:
         p.error(f"--words-per-utterance: expected min,max (e.g. 1,3), got {a.words_per_utterance!r}")
-    out = Path(a.out)
-    if out.exists() and any(out.iterdir()) and not a.overwrite:
-        p.error(f"{out} exists and is not empty; pass --overwrite to replace it, or choose another folder.")
     try:
-        root = synthesize_spoken_corpus(out, [w for w in a.words.split(",") if w], [v for v in a.voices.split(",") if v],
+        root = synthesize_spoken_corpus(a.out, [w for w in a.words.split(",") if w], [v for v in a.voices.split(",") if v],
                                         per_speaker=a.per_speaker, words_per_utterance=(lo, hi), seed=a.seed,
                                         overwrite=a.overwrite)
     except ConfigError as err:
