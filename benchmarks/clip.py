@@ -74,11 +74,9 @@ def main(argv=None):
     args = parse_benchmark_args(p, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from erasus.utils.misc import resolve_device
+    from erasus.experiments.benchargs import benchmark_device
 
-    device = resolve_device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():  # fail here, before any training
-        p.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device; use --device cpu.")
+    device = benchmark_device(p, args.device)  # a CUDA device torch cannot see fails here, before any training
     if args.small:
         args.n_train, args.steps = 1000, 30
     methods = args.methods.split(",")

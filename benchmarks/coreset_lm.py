@@ -37,7 +37,7 @@ def main(argv=None) -> None:
 
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import hardware, merge_previous, run_meta
+    from erasus.experiments import ResultsFile, hardware, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     from erasus.utils.io import atomic_write_text
@@ -60,6 +60,8 @@ def main(argv=None) -> None:
                    help="replace only the (strategy, selector, ratio, seed) rows this run produces in an existing "
                         "<out>/<name>.json, keeping the others (seeds run as separate processes, one per core); "
                         "the runs are recorded in meta")
+    p.add_argument("--resume", action="store_true",
+                   help="go on where a cut-off run stopped: run only the cells missing from <out>/<name>.json")
     p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)")
     from erasus.experiments.benchargs import parse_benchmark_args
     from erasus.experiments.tracking import track_results
@@ -73,7 +75,6 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
 
     full_req = tofu_request(args.forget)
     req = subset_request(full_req, args.forget_authors, args.retain_authors)
@@ -86,10 +87,14 @@ def main(argv=None) -> None:
     g = tofu_scores(gold, tok, req, n_generate=args.n_generate)
     g["forget_quality"] = 1.0
     f = tofu_scores(full, tok, req, gold_scores=g, n_generate=args.n_generate)
-    rows = [{"strategy": "-", "method": "retrain (gold)", "ratio": None, "seed": args.model_seed,
-             **{k: g[k] for k in KEYS}, "time_s": gold_s, "trained_on": len(req.retain)},
-            {"strategy": "-", "method": "finetuned (original)", "ratio": None, "seed": args.model_seed,
-             **{k: f[k] for k in KEYS}, "time_s": 0.0, "trained_on": 0}]
+    meta = run_meta("coreset_lm.py", argv, hardware=hardware("cpu"), forget=len(req.forget), retain=len(req.retain),
+                    args={**vars(args), "device": "cpu"}, n_params=sum(p.numel() for p in full.parameters()))
+    results = ResultsFile(args.out, args.name, lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]), markdown,
+                          meta, "resume" if args.resume else "merge" if args.merge else "new")
+    results.add({"strategy": "-", "method": "retrain (gold)", "ratio": None, "seed": args.model_seed,
+                 **{k: g[k] for k in KEYS}, "time_s": gold_s, "trained_on": len(req.retain)})
+    results.add({"strategy": "-", "method": "finetuned (original)", "ratio": None, "seed": args.model_seed,
+                 **{k: f[k] for k in KEYS}, "time_s": 0.0, "trained_on": 0})
     print(f"TOFU {args.forget}: {len(req.forget)} forget / {len(req.retain)} retain questions; gold FQ 1, "
           f"finetuned FQ {f['forget_quality']:.2e}", flush=True)
     selectors = [s for s in args.selectors.split(",") if s]
@@ -99,6 +104,8 @@ def main(argv=None) -> None:
         forget = qa_loader(req.forget.records, coll, batch_size=args.batch_size, seed=seed)
         for strategy in args.strategies.split(","):
             for sel, ratio in [(None, 1.0)] + [(s, r) for s in selectors for r in ratios]:
+                if results.done((strategy, sel or "whole forget set", ratio, seed)):
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     llm = LLMUnlearner(full, strategy=strategy, tokenizer=tok, selector=sel)
@@ -108,24 +115,13 @@ def main(argv=None) -> None:
                     dt = time.perf_counter() - t0
                 s = tofu_scores(res.model, tok, req, gold_scores=g, n_generate=args.n_generate)
                 n = len(res.coreset) if res.coreset is not None else len(req.forget)
-                rows.append({"strategy": strategy, "method": sel or "whole forget set", "ratio": ratio, "seed": seed,
+                results.add({"strategy": strategy, "method": sel or "whole forget set", "ratio": ratio, "seed": seed,
                              **{k: s[k] for k in KEYS}, "time_s": dt, "trained_on": n, "note": res.stop_reason})
                 print(f"seed {seed} {strategy:18s} {sel or 'whole':14s} {ratio:4.2f} FQ {s['forget_quality']:.2e} "
                       f"MU {s['model_utility']:.3f} forget ROUGE {s['forget_rouge']:.2f} {dt:.0f}s", flush=True)
-    meta = run_meta("coreset_lm.py", argv, total_min=(time.perf_counter() - t_start) / 60, hardware=hardware("cpu"),
-                    forget=len(req.forget), retain=len(req.retain), args={**vars(args), "device": "cpu"},
-                    n_params=sum(p.numel() for p in full.parameters()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta["runs"] = [meta["command"]]
-    if args.merge:
-        rows = merge_previous(out / f"{args.name}.json", rows, meta,
-                              lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]))
-    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
-    md = markdown(rows, meta)
-    atomic_write_text(out / f"{args.name}.md", md)
-    track_results(args, args.name, meta, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
-    print(md)
+    md_path = results.finish()
+    track_results(args, args.name, results.meta, results.all_rows(), [md_path, md_path.with_suffix(".json")])
+    print(md_path.read_text())
 
 
 def _ms(v, fmt):

@@ -182,14 +182,12 @@ def evaluate(model, judge, args, seed, erase, ref_feats, device):
 
 
 def main(argv=None):
-    import sys
-
     from erasus.core import list_registered
+    from erasus.experiments import ResultsFile, hardware, run_meta
     from erasus.unlearners import DiffusionUnlearner
-    from erasus.utils.io import write_results
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (the GPU where one is visible), cpu, cuda or cuda:N")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--erase", type=int, default=7, help="the class to erase (7: sneaker)")
     p.add_argument("--methods", default="all")
@@ -206,10 +204,18 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="diffusion")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the (seed, method) rows this run produces in an existing <out>/<name>.json")
+    p.add_argument("--resume", action="store_true",
+                   help="go on where a cut-off run stopped: keep the rows of an existing <out>/<name>.json and run "
+                        "only the (seed, method) cells it lacks (results are written after every row)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no new method after this many minutes; the same command with --resume goes on")
+    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
+    args.device = str(benchmark_device(p, args.device))
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
     n_train = 1000 if args.small else None
@@ -219,24 +225,33 @@ def main(argv=None):
 
         methods = [m for m in methods if tuple(get("strategy", m).supports) == ("diffusion",)]
     Path(args.cache).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    meta = run_meta("diffusion.py", argv, hardware=hardware(args.device), args=vars(args))
+    results = ResultsFile(args.out, args.name, lambda r: (r["seed"], r["method"]),
+                          lambda rows, meta: markdown(meta, rows, args.erase), meta,
+                          "resume" if args.resume else "merge" if args.merge else "new", args.max_minutes)
     judge = train_judge(args.device, Path(args.cache), args.small)
     jf = JudgeFn(judge)
-    rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
+        if all(results.done((seed, m)) for m in ["original", "retrain", *methods]) or results.out_of_time():
+            continue
         original, train_s = train_model(image_data(True, n_train), args, seed, "original", args.device)
         gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase), args, seed,
                                       f"without{args.erase}", args.device)
         # real images of the erased class (the test split) for concept inversion and relearning
         real = torch.stack([x for x, p in image_data(False, 2000, seed=seed) if p == prompt(args.erase)][:32]).to(args.device)
         ref, ref_feats = evaluate(original, judge, args, seed, args.erase, None, args.device)
-        rows.append({"seed": seed, "method": "original", "time_s": train_s, **ref,
-                     **attacks(original, jf, args, seed, args.erase, real)})
-        g, _ = evaluate(gold, judge, args, seed, args.erase, ref_feats, args.device)
-        rows.append({"seed": seed, "method": "retrain", "time_s": retrain_s, **g,
-                     **attacks(gold, jf, args, seed, args.erase, real)})
-        print(rows[-2], rows[-1], flush=True)
+        if not results.done((seed, "original")):
+            results.add({"seed": seed, "method": "original", "time_s": train_s, **ref,
+                         **attacks(original, jf, args, seed, args.erase, real)})
+            print(results.rows[-1], flush=True)
+        if not results.done((seed, "retrain")):
+            g, _ = evaluate(gold, judge, args, seed, args.erase, ref_feats, args.device)
+            results.add({"seed": seed, "method": "retrain", "time_s": retrain_s, **g,
+                         **attacks(gold, jf, args, seed, args.erase, real)})
+            print(results.rows[-1], flush=True)
         for name in methods:
+            if results.done((seed, name)) or results.out_of_time():
+                continue
             t1 = time.perf_counter()
             try:
                 with warnings.catch_warnings():
@@ -248,18 +263,15 @@ def main(argv=None):
                               seed=seed)
                 dt = time.perf_counter() - t1
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
-                rows.append({"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r,
-                             **attacks(unl.model, jf, args, seed, args.erase, real)})
+                row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r,
+                       **attacks(unl.model, jf, args, seed, args.erase, real)}
             except Exception as e:  # a method that fails is a row that says so
-                rows.append({"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]})
-            print(rows[-1], flush=True)
-    meta = {"command": "python benchmarks/diffusion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU",
-            "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60, "args": vars(args)}
-    md = markdown(meta, rows, args.erase)
-    written = write_results(args.out, args.name, meta, rows, md)
-    track_results(args, args.name, meta, rows, [written, written.with_suffix('.json')])
-    print(md)
+                row = {"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]}
+            results.add(row)
+            print(row, flush=True)
+    written = results.finish()
+    track_results(args, args.name, results.meta, results.all_rows(), [written, written.with_suffix('.json')])
+    print(written.read_text())
 
 
 def markdown(meta, rows, erase) -> str:
@@ -271,7 +283,8 @@ def markdown(meta, rows, erase) -> str:
         return f"{k * v.mean():.1f} ± {k * v.std():.1f}" if pct else f"{v.mean():.4f} ± {v.std():.4f}"
 
     lines = [f"# Concept erasure: {CLASSES[erase]} from a text-to-image model trained on Fashion-MNIST", "",
-             f"Command: `{meta['command']}`; {meta['device']}, torch {meta['torch']}; {meta['total_min']:.1f} min.", "",
+             f"Command: {' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))}; "
+             f"{meta.get('hardware', meta.get('device'))}, torch {meta['torch']}; {meta['total_min']:.1f} min.", "",
              "erasure: % of images generated for the erased class the judge no longer assigns to it; retention: % of "
              "the other classes' images judged as their class; KID of the other classes' images to the original "
              "model's (judge features). Mean ± std over seeds.", "",

@@ -134,19 +134,21 @@ def markdown(meta, rows) -> str:
 def main(argv=None):
     import sys
 
+    from erasus.experiments import hardware
     from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (the GPU where one is visible), cpu, cuda or cuda:N")
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default="gpu_smoke")
     p.add_argument("--skip", default="", help="comma-separated families to skip (classifier, diffusion)")
     p.add_argument("--strategies", default="", help="comma-separated classifier strategies (default: all)")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
+    args.device = str(benchmark_device(p, args.device))
     t0 = time.perf_counter()
     rows = []
     if "classifier" not in args.skip:
@@ -154,7 +156,7 @@ def main(argv=None):
     if "diffusion" not in args.skip:
         rows += diffusion_rows(args.device)
     meta = {"command": "python benchmarks/gpu_smoke.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU",
+            "device_name": hardware(args.device),
             "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -126,11 +126,9 @@ def forget_loader(req, tok, args, name, seed):
 def main(argv=None):
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import hardware, merge_previous, run_meta
+    from erasus.experiments import ResultsFile, hardware, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
-    from erasus.utils.io import atomic_write_text
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                    help="gpu: full-size forget10, ~120M Llama, 6 strategies x 3 seeds on CUDA (explicit options win)")
@@ -150,6 +148,12 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="replace only the (method, seed) rows this run produces in an existing <out>/<name>.json; "
                         "the other rows are kept and the runs are recorded in meta")
+    p.add_argument("--resume", action="store_true",
+                   help="go on where a cut-off run stopped: keep the rows of an existing <out>/<name>.json and run "
+                        "only the (method, seed) cells it lacks (results are written after every row)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no new cell after this many minutes; the results say the run stopped, and the same "
+                        "command with --resume goes on")
     p.add_argument("--calibrate", action="store_true",
                    help="stopping='calibrated' on the held-out authors given to the strategies (opt-in for "
                         "language models)")
@@ -157,7 +161,7 @@ def main(argv=None):
     p.add_argument("--render", action="store_true",
                    help="rewrite <out>/<name>.md from <out>/<name>.json (no runs); PrivLeak values recorded in "
                         "Erasus's former sign are recomputed in MUSE's from the same Min-K%% AUCs")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
@@ -169,14 +173,10 @@ def main(argv=None):
         for k, v in GPU_PRESET.items():
             if k not in given:
                 setattr(args, k, v)
-    args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                               else ("cpu" if args.device == "auto" else args.device))
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda (or --preset gpu) needs a CUDA device; none is visible here.")
+    args.device = benchmark_device(p, args.device)  # --preset gpu without a visible GPU stops here
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
 
     full_req = req = tofu_request(args.forget)
     if args.forget_authors or args.retain_authors:
@@ -193,7 +193,11 @@ def main(argv=None):
           f"questions; vocabulary {len(tok)} words", flush=True)
     hold = (qa_loader(calib, QACollator(tok, max_length=args.max_length), **batching(args), shuffle=False)
             if calib is not None else None)
-    rows = []
+    meta = run_meta("tofu.py", argv, vocab=len(tok), forget=len(req.forget), retain=len(req.retain),
+                    args={**vars(args), "device": str(args.device)}, privleak_convention="muse",
+                    hardware=hardware(args.device), precision="bf16 autocast" if args.device.type == "cuda" else "fp32")
+    results = ResultsFile(args.out, args.name, lambda r: (r["method"], r["seed"]), markdown, meta,
+                          "resume" if args.resume else "merge" if args.merge else "new", args.max_minutes)
     # TOFU's protocol: one finetuned model and one retain-only model; seeds vary the unlearning runs
     full, _ = train_lm(req.forget.records + req.retain.records, tok, args, args.model_seed, cache, "full")
     gold, gold_s = train_lm(req.retain.records, tok, args, args.model_seed, cache, "retain")
@@ -201,9 +205,9 @@ def main(argv=None):
     g = tofu_scores(gold, tok, req, n_generate=args.n_generate)
     g["forget_quality"], g["privleak"] = 1.0, 0.0
     f = tofu_scores(full, tok, req, gold_scores=g, n_generate=args.n_generate)
-    rows.append({"method": "retrain (gold)", "seed": args.model_seed, **{k: g[k] for k in KEYS if k in g},
-                 "time_s": gold_s, "speedup": 1.0})
-    rows.append({"method": "finetuned (original)", "seed": args.model_seed, **{k: f[k] for k in KEYS if k in f},
+    results.add({"method": "retrain (gold)", "seed": args.model_seed, **{k: g[k] for k in KEYS if k in g},
+                 "time_s": gold_s, "speedup": 1.0}, n_params=n_params)
+    results.add({"method": "finetuned (original)", "seed": args.model_seed, **{k: f[k] for k in KEYS if k in f},
                  "time_s": 0.0, "speedup": float("nan")})
     print(f"gold trained in {gold_s:.0f}s; finetuned forget ROUGE {f['forget_rouge']:.2f}, FQ "
           f"{f['forget_quality']:.2e}; gold forget ROUGE {g['forget_rouge']:.2f}", flush=True)
@@ -211,6 +215,8 @@ def main(argv=None):
         retain = qa_loader(req.retain.records, QACollator(tok, max_length=args.max_length), **batching(args),
                            seed=seed + 1)
         for name in args.strategies.split(","):
+            if results.done((name, seed)) or results.out_of_time():
+                continue
             strategy, lora = ("npo", {}) if name == "lora_npo" else (name, None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -223,24 +229,14 @@ def main(argv=None):
             s = tofu_scores(res.model, tok, req, gold_scores=g, n_generate=args.n_generate)
             row = {"method": name, "seed": seed, **{k: s[k] for k in KEYS if k in s}, "time_s": dt,
                    "speedup": gold_s / dt, "note": res.stop_reason}
-            rows.append(row)
+            results.add(row)
             print(f"seed {seed} {name:18s} FQ {s['forget_quality']:.2e} MU {s['model_utility']:.3f} forget ROUGE "
                   f"{s['forget_rouge']:.2f} retain ROUGE {s['retain_rouge']:.2f} MinK AUC {s['min_k_auc']:.2f} "
                   f"{dt:.0f}s", flush=True)
-    meta = run_meta("tofu.py", argv, n_params=n_params, vocab=len(tok), total_min=(time.perf_counter() - t_start) / 60,
-                    forget=len(req.forget), retain=len(req.retain), args={**vars(args), "device": str(args.device)},
-                    privleak_convention="muse", hardware=hardware(args.device),
-                    precision="bf16 autocast" if args.device.type == "cuda" else "fp32")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta["runs"] = [meta["command"]]
-    if args.merge:
-        rows = merge_previous(out / f"{args.name}.json", rows, meta, lambda r: (r["method"], r["seed"]))
-    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
-    md = markdown(rows, meta)
-    atomic_write_text(out / f"{args.name}.md", md)
-    track_results(args, args.name, meta, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
-    print(md)
+    md_path = results.finish()
+    rows, meta = results.all_rows(), results.meta
+    track_results(args, args.name, meta, rows, [md_path, md_path.with_suffix(".json")])
+    print(md_path.read_text())
 
 
 def render(out: Path, name: str) -> None:

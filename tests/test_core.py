@@ -171,20 +171,116 @@ def test_a_raised_rate_is_judged_on_the_forget_side_of_the_distance(tiny):
     assert raises(moving=False) == [10, 20]  # a third raise would pass max_lr_growth (30x)
 
 
-def test_merge_previous_replaces_only_the_rerun_rows(tmp_path):
-    """A benchmark's --merge: rows this run produced replace their earlier versions, the rest
-    are kept, and the commands and their time add up."""
+def _results_file(tmp_path, command, mode="new", max_minutes=None):
+    from erasus.experiments import ResultsFile
+
+    render = lambda rows, meta: " ".join(f"{r['m']}={r.get('v')}" for r in rows) + "\n"  # noqa: E731
+    return ResultsFile(tmp_path, "r", lambda r: r["m"], render, {"command": command}, mode, max_minutes)
+
+
+def _read(tmp_path):
     import json
 
-    from erasus.experiments import merge_previous
+    return json.loads((tmp_path / "r.json").read_text()), (tmp_path / "r.md").read_text()
 
-    path = tmp_path / "r.json"
-    meta = {"command": "b", "total_min": 2.0}
-    assert merge_previous(path, [{"m": 1}], meta, lambda r: r["m"]) == [{"m": 1}] and meta["runs"] == ["b"]
-    path.write_text(json.dumps({"meta": {"command": "a", "total_min": 5.0}, "rows": [{"m": 1, "v": 0}, {"m": 2}]}))
-    meta = {"command": "b", "total_min": 2.0}
-    assert merge_previous(path, [{"m": 1, "v": 9}], meta, lambda r: r["m"]) == [{"m": 2}, {"m": 1, "v": 9}]
-    assert meta["runs"] == ["a", "b"] and meta["total_min"] == 7.0
+
+def test_results_file_writes_every_row_and_a_cut_off_run_resumes(tmp_path):
+    """Results written as they come: after each row both files hold it and say they are partial;
+    a run cut off after two rows and resumed runs only the missing cells, and the file ends
+    with every row once, both commands and their minutes."""
+    res = _results_file(tmp_path, "a")
+    res.add({"m": 1, "v": 0})
+    data, md = _read(tmp_path)
+    assert data["rows"] == [{"m": 1, "v": 0}] and data["meta"]["partial"] is True and "Partial results" in md
+    res.add({"m": 2, "v": 0})                     # ... and the process is killed here
+    resumed = _results_file(tmp_path, "b", mode="resume")
+    assert [m for m in (1, 2, 3) if not resumed.done(m)] == [3]
+    resumed.add({"m": 3, "v": 1})
+    resumed.finish()
+    data, md = _read(tmp_path)
+    assert [r["m"] for r in data["rows"]] == [1, 2, 3] and data["meta"]["partial"] is False
+    assert data["meta"]["runs"] == ["a", "b"] and md == "1=0 2=0 3=1\n"
+    fresh = _results_file(tmp_path, "c")          # without --resume or --merge the file is replaced
+    assert not fresh.done(1)
+    fresh.add({"m": 9})
+    assert [r["m"] for r in _read(tmp_path)[0]["rows"]] == [9]
+
+
+def test_results_file_merge_replaces_only_the_rerun_rows(tmp_path):
+    """--merge: the rows this run produces replace their earlier versions, the rest are kept
+    in order, and the minutes of both runs add up."""
+    import json
+
+    (tmp_path / "r.json").write_text(json.dumps({"meta": {"command": "a", "total_min": 5.0},
+                                                 "rows": [{"m": 1, "v": 0}, {"m": 2, "v": 0}]}))
+    res = _results_file(tmp_path, "b", mode="merge")
+    assert not res.done(1)                        # merging reruns cells; only resuming skips them
+    res.add({"m": 1, "v": 9})
+    res.finish()
+    data, _ = _read(tmp_path)
+    assert data["rows"] == [{"m": 2, "v": 0}, {"m": 1, "v": 9}] and data["meta"]["runs"] == ["a", "b"]
+    assert 5.0 <= data["meta"]["total_min"] < 5.5
+
+
+def _merge_worker(args):
+    path, seed = args
+    res = _results_file(path, f"seed {seed}", mode="merge")
+    for m in range(5):
+        res.add({"m": f"{seed}-{m}", "v": seed})
+    res.finish()
+
+
+def test_results_file_processes_side_by_side_merge_into_one_file(tmp_path):
+    """Two processes running parts of one grid with --merge (one seed per core) each rewrite the
+    file after every row; neither loses the other's rows."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_merge_worker, [(tmp_path, 0), (tmp_path, 1)])
+    data, _ = _read(tmp_path)
+    assert sorted(r["m"] for r in data["rows"]) == sorted(f"{s}-{m}" for s in (0, 1) for m in range(5))
+    assert sorted(data["meta"]["runs"]) == ["seed 0", "seed 1"]
+
+
+def test_results_file_stops_on_max_minutes_and_says_how_to_go_on(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="max_minutes"):
+        _results_file(tmp_path, "a", max_minutes=0)
+    res = _results_file(tmp_path, "a", max_minutes=1e-9)
+    res.add({"m": 1})
+    assert res.out_of_time()
+    res.finish()
+    data, md = _read(tmp_path)
+    assert data["meta"]["partial"] is True and "--resume" in data["meta"]["stopped"] and "--resume" in md
+
+
+def test_resolve_device_refuses_a_gpu_torch_cannot_use(monkeypatch):
+    """A CUDA device torch does not see is an error that says so before any work starts, from
+    the library (``ErasusUnlearner(device=...)``) and from every benchmark's ``--device``."""
+    import argparse
+
+    import pytest
+    import torch
+
+    from erasus.exceptions import ConfigError
+    from erasus.experiments.benchargs import benchmark_device
+    from erasus.utils.misc import resolve_device
+
+    assert resolve_device(None) == resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="Expected a device"):
+        resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(SystemExit):
+        benchmark_device(argparse.ArgumentParser(), "cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match="cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
 
 
 def test_calibrated_stopping_backtracks_only_on_a_dip_that_does_not_recover(tiny):

@@ -1,8 +1,8 @@
 """Experiment runners shared by the demo and the benchmarks; run tracking (local / MLflow) and
 hyperparameter search (Optuna), ablations, and config-driven runs (:mod:`.configs`)."""
 from .ablation import AblationStudy
-from .runner import ScenarioRow, format_table, hardware, merge_previous, run_meta, run_scenario
+from .runner import ResultsFile, ScenarioRow, format_table, hardware, run_meta, run_scenario
 from .search import HyperparameterSearch, SearchResult
 from .tracking import ExperimentTracker
 
-__all__ = ["AblationStudy", "ExperimentTracker", "HyperparameterSearch", "SearchResult", "ScenarioRow", "format_table", "hardware", "merge_previous", "run_meta", "run_scenario"]
+__all__ = ["AblationStudy", "ExperimentTracker", "HyperparameterSearch", "ResultsFile", "SearchResult", "ScenarioRow", "format_table", "hardware", "run_meta", "run_scenario"]

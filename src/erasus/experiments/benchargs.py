@@ -65,3 +65,14 @@ def config_defaults(parser: argparse.ArgumentParser, path) -> dict:
             raise ConfigError(f"--config {path}: {key} is a flag: expected true or false, got {value!r}.")
         out[dest] = value
     return out
+
+
+def benchmark_device(parser: argparse.ArgumentParser, device):
+    """A script's ``--device`` as a ``torch.device`` (``auto`` or ``None``: the GPU where torch sees
+    one); a CUDA device torch cannot use stops the script with the reason before any work."""
+    from ..utils.misc import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ConfigError as e:
+        parser.error(f"--device: {e}")

@@ -130,23 +130,107 @@ def format_table(rows: Iterable[ScenarioRow], markdown: bool = False) -> str:
     return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(row) for row in cells])
 
 
-def merge_previous(path, rows: List[dict], meta: dict, key) -> List[dict]:
-    """A partial rerun merged into the results file at ``path`` (a benchmark's ``--merge``):
-    the earlier rows whose ``key(row)`` this run did not produce are kept before the new
-    ones; ``meta["runs"]`` lists every command so far and ``meta["total_min"]`` adds up
-    their time. Without an earlier file the rows are returned as they are."""
-    import json
-    from pathlib import Path
+class ResultsFile:
+    """A benchmark's results written as they come: after every :meth:`add`, ``<out>/<name>.json``
+    (``{"meta", "rows"}``) and ``<name>.md`` (``render(rows, meta)``) are rewritten atomically
+    with ``meta["partial"] = True``, so that a run cut off (a GPU lease that ends, a command's
+    time limit, Ctrl-C) keeps every row it finished; :meth:`finish` writes the last time.
 
-    meta["runs"] = [meta["command"]]
-    path = Path(path)
-    if not path.exists():
-        return rows
-    old = json.loads(path.read_text())
-    rerun = {key(r) for r in rows}
-    meta["runs"] = old["meta"].get("runs", [old["meta"]["command"]]) + meta["runs"]
-    meta["total_min"] = meta.get("total_min", 0.0) + old["meta"].get("total_min", 0.0)
-    return [r for r in old["rows"] if key(r) not in rerun] + rows
+    ``mode``: ``"new"`` replaces an earlier file at the first write; ``"merge"`` keeps the
+    earlier rows whose ``key(row)`` this run does not produce (a benchmark's ``--merge``);
+    ``"resume"`` keeps them too, and :meth:`done` says which keys are there already, so that
+    the benchmark skips them (``--resume``: go on where a cut-off run stopped). In both, the
+    file is read again at every write under a lock, so that processes running parts of one
+    grid side by side (one seed per core) merge into one file. ``meta["runs"]`` lists every
+    command and ``meta["total_min"]`` adds up their minutes. ``max_minutes``:
+    :meth:`out_of_time` turns true after that many minutes of this run, for benchmarks that
+    stop between cells rather than be killed inside one."""
+
+    MODES = ("new", "merge", "resume")
+
+    def __init__(self, out, name: str, key, render, meta: dict, mode: str = "new",
+                 max_minutes: Optional[float] = None):
+        from pathlib import Path
+
+        if mode not in self.MODES:
+            raise ValueError(f"Expected mode in {self.MODES}, got {mode!r}.")
+        if max_minutes is not None and not max_minutes > 0:
+            raise ValueError(f"Expected max_minutes > 0 (or None for no limit), got {max_minutes!r}.")
+        self.dir, self.name, self.key, self.render, self.meta = Path(out), name, key, render, dict(meta)
+        self.path = self.dir / f"{name}.json"
+        self.mode, self.max_minutes = mode, max_minutes
+        self.rows: List[dict] = []
+        self._t0 = time.perf_counter()
+        self._written_min = 0.0                 # this run's minutes in the file's total so far
+        self.earlier, old_meta = self._read()
+        self.meta["runs"] = old_meta.get("runs", []) + [self.meta.get("command", "?")]
+
+    def _read(self):
+        import json
+
+        if self.mode == "new" or not self.path.exists():
+            return [], {}
+        old = json.loads(self.path.read_text())
+        meta = old.get("meta", {})
+        meta.setdefault("runs", [meta["command"]] if "command" in meta else [])
+        return list(old.get("rows", [])), meta
+
+    def done(self, key) -> bool:
+        """Whether a row with this key is in the file already (always false unless resuming)."""
+        return self.mode == "resume" and any(self.key(r) == key for r in self.earlier + self.rows)
+
+    def out_of_time(self) -> bool:
+        return self.max_minutes is not None and self.minutes() >= self.max_minutes
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self._t0) / 60
+
+    def all_rows(self) -> List[dict]:
+        new = {self.key(r) for r in self.rows}
+        return [r for r in self.earlier if self.key(r) not in new] + self.rows
+
+    def add(self, row: dict, **meta) -> None:
+        """Record ``row`` (and update ``meta`` with the keyword arguments) and write the files."""
+        self.rows.append(row)
+        self.write(partial=True, **meta)
+
+    def write(self, partial: bool, **meta):
+        """Write both files now; returns the markdown's path."""
+        import json
+
+        from ..utils.io import atomic_write_text, file_lock
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.path):
+            total = self.minutes()
+            if self.mode != "new":      # another process may have written since: take its rows and runs
+                self.earlier, old_meta = self._read()
+                runs = old_meta.get("runs", [])
+                self.meta["runs"] = runs + [c for c in self.meta["runs"] if c not in runs]
+                total += old_meta.get("total_min", 0.0) - self._written_min
+            self._written_min = self.minutes()
+            self.meta.update(meta)
+            self.meta["partial"] = partial
+            self.meta["total_min"] = total
+            rows = self.all_rows()
+            atomic_write_text(self.path, json.dumps({"meta": self.meta, "rows": rows}, indent=1, default=float))
+            md = self.render(rows, self.meta)
+            if partial:
+                why = self.meta.get("stopped") or ("the run is going on, or was cut off; the same command with "
+                                                   "--resume runs the cells that are missing")
+                md = f"> **Partial results** ({len(rows)} rows, {total:.1f} min): {why}.\n\n" + md
+            atomic_write_text(self.dir / f"{self.name}.md", md)
+        return self.dir / f"{self.name}.md"
+
+    def finish(self, **meta):
+        """The last write: ``meta["partial"]`` is false unless the run stopped on ``max_minutes``
+        (then ``meta["stopped"]`` says so and how to go on)."""
+        if self.out_of_time():
+            meta["stopped"] = (f"stopped after {self.minutes():.1f} min (--max-minutes {self.max_minutes:g}); "
+                               "the same command with --resume goes on")
+            return self.write(partial=True, **meta)
+        self.meta.pop("stopped", None)
+        return self.write(partial=False, **meta)
 
 
 def hardware(device=None) -> str:

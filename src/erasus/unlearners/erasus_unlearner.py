@@ -38,15 +38,9 @@ class ErasusUnlearner:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
         if device is not None:
-            import torch
+            from ..utils.misc import resolve_device
 
-            dev = torch.device(device)
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                from ..core.exceptions import ConfigError
-
-                raise ConfigError(f"device={device!r}, but this machine has no CUDA GPU that torch can use (torch "
-                                  f"{torch.__version__}). Pass device='cpu' (or leave it out), or install a CUDA "
-                                  "build of torch on a machine with a GPU.")
+            device = resolve_device(device)
             if inplace:
                 model.to(device)
             else:

@@ -1,6 +1,7 @@
 """Atomic, non-destructive writes and safe weight loading."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -108,6 +109,35 @@ def load_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike):
+    """An exclusive lock between processes for the duration of the ``with`` block (for a
+    read-modify-write of a shared file). The lock lives in the system's temporary folder, keyed
+    by ``path``'s absolute name, so nothing is left beside the user's files."""
+    import hashlib
+
+    key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"erasus-{key}.lock", "a+b") as f:
+        if os.name == "nt":
+            import msvcrt
+
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_results(out: PathLike, name: str, meta: dict, rows: list, markdown: str) -> Path:

@@ -58,9 +58,28 @@ class seeded_loaders:
 
 
 def resolve_device(device=None) -> torch.device:
+    """``device`` as a ``torch.device``: ``None`` or ``"auto"`` is the first CUDA GPU where torch
+    sees one, else the CPU. A CUDA device torch cannot use (no GPU, a CPU build of torch, an
+    index past the last GPU) is a :class:`~erasus.exceptions.ConfigError` that says what torch
+    sees, raised here, before any work starts, rather than at the first tensor moved there."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        from ..exceptions import ConfigError
+
+        raise ConfigError(f"Expected a device such as 'cpu', 'cuda' or 'cuda:1' (or 'auto'), got {device!r}: {e}") from None
+    if dev.type == "cuda":
+        from ..exceptions import ConfigError
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={str(device)!r}, but torch {torch.__version__} sees no CUDA GPU on this machine. "
+                              "Use 'cpu' (or 'auto'), or install a CUDA build of torch on a machine with a GPU.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={str(device)!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s) "
+                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    return dev
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
