@@ -258,7 +258,9 @@ def main(argv=None):
                     warnings.simplefilter("ignore")
                     quick = QUICK.get(name, {})
                     unl = DiffusionUnlearner(original, strategy=name, strategy_kwargs=quick if args.small else None)
-                    unl.erase(prompt(args.erase), preserve=[prompt(c) for c in range(10) if c != args.erase]
+                    # SLD's safety concept is a description the prompt is steered away from ("sneaker"); the
+                    # prompt itself would give ε_p = ε_S, no steering, by its construction
+                    unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=[prompt(c) for c in range(10) if c != args.erase]
                               if getattr(unl.strategy, "uses_retain", False) or name == "uce" else (), progress=False,
                               seed=seed)
                 dt = time.perf_counter() - t1

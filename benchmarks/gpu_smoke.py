@@ -14,7 +14,6 @@ of each colour (diffusion). One command, unattended:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import traceback
 import warnings
@@ -33,18 +32,19 @@ def _acc(model, loader, device):
     return float(split_stats(wrap(model.to(device)), loader)["correct"].mean())
 
 
-def classifier_rows(device: str, cache: Path, only=None):
+def classifier_rows(device: str, cache: Path, results, only=None):
     from erasus import ErasusUnlearner
     from erasus.core import list_registered
     from erasus.evaluation.protocols import digits_task
 
     task = digits_task(cache_dir=cache)
     split = task.split("class", forget_class=3)
-    rows = []
     for name in list_registered("strategy", family="classifier"):
         if name == "amnesiac" or only and name not in only:  # amnesiac needs records made during training
             continue
         for call in ("holdout", "bare"):
+            if results.done(("classifier", name, call)):
+                continue
             args = (split.forget, split.retain) + ((split.holdout,) if call == "holdout" else ())
             row = {"family": "classifier", "strategy": name, "call": call}
             t0 = time.perf_counter()
@@ -58,12 +58,11 @@ def classifier_rows(device: str, cache: Path, only=None):
             except Exception as e:  # recorded, not raised: the point is to see every failure
                 row.update(ok=False, error=f"{type(e).__name__}: {e}"[:300], where=traceback.format_exc(limit=-2)[-600:])
             row["time_s"] = time.perf_counter() - t0
-            rows.append(row)
+            results.add(row)
             print(row, flush=True)
-    return rows
 
 
-def diffusion_rows(device: str):
+def diffusion_rows(device: str, results):
     from torch.utils.data import DataLoader
 
     from erasus.models.diffusion import toy_text_to_image, train_text_to_image
@@ -88,29 +87,39 @@ def diffusion_rows(device: str):
             out[name] = float((imgs.mean((2, 3)).argmax(1) == c).float().mean())
         return out
 
-    rows = [{"family": "diffusion", "strategy": "original", "ok": True, "time_s": train_s, "judged": judged(model)}]
+    results.add({"family": "diffusion", "strategy": "original", "call": "-", "ok": True, "time_s": train_s,
+                 "judged": judged(model)})
+    # the settings tests/test_diffusion.py uses on this model
     methods = {"esd": ("a red square", dict(lr=1e-3, iterations=80, ddim_steps=20, negative_guidance=3.0), None),
                "uce": ("a red square", {}, None),
                "concept_ablation": ("a red square", dict(lr=1e-3, iterations=80, ddim_steps=20, anchor_images=32),
                                     "a green square"),
-               "sld": ("red", dict(warmup_steps=2), None)}
+               "sld": ("red", dict(warmup_steps=2), None),
+               "salun_generation": ("a red square", dict(lr=1e-3, iterations=80, images_per_prompt=16,
+                                                         retain_weight=1.0), None),
+               "adv_unlearn": ("a red square", dict(lr=3e-4, iterations=60, ddim_steps=20, warmup=10, attack_steps=5,
+                                                    negative_guidance=3.0), None)}
+    preserve = ["a green square", "a blue square"]
     for name, (concept, kw, anchor) in methods.items():
-        row = {"family": "diffusion", "strategy": name}
+        if results.done(("diffusion", name, "-")):
+            continue
+        row = {"family": "diffusion", "strategy": name, "call": "-"}
         t0 = time.perf_counter()
         try:
             unl = DiffusionUnlearner(model, strategy=name, strategy_kwargs=kw)
-            unl.erase(concept, anchor=anchor, progress=False)
+            unl.erase(concept, anchor=anchor, progress=False,
+                      preserve=preserve if name in ("uce", "salun_generation", "adv_unlearn") else ())
             row.update(ok=True, judged=judged(unl.model))
         except Exception as e:
             row.update(ok=False, error=f"{type(e).__name__}: {e}"[:300], where=traceback.format_exc(limit=-2)[-600:])
         row["time_s"] = time.perf_counter() - t0
-        rows.append(row)
+        results.add(row)
         print(row, flush=True)
-    return rows
 
 
 def markdown(meta, rows) -> str:
-    lines = ["# Every strategy on a GPU", "", f"Command: `{meta['command']}`; {meta['device_name']}, torch "
+    lines = ["# Every strategy on a GPU", "",
+             f"Command: {' then '.join(f'`{c}`' for c in meta['runs'])}; {meta['device_name']}, torch "
              f"{meta['torch']}; {meta['total_min']:.1f} min.", "",
              f"Ran: {sum(r['ok'] for r in rows)} of {len(rows)} runs.", "",
              "## Classifiers (digits, forget class 3)", "",
@@ -132,10 +141,7 @@ def markdown(meta, rows) -> str:
 
 
 def main(argv=None):
-    import sys
-
-    from erasus.experiments import hardware
-    from erasus.utils.io import atomic_write_text
+    from erasus.experiments import ResultsFile, hardware, run_meta
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (the GPU where one is visible), cpu, cuda or cuda:N")
@@ -144,28 +150,24 @@ def main(argv=None):
     p.add_argument("--name", default="gpu_smoke")
     p.add_argument("--skip", default="", help="comma-separated families to skip (classifier, diffusion)")
     p.add_argument("--strategies", default="", help="comma-separated classifier strategies (default: all)")
+    p.add_argument("--resume", action="store_true", help="run only the rows missing from <out>/<name>.json (results "
+                   "are written after every row)")
     from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
-    t0 = time.perf_counter()
-    rows = []
+    meta = run_meta("gpu_smoke.py", argv, device_name=hardware(args.device))
+    results = ResultsFile(args.out, args.name, lambda r: (r["family"], r["strategy"], r["call"]),
+                          lambda rows, meta: markdown(meta, rows), meta,
+                          "resume" if args.resume else "new")
     if "classifier" not in args.skip:
-        rows += classifier_rows(args.device, Path(args.cache), [s for s in args.strategies.split(",") if s])
+        classifier_rows(args.device, Path(args.cache), results, [s for s in args.strategies.split(",") if s])
     if "diffusion" not in args.skip:
-        rows += diffusion_rows(args.device)
-    meta = {"command": "python benchmarks/gpu_smoke.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "device_name": hardware(args.device),
-            "torch": torch.__version__, "total_min": (time.perf_counter() - t0) / 60}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = markdown(meta, rows)
-    atomic_write_text(out / f"{args.name}.md", md)
-    track_results(args, args.name, meta, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
-    print(md)
-
+        diffusion_rows(args.device, results)
+    md_path = results.finish()
+    track_results(args, args.name, results.meta, results.all_rows(), [md_path, md_path.with_suffix(".json")])
+    print(md_path.read_text())
 
 if __name__ == "__main__":
     main()

@@ -169,14 +169,15 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's peak, for utilisation")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--device", default="auto", help="auto (the GPU where one is visible), cpu, cuda or cuda:N")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--name", default=None, help="results file name (default llm_throughput-<preset>-<cpu|cuda>)")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = benchmark_device(p, args.device)
 
     req = tofu_request("forget10")
     tok = word_tokenizer(tofu_texts(req))
@@ -185,7 +186,7 @@ def main(argv=None):
     n_params = flop_params(model)
     peak = peak_tflops(args)
     bf16 = device.type == "cuda"
-    print(f"{args.preset}: {n_params / 1e6:.1f}M parameters on {hardware()}; {args.steps} steps of "
+    print(f"{args.preset}: {n_params / 1e6:.1f}M parameters on {hardware(device)}; {args.steps} steps of "
           f"{args.batch_size} forget + {args.batch_size} retain sequences", flush=True)
 
     # plain: padded to max_length, shuffled, tokenised by its collator on every batch
@@ -239,7 +240,7 @@ def main(argv=None):
         r["speedup_vs_plain"] = r["tokens_per_s"] / rows[0]["tokens_per_s"]
         r["steady_speedup_vs_plain"] = r["steady_tokens_per_s"] / rows[0]["steady_tokens_per_s"]
 
-    meta = run_meta(Path(__file__).name, argv, hardware=hardware(), preset=args.preset, params=n_params,
+    meta = run_meta(Path(__file__).name, argv, hardware=hardware(device), preset=args.preset, params=n_params,
                     precision="bf16 autocast" if bf16 else "fp32", peak_tflops=peak, steps=args.steps,
                     batch_size=args.batch_size, max_tokens=args.max_tokens, max_length=args.max_length,
                     compile=args.compile)

@@ -200,6 +200,9 @@ def test_results_file_writes_every_row_and_a_cut_off_run_resumes(tmp_path):
     data, md = _read(tmp_path)
     assert [r["m"] for r in data["rows"]] == [1, 2, 3] and data["meta"]["partial"] is False
     assert data["meta"]["runs"] == ["a", "b"] and md == "1=0 2=0 3=1\n"
+    again = _results_file(tmp_path, "b", mode="resume")   # the same command twice is two runs
+    again.finish()
+    assert _read(tmp_path)[0]["meta"]["runs"] == ["a", "b", "b"]
     fresh = _results_file(tmp_path, "c")          # without --resume or --merge the file is replaced
     assert not fresh.done(1)
     fresh.add({"m": 9})

@@ -161,9 +161,10 @@ class ResultsFile:
         self.mode, self.max_minutes = mode, max_minutes
         self.rows: List[dict] = []
         self._t0 = time.perf_counter()
-        self._written_min = 0.0                 # this run's minutes in the file's total so far
+        self._written, self._written_min = False, 0.0   # this run in the file yet; its minutes there
+        self.meta.setdefault("command", "?")
         self.earlier, old_meta = self._read()
-        self.meta["runs"] = old_meta.get("runs", []) + [self.meta.get("command", "?")]
+        self.meta["runs"] = old_meta.get("runs", []) + [self.meta["command"]]
 
     def _read(self):
         import json
@@ -206,9 +207,9 @@ class ResultsFile:
             if self.mode != "new":      # another process may have written since: take its rows and runs
                 self.earlier, old_meta = self._read()
                 runs = old_meta.get("runs", [])
-                self.meta["runs"] = runs + [c for c in self.meta["runs"] if c not in runs]
+                self.meta["runs"] = runs if self._written else runs + [self.meta["command"]]
                 total += old_meta.get("total_min", 0.0) - self._written_min
-            self._written_min = self.minutes()
+            self._written, self._written_min = True, self.minutes()
             self.meta.update(meta)
             self.meta["partial"] = partial
             self.meta["total_min"] = total
