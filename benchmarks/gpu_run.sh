@@ -34,11 +34,14 @@ RESULTS=benchmarks/results
 if [ "$DEVICE" = cpu ]; then RESULTS=/tmp/erasus-gpu-run; mkdir -p $RESULTS; fi
 STEPS=("$@")
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(llm tofu diffusion smoke clip)
+for step in "${STEPS[@]}"; do
+    case $step in
+        llm|tofu|diffusion|smoke|clip) ;;
+        *) echo "unknown step '$step': expected llm, tofu, diffusion, smoke or clip" >&2; exit 2 ;;
+    esac
+done
 START=$(date +%s)
 DEADLINE=$((START + BUDGET_MIN * 60))
-LOGS=$RESULTS/gpu_logs
-mkdir -p "$LOGS"
-STAMP=$(mktemp)
 export PYTHONUNBUFFERED=1
 
 if [ -d .device/whl ]; then
@@ -52,6 +55,12 @@ fi
 if [ -d .device/fashion-mnist ]; then
     export ERASUS_FASHION_MNIST=$PWD/.device/fashion-mnist
 fi
+if [ "$DEVICE" != cpu ]; then
+    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to torch')" || exit 1
+fi
+LOGS=$RESULTS/gpu_logs
+mkdir -p "$LOGS"
+STAMP=$(mktemp)
 {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
@@ -59,9 +68,6 @@ fi
 transformers.__version__, 'cuda', torch.cuda.is_available())"
 } > "$LOGS/environment.txt" 2>&1
 cat "$LOGS/environment.txt"
-if [ "$DEVICE" != cpu ]; then
-    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to torch')" || exit 1
-fi
 
 pack() {  # what this run wrote, and the logs, into $OUT
     if [ -n "${OUT:-}" ]; then
@@ -107,8 +113,6 @@ for step in "${STEPS[@]}"; do
             run_step smoke "$PY" benchmarks/gpu_smoke.py --device "$DEVICE" --out "$RESULTS" --resume ;;
         clip)
             run_step clip "$PY" benchmarks/clip.py --device "$DEVICE" --name "clip-$DEVICE" --out "$RESULTS" ;;
-        *)
-            echo "unknown step '$step': expected llm, tofu, diffusion, smoke or clip" >&2; exit 2 ;;
     esac
 done
 pack
