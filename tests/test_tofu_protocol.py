@@ -28,14 +28,15 @@ def world():
     full = train(req.forget.records + req.retain.records, tok, 0)
     gold = train(req.retain.records, tok, 1)
     gold2 = train(req.retain.records, tok, 2)
-    return req, tok, full, gold, gold2
+    gold3 = train(req.retain.records, tok, 3)
+    return req, tok, full, gold, gold2, gold3
 
 
 def test_tofu_scores_and_protocol_rank_models(world):
     from erasus.evaluation import UnlearningBenchmark
     from erasus.evaluation.tofu import tofu_scores
 
-    req, tok, full, gold, gold2 = world
+    req, tok, full, gold, gold2, _ = world
     g = tofu_scores(gold, tok, req)
     s_full = tofu_scores(full, tok, req, gold_scores=g)
     s_gold2 = tofu_scores(gold2, tok, req, gold_scores=g)
@@ -57,7 +58,7 @@ def test_the_retrained_model_passes_and_the_intervals_come_from_the_questions(wo
     Min-K% AUC and model utility are judged on bootstrap intervals over the questions."""
     from erasus.evaluation import UnlearningBenchmark
 
-    req, tok, full, gold, _ = world
+    req, tok, full, gold, _, _ = world
     bench = UnlearningBenchmark(protocol="tofu")
     same = bench.evaluate(gold, forget_data=req, gold_model=gold, tokenizer=tok)
     assert same.verdict == "PASS", same.summary()
@@ -71,10 +72,32 @@ def test_the_retrained_model_passes_and_the_intervals_come_from_the_questions(wo
 @pytest.mark.xfail(strict=True, reason="measured: a second model retrained with another seed has Min-K% AUC 0.52 "
                    "against the first's 0.74 on this 20-question request, outside the 0.10 tolerance; the interval "
                    "over questions does not carry the spread between retrained models (one gold model cannot "
-                   "show it)")
+                   "show it; gold_model=[several] can, the test below)")
 def test_an_independently_retrained_model_passes(world):
     from erasus.evaluation import UnlearningBenchmark
 
-    req, tok, _, gold, gold2 = world
+    req, tok, _, gold, gold2, _ = world
     assert UnlearningBenchmark(protocol="tofu").evaluate(gold2, forget_data=req, gold_model=gold,
                                                          tokenizer=tok).verdict != "FAIL"
+
+
+def test_against_several_retrained_models_a_retrained_model_passes_and_the_finetuned_one_fails(world):
+    """With gold_model=[two models retrained with other seeds], the reference is their mean and
+    each tolerance grows by their spread: a third retrained model is no longer FAILed (as it is
+    against one, above), the finetuned model still is, and the report says how it judged."""
+    from erasus.evaluation import UnlearningBenchmark
+
+    req, tok, full, gold, gold2, gold3 = world
+    bench = UnlearningBenchmark(protocol="tofu")
+    rep = bench.evaluate(gold2, forget_data=req, gold_model=[gold, gold3], tokenizer=tok)
+    assert rep.verdict != "FAIL", rep.summary()
+    bad = bench.evaluate(full, forget_data=req, gold_model=[gold, gold3], tokenizer=tok)
+    assert bad.verdict == "FAIL", bad.summary()
+    verdicts = {r.name: r.verdict for r in bad.results}
+    assert verdicts["forget_rouge"] == "FAIL" and verdicts["forget_quality"] != "PASS", bad.summary()
+    mink = {r.name: r for r in rep.results}["min_k_auc"]
+    assert "mean of 2 retrained models" in mink.note and mink.tolerance[0] > 0.05
+    one = {r.name: r for r in bench.evaluate(gold2, forget_data=req, gold_model=[gold], tokenizer=tok).results}
+    alone = {r.name: r for r in bench.evaluate(gold2, forget_data=req, gold_model=gold, tokenizer=tok).results}
+    assert {k: (v.verdict, v.value, v.delta_ci) for k, v in one.items()} == {
+        k: (v.verdict, v.value, v.delta_ci) for k, v in alone.items()}       # a list of one is one model

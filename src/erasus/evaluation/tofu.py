@@ -204,11 +204,22 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
 
     0.05 is TOFU's own threshold for forget quality; the utility ratio mirrors the
     open-unlearning practice of reporting utility relative to the reference model. One
-    model per call (``n_runs`` is not used: TOFU's statistics are already over questions)."""
-    if forget_data is None or gold_model is None or tokenizer is None:
+    model per call (``n_runs`` is not used: TOFU's statistics are already over questions).
+
+    ``gold_model`` may be a list of models retrained on the retain split with different
+    seeds. Two retrained models differ by more than the intervals over questions show (on a
+    20-question request: Min-K% AUC 0.52 against 0.74), so with one gold model a second
+    retrained model can FAIL; with several, the reference is their mean, forget quality's KS
+    test compares with their truth ratios pooled, and each tolerance grows by the spread
+    between them (the range of their values; for utility, relative to their mean): a model
+    passes where another retrained model could land. TOFU itself uses one retain model; the
+    several-model reference is Erasus's, and its note in the report says so."""
+    golds = list(gold_model) if isinstance(gold_model, (list, tuple)) else [gold_model]
+    if forget_data is None or not golds or any(m is None for m in golds) or tokenizer is None:
         raise DataError("The tofu protocol needs forget_data=tofu_request(...), gold_model (trained on the retain "
-                        "split) and tokenizer=...")
-    g = tofu_scores(gold_model, tokenizer, forget_data)
+                        "split; or a list of such models trained with different seeds) and tokenizer=...")
+    gss = [tofu_scores(m, tokenizer, forget_data) for m in golds]
+    g = gss[0] if len(gss) == 1 else dict(gss[0], forget_R=np.concatenate([x["forget_R"] for x in gss]))
     s = tofu_scores(unlearned_model, tokenizer, forget_data, gold_scores=g)
     report, add = verdict_report("tofu", benchmark)
     report.forgetting = ("forget_quality", "forget_rouge", "min_k_auc")
@@ -216,10 +227,23 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
 
     fq = s["forget_quality"]  # a KS test's p-value: the test is the evidence, judged as TOFU does
     add("forget_quality", fq, 1.0, fq >= 0.05, fq >= 1e-5, (0.05, 1e-5))
-    ms, gs = s["samples"], g["samples"]
+    ms, gsamples = s["samples"], [x["samples"] for x in gss]
 
-    def judged(*a, **k):  # a difference with a bootstrap interval over the questions, judged by its interval
-        add_bootstrapped(report, benchmark, *a, **k)
+    def spread(key, relative=False):
+        v = np.array([x[key] for x in gss], dtype=float)
+        return float(np.ptp(v) / max(abs(v.mean()), 1e-12) if relative else np.ptp(v))
+
+    def note(key, relative=False):
+        if len(gss) == 1:
+            return ""
+        return (f"reference: the mean of {len(gss)} retrained models; tolerance widened by their spread "
+                f"({spread(key, relative):.3f}{' of their mean' if relative else ''})")
+
+    def judged(name, value, key, stat, sizes, region, text=""):
+        # a difference with a bootstrap interval over the questions, judged by its interval
+        ref = float(np.mean([x[key] for x in gss]))
+        add_bootstrapped(report, benchmark, name, value, ref, stat, sizes, region,
+                         "; ".join(t for t in (text, note(key, region.kind == "at_least")) if t))
 
     def utility(sm, i):
         R = sm["retain_R"][i["retain"]]
@@ -227,18 +251,22 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
                                 float(sm["retain_rouge"][i["retain_gen"]].mean()), T.truth_ratio_stat(R, forget=False)])
 
     sizes = {"retain": len(ms["retain_prob"]), "retain_gen": len(ms["retain_rouge"])}
-    gmu = g["model_utility"]
-    judged("model_utility", s["model_utility"], gmu,
-           lambda i: utility(ms, i) / max(utility(gs, i), 1e-12), sizes, at_least(0.9, 0.75),
-           "ratio to the retrained model's (PASS: >= 0.9, partial >= 0.75)")
-    judged("forget_rouge", s["forget_rouge"], g["forget_rouge"],
-           lambda i: float((ms["forget_rouge"][i["q"]] - gs["forget_rouge"][i["q"]]).mean()),
-           {"q": len(ms["forget_rouge"])}, two_sided(0.05, 0.10))
-    (fs, hs), (gfs, ghs) = ms["token_stats"], gs["token_stats"]
-    judged("min_k_auc", s["min_k_auc"], g["min_k_auc"],
+    w = spread("model_utility", relative=True)
+    judged("model_utility", s["model_utility"], "model_utility",
+           lambda i: utility(ms, i) / max(np.mean([utility(gs, i) for gs in gsamples]), 1e-12), sizes,
+           at_least(0.9 - w, 0.75 - w), "ratio to the retrained model's (PASS: >= 0.9, partial >= 0.75)")
+    w = spread("forget_rouge")
+    judged("forget_rouge", s["forget_rouge"], "forget_rouge",
+           lambda i: float((ms["forget_rouge"][i["q"]] - np.mean([gs["forget_rouge"][i["q"]] for gs in gsamples],
+                                                                 axis=0)).mean()),
+           {"q": len(ms["forget_rouge"])}, two_sided(0.05 + w, 0.10 + w))
+    fs, hs = ms["token_stats"]
+    w = spread("min_k_auc")
+    judged("min_k_auc", s["min_k_auc"], "min_k_auc",
            lambda i: attack_auc(take_rows(fs, i["f"]), take_rows(hs, i["h"]), "min_k")
-           - attack_auc(take_rows(gfs, i["f"]), take_rows(ghs, i["h"]), "min_k"),
-           {"f": _n(fs), "h": _n(hs)}, two_sided(0.05, 0.10))
+           - float(np.mean([attack_auc(take_rows(gs["token_stats"][0], i["f"]),
+                                       take_rows(gs["token_stats"][1], i["h"]), "min_k") for gs in gsamples])),
+           {"f": _n(fs), "h": _n(hs)}, two_sided(0.05 + w, 0.10 + w))
     return report
 
 
