@@ -250,6 +250,10 @@ def test_results_file_stops_on_max_minutes_and_says_how_to_go_on(tmp_path):
 
     with pytest.raises(ValueError, match="max_minutes"):
         _results_file(tmp_path, "a", max_minutes=0)
+    done = _results_file(tmp_path, "a", max_minutes=1e-9)   # late, but no cell was skipped: complete
+    done.add({"m": 1})
+    done.finish()
+    assert _read(tmp_path)[0]["meta"]["partial"] is False
     res = _results_file(tmp_path, "a", max_minutes=1e-9)
     res.add({"m": 1})
     assert res.out_of_time()

@@ -162,6 +162,7 @@ class ResultsFile:
         self.rows: List[dict] = []
         self._t0 = time.perf_counter()
         self._written, self._written_min = False, 0.0   # this run in the file yet; its minutes there
+        self._stopped = False                           # a cell skipped for lack of time
         self.meta.setdefault("command", "?")
         self.earlier, old_meta = self._read()
         self.meta["runs"] = old_meta.get("runs", []) + [self.meta["command"]]
@@ -181,7 +182,11 @@ class ResultsFile:
         return self.mode == "resume" and any(self.key(r) == key for r in self.earlier + self.rows)
 
     def out_of_time(self) -> bool:
-        return self.max_minutes is not None and self.minutes() >= self.max_minutes
+        """Whether ``max_minutes`` have passed; a benchmark asks before each cell and skips it if so
+        (the results then say the run stopped)."""
+        late = self.max_minutes is not None and self.minutes() >= self.max_minutes
+        self._stopped = self._stopped or late
+        return late
 
     def minutes(self) -> float:
         return (time.perf_counter() - self._t0) / 60
@@ -224,9 +229,9 @@ class ResultsFile:
         return self.dir / f"{self.name}.md"
 
     def finish(self, **meta):
-        """The last write: ``meta["partial"]`` is false unless the run stopped on ``max_minutes``
-        (then ``meta["stopped"]`` says so and how to go on)."""
-        if self.out_of_time():
+        """The last write: ``meta["partial"]`` is false unless a cell was skipped on
+        ``max_minutes`` (then ``meta["stopped"]`` says so and how to go on)."""
+        if self._stopped:
             meta["stopped"] = (f"stopped after {self.minutes():.1f} min (--max-minutes {self.max_minutes:g}); "
                                "the same command with --resume goes on")
             return self.write(partial=True, **meta)
