@@ -137,6 +137,8 @@ def test_muse_protocol_fails_the_original_and_passes_a_retrained_model(muse_worl
     rep = bench.evaluate(original, forget_data=data, gold_model=gold, tokenizer=tok, max_new_tokens=48)
     v = {r.name: r.verdict for r in rep.results}
     assert v["verbmem_f"] == v["knowmem_f"] == v["privleak"] == FAIL and rep.verdict == FAIL, rep.summary()
+    for r in rep.results:  # judged on intervals over the 20 items, not on point values
+        assert r.n == 20 and r.delta_ci[0] < r.delta_ci[1], r
     rep2 = bench.evaluate(gold2, forget_data=data, gold_model=gold, tokenizer=tok, max_new_tokens=48)
     v2 = {r.name: r.verdict for r in rep2.results}
     assert v2["verbmem_f"] == v2["knowmem_f"] == v2["knowmem_r"] == PASS, rep2.summary()
