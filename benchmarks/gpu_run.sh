@@ -15,6 +15,10 @@
 # partial results file committed with the repository. PYTHON (default python3) is the
 # interpreter, THREADS (default 8) its CPU threads; DEVICE=cpu runs the same steps on the CPU
 # with the results under /tmp/erasus-gpu-run (a check of this script, not a result).
+# TOFU_ARGS and DIFFUSION_ARGS add options to those steps' commands. The diffusion step trains
+# its two models of a seed (20,000 steps each) before its first row, on every call (a lent
+# machine starts bare): if that outlasts the budget, no row is written; measure the step time in
+# the first call's log and pass e.g. DIFFUSION_ARGS="--train-steps 8000" (recorded in the results).
 #
 # On the machine the `device` tool lends (bare: Python 3.12 with torch; nothing can be
 # downloaded there) first run `bash scripts/device_bundle.sh` here, then
@@ -104,11 +108,13 @@ for step in "${STEPS[@]}"; do
                     --device "$DEVICE" --threads "$THREADS" --out "$RESULTS"
             done ;;
         tofu)
+            # shellcheck disable=SC2086
             run_step tofu "$PY" benchmarks/tofu.py --preset gpu --device "$DEVICE" --threads "$THREADS" --out "$RESULTS" \
-                --resume --max-minutes "$(mins)" ;;
+                --resume --max-minutes "$(mins)" ${TOFU_ARGS:-} ;;
         diffusion)
+            # shellcheck disable=SC2086
             run_step diffusion "$PY" benchmarks/diffusion.py --device "$DEVICE" --out "$RESULTS" --resume \
-                --max-minutes "$(mins)" ;;
+                --max-minutes "$(mins)" ${DIFFUSION_ARGS:-} ;;
         smoke)
             run_step smoke "$PY" benchmarks/gpu_smoke.py --device "$DEVICE" --out "$RESULTS" --resume ;;
         clip)
