@@ -82,17 +82,18 @@ def main(argv=None) -> None:
     tok = word_tokenizer(tofu_texts(req))
     coll = QACollator(tok, max_length=args.max_length)
     hold = qa_loader(calib, coll, batch_size=args.batch_size, shuffle=False) if calib else None
+    meta = run_meta("coreset_lm.py", argv, hardware=hardware("cpu"), forget=len(req.forget), retain=len(req.retain),
+                    args={**vars(args), "device": "cpu"})
+    results = ResultsFile(args.out, args.name, lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]), markdown,
+                          meta, "resume" if args.resume else "merge" if args.merge else "new")  # times from here
     full, _ = T.train_lm(req.forget.records + req.retain.records, tok, args, args.model_seed, cache, "full")
     gold, gold_s = T.train_lm(req.retain.records, tok, args, args.model_seed, cache, "retain")
     g = tofu_scores(gold, tok, req, n_generate=args.n_generate)
     g["forget_quality"] = 1.0
     f = tofu_scores(full, tok, req, gold_scores=g, n_generate=args.n_generate)
-    meta = run_meta("coreset_lm.py", argv, hardware=hardware("cpu"), forget=len(req.forget), retain=len(req.retain),
-                    args={**vars(args), "device": "cpu"}, n_params=sum(p.numel() for p in full.parameters()))
-    results = ResultsFile(args.out, args.name, lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]), markdown,
-                          meta, "resume" if args.resume else "merge" if args.merge else "new")
     results.add({"strategy": "-", "method": "retrain (gold)", "ratio": None, "seed": args.model_seed,
-                 **{k: g[k] for k in KEYS}, "time_s": gold_s, "trained_on": len(req.retain)})
+                 **{k: g[k] for k in KEYS}, "time_s": gold_s, "trained_on": len(req.retain)},
+                n_params=sum(p.numel() for p in full.parameters()))
     results.add({"strategy": "-", "method": "finetuned (original)", "ratio": None, "seed": args.model_seed,
                  **{k: f[k] for k in KEYS}, "time_s": 0.0, "trained_on": 0})
     print(f"TOFU {args.forget}: {len(req.forget)} forget / {len(req.retain)} retain questions; gold FQ 1, "
