@@ -260,9 +260,10 @@ def main(argv=None):
                     unl = DiffusionUnlearner(original, strategy=name, strategy_kwargs=quick if args.small else None)
                     # SLD's safety concept is a description the prompt is steered away from ("sneaker"); the
                     # prompt itself would give ε_p = ε_S, no steering, by its construction
-                    unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=[prompt(c) for c in range(10) if c != args.erase]
-                              if getattr(unl.strategy, "uses_retain", False) or name == "uce" else (), progress=False,
-                              seed=seed)
+                    keep = [prompt(c) for c in range(10) if c != args.erase]
+                    unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase),
+                              preserve=keep if getattr(unl.strategy, "uses_retain", False) or name == "uce" else (),
+                              progress=False, seed=seed)
                 dt = time.perf_counter() - t1
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
                 row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r,
