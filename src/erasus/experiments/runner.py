@@ -202,9 +202,7 @@ class ResultsFile:
 
     def write(self, partial: bool, **meta):
         """Write both files now; returns the markdown's path."""
-        import json
-
-        from ..utils.io import atomic_write_text, file_lock
+        from ..utils.io import file_lock, write_results
 
         self.dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.path):
@@ -219,14 +217,12 @@ class ResultsFile:
             self.meta["partial"] = partial
             self.meta["total_min"] = total
             rows = self.all_rows()
-            atomic_write_text(self.path, json.dumps({"meta": self.meta, "rows": rows}, indent=1, default=float))
             md = self.render(rows, self.meta)
             if partial:
                 why = self.meta.get("stopped") or ("the run is going on, or was cut off; the same command with "
                                                    "--resume runs the cells that are missing")
                 md = f"> **Partial results** ({len(rows)} rows, {total:.1f} min): {why}.\n\n" + md
-            atomic_write_text(self.dir / f"{self.name}.md", md)
-        return self.dir / f"{self.name}.md"
+            return write_results(self.dir, self.name, self.meta, rows, md)
 
     def finish(self, **meta):
         """The last write: ``meta["partial"]`` is false unless a cell was skipped on

@@ -147,6 +147,6 @@ def write_results(out: PathLike, name: str, meta: dict, rows: list, markdown: st
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(out / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1, default=float))
     atomic_write_text(out / f"{name}.md", markdown)
     return out / f"{name}.md"
