@@ -265,3 +265,26 @@ def test_fid_and_kid_compute_what_their_definitions_say():
     judge = ColourJudge()
     imgs = -torch.ones(8, 3, 8, 8)
     assert kid(imgs, imgs, features=judge, subset_size=8, subsets=1)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained):
+    """``concept_left`` is 1 for the original (exactly) and far lower for a model retrained
+    without red and for UCE's closed-form edit to the empty prompt; ``erase`` records it, and
+    warns when a run at the paper's Stable Diffusion step size left the conditioning in place."""
+    from erasus.metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
+
+    assert concept_left(copy.deepcopy(toy), toy, "a red square") == pytest.approx(1.0, abs=1e-9)
+    assert concept_left(retrained, toy, "a red square") < 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an edit that erased raises no warning
+        res = DiffusionUnlearner(toy, strategy="uce").erase("a red square", preserve=["a green square"])
+    assert abs(res.metrics["concept_left"]) < 0.3 and "concept_left" in res.stop_reason
+    with pytest.warns(UserWarning, match="raise lr or iterations"):
+        res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs={"iterations": 20, "ddim_steps": 10}).erase(
+            "a red square", progress=False)
+    assert res.metrics["concept_left"] > CONCEPT_LEFT_WARN
+    sld = DiffusionUnlearner(toy, strategy="sld").erase("red")
+    assert "concept_left" not in sld.metrics and "safety guidance saved" in sld.stop_reason
+    assert "concept_left" not in DiffusionUnlearner(toy, strategy="uce").erase("a red square", check=False).metrics
+    with pytest.raises(ConfigError, match="n >= 1"):
+        concept_left(toy, toy, "a red square", n=0)

@@ -30,6 +30,8 @@ from ..models.diffusion_attacks import concept_inversion, judge_labels, prompt_a
 from ..utils.misc import isolated_rng
 
 ATTACKS = ("prompt_attack", "concept_inversion", "relearning")
+#: above this ``concept_left``, ``DiffusionUnlearner.erase`` warns that the concept is probably still there
+CONCEPT_LEFT_WARN = 0.5
 
 
 @torch.no_grad()
@@ -42,6 +44,43 @@ def judged_share(model: TextToImage, judge: Callable, prompt: str, label: int, n
         imgs = model.generate([prompt] * k, seed=seed * 100003 + start, guidance_scale=guidance_scale, steps=steps)
         hits += int((judge_labels(judge, imgs) == label).sum())
     return hits / n
+
+
+@torch.no_grad()
+def concept_left(model: TextToImage, original: TextToImage, concept: str, anchor: str = "", n: int = 16,
+                 steps: int = 20, seed: int = 0) -> float:
+    """How much of the concept's conditioning the model keeps, without a judge: the share of the
+    original's concept direction ``d* = ε*(x_t, c, t) − ε*(x_t, a, t)`` (concept ``c`` against
+    ``anchor`` ``a``) left in the model's own ``d = ε_θ(x_t, c, t) − ε_θ(x_t, a, t)``,
+
+        concept_left = Σ ⟨d, d*⟩ / Σ ‖d*‖²
+
+    over ``n`` images of the concept drawn by the original (``steps`` sampling steps), noised at
+    timesteps drawn uniformly from the schedule (the same draws, from ``seed``, for every model).
+    1: the prompt conditions the model as before (an unchanged model gives exactly 1); 0: the
+    prompt acts as the anchor; below 0: the model is guided away from the concept (ESD's target
+    gives −η). An Erasus check, not a metric from the literature: it says whether a run moved
+    the weights that carry the concept at all (the papers' step sizes are for Stable Diffusion
+    and may leave a smaller model unchanged); whether the concept is gone from the images is the
+    judge's call (:func:`erasure_report`). Inference-time methods (SLD) change no weights and
+    keep 1."""
+    if n < 1 or steps < 1:
+        raise ConfigError(f"Expected n >= 1 and steps >= 1, got n={n!r}, steps={steps!r}.")
+    with isolated_rng(seed):
+        g = torch.Generator().manual_seed(seed)
+        x0 = original.to_latents(original.generate([concept] * n, steps=steps, generator=g))
+        x_t, t, _ = original.noised(x0, g)
+
+    def direction(m):
+        x, tt = x_t.to(m.device), t.to(m.device)
+        return (m.eps(x, tt, m.encode([concept] * n)) - m.eps(x, tt, m.encode([anchor] * n))).double()
+
+    ref = direction(original)
+    norm = float((ref * ref).sum())
+    if norm == 0.0:
+        raise DataError(f"The original model predicts the same noise for {concept!r} and {anchor!r}: it does not "
+                        "tell the concept from the anchor, so there is nothing to measure.")
+    return float((direction(model).to(ref.device) * ref).sum()) / norm
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -57,11 +58,19 @@ class DiffusionUnlearner(ErasusUnlearner):
         self.concept_: Optional[list] = None
 
     def erase(self, concept: Union[str, Sequence[str]], anchor: Optional[str] = None, preserve: Sequence[str] = (),
-              **kwargs):
+              check: bool = True, **kwargs):
         """Erase ``concept`` (one prompt or several naming it). ``anchor``: what the concept should
         become, for methods that map it somewhere (``uce``, ``concept_ablation``; default ""); ``preserve``: prompts of
         concepts that must stay as they are (used by methods with a preservation term, and
-        checked to be disjoint from the concept). Other keyword arguments go to ``fit``."""
+        checked to be disjoint from the concept). Other keyword arguments go to ``fit``.
+
+        ``check``: afterwards, measure how much of the concept's conditioning the weights keep
+        (:func:`~erasus.metrics.diffusion.concept_left` against the untouched original, on the
+        first prompt: 1 unchanged, 0 the anchor) into ``result.metrics["concept_left"]`` and
+        the stop reason, with a warning when more than half is left (the run barely moved the
+        weights that carry the concept: the papers' settings are for Stable Diffusion v1.4).
+        Skipped for an in-place run (no copy of the original is kept) and for methods that
+        change no weights (SLD)."""
         prompts = _prompt_list(concept, "concept")
         keep = _prompt_list(preserve, "preserve") if len(preserve) else []
         clash = sorted(set(prompts) & set(keep))
@@ -78,7 +87,31 @@ class DiffusionUnlearner(ErasusUnlearner):
         forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
         retain = DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list) if keep else None
         self.concept_ = prompts
-        return self.fit(forget, retain, **kwargs)
+        result = self.fit(forget, retain, **kwargs)
+        if check:
+            self._check_concept_left(result, prompts[0])
+        return result
+
+    def _check_concept_left(self, result, prompt: str) -> None:
+        from ..metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
+
+        if getattr(self.model, "safety", None):
+            result.stop.add("the weights are the original's: the concept is erased only when sampling with the "
+                            "safety guidance saved with the model")
+            return
+        if self.original_model is self.model:
+            result.stop.add("concept_left not measured: an in-place run keeps no copy of the original")
+            return
+        left = concept_left(self.model, self.original_model, prompt, getattr(self.strategy.config, "anchor", ""))
+        result.metrics["concept_left"] = left
+        result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
+        if left > CONCEPT_LEFT_WARN:
+            warnings.warn(
+                f"{result.strategy}: the weights keep {left:.0%} of {prompt!r}'s conditioning (concept_left "
+                f"{left:.2f}; 1 is the original): the concept is probably still generated. Its settings "
+                f"{result.config.get('params')} are the paper's for Stable Diffusion v1.4 and may be too small "
+                "a change for this model: raise lr or iterations (strategy_kwargs), or try strategy='uce'; "
+                "check with verify().")
 
     def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0,
                  steps: int = 25, **kwargs):
