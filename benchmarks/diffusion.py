@@ -16,6 +16,7 @@ next to the same attacks on the retrained model, and time against retraining. Mo
 cached in ``--cache``.
 
     python benchmarks/diffusion.py                       # a GPU: 3 seeds, full size
+    python benchmarks/diffusion.py --preset cpu          # a CPU: 16×16, one seed, about an hour
     python benchmarks/diffusion.py --small --device cpu  # minutes on a CPU: a smoke run, not a result
 
 Writes ``results/<name>.md`` and ``.json``.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -46,14 +48,15 @@ def prompt(c: int) -> str:
     return f"a photo of a {CLASSES[c]}"
 
 
-def image_data(train: bool, n: int, exclude=None, seed: int = 0):
-    """Fashion-MNIST padded to 32×32 in [-1, 1], with its prompts (``exclude``: a class left out)."""
+def image_data(train: bool, n: int, exclude=None, seed: int = 0, size: int = 32):
+    """Fashion-MNIST in [-1, 1], padded to 32×32 or (``size`` 16) area-averaged to 16×16, with its
+    prompts (``exclude``: a class left out)."""
     from erasus.data.vision import load_fashion_mnist
 
     ds = load_fashion_mnist(train=train, n=n, seed=seed)
     x, y = ds.tensors
     keep = y != exclude if exclude is not None else torch.ones_like(y, dtype=torch.bool)
-    x = F.pad(x[keep], (2, 2, 2, 2)) * 2 - 1
+    x = (F.pad(x[keep], (2, 2, 2, 2)) if size == 32 else F.interpolate(x[keep], size=size, mode="area")) * 2 - 1
     return list(zip(x, [prompt(int(c)) for c in y[keep]]))
 
 
@@ -63,11 +66,12 @@ def train_model(data, args, seed: int, tag: str, device: str):
 
     from erasus.models.diffusion import TextToImage, toy_text_to_image, train_text_to_image
 
-    path = Path(args.cache) / f"t2i-{tag}-w{args.width}-s{args.train_steps}-seed{seed}"
+    shape = "" if (args.image_size, args.attention) == (32, "high") else f"-{args.image_size}px-att{args.attention}"
+    path = Path(args.cache) / f"t2i-{tag}{shape}-w{args.width}-s{args.train_steps}-b{args.batch}-seed{seed}"
     if (path / "erasus_text_to_image.json").exists():
         return TextToImage.from_pretrained(path).to(device), json.loads((path / "train_s.json").read_text())["s"]
-    model = toy_text_to_image([prompt(c) for c in range(10)], image_size=32, channels=1, width=args.width,
-                              num_train_timesteps=1000, seed=seed).to(device)
+    model = toy_text_to_image([prompt(c) for c in range(10)], image_size=args.image_size, channels=1, width=args.width,
+                              num_train_timesteps=1000, seed=seed, attention_at=args.attention).to(device)
     t0 = time.perf_counter()
     loader = DataLoader(data, batch_size=args.batch, shuffle=True, generator=torch.Generator().manual_seed(seed))
     train_text_to_image(model, loader, steps=args.train_steps, lr=args.lr, seed=seed, progress=True)
@@ -77,18 +81,20 @@ def train_model(data, args, seed: int, tag: str, device: str):
     return model, s
 
 
-def train_judge(device: str, cache: Path, small: bool):
+def train_judge(device: str, cache: Path, small: bool, size: int = 32):
     from erasus.data.vision import load_fashion_mnist
     from erasus.models.training import train_classifier
     from erasus.models.zoo import small_cnn
     from erasus.utils.io import load_state_dict, save_state_dict
 
-    judge = small_cnn(width=32)
-    path = cache / f"judge-{'small' if small else 'full'}.safetensors"
+    judge = small_cnn(width=32, image_size=28 if size == 32 else size)
+    path = cache / f"judge-{'small' if small else 'full'}{'' if size == 32 else f'-{size}px'}.safetensors"
     if path.exists():
         judge.load_state_dict(load_state_dict(path))
     else:
         ds = load_fashion_mnist(train=True, n=2000 if small else None)
+        if size != 32:
+            ds = torch.utils.data.TensorDataset(F.interpolate(ds.tensors[0], size=size, mode="area"), ds.tensors[1])
         loader = torch.utils.data.DataLoader(ds, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(0))
         train_classifier(judge, loader, epochs=1 if small else 10, lr=1e-3, seed=0)
         save_state_dict(judge.state_dict(), path)
@@ -97,7 +103,7 @@ def train_judge(device: str, cache: Path, small: bool):
 
 @torch.no_grad()
 def generate_all(model, args, seed: int):
-    """``{class: images}`` generated for every class prompt (32×32 in [-1, 1])."""
+    """``{class: images}`` generated for every class prompt (in [-1, 1])."""
     out = {}
     for c in range(10):
         imgs = []
@@ -114,10 +120,16 @@ def judged(judge, images, device):
     """The judge's predictions and penultimate features for generated images."""
     from erasus.models import wrap
 
-    x = ((images[:, :, 2:30, 2:30] + 1) / 2).clamp(0, 1).to(device)  # back to the judge's 28×28 in [0, 1]
+    x = judge_input(images).to(device)
     a = wrap(judge)
     batch = (x, torch.zeros(len(x), dtype=torch.long, device=device))
     return a.logits(batch).argmax(1).cpu(), a.features(batch).cpu()
+
+
+def judge_input(images):
+    """Generated images in [-1, 1] as the judge sees real ones: [0, 1], 32×32 cropped back to 28×28."""
+    x = images[:, :, 2:30, 2:30] if images.shape[-1] == 32 else images
+    return ((x + 1) / 2).clamp(0, 1)
 
 
 class JudgeFn(torch.nn.Module):
@@ -128,8 +140,7 @@ class JudgeFn(torch.nn.Module):
         self.judge = judge
 
     def forward(self, images):
-        x = ((images[:, :, 2:30, 2:30] + 1) / 2).clamp(0, 1)
-        return self.judge(x.to(next(self.judge.parameters()).device))
+        return self.judge(judge_input(images).to(next(self.judge.parameters()).device))
 
 
 def attack_settings(small: bool):
@@ -198,6 +209,13 @@ def main(argv=None):
     p.add_argument("--n-images", type=int, default=200, help="images generated per class")
     p.add_argument("--sample-steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--image-size", type=int, choices=(32, 16), default=32,
+                   help="32: Fashion-MNIST padded; 16: area-averaged to 16×16 (with --attention low, CPU-sized)")
+    p.add_argument("--attention", choices=("high", "low"), default="high",
+                   help="the UNet's attention at the full resolution or at the half one (toy_text_to_image)")
+    p.add_argument("--preset", choices=("gpu", "cpu"), default="gpu",
+                   help="cpu: 16×16 images, attention at 8×8, width 32, 3,000 training steps of batch 64, seed 0, 100 "
+                        "images per class (about an hour per seed on 2 cores; results in diffusion-cpu.md)")
     p.add_argument("--small", action="store_true",
                    help="a smoke run that checks the pipeline end to end (1,000 images, 20 steps of batch 16, 10 images "
                         "per class): minutes on a CPU, no result")
@@ -216,6 +234,12 @@ def main(argv=None):
 
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
+    if args.preset == "cpu":
+        given = set(argv if argv is not None else sys.argv[1:])
+        for flag, value in (("--image-size", 16), ("--attention", "low"), ("--width", 32), ("--train-steps", 3000),
+                            ("--batch", 64), ("--seeds", "0"), ("--n-images", 100), ("--name", "diffusion-cpu")):
+            if not any(a == flag or a.startswith(flag + "=") for a in given):
+                setattr(args, flag[2:].replace("-", "_"), value)
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
     n_train = 1000 if args.small else None
@@ -229,16 +253,18 @@ def main(argv=None):
     results = ResultsFile(args.out, args.name, lambda r: (r["seed"], r["method"]),
                           lambda rows, meta: markdown(meta, rows, args.erase), meta,
                           "resume" if args.resume else "merge" if args.merge else "new", args.max_minutes)
-    judge = train_judge(args.device, Path(args.cache), args.small)
+    judge = train_judge(args.device, Path(args.cache), args.small, args.image_size)
     jf = JudgeFn(judge)
     for seed in [int(s) for s in args.seeds.split(",")]:
         if all(results.done((seed, m)) for m in ["original", "retrain", *methods]) or results.out_of_time():
             continue
-        original, train_s = train_model(image_data(True, n_train), args, seed, "original", args.device)
-        gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase), args, seed,
+        size = args.image_size
+        original, train_s = train_model(image_data(True, n_train, size=size), args, seed, "original", args.device)
+        gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase, size=size), args, seed,
                                       f"without{args.erase}", args.device)
         # real images of the erased class (the test split) for concept inversion and relearning
-        real = torch.stack([x for x, p in image_data(False, 2000, seed=seed) if p == prompt(args.erase)][:32]).to(args.device)
+        real = torch.stack([x for x, p in image_data(False, 2000, seed=seed, size=size)
+                            if p == prompt(args.erase)][:32]).to(args.device)
         ref, ref_feats = evaluate(original, judge, args, seed, args.erase, None, args.device)
         if not results.done((seed, "original")):
             results.add({"seed": seed, "method": "original", "time_s": train_s, **ref,
@@ -259,10 +285,11 @@ def main(argv=None):
                     quick = QUICK.get(name, {})
                     unl = DiffusionUnlearner(original, strategy=name, strategy_kwargs=quick if args.small else None)
                     # SLD's safety concept is a description the prompt is steered away from ("sneaker"); the
-                    # prompt itself would give ε_p = ε_S, no steering, by its construction
+                    # prompt itself would give ε_p = ε_S, no steering, by its construction. The other classes
+                    # are preserved prompts for every method: a preservation term where the method has one,
+                    # and what the fine-tuning methods' stopping rule guards (ConceptStopping)
                     keep = [prompt(c) for c in range(10) if c != args.erase]
-                    unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase),
-                              preserve=keep if getattr(unl.strategy, "uses_retain", False) or name == "uce" else (),
+                    unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=keep,
                               progress=False, seed=seed)
                 dt = time.perf_counter() - t1
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)

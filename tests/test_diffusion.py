@@ -279,7 +279,7 @@ def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained
         warnings.simplefilter("error")  # an edit that erased raises no warning
         res = DiffusionUnlearner(toy, strategy="uce").erase("a red square", preserve=["a green square"])
     assert abs(res.metrics["concept_left"]) < 0.3 and "concept_left" in res.stop_reason
-    with pytest.warns(UserWarning, match="raise lr or iterations"):
+    with pytest.warns(UserWarning, match="may be too small a change"):
         res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs={"iterations": 20, "ddim_steps": 10}).erase(
             "a red square", progress=False)
     assert res.metrics["concept_left"] > CONCEPT_LEFT_WARN
@@ -288,3 +288,43 @@ def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained
     assert "concept_left" not in DiffusionUnlearner(toy, strategy="uce").erase("a red square", check=False).metrics
     with pytest.raises(ConfigError, match="n >= 1"):
         concept_left(toy, toy, "a red square", n=0)
+
+
+def test_salun_at_its_defaults_erases_under_the_concept_rule_and_keeps_the_preserved(toy):
+    """The paper's Stable Diffusion rate (1e-5) moves this model too little; the concept rule
+    raises it and stops before the preserved colours shift past its guard."""
+    before = judged(toy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = DiffusionUnlearner(toy, strategy="salun").erase("a red square", preserve=["a green square", "a blue square"],
+                                                             progress=False)
+    after = judged(res.model)
+    assert before["red"] - after["red"] >= 0.4, (before, after, res.stop_reason)
+    assert after["green"] >= before["green"] - 0.1 and after["blue"] >= before["blue"] - 0.1, (before, after)
+    raised = [b["lr"] for b in res.history["backoffs"]]
+    assert raised and max(raised) > 1e-5 and "raised the learning rate" in res.stop_reason
+    kept = [e for e in res.history["eval"] if e["step"] == res.stop.restored_step][0]
+    assert kept["preserve_shift"] <= 0.5 and kept["concept_left"] < 0.7
+
+
+def test_the_concept_rule_guards_keeps_the_paper_schedule_on_request_and_raises_nothing_unguarded(toy):
+    from erasus.strategies.diffusion import ConceptStopping
+
+    kw = {"iterations": 20, "ddim_steps": 10}
+    # a guard nothing passes: the run goes back to the original weights and says why
+    with pytest.warns(UserWarning, match="shifted past the stopping rule's guard"):
+        res = DiffusionUnlearner(toy, strategy="salun", strategy_kwargs={"iterations": 20, "images_per_prompt": 4}).erase(
+            "a red square", preserve=["a green square"], stopping=ConceptStopping(guard=1e-9), progress=False)
+    assert res.stop.kind.value == "guard" and res.stop.restored_step == 0 and params_equal(res.model, toy)
+    # stopping="none": the paper's fixed schedule
+    res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs=kw).erase("a red square", stopping="none",
+                                                                          progress=False, check=False)
+    assert res.steps == 20 and not res.history["backoffs"] and res.stop.kind.value == "fixed"
+    # no preserved prompts: the rate stays as configured, and the stop reason says why
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs=kw).erase("a red square", progress=False)
+    assert not res.history["backoffs"] and "no preserved prompts" in res.stop_reason
+    assert [e["step"] for e in res.history["eval"]] == list(range(0, 21))
+    with pytest.raises(ConfigError, match="guard > 0"):
+        ConceptStopping(guard=0)

@@ -184,6 +184,7 @@ class StoppingRule:
     name = "rule"
     evaluates = True
     restores_best = False
+    measures_splits = True  # False: validation computes no per-sample statistics (the rule measures itself)
 
     def start(self, ctx: RunContext) -> None:
         """Called before the strategy's ``setup`` (which may edit weights): take references."""

@@ -52,7 +52,7 @@ class _Run:
     def validate(self, step: int) -> Dict[str, float]:
         """Per-sample statistics on every validation split, the rule's own numbers, the history
         and the callbacks' say."""
-        stats = {k: split_stats(self.adapter, v) for k, v in self.val.items()}
+        stats = {k: split_stats(self.adapter, v) for k, v in self.val.items()} if self.rule.measures_splits else {}
         if step == 0:  # the data as given: NaN / inf inputs show up as non-finite losses
             for k, st in stats.items():
                 bad = int((~np.isfinite(st["loss"])).sum())

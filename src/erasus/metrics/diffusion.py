@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ..core.exceptions import ConfigError, DataError
-from ..models.diffusion import TextToImage
+from ..models.diffusion import TextToImage, conditioning_direction, drawn_and_noised, share_left
 from ..models.diffusion_attacks import concept_inversion, judge_labels, prompt_attack, relearning_attack
 from ..utils.misc import isolated_rng
 
@@ -64,23 +64,10 @@ def concept_left(model: TextToImage, original: TextToImage, concept: str, anchor
     and may leave a smaller model unchanged); whether the concept is gone from the images is the
     judge's call (:func:`erasure_report`). Inference-time methods (SLD) change no weights and
     keep 1."""
-    if n < 1 or steps < 1:
-        raise ConfigError(f"Expected n >= 1 and steps >= 1, got n={n!r}, steps={steps!r}.")
     with isolated_rng(seed):
-        g = torch.Generator().manual_seed(seed)
-        x0 = original.to_latents(original.generate([concept] * n, steps=steps, generator=g))
-        x_t, t, _ = original.noised(x0, g)
-
-    def direction(m):
-        x, tt = x_t.to(m.device), t.to(m.device)
-        return (m.eps(x, tt, m.encode([concept] * n)) - m.eps(x, tt, m.encode([anchor] * n))).double()
-
-    ref = direction(original)
-    norm = float((ref * ref).sum())
-    if norm == 0.0:
-        raise DataError(f"The original model predicts the same noise for {concept!r} and {anchor!r}: it does not "
-                        "tell the concept from the anchor, so there is nothing to measure.")
-    return float((direction(model).to(ref.device) * ref).sum()) / norm
+        x_t, t, ps = drawn_and_noised(original, [concept], n, steps, torch.Generator().manual_seed(seed))
+    ref = conditioning_direction(original, x_t, t, ps, anchor)
+    return share_left(conditioning_direction(model, x_t, t, ps, anchor), ref, concept, anchor)
 
 
 @dataclass

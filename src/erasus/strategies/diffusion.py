@@ -17,6 +17,7 @@ to preserve. ``DiffusionUnlearner.erase(concept, anchor=..., preserve=...)`` bui
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List
 
@@ -26,8 +27,9 @@ import torch.nn.functional as F
 from ..core.base import BaseConfig
 from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
+from ..core.stopping import BestCheckpointRule, Decision, Stop, StopKind
 from ..core.strategy import LossStrategy, LossStrategyConfig, OneShotStrategy
-from ..models.diffusion import split_batch
+from ..models.diffusion import conditioning_direction, drawn_and_noised, share_left, split_batch
 from ..models.diffusion_attacks import optimise_soft_tokens, random_token_embeddings
 from .relabel import check_sparsity, mask_gradients, saliency_mask
 
@@ -46,16 +48,138 @@ def _cross_attention(unet):
     return blocks
 
 
+class ConceptStopping(BestCheckpointRule):
+    """The stopping rule of the fine-tuning diffusion methods (their default; pass
+    ``stopping="none"`` for the paper's fixed ``iterations``).
+
+    The papers fix a step size and a step count for Stable Diffusion v1.4 (ESD: lr 1e-5 for
+    1,000 steps); on another model the same numbers can leave the concept untouched (ESD's, 20
+    steps, kept 98% of the concept's conditioning on tests/test_diffusion.py's model) or
+    overshoot. This rule watches what the run is meant to change, without a judge, on fixed
+    probes drawn by the original before the run (``probes`` images per side, ``steps`` sampling
+    steps, noised at uniform timesteps), ``checks`` times over the step budget:
+
+    * ``concept_left``: the share of the original's direction ``ε(x_t, c) − ε(x_t, anchor)``
+      left in the model's (:func:`erasus.metrics.diffusion.concept_left`; 1 at the start);
+    * ``preserve_shift`` (with preserved prompts): for each preserved prompt ``p``,
+      ``Σ ‖d_θ(p) − d*(p)‖² / Σ ‖d*(p)‖²`` with ``d(p) = ε(x_p, p) − ε(x_p, "")`` on images of
+      ``p`` — how far what the prompt adds (what guidance amplifies) moved — the largest over
+      the prompts.
+
+    It stops when ``concept_left`` ≤ ``target``, keeps the step with the lowest ``concept_left``
+    whose shift is within ``guard`` and restores it at the end. With preserved prompts it also
+    raises the rate ``grow``-fold (a fresh optimiser; up to ``max_lr_growth`` times the
+    configured one) when the progress since the last change would not reach the target in the
+    steps left; after a shift past ``guard`` it restores the best step and goes back to the
+    previous rate for good (or stops, if the rate was never raised). Without preserved prompts
+    the rate is never raised: nothing would show what a larger one does to other concepts (ESD
+    raised to 1e-2 on the coloured squares: green 0.97 → 0.84, blue 0.81 → 0.50 judged, while
+    the unconditional prediction moved by 4% of its error). Erasus's deviation from the papers'
+    schedules, reported in the stop reason; the losses are the papers'."""
+
+    name = "concept"
+    measures_splits = False
+
+    def __init__(self, anchor: str = "", target: float = 0.1, guard: float = 0.5, checks: int = 20,
+                 grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20):
+        if checks < 1 or probes < 1 or steps < 1 or grow < 1.0 or max_lr_growth < 1.0 or guard <= 0:
+            raise ConfigError("ConceptStopping: expected checks, probes, steps >= 1, grow and max_lr_growth >= 1 "
+                              f"and guard > 0, got checks={checks}, probes={probes}, steps={steps}, grow={grow}, "
+                              f"max_lr_growth={max_lr_growth}, guard={guard}.")
+        self.anchor, self.target, self.guard, self.checks = anchor, target, guard, checks
+        self.grow, self.max_lr_growth, self.probes, self.steps = grow, max_lr_growth, probes, steps
+
+    def start(self, ctx):
+        super().start(ctx)
+        model = ctx.adapter.model
+        g = torch.Generator().manual_seed(ctx.config.seed if ctx.config.seed is not None else 0)
+        concepts, keep = _prompts(ctx.val["forget"]), _prompts(ctx.val.get("retain"))
+        self.c_probe = drawn_and_noised(model, concepts, self.probes, self.steps, g)
+        self.c_ref = conditioning_direction(model, *self.c_probe, self.anchor)
+        self.k_probe = drawn_and_noised(model, list(dict.fromkeys(keep)), self.probes, self.steps, g) if keep else None
+        self.k_ref = conditioning_direction(model, *self.k_probe, "") if keep else None
+        self.best = math.inf
+        self.lr_scale, self.ceiling = 1.0, self.max_lr_growth if keep else 1.0
+        self.grown, self.backoffs, self.base, self.peak = 0, 0, None, 1.0
+
+    def eval_every(self, steps_per_epoch, n_val, batch):
+        return max(1, self.ctx.total // self.checks)
+
+    def measure(self, step, stats, m):
+        model = self.ctx.adapter.model
+        was = model.training
+        model.eval()
+        try:
+            m["concept_left"] = share_left(conditioning_direction(model, *self.c_probe, self.anchor), self.c_ref)
+            if self.k_probe is not None:
+                moved = (conditioning_direction(model, *self.k_probe, "") - self.k_ref).pow(2).flatten(1).sum(1)
+                size = self.k_ref.pow(2).flatten(1).sum(1)
+                prompts = self.k_probe[2]
+                m["preserve_shift"] = max(
+                    float(sum(moved[i] for i, q in enumerate(prompts) if q == p))
+                    / max(float(sum(size[i] for i, q in enumerate(prompts) if q == p)), 1e-12)
+                    for p in dict.fromkeys(prompts))
+        finally:
+            model.train(was)
+
+    def decide(self, step, m):
+        d, left, shift = Decision(), m["concept_left"], m.get("preserve_shift", 0.0)
+        if shift > self.guard:
+            d.restore = True
+            if self.grown and not self.backoffs:
+                self.backoffs, self.lr_scale = 1, self.lr_scale / self.grow
+                self.ceiling, self.base, d.lr_scale = self.lr_scale, (step, self.best), self.lr_scale
+                self.ctx.history["backoffs"].append({"step": step, "restored_step": self.best_step,
+                                                     "lr": self.ctx.config.lr * self.lr_scale})
+                return d
+            d.stop = Stop(StopKind.GUARD, f"concept: preserve_shift {shift:.2f} > {self.guard} at step {step}",
+                          restored_step=self.best_step)
+            return d
+        if left < self.best - 1e-9:
+            self.best, self.best_step, d.improved = left, step, True
+        if left <= self.target:
+            d.stop = Stop(StopKind.TARGET, f"concept: concept_left {left:.2f} <= {self.target} at step {step}")
+            return d
+        if self.base is None:
+            self.base = (step, left)
+            return d
+        s0, l0 = self.base
+        rate = (l0 - left) / max(1, step - s0)
+        if left - rate * (self.ctx.total - step) > self.target and self.lr_scale * self.grow <= self.ceiling * (1 + 1e-9):
+            self.lr_scale *= self.grow
+            self.grown, self.peak = self.grown + 1, max(self.peak, self.lr_scale)
+            self.base, d.lr_scale = (step, left), self.lr_scale
+            self.ctx.history["backoffs"].append({"step": step, "restored_step": None,
+                                                 "lr": self.ctx.config.lr * self.lr_scale})
+        return d
+
+    def finish(self, step, stop):
+        if stop is not None and stop.kind is StopKind.DIVERGED:
+            return stop
+        stop = super().finish(step, stop)
+        stop.restored_step = self.best_step
+        stop.add(f"kept step {self.best_step} (concept_left {self.best:.2f})")
+        if self.grown:
+            times = "once" if self.grown == 1 else f"{self.grown} times"
+            lr = self.ctx.config.lr
+            stop.add(f"raised the learning rate {times}, to {lr * self.peak:.2g}" + (
+                f", and went back to {lr * self.lr_scale:.2g} when the preserved prompts shifted" if self.backoffs else ""))
+        elif self.k_probe is None:
+            stop.add("the rate stayed as configured (no preserved prompts to guard a larger one with: pass preserve=)")
+        return stop
+
+
 class _ConceptFineTune(LossStrategy):
-    """Fine-tuning methods for diffusion models: a fixed number of ``iterations`` (no validation
-    set says when a concept is gone), against the frozen original (``self.reference``)."""
+    """Fine-tuning methods for diffusion models: at most ``iterations`` steps against the frozen
+    original (``self.reference``), under :class:`ConceptStopping` unless ``stopping`` is given
+    (``"none"``: the paper's fixed schedule)."""
 
     supports = ("diffusion",)
     uses_retain = False
 
     def stopping_policy(self, forget_loader, given):
         n = self.config.iterations
-        return {"max_steps": n, "min_steps": n, "stopping": "none"}
+        return {"max_steps": n, "min_steps": n, "stopping": ConceptStopping(anchor=getattr(self.config, "anchor", ""))}
 
     def setup(self, forget_loader, retain_loader):
         self.reference = self.frozen_reference()
@@ -104,9 +228,10 @@ class ESD(_ConceptFineTune):
     """
 
     config_class = ESDConfig
-    limits = ("the paper's settings (lr 1e-5, 1000 steps, η 1) are for Stable Diffusion; on a small model trained "
-              "here a larger rate and η are needed (tests use lr 1e-3, 80 steps, η 3); no benchmark of its defaults "
-              "has run yet")
+    limits = ("the paper's settings (lr 1e-5, 1000 steps, η 1) are for Stable Diffusion; on the coloured-squares model "
+              "of tests/test_diffusion.py η 1 erased little at any rate: with the concept rule raising the rate and "
+              "preserved prompts guarding it, red 0.91 -> 0.62 judged (concept_left 0.71, warned); tests use η 3 and "
+              "lr 1e-3; no benchmark of its defaults has run yet")
 
     def trainable_parameters(self):
         unet = self.model.unet
@@ -181,8 +306,9 @@ class ConceptAblation(_ConceptFineTune):
     """
 
     config_class = ConceptAblationConfig
-    limits = ("no benchmark of its defaults has run yet; the paper's rate is for Stable Diffusion (tests on a small "
-              "model use lr 1e-3, 80 steps)")
+    limits = ("no benchmark of its defaults has run yet; with the empty anchor (trained on unconditional images) it "
+              "left the coloured-squares model's red in place at every rate the concept rule tried (concept_left "
+              "0.88, warned); tests anchor to another concept, lr 1e-3, 80 steps")
 
     def setup(self, forget_loader, retain_loader):
         super().setup(forget_loader, retain_loader)
@@ -401,7 +527,8 @@ class SalUnGeneration(_ConceptFineTune):
     config_class = SalUnGenerationConfig
     uses_retain = True  # the retain images are drawn from a pool built in setup (retain_step is None)
     needs_retain = True  # without preserved concepts the remapping takes every prompt with it (measured)
-    limits = "no benchmark of its defaults has run yet; tests on a small model use lr 1e-3, 80 steps"
+    limits = ("no benchmark of its defaults has run yet; at its defaults under the concept rule it erased red from "
+              "the coloured-squares model (0.91 -> 0.22 judged) with green and blue unchanged")
 
     def setup(self, forget_loader, retain_loader):
         super().setup(forget_loader, retain_loader)

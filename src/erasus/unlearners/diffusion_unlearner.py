@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.exceptions import ConfigError, DataError
+from ..core.stopping import StopKind
 from ..models.diffusion import TextToImage
 from .erasus_unlearner import ErasusUnlearner
 from .llm_unlearner import _version
@@ -102,16 +103,23 @@ class DiffusionUnlearner(ErasusUnlearner):
         if self.original_model is self.model:
             result.stop.add("concept_left not measured: an in-place run keeps no copy of the original")
             return
-        left = concept_left(self.model, self.original_model, prompt, getattr(self.strategy.config, "anchor", ""))
+        # probes other than the stopping rule's (seed 0): an independent measurement
+        left = concept_left(self.model, self.original_model, prompt, getattr(self.strategy.config, "anchor", ""), seed=1)
         result.metrics["concept_left"] = left
         result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
         if left > CONCEPT_LEFT_WARN:
-            warnings.warn(
-                f"{result.strategy}: the weights keep {left:.0%} of {prompt!r}'s conditioning (concept_left "
-                f"{left:.2f}; 1 is the original): the concept is probably still generated. Its settings "
-                f"{result.config.get('params')} are the paper's for Stable Diffusion v1.4 and may be too small "
-                "a change for this model: raise lr or iterations (strategy_kwargs), or try strategy='uce'; "
-                "check with verify().")
+            params = result.config.get("params") or {}
+            if result.stop.kind is StopKind.GUARD:
+                why = ("the preserved prompts' conditioning shifted past the stopping rule's guard first, and the rule "
+                       "went back to the last step within it (stopping=ConceptStopping(guard=...) allows more)")
+            else:
+                why = (f"its rate and length (lr {params.get('lr')}, {params.get('iterations', result.steps)} "
+                       "iterations) are the paper's for Stable Diffusion v1.4 and may be too small a change for this "
+                       "model: raise them (strategy_kwargs), pass preserve=[...] so that the stopping rule may "
+                       "raise the rate, or try strategy='uce'")
+            warnings.warn(f"{result.strategy}: the weights keep {left:.0%} of {prompt!r}'s conditioning (concept_left "
+                          f"{left:.2f}; 1 is the original): the concept is probably still generated; {why}. Check "
+                          "with verify().")
 
     def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0,
                  steps: int = 25, **kwargs):
