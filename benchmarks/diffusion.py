@@ -192,6 +192,20 @@ def evaluate(model, judge, args, seed, erase, ref_feats, device):
             "per_class": acc, "kid": kid(ref_feats, feats) if ref_feats is not None else 0.0}, feats
 
 
+#: ``--preset cpu``: a model a CPU trains in about 25 minutes (1.9 steps/s on 2 cores)
+CPU_PRESET = (("--image-size", 16), ("--attention", "low"), ("--width", 32), ("--train-steps", 3000), ("--batch", 64),
+              ("--seeds", "0"), ("--n-images", 100), ("--name", "diffusion-cpu"))
+
+
+def apply_preset(args, argv) -> None:
+    """``--preset cpu``'s settings, where the command line does not set them itself."""
+    if args.preset != "cpu":
+        return
+    for flag, value in CPU_PRESET:
+        if not any(a == flag or a.startswith(flag + "=") for a in argv):
+            setattr(args, flag[2:].replace("-", "_"), value)
+
+
 def main(argv=None):
     from erasus.core import list_registered
     from erasus.experiments import ResultsFile, hardware, run_meta
@@ -234,12 +248,7 @@ def main(argv=None):
 
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
-    if args.preset == "cpu":
-        given = set(argv if argv is not None else sys.argv[1:])
-        for flag, value in (("--image-size", 16), ("--attention", "low"), ("--width", 32), ("--train-steps", 3000),
-                            ("--batch", 64), ("--seeds", "0"), ("--n-images", 100), ("--name", "diffusion-cpu")):
-            if not any(a == flag or a.startswith(flag + "=") for a in given):
-                setattr(args, flag[2:].replace("-", "_"), value)
+    apply_preset(args, argv if argv is not None else sys.argv[1:])
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
     n_train = 1000 if args.small else None
