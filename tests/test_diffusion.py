@@ -340,8 +340,8 @@ def test_the_benchmarks_cpu_preset_fills_only_what_the_command_line_leaves_out()
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = argparse.Namespace(preset="cpu", image_size=32, attention="high", width=64, train_steps=20000, batch=128,
-                              seeds="0,1", n_images=200, name="diffusion")
+                              seeds="0,1", n_images=200, guidance=5.0, name="diffusion")
     bench.apply_preset(args, ["--preset", "cpu", "--seeds", "0,1", "--width=48"])
-    assert (args.image_size, args.attention, args.train_steps, args.batch, args.n_images, args.name) == (
-        16, "low", 3000, 64, 100, "diffusion-cpu")
+    assert (args.image_size, args.attention, args.train_steps, args.batch, args.n_images, args.guidance, args.name) == (
+        16, "low", 3000, 64, 100, 1.5, "diffusion-cpu")
     assert args.seeds == "0,1" and args.width == 64  # given on the command line: kept
