@@ -299,11 +299,12 @@ def main(argv=None):
                     # are preserved prompts for every method: a preservation term where the method has one,
                     # and what the fine-tuning methods' stopping rule guards (ConceptStopping)
                     keep = [prompt(c) for c in range(10) if c != args.erase]
-                    unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=keep,
-                              progress=False, seed=seed)
+                    res = unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=keep,
+                                    progress=False, seed=seed)
                 dt = time.perf_counter() - t1
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
-                row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, **r,
+                row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, "steps": res.steps,
+                       "stop": res.stop_reason, "concept_left": res.metrics.get("concept_left"), **r,
                        **attacks(unl.model, jf, args, seed, args.erase, real)}
             except Exception as e:  # a method that fails is a row that says so
                 row = {"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]}
