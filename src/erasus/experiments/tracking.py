@@ -19,6 +19,7 @@ import shutil
 import struct
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -182,8 +183,17 @@ class _WandbBackend:
                 self._run.summary[k] = v
         for p in map(Path, files):
             shutil.copy2(p, Path(self._run.dir) / p.name)
-        self._run.finish()
+        self._finish(self._run)
         self._run = None
+
+    def _finish(self, run) -> None:
+        """``run.finish()``, then wait until the run's transaction log ends with its exit
+        record: W&B's service writes the log on its own and ``finish`` can return before the
+        last records reach the file (measured: a run read back at once lacked its history
+        about once in twenty)."""
+        log = Path(run.dir).parent / f"run-{run.id}.wandb"
+        run.finish()
+        _wait_for_exit(log)
 
     def record(self, ref, rows, files) -> None:
         run = self._init(id=ref, resume="allow")
@@ -192,22 +202,18 @@ class _WandbBackend:
             for p in map(Path, files):
                 shutil.copy2(p, Path(run.dir) / p.name)
         finally:
-            run.finish()
+            self._finish(run)
 
     def read(self, ref) -> Dict[str, Any]:
         """Parameters and metrics of run ``ref`` read back from its offline files (every
         folder written for it: the run and any resumed part)."""
-        from wandb.proto import wandb_internal_pb2 as pb
-
         params, rows = {}, []
         found = sorted((self.directory / "wandb").glob(f"offline-run-*-{ref}/run-{ref}.wandb")) + sorted(
             (self.directory / "wandb").glob(f"offline-run-*-{ref}-*/run-{ref}.wandb"))
         if not found:
             raise ConfigError(f"No offline W&B run {ref!r} under {self.directory / 'wandb'}.")
         for f in found:
-            for data in _wandb_records(f):
-                rec = pb.Record()
-                rec.ParseFromString(data)
+            for rec in _wait_for_exit(f):
                 kind = rec.WhichOneof("record_type")
                 if kind in ("run", "config"):                  # the config arrives with the run or later
                     updates = (rec.run.config if kind == "run" else rec.config).update
@@ -220,11 +226,39 @@ class _WandbBackend:
         return {"params": params, "metrics": rows}
 
 
+def _wait_for_exit(path: Path, timeout: float = 30.0) -> list:
+    """The parsed records of the W&B transaction log ``path`` once it holds the run's exit
+    record, polled for up to ``timeout`` seconds (a run still open, or one that crashed, has
+    none: then the records there are, with a warning)."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = []
+        try:
+            for data in _wandb_records(path) if Path(path).exists() else ():
+                rec = pb.Record()
+                rec.ParseFromString(data)
+                records.append(rec)
+        except DecodeError:                        # a record half written: read again
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            warnings.warn(f"{path} has no exit record after {timeout:.0f} s: the run is still open or "
+                          "did not finish; reading the records written so far.")
+            return records
+        time.sleep(0.05)
+
+
 def _wandb_records(path: Path):
     """The records of a W&B transaction log (``run-*.wandb``): a 7-byte header (``:W&B``, a
     magic number, a version), then LevelDB's log format: 32 KiB blocks of chunks, each with a
     7-byte header (CRC, length, type: 1 full, 2 first, 3 middle, 4 last)."""
     data = Path(path).read_bytes()
+    if len(data) < 7:                                                 # not written yet
+        return
     if data[:4] != b":W&B":
         raise ConfigError(f"{path} is not a W&B run file (expected the ':W&B' header).")
     pos, block, parts = 7, 32768, b""
@@ -233,6 +267,8 @@ def _wandb_records(path: Path):
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):                              # still being written
+            return
         chunk = data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind == 1:
