@@ -237,17 +237,15 @@ def _wait_for_exit(path: Path, timeout: float = 30.0) -> list:
     while True:
         records = []
         try:
-            for data in _wandb_records(path) if Path(path).exists() else ():
-                rec = pb.Record()
-                rec.ParseFromString(data)
-                records.append(rec)
-        except DecodeError:                        # a record half written: read again
-            records = []
+            for data in _wandb_records(path):
+                records.append(pb.Record.FromString(data))
+        except (DecodeError, FileNotFoundError):   # not created yet, or a record half written: read again
+            pass
         if any(r.WhichOneof("record_type") == "exit" for r in records):
             return records
         if time.monotonic() > deadline:
-            warnings.warn(f"{path} has no exit record after {timeout:.0f} s: the run is still open or "
-                          "did not finish; reading the records written so far.")
+            warnings.warn(f"{path} has no readable exit record after {timeout:.0f} s: the run is still open, did "
+                          "not finish or its log is damaged; reading the records that parse.")
             return records
         time.sleep(0.05)
 
