@@ -104,6 +104,21 @@ def test_uce_maps_the_concept_to_the_anchor_in_closed_form(toy):
     assert n == 8
 
 
+def test_device_keeps_the_original_for_the_check_and_a_second_erase_starts_from_it(toy):
+    """``device=...`` works on a copy of the model on that device and keeps that copy as the
+    original: erase's check still compares with it (it once read as an in-place run and measured
+    nothing), a second erase starts from the original rather than from the first one's result, and
+    the caller's model is untouched."""
+    snapshot = copy.deepcopy(toy.state_dict())
+    unl = DiffusionUnlearner(toy, strategy="uce", device="cpu")
+    first = unl.erase("a red square", preserve=["a green square"])
+    assert abs(first.metrics["concept_left"]) < 0.3, first.stop_reason
+    second = unl.erase("a red square", preserve=["a green square"])
+    assert abs(second.metrics["concept_left"] - first.metrics["concept_left"]) < 1e-4
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(first.model.parameters(), second.model.parameters()))
+    assert all(torch.equal(v, snapshot[k]) for k, v in toy.state_dict().items()), "the caller's model changed"
+
+
 def test_a_saved_model_reloads_and_generates_the_same_images(toy, tmp_path):
     unl = DiffusionUnlearner(toy, strategy="sld", strategy_kwargs={"warmup_steps": 2})
     unl.erase("red", progress=False)

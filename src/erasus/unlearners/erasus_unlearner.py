@@ -5,6 +5,7 @@ import copy
 import time
 from typing import Any, Dict, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 from ..core.coreset import Coreset
@@ -27,7 +28,9 @@ class ErasusUnlearner:
     (``benchmarks/results/classification.md``, ``demo.md``, ``bare_calls.md``; the README's
     "Default strategy" says by how much); NegGrad+ was the default before. The caller's model is
     never modified unless ``inplace=True``; the unlearned model is ``result.model`` (and
-    ``unlearner.model``).
+    ``unlearner.model``). ``device``: where the run happens; the caller's model stays where it is
+    and a copy on that device is the original the run starts from and the checks compare with
+    (``inplace=True`` moves the caller's model instead and changes it).
     """
 
     def __init__(self, model: nn.Module, strategy: Union[str, Any] = "wga", selector: Union[str, Any, None] = None,
@@ -43,9 +46,10 @@ class ErasusUnlearner:
             device = resolve_device(device)
             if inplace:
                 model.to(device)
-            else:
+            elif next(iter(model.parameters()), torch.empty(0)).device != device:
+                # an untouched copy on the device: the run changes a copy of it in turn, so that the
+                # checks and verify() compare with the original and a second fit() starts from it
                 model = copy.deepcopy(model).to(device)
-                inplace = True  # the copy is ours to change
         self.original_model = model
         self.model = model
         self.adapter = wrap(model)
