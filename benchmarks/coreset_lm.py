@@ -17,7 +17,6 @@ Time includes selection.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -40,7 +39,6 @@ def main(argv=None) -> None:
     from erasus.experiments import ResultsFile, hardware, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
-    from erasus.utils.io import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--forget", default="forget10")
@@ -68,8 +66,9 @@ def main(argv=None) -> None:
 
     args = parse_benchmark_args(p, argv)
     if args.render:
-        d = json.loads((Path(args.out) / f"{args.name}.json").read_text())
-        atomic_write_text(Path(args.out) / f"{args.name}.md", markdown(d["rows"], d["meta"]))
+        from erasus.experiments.runner import rerender
+
+        rerender(args.out, args.name, markdown)
         return
     args.arch, args.max_tokens, args.device = "gpt2", None, torch.device("cpu")
     torch.set_num_threads(args.threads)

@@ -244,12 +244,18 @@ def main(argv=None):
                         "only the (seed, method) cells it lacks (results are written after every row)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="start no new method after this many minutes; the same command with --resume goes on")
+    p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)")
     from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
     apply_preset(args, argv if argv is not None else sys.argv[1:])
+    if args.render:
+        from erasus.experiments.runner import rerender
+
+        print(rerender(args.out, args.name, lambda rows, meta: markdown(meta, rows, args.erase)).read_text())
+        return
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5
     n_train = 1000 if args.small else None
@@ -332,8 +338,12 @@ def markdown(meta, rows, erase) -> str:
              "After each attack, the erasure left (%): prompt search (UnlearnDiffAtk-style), concept inversion, "
              "relearning; a method is broken by an attack when its erasure after it is more than 10 points below the "
              "retrained model's.", "",
+             "steps: the fine-tuning steps the method kept (its stopping rule's choice); concept_left: how much of "
+             "the concept's conditioning the weights keep by erase's own check (1: as before, 0: the prompt acts as its "
+             "anchor); seeds: the seeds a row averages.", "",
              "| method | erasure (%) | retention (%) | KID | after prompt search | after inversion | after relearning | "
-             "broken by | time (s) | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "broken by | steps | concept_left | time (s) | seeds | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     gold = {a: np.mean([r[a] for r in rows if r["method"] == "retrain" and a in r] or [np.nan])
             for a in ("prompt_attack", "concept_inversion", "relearning")}
     for name in dict.fromkeys(r["method"] for r in rows):
@@ -341,13 +351,36 @@ def markdown(meta, rows, erase) -> str:
         ok = [r for r in rs if "error" not in r]
         after = {a: [r[a] for r in ok if a in r] for a in gold}
         broken = [a for a, v in after.items() if v and name not in ("retrain",) and np.mean(v) < gold[a] - 0.1]
+        steps = [r["steps"] for r in ok if r.get("steps") is not None]
         lines.append(f"| {name} | {pm([r['erasure'] for r in ok])} | {pm([r['retention'] for r in ok])} | "
                      f"{pm([r['kid'] for r in ok], pct=False)} | "
                      + " | ".join(pm(after[a]) for a in gold)
-                     + f" | {', '.join(broken) or '-'} | "
+                     + f" | {', '.join(broken) or '-'} | {'/'.join(str(n) for n in steps) or '-'} | "
+                     f"{pm([r.get('concept_left') for r in ok], pct=False)} | "
                      f"{np.mean([r['time_s'] for r in ok]) if ok else float('nan'):.1f} | "
+                     f"{','.join(str(r['seed']) for r in ok) or '-'} | "
                      f"{'; '.join(r['error'] for r in rs if 'error' in r)} |")
+    lines += ["", criterion(rows)]
+    stops = [r for r in rows if r.get("stop")]
+    if stops:
+        lines += ["", "Why each run stopped:", ""] + [f"- {r['method']}, seed {r['seed']}: {r['stop']}" for r in stops]
     return "\n".join(lines) + "\n"
+
+
+def criterion(rows, erasure=0.9, points=5.0) -> str:
+    """Which methods reach ``erasure`` on average over their seeds with mean retention within
+    ``points`` of the original's (measured at the same seeds)."""
+    orig = {r["seed"]: r["retention"] for r in rows if r["method"] == "original" and "error" not in r}
+    met, near = [], []
+    for name in dict.fromkeys(r["method"] for r in rows):
+        ok = [r for r in rows if r["method"] == name and "error" not in r and r["seed"] in orig]
+        if name in ("original", "retrain") or not ok:
+            continue
+        e = np.mean([r["erasure"] for r in ok])
+        gap = 100 * np.mean([orig[r["seed"]] - r["retention"] for r in ok])
+        (met if e >= erasure and gap <= points else near).append(f"{name} ({100 * e:.1f}%, {gap:+.1f} points)")
+    return (f"At least {100 * erasure:.0f}% erasure with retention at most {points:g} points below the original's "
+            f"(mean over seeds; erasure, retention lost): {', '.join(met) or 'none'}; not: {', '.join(near) or 'none'}.")
 
 
 if __name__ == "__main__":

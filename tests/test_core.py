@@ -262,6 +262,26 @@ def test_results_file_stops_on_max_minutes_and_says_how_to_go_on(tmp_path):
     assert data["meta"]["partial"] is True and "--resume" in data["meta"]["stopped"] and "--resume" in md
 
 
+def test_rerender_rewrites_the_table_from_the_json_and_keeps_the_partial_note(tmp_path):
+    """A benchmark's ``--render``: the markdown is rebuilt from the JSON's rows with a new layout,
+    a partial file still says it is partial, and a missing file is an error naming the path."""
+    import pytest
+
+    from erasus.exceptions import DataError
+    from erasus.experiments.runner import rerender
+
+    res = _results_file(tmp_path, "a")
+    res.add({"m": 1, "v": 2})
+    res.add({"m": 2, "v": 3})
+    path = rerender(tmp_path, "r", lambda rows, meta: f"sum {sum(r['v'] for r in rows)}\n")
+    assert path == tmp_path / "r.md" and path.read_text().startswith("> **Partial results** (2 rows")
+    assert path.read_text().endswith("sum 5\n")
+    res.finish()
+    assert rerender(tmp_path, "r", lambda rows, meta: f"n {len(rows)}\n").read_text() == "n 2\n"
+    with pytest.raises(DataError, match="nothing.json"):
+        rerender(tmp_path, "nothing", lambda rows, meta: "")
+
+
 def test_resolve_device_refuses_a_gpu_torch_cannot_use(monkeypatch):
     """A CUDA device torch does not see is an error that says so before any work starts, from
     the library (``ErasusUnlearner(device=...)``) and from every benchmark's ``--device``."""

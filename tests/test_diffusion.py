@@ -345,8 +345,7 @@ def test_the_concept_rule_guards_keeps_the_paper_schedule_on_request_and_raises_
         ConceptStopping(guard=0)
 
 
-def test_the_benchmarks_cpu_preset_fills_only_what_the_command_line_leaves_out():
-    import argparse
+def _bench():
     import importlib.util
     from pathlib import Path
 
@@ -354,9 +353,31 @@ def test_the_benchmarks_cpu_preset_fills_only_what_the_command_line_leaves_out()
         "diffusion_bench", Path(__file__).resolve().parent.parent / "benchmarks" / "diffusion.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmarks_cpu_preset_fills_only_what_the_command_line_leaves_out():
+    import argparse
+
+    bench = _bench()
     args = argparse.Namespace(preset="cpu", image_size=32, attention="high", width=64, train_steps=20000, batch=128,
                               seeds="0,1", n_images=200, guidance=5.0, name="diffusion")
     bench.apply_preset(args, ["--preset", "cpu", "--seeds", "0,1", "--width=48"])
     assert (args.image_size, args.attention, args.train_steps, args.batch, args.n_images, args.guidance, args.name) == (
         16, "low", 3000, 64, 100, 1.5, "diffusion-cpu")
     assert args.seeds == "0,1" and args.width == 64  # given on the command line: kept
+
+
+def test_the_benchmarks_criterion_compares_each_seed_with_that_seeds_original():
+    """The results' summary line: a method meets it with mean erasure ≥ 90% and mean retention at
+    most 5 points below the original's at the same seeds; one seed's failure can sink the mean."""
+    rows = [{"seed": s, "method": "original", "erasure": 0.3, "retention": r} for s, r in ((0, 0.75), (1, 0.65))]
+    rows += [{"seed": 0, "method": "a", "erasure": 0.99, "retention": 0.74},
+             {"seed": 1, "method": "a", "erasure": 0.95, "retention": 0.62},
+             {"seed": 0, "method": "b", "erasure": 0.99, "retention": 0.74},
+             {"seed": 1, "method": "b", "erasure": 0.70, "retention": 0.65},
+             {"seed": 0, "method": "c", "erasure": 0.99, "retention": 0.60},
+             {"seed": 1, "method": "d", "error": "ValueError: x"}]
+    line = _bench().criterion(rows)
+    assert "original's (mean over seeds; erasure, retention lost): a (97.0%, +2.0 points); not: b (84.5%, +0.5 " \
+           "points), c (99.0%, +15.0 points)." in line, line

@@ -217,12 +217,7 @@ class ResultsFile:
             self.meta["partial"] = partial
             self.meta["total_min"] = total
             rows = self.all_rows()
-            md = self.render(rows, self.meta)
-            if partial:
-                why = self.meta.get("stopped") or ("the run is going on, or was cut off; the same command with "
-                                                   "--resume runs the cells that are missing")
-                md = f"> **Partial results** ({len(rows)} rows, {total:.1f} min): {why}.\n\n" + md
-            return write_results(self.dir, self.name, self.meta, rows, md)
+            return write_results(self.dir, self.name, self.meta, rows, rendered(self.render, rows, self.meta))
 
     def finish(self, **meta):
         """The last write: ``meta["partial"]`` is false unless a cell was skipped on
@@ -233,6 +228,35 @@ class ResultsFile:
             return self.write(partial=True, **meta)
         self.meta.pop("stopped", None)
         return self.write(partial=False, **meta)
+
+
+def rendered(render, rows: List[dict], meta: dict) -> str:
+    """``render(rows, meta)``, headed by a note when ``meta["partial"]`` says the run is not
+    complete (going on, cut off, or stopped on ``--max-minutes``)."""
+    md = render(rows, meta)
+    if meta.get("partial"):
+        why = meta.get("stopped") or ("the run is going on, or was cut off; the same command with --resume runs the "
+                                      "cells that are missing")
+        md = f"> **Partial results** ({len(rows)} rows, {meta.get('total_min', 0.0):.1f} min): {why}.\n\n" + md
+    return md
+
+
+def rerender(out, name: str, render):
+    """Rewrite ``<out>/<name>.md`` from ``<name>.json`` with ``render(rows, meta)`` (a
+    benchmark's ``--render``: the table's layout changed; nothing runs). Returns the path."""
+    import json
+    from pathlib import Path
+
+    from ..exceptions import DataError
+    from ..utils.io import atomic_write_text
+
+    path = Path(out) / f"{name}.json"
+    if not path.exists():
+        raise DataError(f"No results to render at {path}: run the benchmark first (or pass --out/--name).")
+    data = json.loads(path.read_text())
+    md_path = path.with_suffix(".md")
+    atomic_write_text(md_path, rendered(render, data["rows"], data["meta"]))
+    return md_path
 
 
 def hardware(device=None) -> str:
