@@ -14,6 +14,12 @@ from ..core.callbacks import UnlearningResult
 from ..utils.data import check_nonempty
 
 
+def _already_on(model: nn.Module, device: torch.device) -> bool:
+    """Whether the model's parameters are on ``device`` (``cuda`` without an index: any GPU)."""
+    p = next(iter(model.parameters()), None)
+    return p is None or (p.device.type == device.type and device.index in (None, p.device.index))
+
+
 class ErasusUnlearner:
     """High-level API for any model an adapter supports.
 
@@ -46,7 +52,7 @@ class ErasusUnlearner:
             device = resolve_device(device)
             if inplace:
                 model.to(device)
-            elif next(iter(model.parameters()), torch.empty(0)).device != device:
+            elif not _already_on(model, device):
                 # an untouched copy on the device: the run changes a copy of it in turn, so that the
                 # checks and verify() compare with the original and a second fit() starts from it
                 model = copy.deepcopy(model).to(device)
