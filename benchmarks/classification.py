@@ -18,13 +18,12 @@ COLLAPSE when test accuracy drops more than 10 points below the original's.
     python benchmarks/classification.py                # full protocol, ~45 min on 2 CPU cores
     python benchmarks/classification.py --seeds 0 --scenarios class --strategies scrub
     python benchmarks/classification.py --calls bare --merge   # the bare-call section (no held-out data)
+    python benchmarks/classification.py --resume               # go on after a run that was cut off
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -116,8 +115,8 @@ SKIPPED_NOTE = (
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
-    from erasus.experiments import format_table, run_meta, run_scenario
-    from erasus.utils.io import atomic_write_text
+    from erasus.experiments import ResultsFile, format_table, run_meta, run_scenario
+    from erasus.experiments.runner import rerender
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
@@ -140,72 +139,53 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="replace only the (scenario, method, seed) rows this run produces in an existing "
                         "results/<name>.json; all other rows are kept and the runs are recorded in meta")
+    p.add_argument("--resume", action="store_true",
+                   help="go on where a cut-off run stopped: keep the rows of results/<name>.json and run only the "
+                        "(seed, scenario) units it lacks (results are written after every row)")
     from erasus.experiments.benchargs import parse_benchmark_args
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
 
     out = Path(args.out)
-    if args.render:
-        data = json.loads((out / f"{args.name}.json").read_text())
-        data["aggregate"] = aggregate(data["rows"])
-        skipped = [n for n in list_registered("strategy") if getattr(get("strategy", n), "needs_training_records", False)]
-        md = markdown(data["aggregate"], data["meta"]) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
-        atomic_write_text(out / f"{args.name}.json", json.dumps(data, indent=2))
-        atomic_write_text(out / f"{args.name}.md", md)
-        print(md)
-        return
-
-    torch.set_num_threads(args.threads)
     # strategies that need records made while the original was trained (amnesiac) cannot run on
     # this protocol's models; they are named in the results file and tested elsewhere
     skipped = [n for n in list_registered("strategy") if getattr(get("strategy", n), "needs_training_records", False)]
+
+    def render(rows, meta):
+        return markdown(aggregate(rows), meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
+
+    if args.render:
+        print(rerender(out, args.name, render).read_text())
+        return
+
+    torch.set_num_threads(args.threads)
     strategies = [n for n in list_registered("strategy", family="classifier") if n not in skipped] if args.strategies == "all" else [
         resolve("strategy", s) for s in args.strategies.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     task = fashion_mnist_task(n_train=args.n_train, cache_dir=Path(args.cache), epochs=args.epochs, progress=True)
-    t0 = time.perf_counter()
-    key = lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout"))  # noqa: E731
-    base = json.loads((out / f"{args.name}.json").read_text()) if args.merge and (out / f"{args.name}.json").exists() \
-        else None
-
-    def save(rows, done):
-        """Write the results so far (after every scenario: a long run that is stopped keeps what it
-        finished); with --merge, over the rows of the file as it was when the run started."""
-        meta = run_meta(Path(__file__).name, argv or None, seeds=seeds, total_min=(time.perf_counter() - t0) / 60)
-        command = meta["command"] + ("" if done else f" (stopped early: {len(rows)} rows)")
-        meta["runs"] = [command]
-        merged = rows
-        if base is not None:
-            rerun = {key(r) for r in rows}
-            merged = [r for r in base["rows"] if key(r) not in rerun] + rows
-            meta["runs"] = base["meta"].get("runs", [base["meta"]["command"]]) + [command]
-            meta["total_min"] += base["meta"].get("total_min", 0.0)
-        agg = aggregate(merged)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": merged, "aggregate": agg},
-                                                                indent=2))
-        md = markdown(agg, meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
-        atomic_write_text(out / f"{args.name}.md", md)
-        return md
-
-    rows = []
+    # written after every row (a long run that is stopped keeps what it finished); with --merge
+    # over the file's other rows
+    results = ResultsFile(out, args.name, lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout")),
+                          render, run_meta(Path(__file__).name, argv or None, seeds=seeds),
+                          "resume" if args.resume else "merge" if args.merge else "new")
+    calls = tuple(args.calls.split(","))
     for seed in seeds:
         for kind in args.scenarios.split(","):
             split = task.split(kind, fraction=0.1, forget_class=args.forget_class, seed=seed)
+            if all(results.done((split.kind, m, seed, c)) for m in strategies for c in calls):
+                continue
             print(f"\n== seed {seed}: {split.kind} ({len(split.dataset.forget_indices)} forget samples) ==", flush=True)
-            calls = tuple(args.calls.split(","))
             rs = run_scenario(task, split, strategies, seed=seed, progress=True, calls=calls)
             print(format_table(rs), flush=True)
             for r in rs:
                 d = r.to_dict()
                 if d["method"] in ("original", "retrain") and "holdout" not in calls:
                     d["call"] = "bare"  # the references of a bare-only run belong to its section
-                rows.append(d)
-            save(rows, done=False)
-    print("\n" + save(rows, done=True))
-    track_results(args, args.name, json.loads((out / f"{args.name}.json").read_text())["meta"], rows,
-                  [out / f"{args.name}.md", out / f"{args.name}.json"])
+                results.add(d)
+    written = results.finish()
+    print("\n" + written.read_text())
+    track_results(args, args.name, results.meta, results.rows, [written, written.with_suffix(".json")])
 
 
 if __name__ == "__main__":
