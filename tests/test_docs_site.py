@@ -30,3 +30,12 @@ def test_every_image_the_docs_and_readme_show_is_committed():
     for md in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         for src in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md.read_text()):
             assert (md.parent / src).is_file(), (md.name, src)
+
+
+def test_every_results_file_is_linked_from_the_benchmarks_page():
+    """A committed results file is a page of the site; the benchmarks page lists each one, so
+    that none is reachable only by its address (the diffusion results once were)."""
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    missing = [md.name for md in sorted((ROOT / "benchmarks" / "results").glob("*.md"))
+               if f"(results/{md.name})" not in page]
+    assert not missing, f"results files not linked from docs/benchmarks.md: {missing}"
