@@ -332,13 +332,15 @@ def markdown(meta, rows, erase) -> str:
     lines = [f"# Concept erasure: {CLASSES[erase]} from a text-to-image model trained on Fashion-MNIST", "",
              f"Command: {' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))}; "
              f"{meta.get('hardware', meta.get('device'))}, torch {meta['torch']}; {meta['total_min']:.1f} min.", "",
+             *([meta["note"], ""] if meta.get("note") else []),
              "erasure: % of images generated for the erased class the judge no longer assigns to it; retention: % of "
              "the other classes' images judged as their class; KID of the other classes' images to the original "
              "model's (judge features). Mean ± std over seeds.", "",
              "After each attack, the erasure left (%): prompt search (UnlearnDiffAtk-style), concept inversion, "
              "relearning; a method is broken by an attack when its erasure after it is more than 10 points below the "
              "retrained model's.", "",
-             "steps: the fine-tuning steps the method kept (its stopping rule's choice); concept_left: how much of "
+             "steps: the fine-tuning steps each seed ran (its stopping rule's choice; the step it kept is in the stop "
+             "reason below; rows of runs that did not record them have none); concept_left: how much of "
              "the concept's conditioning the weights keep by erase's own check (1: as before, 0: the prompt acts as its "
              "anchor); seeds: the seeds a row averages.", "",
              "| method | erasure (%) | retention (%) | KID | after prompt search | after inversion | after relearning | "

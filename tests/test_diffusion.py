@@ -322,6 +322,27 @@ def test_salun_at_its_defaults_erases_under_the_concept_rule_and_keeps_the_prese
     assert kept["preserve_shift"] <= 0.5 and kept["concept_left"] < 0.7
 
 
+def test_salun_draws_its_image_pools_at_the_configured_guidance(toy, monkeypatch):
+    """The forget and preserve prompts' images are generated at ``pool_guidance`` (classifier-free
+    guidance of the original model), and a guidance that is not positive is refused up front."""
+    from erasus.models.diffusion import TextToImage
+
+    seen = []
+    generate = TextToImage.generate
+
+    def spy(self, prompts, *args, **kwargs):
+        seen.append(kwargs.get("guidance_scale"))
+        return generate(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(TextToImage, "generate", spy)
+    kw = {"iterations": 2, "images_per_prompt": 2, "ddim_steps": 4, "pool_guidance": 1.0}
+    DiffusionUnlearner(toy, strategy="salun", strategy_kwargs=kw).erase(
+        "a red square", preserve=["a green square"], stopping="none", check=False, progress=False)
+    assert seen[:2] == [1.0, 1.0], seen
+    with pytest.raises(ConfigError, match="pool_guidance"):
+        DiffusionUnlearner(toy, strategy="salun", strategy_kwargs={"pool_guidance": 0.0})
+
+
 def test_the_concept_rule_guards_keeps_the_paper_schedule_on_request_and_raises_nothing_unguarded(toy):
     from erasus.strategies.diffusion import ConceptStopping
 
