@@ -379,10 +379,13 @@ def criterion(rows, erasure=0.9, points=5.0) -> str:
         if name in ("original", "retrain") or not ok:
             continue
         e = np.mean([r["erasure"] for r in ok])
-        gap = 100 * np.mean([orig[r["seed"]] - r["retention"] for r in ok])
-        (met if e >= erasure and gap <= points else near).append(f"{name} ({100 * e:.1f}%, {gap:+.1f} points)")
+        gaps = [100 * (orig[r["seed"]] - r["retention"]) for r in ok]
+        each = f"; seeds {'/'.join(f'{g:+.1f}' for g in gaps)}" if len(gaps) > 1 else ""
+        (met if e >= erasure and np.mean(gaps) <= points else near).append(
+            f"{name} ({100 * e:.1f}%, {np.mean(gaps):+.1f} points{each})")
     return (f"At least {100 * erasure:.0f}% erasure with retention at most {points:g} points below the original's "
-            f"(mean over seeds; erasure, retention lost): {', '.join(met) or 'none'}; not: {', '.join(near) or 'none'}.")
+            f"(mean over seeds; erasure, retention points lost, and lost per seed): {', '.join(met) or 'none'}; "
+            f"not: {', '.join(near) or 'none'}.")
 
 
 if __name__ == "__main__":

@@ -400,5 +400,5 @@ def test_the_benchmarks_criterion_compares_each_seed_with_that_seeds_original():
              {"seed": 0, "method": "c", "erasure": 0.99, "retention": 0.60},
              {"seed": 1, "method": "d", "error": "ValueError: x"}]
     line = _bench().criterion(rows)
-    assert "original's (mean over seeds; erasure, retention lost): a (97.0%, +2.0 points); not: b (84.5%, +0.5 " \
-           "points), c (99.0%, +15.0 points)." in line, line
+    assert "lost per seed): a (97.0%, +2.0 points; seeds +1.0/+3.0); not: b (84.5%, +0.5 points; seeds +1.0/+0.0), " \
+           "c (99.0%, +15.0 points)." in line, line
