@@ -230,12 +230,14 @@ def _as_features(x: torch.Tensor, features: Optional[Callable], batch: int = 256
 
 
 def kid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = None, subset_size: int = 50,
-        subsets: int = 100):
+        subsets: int = 100, seed: int = 0):
     """Kernel Inception Distance (Bińkowski et al., ICLR 2018) through torchmetrics: the unbiased
     MMD² with a cubic polynomial kernel between the features of ``real`` and ``fake``, averaged
     over ``subsets`` random subsets of ``subset_size``; returns ``(mean, std)``. ``features``: the
     extractor (images → features; Inception's pool features where a user has them, a judge's
-    penultimate layer otherwise); without it ``real`` and ``fake`` are features already."""
+    penultimate layer otherwise); without it ``real`` and ``fake`` are features already.
+    ``seed``: the subsets' draw (torchmetrics draws them from torch's global generator; here it
+    is seeded and the caller's generator state restored, so the same inputs give the same KID)."""
     _, kid_mod = _torchmetrics_image()
     r, f = _as_features(real, features), _as_features(fake, features)
     n = min(len(r), len(f))
@@ -247,7 +249,8 @@ def kid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = N
                                             subset_size=min(subset_size, n))
     m.update(r, real=True)
     m.update(f, real=False)
-    mean, std = m.compute()
+    with isolated_rng(seed):
+        mean, std = m.compute()
     return float(mean), float(std)
 
 
