@@ -142,7 +142,9 @@ class ResultsFile:
     the benchmark skips them (``--resume``: go on where a cut-off run stopped). In both, the
     file is read again at every write under a lock, so that processes running parts of one
     grid side by side (one seed per core) merge into one file. ``meta["runs"]`` lists every
-    command and ``meta["total_min"]`` adds up their minutes. ``max_minutes``:
+    command and ``meta["total_min"]`` adds up their minutes; a ``meta["note"]`` (why the file's
+    numbers differ from a clean run) belongs to the file and is kept, a new run's note added to
+    it. ``max_minutes``:
     :meth:`out_of_time` turns true after that many minutes of this run, for benchmarks that
     stop between cells rather than be killed inside one."""
 
@@ -164,8 +166,15 @@ class ResultsFile:
         self._written, self._written_min = False, 0.0   # this run in the file yet; its minutes there
         self._stopped = False                           # a cell skipped for lack of time
         self.meta.setdefault("command", "?")
+        self.own_note = self.meta.get("note")
         self.earlier, old_meta = self._read()
         self.meta["runs"] = old_meta.get("runs", []) + [self.meta["command"]]
+        self._keep_note(old_meta)
+
+    def _keep_note(self, old_meta: dict) -> None:
+        notes = [n for n in (old_meta.get("note"), self.own_note) if n]
+        if notes:
+            self.meta["note"] = notes[0] if len(set(notes)) == 1 or notes[1] in notes[0] else " ".join(notes)
 
     def _read(self):
         import json
@@ -211,6 +220,7 @@ class ResultsFile:
                 self.earlier, old_meta = self._read()
                 runs = old_meta.get("runs", [])
                 self.meta["runs"] = runs if self._written else runs + [self.meta["command"]]
+                self._keep_note(old_meta)
                 total += old_meta.get("total_min", 0.0) - self._written_min
             self._written, self._written_min = True, self.minutes()
             self.meta.update(meta)
