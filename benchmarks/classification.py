@@ -115,7 +115,7 @@ SKIPPED_NOTE = (
 def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
-    from erasus.experiments import ResultsFile, format_table, run_meta, run_scenario
+    from erasus.experiments import format_table, run_meta, run_scenario
     from erasus.experiments.runner import rerender
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,23 +126,15 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=20_000)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--cache", default=str(HERE / "cache"), help="trained-model cache (reused across runs)")
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default="classification")
-    p.add_argument("--render", action="store_true",
-                   help="rewrite results/<name>.md from results/<name>.json (no runs)")
     p.add_argument("--calls", default="holdout",
                    help="holdout (calibrated stopping on held-out data), bare (fit(forget, retain), no held-out "
                         "data), or both, comma-separated; a run without holdout keeps its own reference rows in "
                         "the bare section")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads (1 when two benchmarks share 2 cores)")
-    p.add_argument("--merge", action="store_true",
-                   help="replace only the (scenario, method, seed) rows this run produces in an existing "
-                        "results/<name>.json; all other rows are kept and the runs are recorded in meta")
-    p.add_argument("--resume", action="store_true",
-                   help="go on where a cut-off run stopped: keep the rows of results/<name>.json and run only the "
-                        "(seed, scenario) units it lacks (results are written after every row)")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.benchargs import add_results_arguments, results_file, parse_benchmark_args
+
+    add_results_arguments(p, HERE / "results", "classification", cells="(seed, scenario)")
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
@@ -166,14 +158,13 @@ def main(argv=None):
     task = fashion_mnist_task(n_train=args.n_train, cache_dir=Path(args.cache), epochs=args.epochs, progress=True)
     # written after every row (a long run that is stopped keeps what it finished); with --merge
     # over the file's other rows
-    results = ResultsFile(out, args.name, lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout")),
-                          render, run_meta(Path(__file__).name, argv or None, seeds=seeds),
-                          "resume" if args.resume else "merge" if args.merge else "new")
+    results = results_file(args, lambda r: (r["scenario"], r["method"], r["seed"], r.get("call", "holdout")),
+                           render, run_meta(Path(__file__).name, argv or None, seeds=seeds))
     calls = tuple(args.calls.split(","))
     for seed in seeds:
         for kind in args.scenarios.split(","):
             split = task.split(kind, fraction=0.1, forget_class=args.forget_class, seed=seed)
-            if all(results.done((split.kind, m, seed, c)) for m in strategies for c in calls):
+            if all(results.done((split.kind, m, seed, c)) for m in strategies for c in calls) or results.out_of_time():
                 continue
             print(f"\n== seed {seed}: {split.kind} ({len(split.dataset.forget_indices)} forget samples) ==", flush=True)
             rs = run_scenario(task, split, strategies, seed=seed, progress=True, calls=calls)

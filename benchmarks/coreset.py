@@ -17,10 +17,14 @@ once with the recorder, same recipe and seed); ``tracin`` runs on the final mode
 
     python benchmarks/coreset.py                                  # the full study
     python benchmarks/coreset.py --seeds 0 --strategies simnpo --ratios 0.1,0.25
-    # on 2 cores: two single-threaded shares, then one table
-    python benchmarks/coreset.py --shard 0/2 --threads 1 --out benchmarks/cache/coreset --name s0 &
-    python benchmarks/coreset.py --shard 1/2 --threads 1 --out benchmarks/cache/coreset --name s1
-    python benchmarks/coreset.py --merge benchmarks/cache/coreset/s0.json benchmarks/cache/coreset/s1.json
+    # on 2 cores: two single-threaded shares writing one table (each row is added as it comes)
+    python benchmarks/coreset.py --shard 0/2 --threads 1 --resume &
+    python benchmarks/coreset.py --shard 1/2 --threads 1 --resume
+
+Rows are written as they come (``erasus.experiments.ResultsFile``): a run cut off keeps what it
+finished and ``--resume`` goes on; ``--merge`` replaces only the cells a run produces;
+``--combine`` makes one table of results files written separately (how the committed tables
+were made, before the shares wrote one file).
 
 The committed ``coreset.md`` was measured on originals trained without a recorder; the two
 record-based selectors were then measured on originals retrained with one (same recipe and
@@ -30,7 +34,7 @@ those same models, and merged on their own into ``coreset_recorded.md``:
     python benchmarks/coreset.py --selectors forgetting_events,loss_accumulation --ratios 0.05,0.1,0.25,0.5 \
         --threads 1 --out benchmarks/cache/coreset --name s2
     python benchmarks/coreset.py --selectors random --threads 1 --out benchmarks/cache/coreset --name s3
-    python benchmarks/coreset.py --merge benchmarks/cache/coreset/s2.json benchmarks/cache/coreset/s3.json \
+    python benchmarks/coreset.py --combine benchmarks/cache/coreset/s2.json benchmarks/cache/coreset/s3.json \
         --name coreset_recorded --note "..."
 """
 from __future__ import annotations
@@ -69,7 +73,12 @@ def units(seeds, ratios, shard=None):
     return sorted((u for u in us if share[u] == i), key=lambda u: (u[0], -u[1]))  # seed by seed
 
 
-def run(args, on_progress=None):
+def key(row):
+    """A row's cell: (seed, ratio, selector, strategy)."""
+    return row["seed"], row["ratio"], row["selector"], row["strategy"]
+
+
+def run(args, results):
     from erasus.core.registry import build, get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
     from erasus.metrics import MetricSuite
@@ -81,18 +90,13 @@ def run(args, on_progress=None):
         if args.selectors == "all" else [resolve("selector", s) for s in args.selectors.split(",")]
     recorded = {n for n in selectors if getattr(get("selector", n), "needs_training_records", False)}
     shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else None
-    rows = []
-    if args.resume and (Path(args.out) / f"{args.name}.json").exists():
-        rows = json.loads((Path(args.out) / f"{args.name}.json").read_text())["rows"]
-        print(f"resuming: {len(rows)} rows already measured", flush=True)
-    done = {(r["seed"], r["ratio"], r["selector"], r["strategy"]) for r in rows}
     strategies = args.strategies.split(",")
     for seed, ratio in units([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")], shard):
         split = task.split("random", fraction=0.1, seed=seed)
         original, gold = task.original(seed, dynamics=bool(recorded)), task.gold(split, seed)
         for sel in (["full"] if ratio >= 1.0 else selectors):
-            todo = [st for st in strategies if (seed, ratio, sel, st) not in done]
-            if not todo:
+            todo = [st for st in strategies if not results.done((seed, ratio, sel, st))]
+            if not todo or results.out_of_time():
                 continue
             # one selection per (seed, selector, ratio), on the original model, shared by the strategies;
             # its time is added to each strategy's end-to-end time
@@ -114,13 +118,10 @@ def run(args, on_progress=None):
                        "select_s": select_s, "steps": res.steps, "forget_acc": m["forget_accuracy"],
                        "retain_acc": m["retain_accuracy"], "test_acc": m["test_accuracy"], "mia_auc": m["mia_auc"],
                        "mia_efficacy": m["mia_efficacy"], "avg_gap": m["avg_gap"], "note": res.stop_reason}
-                rows.append(row)
+                results.add(row)
                 print(f"seed {seed} {strategy:18s} {sel:18s} ratio {ratio:<5g} time {t:6.1f}s "
                       f"(select {select_s:5.1f}s) forget {100 * row['forget_acc']:5.1f} "
                       f"gap {row['avg_gap']:5.2f}", flush=True)
-            if on_progress is not None:  # results so far are written after every selector
-                on_progress(rows)
-    return rows
 
 
 def aggregate(rows):
@@ -166,9 +167,13 @@ def findings(agg):
     return lines
 
 
-def markdown(agg, meta):
+def markdown(rows, meta):
+    """The tables of ``rows`` (mean ± std over seeds). Files written before the study moved to
+    ResultsFile say ``complete``; newer ones ``partial``, which ResultsFile's note reports."""
+    agg = aggregate(rows)
+    commands = " + ".join(f"`{c}`" for c in meta.get("runs") or [meta["command"]])
     lines = ["# Coreset study (Fashion-MNIST protocol, random 10% forgetting)", "",
-             f"`{meta['command']}` on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
+             f"{commands} on {meta['date']} ({meta['machine']}; torch {meta['torch']}); "
              f"seeds {meta['seeds']}; {meta['total_min']:.1f} min"
              + ("." if meta.get("complete", True) else " so far (incomplete run: the seeds column says how many seeds each row has).")
              , "",
@@ -190,6 +195,28 @@ def markdown(agg, meta):
     return "\n".join(lines)
 
 
+def combine(paths, args):
+    """One results file from the rows of results files written separately (shares run with
+    different ``--out``/``--name``, or older runs): rows of the same cell from a later file win."""
+    from erasus.core.exceptions import DataError
+    from erasus.experiments.runner import rendered
+    from erasus.utils.io import write_results
+
+    missing = [f for f in paths if not Path(f).is_file()]
+    if missing:
+        raise DataError(f"--combine: no results file at {', '.join(missing)} (expected JSON files written by "
+                        "this script).")
+    parts = [json.loads(Path(f).read_text()) for f in paths]
+    rows = list({key(r): r for part in parts for r in part["rows"]}.values())
+    metas = [part["meta"] for part in parts]
+    meta = {**metas[0], "complete": all(m.get("complete", not m.get("partial", False)) for m in metas),
+            "partial": False, "total_min": max(m.get("total_min", 0.0) for m in metas),
+            "runs": [c for m in metas for c in (m.get("runs") or [m["command"]])], "seeds": args.seeds,
+            "note": args.note}
+    meta["command"] = " + ".join(meta["runs"])
+    return write_results(Path(args.out), args.name, meta, rows, rendered(markdown, rows, meta))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
@@ -197,60 +224,35 @@ def main(argv=None):
     p.add_argument("--selectors", default="all")
     p.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS))
     p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default="coreset")
     p.add_argument("--max-samples", type=int, default=5000, help="retain/test samples evaluated per row "
                    "(the forget set is always evaluated whole)")
     p.add_argument("--shard", default="", help="i/n: run the i-th of n shares of the (seed, ratio) units "
-                   "(one process per core, --threads 1), then --merge their JSON files")
-    p.add_argument("--resume", action="store_true", help="keep the rows of <out>/<name>.json and run the rest")
+                   "(one process per core, --threads 1, each with --resume so that they write one file)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--note", default="", help="a paragraph written under the title of the merged table")
-    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
-                   help="write <out>/<name>.md from the rows of these shard JSON files and exit")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    p.add_argument("--note", default="", help="a paragraph written under the title of the table")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="write <out>/<name>.json and .md from the rows of these results files and exit")
+    from erasus.experiments import run_meta
+    from erasus.experiments.benchargs import add_results_arguments, parse_benchmark_args, results_file
     from erasus.experiments.tracking import track_results
 
+    add_results_arguments(p, HERE / "results", "coreset", cells="(seed, ratio, selector, strategy)")
     args = parse_benchmark_args(p, argv)
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    from erasus.utils.io import atomic_write_text
+    if args.render:
+        from erasus.experiments.runner import rerender
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    previous = out / f"{args.name}.json"
-    previous_min = (json.loads(previous.read_text())["meta"].get("total_min", 0.0)
-                    if args.resume and previous.exists() else 0.0)
-
-    def write(rows, final=False):
-        from erasus.experiments import run_meta
-
-        agg = aggregate(rows)
-        meta = run_meta("coreset.py", argv, seeds=args.seeds,
-                        total_min=previous_min + (time.perf_counter() - t0) / 60,  # earlier parts of a resumed run
-                        complete=final)
-        atomic_write_text(out / f"{args.name}.json",
-                          json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=1))
-        md = markdown(agg, meta)
-        atomic_write_text(out / f"{args.name}.md", md)
-        return md
-
-    if args.merge is not None:
-        parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        rows = [r for part in parts for r in part["rows"]]
-        meta = {**parts[0]["meta"], "complete": all(p_["meta"]["complete"] for p_ in parts),
-                "total_min": max(p_["meta"]["total_min"] for p_ in parts),
-                "command": " + ".join(p_["meta"]["command"] for p_ in parts), "seeds": args.seeds,
-                "note": args.note}
-        agg = aggregate(rows)
-        atomic_write_text(out / f"{args.name}.json", json.dumps({"meta": meta, "rows": rows, "aggregate": agg}, indent=1))
-        atomic_write_text(out / f"{args.name}.md", markdown(agg, meta))
-        print(markdown(agg, meta))
+        print(rerender(args.out, args.name, markdown).read_text())
         return
-    rows = run(args, on_progress=write)
-    print(write(rows, final=True))
-    track_results(args, args.name, {"seeds": args.seeds}, rows, [out / f"{args.name}.md", out / f"{args.name}.json"])
+    if args.combine is not None:
+        print(combine(args.combine, args).read_text())
+        return
+    torch.set_num_threads(args.threads)
+    meta = run_meta("coreset.py", argv, seeds=args.seeds, **({"note": args.note} if args.note else {}))
+    results = results_file(args, key, markdown, meta)
+    run(args, results)
+    written = results.finish()
+    print(written.read_text())
+    track_results(args, args.name, {"seeds": args.seeds}, results.all_rows(), [written, written.with_suffix(".json")])
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main(argv=None) -> None:
 
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import ResultsFile, hardware, run_meta
+    from erasus.experiments import hardware, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
 
@@ -52,16 +52,9 @@ def main(argv=None) -> None:
     p.add_argument("--n-generate", type=int, default=40, help="questions per split scored by ROUGE")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default="coreset_lm")
-    p.add_argument("--merge", action="store_true",
-                   help="replace only the (strategy, selector, ratio, seed) rows this run produces in an existing "
-                        "<out>/<name>.json, keeping the others (seeds run as separate processes, one per core); "
-                        "the runs are recorded in meta")
-    p.add_argument("--resume", action="store_true",
-                   help="go on where a cut-off run stopped: run only the cells missing from <out>/<name>.json")
-    p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)")
-    from erasus.experiments.benchargs import parse_benchmark_args
+    from erasus.experiments.benchargs import add_results_arguments, results_file, parse_benchmark_args
+
+    add_results_arguments(p, HERE / "results", "coreset_lm", cells="(strategy, selector, ratio, seed)")
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
@@ -83,8 +76,8 @@ def main(argv=None) -> None:
     hold = qa_loader(calib, coll, batch_size=args.batch_size, shuffle=False) if calib else None
     meta = run_meta("coreset_lm.py", argv, hardware=hardware("cpu"), forget=len(req.forget), retain=len(req.retain),
                     args={**vars(args), "device": "cpu"})
-    results = ResultsFile(args.out, args.name, lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]), markdown,
-                          meta, "resume" if args.resume else "merge" if args.merge else "new")  # times from here
+    results = results_file(args, lambda r: (r["strategy"], r["method"], r["ratio"], r["seed"]), markdown,
+                           meta)  # times from here
     full, _ = T.train_lm(req.forget.records + req.retain.records, tok, args, args.model_seed, cache, "full")
     gold, gold_s = T.train_lm(req.retain.records, tok, args, args.model_seed, cache, "retain")
     g = tofu_scores(gold, tok, req, n_generate=args.n_generate)
@@ -104,7 +97,7 @@ def main(argv=None) -> None:
         forget = qa_loader(req.forget.records, coll, batch_size=args.batch_size, seed=seed)
         for strategy in args.strategies.split(","):
             for sel, ratio in [(None, 1.0)] + [(s, r) for s in selectors for r in ratios]:
-                if results.done((strategy, sel or "whole forget set", ratio, seed)):
+                if results.done((strategy, sel or "whole forget set", ratio, seed)) or results.out_of_time():
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

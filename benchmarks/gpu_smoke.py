@@ -141,26 +141,29 @@ def markdown(meta, rows) -> str:
 
 
 def main(argv=None):
-    from erasus.experiments import ResultsFile, hardware, run_meta
+    from erasus.experiments import hardware, run_meta
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (the GPU where one is visible), cpu, cuda or cuda:N")
     p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default="gpu_smoke")
     p.add_argument("--skip", default="", help="comma-separated families to skip (classifier, diffusion)")
     p.add_argument("--strategies", default="", help="comma-separated classifier strategies (default: all)")
-    p.add_argument("--resume", action="store_true", help="run only the rows missing from <out>/<name>.json (results "
-                   "are written after every row)")
-    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
+    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args,
+                                              results_file)
     from erasus.experiments.tracking import track_results
 
+    add_results_arguments(p, HERE / "results", "gpu_smoke", cells="(family, strategy, call)", merge=False,
+                          max_minutes=False)
     args = parse_benchmark_args(p, argv)
+    if args.render:
+        from erasus.experiments.runner import rerender
+
+        print(rerender(args.out, args.name, lambda rows, meta: markdown(meta, rows)).read_text())
+        return
     args.device = str(benchmark_device(p, args.device))
     meta = run_meta("gpu_smoke.py", argv, device_name=hardware(args.device))
-    results = ResultsFile(args.out, args.name, lambda r: (r["family"], r["strategy"], r["call"]),
-                          lambda rows, meta: markdown(meta, rows), meta,
-                          "resume" if args.resume else "new")
+    results = results_file(args, lambda r: (r["family"], r["strategy"], r["call"]), lambda rows, meta: markdown(meta, rows),
+                           meta)
     if "classifier" not in args.skip:
         classifier_rows(args.device, Path(args.cache), results, [s for s in args.strategies.split(",") if s])
     if "diffusion" not in args.skip:

@@ -126,7 +126,7 @@ def forget_loader(req, tok, args, name, seed):
 def main(argv=None):
     from erasus.data.datasets.tofu import subset_request, tofu_request
     from erasus.evaluation.tofu import tofu_scores
-    from erasus.experiments import ResultsFile, hardware, run_meta
+    from erasus.experiments import hardware, run_meta
     from erasus.models.causal_lm import QACollator, qa_loader, tofu_texts, word_tokenizer
     from erasus.unlearners import LLMUnlearner
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,25 +143,16 @@ def main(argv=None):
     model_args(p)
     p.add_argument("--n-generate", type=int, default=200, help="questions per split scored by ROUGE")
     p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default="tofu")
-    p.add_argument("--merge", action="store_true",
-                   help="replace only the (method, seed) rows this run produces in an existing <out>/<name>.json; "
-                        "the other rows are kept and the runs are recorded in meta")
-    p.add_argument("--resume", action="store_true",
-                   help="go on where a cut-off run stopped: keep the rows of an existing <out>/<name>.json and run "
-                        "only the (method, seed) cells it lacks (results are written after every row)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="start no new cell after this many minutes; the results say the run stopped, and the same "
-                        "command with --resume goes on")
     p.add_argument("--calibrate", action="store_true",
                    help="stopping='calibrated' on the held-out authors given to the strategies (opt-in for "
                         "language models)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--render", action="store_true",
-                   help="rewrite <out>/<name>.md from <out>/<name>.json (no runs); PrivLeak values recorded in "
-                        "Erasus's former sign are recomputed in MUSE's from the same Min-K%% AUCs")
-    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
+    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args,
+                                              results_file)
+
+    add_results_arguments(p, HERE / "results", "tofu",
+                          render_help="; PrivLeak values recorded in Erasus's former sign are recomputed in MUSE's "
+                                      "from the same Min-K%% AUCs")
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
@@ -196,8 +187,7 @@ def main(argv=None):
     meta = run_meta("tofu.py", argv, vocab=len(tok), forget=len(req.forget), retain=len(req.retain),
                     args={**vars(args), "device": str(args.device)}, privleak_convention="muse",
                     hardware=hardware(args.device), precision="bf16 autocast" if args.device.type == "cuda" else "fp32")
-    results = ResultsFile(args.out, args.name, lambda r: (r["method"], r["seed"]), markdown, meta,
-                          "resume" if args.resume else "merge" if args.merge else "new", args.max_minutes)
+    results = results_file(args, lambda r: (r["method"], r["seed"]), markdown, meta)
     # TOFU's protocol: one finetuned model and one retain-only model; seeds vary the unlearning runs
     full, _ = train_lm(req.forget.records + req.retain.records, tok, args, args.model_seed, cache, "full")
     gold, gold_s = train_lm(req.retain.records, tok, args, args.model_seed, cache, "retain")

@@ -225,6 +225,28 @@ def test_results_file_merge_replaces_only_the_rerun_rows(tmp_path):
     assert 5.0 <= data["meta"]["total_min"] < 5.5
 
 
+def test_results_file_keeps_the_files_note_across_runs(tmp_path):
+    """A note in the results (why its numbers differ from a clean run: a pause, a rerun) belongs
+    to the file: a resumed or merged run keeps it and adds its own once; a new file starts clean."""
+    import json
+
+    from erasus.experiments import ResultsFile
+
+    def run(mode, note=None, m=1):
+        meta = {"command": mode, **({"note": note} if note else {})}
+        res = ResultsFile(tmp_path, "r", lambda r: r["m"], lambda rows, meta: "", meta, mode)
+        res.add({"m": m})
+        res.add({"m": m + 10})           # the note is added once, however many writes
+        res.finish()
+        return json.loads((tmp_path / "r.json").read_text())["meta"].get("note")
+
+    assert run("new", "Paused 5 min.") == "Paused 5 min."
+    assert run("resume", m=2) == "Paused 5 min."
+    assert run("merge", "Rows of m=3 rerun.", m=3) == "Paused 5 min. Rows of m=3 rerun."
+    assert run("merge", "Rows of m=3 rerun.", m=3) == "Paused 5 min. Rows of m=3 rerun."
+    assert run("new", m=4) is None
+
+
 def _merge_worker(args):
     path, seed = args
     res = _results_file(path, f"seed {seed}", mode="merge")
@@ -260,6 +282,30 @@ def test_results_file_stops_on_max_minutes_and_says_how_to_go_on(tmp_path):
     res.finish()
     data, md = _read(tmp_path)
     assert data["meta"]["partial"] is True and "--resume" in data["meta"]["stopped"] and "--resume" in md
+
+
+def test_benchmark_results_options_pick_the_results_file_mode(tmp_path):
+    """Every grid benchmark's ``--resume``/``--merge``/``--max-minutes`` (one set of options,
+    ``add_results_arguments``) reach its ResultsFile: resume skips the cells in the file, merge
+    reruns them, neither replaces a new file's rows, and ``--max-minutes`` stops between cells."""
+    import argparse
+
+    from erasus.experiments.benchargs import add_results_arguments, results_file
+
+    def opened(*argv, **kw):
+        p = argparse.ArgumentParser()
+        add_results_arguments(p, tmp_path, "r", **kw)
+        return results_file(p.parse_args(list(argv)), lambda r: r["m"], lambda rows, meta: "", {"command": "x"})
+
+    first = opened()
+    first.add({"m": 1})
+    first.finish()
+    assert opened("--resume").done(1) and not opened("--merge").done(1) and not opened().done(1)
+    assert opened("--resume", "--max-minutes", "1e-9").out_of_time() and not opened("--resume").out_of_time()
+    import pytest
+
+    with pytest.raises(SystemExit):       # a script without --merge refuses it
+        opened("--merge", merge=False)
 
 
 def test_rerender_rewrites_the_table_from_the_json_and_keeps_the_partial_note(tmp_path):

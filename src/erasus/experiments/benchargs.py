@@ -76,3 +76,36 @@ def benchmark_device(parser: argparse.ArgumentParser, device):
         return resolve_device(device)
     except ConfigError as e:
         parser.error(f"--device: {e}")
+
+
+def add_results_arguments(parser: argparse.ArgumentParser, out, name: str, cells: str = "(method, seed)",
+                          merge: bool = True, max_minutes: bool = True, render_help: str = "") -> None:
+    """The options of a script that writes its rows with
+    :class:`~erasus.experiments.runner.ResultsFile`: ``--out``, ``--name``, ``--resume``,
+    ``--render``, and where the script supports them ``--merge`` and ``--max-minutes``
+    (``cells``: what identifies a row, for the help)."""
+    parser.add_argument("--out", default=str(out), help="the folder of the results (<out>/<name>.json and .md)")
+    parser.add_argument("--name", default=name, help="the results' file name")
+    if merge:
+        parser.add_argument("--merge", action="store_true",
+                            help=f"replace only the {cells} rows this run produces in an existing <out>/<name>.json, "
+                                 "keeping the others (parts of one grid may run side by side as separate processes, "
+                                 "one per core); every run's command is recorded in meta")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on where a cut-off run stopped: keep the rows of an existing <out>/<name>.json and "
+                             f"run only the {cells} cells it lacks (results are written after every row)")
+    if max_minutes:
+        parser.add_argument("--max-minutes", type=float, default=None,
+                            help="start no new cell after this many minutes; the results say the run stopped, and "
+                                 "the same command with --resume goes on")
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)" + render_help)
+
+
+def results_file(args: argparse.Namespace, key, render, meta: dict):
+    """The :class:`~erasus.experiments.runner.ResultsFile` of a script's run, in the mode its
+    ``--resume``/``--merge`` ask for (a new file otherwise), stopping after ``--max-minutes``."""
+    from .runner import ResultsFile
+
+    mode = "resume" if args.resume else "merge" if getattr(args, "merge", False) else "new"
+    return ResultsFile(args.out, args.name, key, render, meta, mode, getattr(args, "max_minutes", None))
