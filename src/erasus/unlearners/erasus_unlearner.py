@@ -111,6 +111,19 @@ class ErasusUnlearner:
         self.result_ = result
         return result
 
+    def _evaluate_arguments(self, forget_data, retain_data, test_data, holdout_data, legacy, gold_model, metrics,
+                            max_samples):
+        """``evaluate``'s data (a ``Split`` unpacked; ``holdout_data`` defaults to ``fit``'s) and its
+        keyword options (given by position in older releases), checked once for every family."""
+        from ..data.splits import legacy_positional, unpack
+
+        data = unpack(forget_data, retain_data, test_data, holdout_data, "evaluate")
+        kw = legacy_positional("evaluate", legacy, ["gold_model", "metrics", "max_samples"],
+                               {"gold_model": gold_model, "metrics": metrics, "max_samples": max_samples})
+        if data[3] is None:
+            data = (*data[:3], self.holdout_data_)
+        return data, (kw["gold_model"], kw["metrics"], kw["max_samples"])
+
     def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, *legacy, gold_model=None,
                  metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None):
         """Measure the current model; returns a dict of values (a
@@ -122,18 +135,13 @@ class ErasusUnlearner:
         gives the reason. Runs with its own random state."""
         import warnings
 
-        from ..data.splits import legacy_positional, unpack
         from ..metrics import MetricSuite
         from ..metrics.suite import MetricResults
         from ..utils.misc import isolated_rng
 
-        forget_data, retain_data, test_data, holdout_data = unpack(forget_data, retain_data, test_data, holdout_data,
-                                                                   "evaluate")
-        kw = legacy_positional("evaluate", legacy, ["gold_model", "metrics", "max_samples"],
-                               {"gold_model": gold_model, "metrics": metrics, "max_samples": max_samples})
-        gold_model, metrics, max_samples = kw["gold_model"], kw["metrics"], kw["max_samples"]
-        if holdout_data is None:
-            holdout_data = self.holdout_data_
+        (forget_data, retain_data, test_data, holdout_data), (gold_model, metrics, max_samples) = \
+            self._evaluate_arguments(forget_data, retain_data, test_data, holdout_data, legacy,
+                                     gold_model, metrics, max_samples)
         missing: Dict[str, str] = {}
         nonmember = holdout_data is not None or test_data is not None
         if metrics is None:

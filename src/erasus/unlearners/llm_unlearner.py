@@ -67,15 +67,9 @@ class LLMUnlearner(ErasusUnlearner):
         """Default metrics for language models: membership AUCs (LOSS, zlib, Min-K%,
         Min-K%++; forget vs ``holdout_data``), exact memorisation and extraction strength,
         and MUSE's PrivLeak when ``gold_model`` is given (by keyword)."""
-        from ..data.splits import legacy_positional, unpack
-
-        forget_data, retain_data, test_data, holdout_data = unpack(forget_data, retain_data, test_data, holdout_data,
-                                                                   "evaluate")
-        kw = legacy_positional("evaluate", legacy, ["gold_model", "metrics", "max_samples"],
-                               {"gold_model": gold_model, "metrics": metrics, "max_samples": max_samples})
-        gold_model, metrics, max_samples = kw["gold_model"], kw["metrics"], kw["max_samples"]
-        if holdout_data is None:
-            holdout_data = self.holdout_data_
+        (forget_data, retain_data, test_data, holdout_data), (gold_model, metrics, max_samples) = \
+            self._evaluate_arguments(forget_data, retain_data, test_data, holdout_data, legacy,
+                                     gold_model, metrics, max_samples)
         if metrics is None:
             metrics = (["lm_mia"] if holdout_data is not None or test_data is not None else []) + ["memorization"]
             if gold_model is not None and (holdout_data is not None or test_data is not None):
