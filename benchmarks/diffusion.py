@@ -209,7 +209,7 @@ def apply_preset(args, argv) -> None:
 
 def main(argv=None):
     from erasus.core import list_registered
-    from erasus.experiments import ResultsFile, hardware, run_meta
+    from erasus.experiments import hardware, run_meta
     from erasus.unlearners import DiffusionUnlearner
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,17 +235,10 @@ def main(argv=None):
                    help="a smoke run that checks the pipeline end to end (1,000 images, 20 steps of batch 16, 10 images "
                         "per class): minutes on a CPU, no result")
     p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--name", default="diffusion")
-    p.add_argument("--merge", action="store_true",
-                   help="replace only the (seed, method) rows this run produces in an existing <out>/<name>.json")
-    p.add_argument("--resume", action="store_true",
-                   help="go on where a cut-off run stopped: keep the rows of an existing <out>/<name>.json and run "
-                        "only the (seed, method) cells it lacks (results are written after every row)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="start no new method after this many minutes; the same command with --resume goes on")
-    p.add_argument("--render", action="store_true", help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)")
-    from erasus.experiments.benchargs import benchmark_device, parse_benchmark_args
+    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args,
+                                              results_file)
+
+    add_results_arguments(p, HERE / "results", "diffusion", cells="(seed, method)")
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
@@ -266,9 +259,8 @@ def main(argv=None):
         methods = [m for m in methods if tuple(get("strategy", m).supports) == ("diffusion",)]
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     meta = run_meta("diffusion.py", argv, hardware=hardware(args.device), args=vars(args))
-    results = ResultsFile(args.out, args.name, lambda r: (r["seed"], r["method"]),
-                          lambda rows, meta: markdown(meta, rows, args.erase), meta,
-                          "resume" if args.resume else "merge" if args.merge else "new", args.max_minutes)
+    results = results_file(args, lambda r: (r["seed"], r["method"]), lambda rows, meta: markdown(meta, rows, args.erase),
+                           meta)
     judge = train_judge(args.device, Path(args.cache), args.small, args.image_size)
     jf = JudgeFn(judge)
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -348,7 +340,8 @@ def markdown(meta, rows, erase) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     gold = {a: np.mean([r[a] for r in rows if r["method"] == "retrain" and a in r] or [np.nan])
             for a in ("prompt_attack", "concept_inversion", "relearning")}
-    for name in dict.fromkeys(r["method"] for r in rows):
+    rows = sorted(rows, key=lambda r: r["seed"])   # rows rerun with --merge come last in the file
+    for name in methods_in_order(rows):
         rs = [r for r in rows if r["method"] == name]
         ok = [r for r in rs if "error" not in r]
         after = {a: [r[a] for r in ok if a in r] for a in gold}
@@ -369,13 +362,21 @@ def markdown(meta, rows, erase) -> str:
     return "\n".join(lines) + "\n"
 
 
+def methods_in_order(rows):
+    """The methods of ``rows``: the original and the retrained model first, then as they first
+    appear."""
+    present = {r["method"] for r in rows}
+    return [m for m in dict.fromkeys(["original", "retrain"] + [r["method"] for r in rows]) if m in present]
+
+
 def criterion(rows, erasure=0.9, points=5.0) -> str:
     """Which methods reach ``erasure`` on average over their seeds with mean retention within
     ``points`` of the original's (measured at the same seeds)."""
     orig = {r["seed"]: r["retention"] for r in rows if r["method"] == "original" and "error" not in r}
     met, near = [], []
-    for name in dict.fromkeys(r["method"] for r in rows):
-        ok = [r for r in rows if r["method"] == name and "error" not in r and r["seed"] in orig]
+    for name in methods_in_order(rows):
+        ok = sorted((r for r in rows if r["method"] == name and "error" not in r and r["seed"] in orig),
+                    key=lambda r: r["seed"])
         if name in ("original", "retrain") or not ok:
             continue
         e = np.mean([r["erasure"] for r in ok])

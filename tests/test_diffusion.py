@@ -280,6 +280,12 @@ def test_fid_and_kid_compute_what_their_definitions_say():
     judge = ColourJudge()
     imgs = -torch.ones(8, 3, 8, 8)
     assert kid(imgs, imgs, features=judge, subset_size=8, subsets=1)[0] == pytest.approx(0.0, abs=1e-9)
+    # its random subsets come from its own seeded generator: the same inputs give the same KID,
+    # and the caller's random state is left as it was
+    c = torch.randn(120, 6, generator=g).double()
+    state = torch.get_rng_state()
+    assert kid(a[:120], c) == kid(a[:120], c) and torch.equal(torch.get_rng_state(), state)
+    assert kid(a[:120], c, seed=1) != kid(a[:120], c)
 
 
 def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained):
@@ -364,6 +370,24 @@ def test_the_concept_rule_guards_keeps_the_paper_schedule_on_request_and_raises_
     assert [e["step"] for e in res.history["eval"]] == list(range(0, 21))
     with pytest.raises(ConfigError, match="guard > 0"):
         ConceptStopping(guard=0)
+
+
+def test_advunlearn_runs_its_adversarial_phase_past_the_plain_target(toy):
+    """AdvUnlearn under the concept rule does not stop where the plain prompt's concept_left meets
+    the target (which once ended the run inside its warm-up, before any adversarial step): it
+    goes on to its iterations, keeps its latest step, and records the concept left under the
+    latest attack. (No preserved prompts here, so no guard: the rate that meets the target
+    within the warm-up shifts the preserved prompts past it.)"""
+    kw = dict(lr=3e-3, iterations=30, ddim_steps=10, warmup=12, attack_steps=3, negative_guidance=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = DiffusionUnlearner(toy, strategy="adv_unlearn", strategy_kwargs=kw).erase("a red square", progress=False)
+    evals = res.history["eval"]
+    assert min(e["concept_left"] for e in evals if 0 < e["step"] <= 12) <= 0.1, evals  # met within the warm-up
+    attacked = [e["step"] for e in evals if "concept_left_attacked" in e]
+    assert attacked and min(attacked) > 12, evals
+    assert res.stop.kind.value == "budget" and res.steps == 30, res.stop_reason
+    assert res.stop.restored_step == max(e["step"] for e in evals) and "under the latest attack" in res.stop_reason
 
 
 def _bench():

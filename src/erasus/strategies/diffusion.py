@@ -66,8 +66,18 @@ class ConceptStopping(BestCheckpointRule):
       ``p`` — how far what the prompt adds (what guidance amplifies) moved — the largest over
       the prompts.
 
+    * ``concept_left_attacked`` (``attack`` given: a callable returning the soft prompt tokens
+      an adversarial method found last, or None before its first attack): ``concept_left`` of
+      the prompt with those tokens inserted, the share of the concept the attacker restores
+      (recorded, not acted on).
+
     It stops when ``concept_left`` ≤ ``target``, keeps the step with the lowest ``concept_left``
-    whose shift is within ``guard`` and restores it at the end. With preserved prompts it also
+    whose shift is within ``guard`` and restores it at the end. With ``attack`` (adversarial
+    training) it does not stop at the target and keeps the latest step within the guard: the
+    plain prompt's ``concept_left`` says nothing of robustness (AdvUnlearn stopped on it once
+    ended at step 150 of a 200-step warm-up, before any adversarial step), and the attacked one
+    is no score to pick a step by (on the coloured squares the first attacks, a few steps from a
+    random start, restored 0.3 of the concept and the later ones over 1.0). With preserved prompts it also
     raises the rate ``grow``-fold (a fresh optimiser; up to ``max_lr_growth`` times the
     configured one) when the progress since the last change would not reach the target in the
     steps left; after a shift past ``guard`` it restores the best step and goes back to the
@@ -86,13 +96,15 @@ class ConceptStopping(BestCheckpointRule):
     measures_splits = False
 
     def __init__(self, anchor: str = "", target: float = 0.1, guard: float = 0.5, checks: int = 20,
-                 grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20):
+                 grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20,
+                 attack=None):
         if checks < 1 or probes < 1 or steps < 1 or grow < 1.0 or max_lr_growth < 1.0 or guard <= 0:
             raise ConfigError("ConceptStopping: expected checks, probes, steps >= 1, grow and max_lr_growth >= 1 "
                               f"and guard > 0, got checks={checks}, probes={probes}, steps={steps}, grow={grow}, "
                               f"max_lr_growth={max_lr_growth}, guard={guard}.")
         self.anchor, self.target, self.guard, self.checks = anchor, target, guard, checks
         self.grow, self.max_lr_growth, self.probes, self.steps = grow, max_lr_growth, probes, steps
+        self.attack = attack
 
     def start(self, ctx):
         super().start(ctx)
@@ -106,6 +118,7 @@ class ConceptStopping(BestCheckpointRule):
         self.best = math.inf
         self.lr_scale, self.ceiling = 1.0, self.max_lr_growth if keep else 1.0
         self.grown, self.backoffs, self.base, self.peak = 0, 0, None, 1.0
+        self.attacked = None                        # concept_left under the latest attack
 
     def eval_every(self, steps_per_epoch, n_val, batch):
         return max(1, self.ctx.total // self.checks)
@@ -116,6 +129,14 @@ class ConceptStopping(BestCheckpointRule):
         model.eval()
         try:
             m["concept_left"] = share_left(conditioning_direction(model, *self.c_probe, self.anchor), self.c_ref)
+            soft = self.attack() if self.attack is not None else None
+            if soft is not None:
+                x_t, t, prompts = self.c_probe
+                with torch.no_grad():
+                    x, tt = x_t.to(model.device), t.to(model.device)
+                    d = (model.eps(x, tt, model.encode(list(prompts), soft=soft.detach()))
+                         - model.eps(x, tt, model.encode([self.anchor] * len(prompts)))).double()
+                m["concept_left_attacked"] = share_left(d, self.c_ref)
             if self.k_probe is not None:
                 moved = (conditioning_direction(model, *self.k_probe, "") - self.k_ref).pow(2).flatten(1).sum(1)
                 size = self.k_ref.pow(2).flatten(1).sum(1)
@@ -141,9 +162,12 @@ class ConceptStopping(BestCheckpointRule):
             d.stop = Stop(StopKind.GUARD, f"concept: preserve_shift {shift:.2f} > {self.guard} at step {step}",
                           restored_step=self.best_step)
             return d
-        if left < self.best - 1e-9:
+        if self.attack is not None:                 # adversarial training: its schedule, the latest step kept
             self.best, self.best_step, d.improved = left, step, True
-        if left <= self.target:
+            self.attacked = m.get("concept_left_attacked", self.attacked)
+        elif left < self.best - 1e-9:
+            self.best, self.best_step, d.improved = left, step, True
+        if left <= self.target and self.attack is None:
             d.stop = Stop(StopKind.TARGET, f"concept: concept_left {left:.2f} <= {self.target} at step {step}")
             return d
         if self.base is None:
@@ -164,7 +188,12 @@ class ConceptStopping(BestCheckpointRule):
             return stop
         stop = super().finish(step, stop)
         stop.restored_step = self.best_step
-        stop.add(f"kept step {self.best_step} (concept_left {self.best:.2f})")
+        if self.attack is None:
+            stop.add(f"kept step {self.best_step} (concept_left {self.best:.2f})")
+        else:
+            attacked = "no attack yet" if self.attacked is None else f"under the latest attack {self.attacked:.2f}"
+            stop.add(f"kept step {self.best_step}, the latest within the guard (concept_left {self.best:.2f}; "
+                     f"{attacked})")
         if self.grown:
             times = "once" if self.grown == 1 else f"{self.grown} times"
             lr = self.ctx.config.lr
@@ -628,8 +657,20 @@ class AdvUnlearn(ESD):
 
     config_class = AdvUnlearnConfig
     uses_retain = True  # preserved prompts feed the utility term inside forget_step (retain_step is None)
-    limits = ("no benchmark of its defaults has run yet; the paper's rate is for Stable Diffusion (tests on a small "
-              "model use lr 1e-3, 60 steps)")
+    limits = ("on 16x16 Fashion-MNIST (benchmarks/results/diffusion-cpu.md, 3 seeds, 1,000 steps each) its defaults "
+              "erased 99.7% with retention 70.3% against the original's 76.3%, 90.0% left after the prompt search (the "
+              "retrained model 98.3%), but concept inversion and relearning brought the concept back; slower than the "
+              "other fine-tuning methods (805 s a seed on 2 CPU cores against 917 s of retraining)")
+
+    def stopping_policy(self, forget_loader, given):
+        """The concept rule for adversarial training: the rate may grow and the guard holds, but the
+        run goes on to its ``iterations`` and keeps its latest step within the guard (stopped on
+        the plain prompt's target, it once ended at step 150 of a 200-step warm-up, before any
+        adversarial step); ``concept_left_attacked`` is recorded at every check."""
+        policy = super().stopping_policy(forget_loader, given)
+        policy["stopping"] = ConceptStopping(anchor=getattr(self.config, "anchor", ""),
+                                             attack=lambda: getattr(self, "soft", None))
+        return policy
 
     def setup(self, forget_loader, retain_loader):
         super().setup(forget_loader, retain_loader)
