@@ -92,6 +92,8 @@ def run(args, results):
     shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else None
     strategies = args.strategies.split(",")
     for seed, ratio in units([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")], shard):
+        if results.out_of_time():
+            continue
         split = task.split("random", fraction=0.1, seed=seed)
         original, gold = task.original(seed, dynamics=bool(recorded)), task.gold(split, seed)
         for sel in (["full"] if ratio >= 1.0 else selectors):
