@@ -116,7 +116,6 @@ def main(argv=None):
     from erasus.core.registry import get, list_registered, resolve
     from erasus.evaluation.protocols import fashion_mnist_task
     from erasus.experiments import format_table, run_meta, run_scenario
-    from erasus.experiments.runner import rerender
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
@@ -132,14 +131,13 @@ def main(argv=None):
                         "the bare section")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads (1 when two benchmarks share 2 cores)")
-    from erasus.experiments.benchargs import add_results_arguments, results_file, parse_benchmark_args
+    from erasus.experiments.benchargs import add_results_arguments, parse_benchmark_args, render_only, results_file
 
     add_results_arguments(p, HERE / "results", "classification", cells="(seed, scenario)")
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
 
-    out = Path(args.out)
     # strategies that need records made while the original was trained (amnesiac) cannot run on
     # this protocol's models; they are named in the results file and tested elsewhere
     skipped = [n for n in list_registered("strategy") if getattr(get("strategy", n), "needs_training_records", False)]
@@ -147,8 +145,7 @@ def main(argv=None):
     def render(rows, meta):
         return markdown(aggregate(rows), meta) + SKIPPED_NOTE.format(names=", ".join(f"`{n}`" for n in skipped))
 
-    if args.render:
-        print(rerender(out, args.name, render).read_text())
+    if render_only(args, render):
         return
 
     torch.set_num_threads(args.threads)

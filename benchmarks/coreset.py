@@ -235,15 +235,12 @@ def main(argv=None):
     p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                    help="write <out>/<name>.json and .md from the rows of these results files and exit")
     from erasus.experiments import run_meta
-    from erasus.experiments.benchargs import add_results_arguments, parse_benchmark_args, results_file
+    from erasus.experiments.benchargs import add_results_arguments, parse_benchmark_args, render_only, results_file
     from erasus.experiments.tracking import track_results
 
     add_results_arguments(p, HERE / "results", "coreset", cells="(seed, ratio, selector, strategy)")
     args = parse_benchmark_args(p, argv)
-    if args.render:
-        from erasus.experiments.runner import rerender
-
-        print(rerender(args.out, args.name, markdown).read_text())
+    if render_only(args, markdown):
         return
     if args.combine is not None:
         print(combine(args.combine, args).read_text())

@@ -52,16 +52,13 @@ def main(argv=None) -> None:
     p.add_argument("--n-generate", type=int, default=40, help="questions per split scored by ROUGE")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--cache", default=str(HERE / "cache"))
-    from erasus.experiments.benchargs import add_results_arguments, results_file, parse_benchmark_args
+    from erasus.experiments.benchargs import add_results_arguments, parse_benchmark_args, render_only, results_file
 
     add_results_arguments(p, HERE / "results", "coreset_lm", cells="(strategy, selector, ratio, seed)")
     from erasus.experiments.tracking import track_results
 
     args = parse_benchmark_args(p, argv)
-    if args.render:
-        from erasus.experiments.runner import rerender
-
-        rerender(args.out, args.name, markdown)
+    if render_only(args, markdown):
         return
     args.arch, args.max_tokens, args.device = "gpt2", None, torch.device("cpu")
     torch.set_num_threads(args.threads)

@@ -235,7 +235,7 @@ def main(argv=None):
                    help="a smoke run that checks the pipeline end to end (1,000 images, 20 steps of batch 16, 10 images "
                         "per class): minutes on a CPU, no result")
     p.add_argument("--cache", default=str(HERE / "cache"))
-    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args,
+    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args, render_only,
                                               results_file)
 
     add_results_arguments(p, HERE / "results", "diffusion", cells="(seed, method)")
@@ -244,10 +244,7 @@ def main(argv=None):
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
     apply_preset(args, argv if argv is not None else sys.argv[1:])
-    if args.render:
-        from erasus.experiments.runner import rerender
-
-        print(rerender(args.out, args.name, lambda rows, meta: markdown(meta, rows, args.erase)).read_text())
+    if render_only(args, lambda rows, meta: markdown(meta, rows, args.erase)):
         return
     if args.small:
         args.train_steps, args.batch, args.n_images, args.width, args.sample_steps = 20, 16, 10, 16, 5

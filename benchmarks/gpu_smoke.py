@@ -148,17 +148,14 @@ def main(argv=None):
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--skip", default="", help="comma-separated families to skip (classifier, diffusion)")
     p.add_argument("--strategies", default="", help="comma-separated classifier strategies (default: all)")
-    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args,
+    from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args, render_only,
                                               results_file)
     from erasus.experiments.tracking import track_results
 
     add_results_arguments(p, HERE / "results", "gpu_smoke", cells="(family, strategy, call)", merge=False,
                           max_minutes=False)
     args = parse_benchmark_args(p, argv)
-    if args.render:
-        from erasus.experiments.runner import rerender
-
-        print(rerender(args.out, args.name, lambda rows, meta: markdown(meta, rows)).read_text())
+    if render_only(args, lambda rows, meta: markdown(meta, rows)):
         return
     args.device = str(benchmark_device(p, args.device))
     meta = run_meta("gpu_smoke.py", argv, device_name=hardware(args.device))

@@ -102,6 +102,17 @@ def add_results_arguments(parser: argparse.ArgumentParser, out, name: str, cells
                         help="rewrite <out>/<name>.md from <out>/<name>.json (no runs)" + render_help)
 
 
+def render_only(args: argparse.Namespace, render) -> bool:
+    """``--render``: rewrite ``<out>/<name>.md`` from its JSON with ``render(rows, meta)``, print
+    it and return True (the script then stops); False without ``--render``."""
+    if not args.render:
+        return False
+    from .runner import rerender
+
+    print(rerender(args.out, args.name, render).read_text())
+    return True
+
+
 def results_file(args: argparse.Namespace, key, render, meta: dict):
     """The :class:`~erasus.experiments.runner.ResultsFile` of a script's run, in the mode its
     ``--resume``/``--merge`` ask for (a new file otherwise), stopping after ``--max-minutes``."""

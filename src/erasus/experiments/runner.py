@@ -174,7 +174,7 @@ class ResultsFile:
     def _keep_note(self, old_meta: dict) -> None:
         notes = [n for n in (old_meta.get("note"), self.own_note) if n]
         if notes:
-            self.meta["note"] = notes[0] if len(set(notes)) == 1 or notes[1] in notes[0] else " ".join(notes)
+            self.meta["note"] = notes[0] if len(notes) == 1 or notes[1] in notes[0] else " ".join(notes)
 
     def _read(self):
         import json

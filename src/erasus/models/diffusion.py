@@ -307,12 +307,14 @@ def drawn_and_noised(model: TextToImage, prompts: Sequence[str], n: int, steps: 
 
 @torch.no_grad()
 def conditioning_direction(model: TextToImage, x_t: torch.Tensor, t: torch.Tensor, prompts: Sequence[str],
-                           anchor: str = "") -> torch.Tensor:
+                           anchor: str = "", soft: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``ε(x_t, t, prompt) − ε(x_t, t, anchor)`` per sample, in float64: what the prompt adds to
     the model's noise prediction over the anchor (with ``anchor`` "", what classifier-free
-    guidance amplifies)."""
+    guidance amplifies). ``soft``: token embeddings inserted in the prompts (:meth:`TextToImage.encode`),
+    e.g. an attack's."""
     x, tt = x_t.to(model.device), t.to(model.device)
-    return (model.eps(x, tt, model.encode(list(prompts))) - model.eps(x, tt, model.encode([anchor] * len(prompts)))).double()
+    cond = model.encode(list(prompts), soft=None if soft is None else soft.detach())
+    return (model.eps(x, tt, cond) - model.eps(x, tt, model.encode([anchor] * len(prompts)))).double()
 
 
 def share_left(direction: torch.Tensor, reference: torch.Tensor, concept: str = "the concept",

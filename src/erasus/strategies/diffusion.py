@@ -131,12 +131,8 @@ class ConceptStopping(BestCheckpointRule):
             m["concept_left"] = share_left(conditioning_direction(model, *self.c_probe, self.anchor), self.c_ref)
             soft = self.attack() if self.attack is not None else None
             if soft is not None:
-                x_t, t, prompts = self.c_probe
-                with torch.no_grad():
-                    x, tt = x_t.to(model.device), t.to(model.device)
-                    d = (model.eps(x, tt, model.encode(list(prompts), soft=soft.detach()))
-                         - model.eps(x, tt, model.encode([self.anchor] * len(prompts)))).double()
-                m["concept_left_attacked"] = share_left(d, self.c_ref)
+                m["concept_left_attacked"] = share_left(
+                    conditioning_direction(model, *self.c_probe, self.anchor, soft=soft), self.c_ref)
             if self.k_probe is not None:
                 moved = (conditioning_direction(model, *self.k_probe, "") - self.k_ref).pow(2).flatten(1).sum(1)
                 size = self.k_ref.pow(2).flatten(1).sum(1)
