@@ -349,6 +349,44 @@ def test_salun_draws_its_image_pools_at_the_configured_guidance(toy, monkeypatch
         DiffusionUnlearner(toy, strategy="salun", strategy_kwargs={"pool_guidance": 0.0})
 
 
+@pytest.mark.parametrize("target", ["auto", "data"])
+def test_salun_fits_generated_retain_images_to_the_original_and_given_ones_to_their_noise(toy, monkeypatch, target):
+    """``retain_target``: images generated from preserve prompts are fitted to the untouched
+    original's prediction ("auto"), so at the first step (the model is still the original) the
+    retain term's target is the model's own prediction; ``"data"`` fits them to the noise (the
+    paper's DDPM loss), as "auto" does with images the caller gave."""
+    from erasus.strategies.diffusion import SalUnGeneration, _ImagePool
+
+    seen = {}
+    step = SalUnGeneration.forget_step
+
+    def spy(self, batch, batch_idx):
+        if not seen:
+            m, g = self.model, torch.Generator().manual_seed(0)
+            r0, rp, generated = self.retain_pool.sample(6, g)
+            r_t, t, noise = m.noised(r0, g)
+            with torch.no_grad():
+                pred = m.eps(r_t, t, m.encode(rp)).float()
+            tgt = self.retain_targets(r_t, t, rp, noise, generated)
+            seen.update(generated=bool(generated.all()), to_pred=float((tgt - pred).abs().max()),
+                        to_noise=float((tgt - noise).abs().max()))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SalUnGeneration, "forget_step", spy)
+    kw = {"iterations": 2, "images_per_prompt": 2, "ddim_steps": 4, "retain_target": target}
+    DiffusionUnlearner(toy, strategy="salun", strategy_kwargs=kw).erase(
+        "a red square", preserve=["a green square"], stopping="none", check=False, progress=False)
+    assert seen["generated"], seen
+    if target == "auto":
+        assert seen["to_pred"] < 1e-5 < seen["to_noise"], seen
+    else:
+        assert seen["to_noise"] == 0 < seen["to_pred"], seen
+    given = _ImagePool(toy, [(torch.zeros(3, 3, 8, 8), ["a green square"] * 3)], 2, 4, torch.Generator(), 5.0)
+    assert not given.generated.any() and len(given) == 3
+    with pytest.raises(ConfigError, match="retain_target"):
+        DiffusionUnlearner(toy, strategy="salun", strategy_kwargs={"retain_target": "noise"})
+
+
 def test_the_concept_rule_guards_keeps_the_paper_schedule_on_request_and_raises_nothing_unguarded(toy):
     from erasus.strategies.diffusion import ConceptStopping
 
