@@ -538,8 +538,8 @@ class SalUnGenerationConfig(LossStrategyConfig):
     prompt given without images (their NSFW setting generates its forget images likewise), at
     classifier-free guidance ``pool_guidance`` (1: the model's own conditional distribution;
     on the 16×16 Fashion-MNIST model, seed 0, with the DDPM retain target, 1 kept 51.4% retention
-    where 5 kept 41.9% and the
-    original had 74.9%; the default stays 5, the adapter's sampling default).
+    where 5 kept 41.9% and the original had 74.9%; the default stays 5, the adapter's sampling
+    default).
 
     ``retain_target``: what the retain term fits on each retain image. ``"data"``: the noise
     (the paper's DDPM loss, for real retain images); ``"original"``: the untouched original's
