@@ -215,6 +215,12 @@ class _ConceptFineTune(LossStrategy):
     def setup(self, forget_loader, retain_loader):
         self.reference = self.frozen_reference()
 
+    @torch.no_grad()
+    def original_eps(self, x_t, t, prompts):
+        """The frozen original's noise prediction for ``prompts`` (its own text encoder embeds them)."""
+        ref = self.reference.model
+        return ref.eps(x_t, t, ref.encode(list(prompts)))
+
     def release(self) -> None:
         self.reference = None
         super().release()
@@ -288,11 +294,9 @@ class ESD(_ConceptFineTune):
         """``(x_t, t, ε_θ*(x_t, c, t), target)`` of one ESD step: ``x_t`` at a step drawn uniformly
         from ``ddim_steps``, the frozen original's conditional prediction, and the negatively
         guided target (the original's own text encoder embeds the prompts)."""
-        c, ref = self.config, self.reference.model
+        c = self.config
         x_t, t = self._partial(prompts, int(torch.randint(0, c.ddim_steps, (1,), generator=self.generator)))
-        with torch.no_grad():
-            e_u = ref.eps(x_t, t, ref.encode([""] * len(prompts)))
-            e_c = ref.eps(x_t, t, ref.encode(prompts))
+        e_u, e_c = self.original_eps(x_t, t, [""] * len(prompts)), self.original_eps(x_t, t, prompts)
         return x_t, t, e_c, e_u - c.negative_guidance * (e_c - e_u)
 
     def forget_step(self, batch, batch_idx):
@@ -579,8 +583,8 @@ class SalUnGeneration(_ConceptFineTune):
 
     where ``x_t`` are noised forget images, ``c_f`` their prompt and ``c'`` the ``anchor`` (the
     "random label" of a generative model), and on retain images generated from preserve prompts
-    ``ε`` is replaced by the original's ``ε_θo(x_t, c_r, t)``. Fan, Liu, Zhang, Wei, Wong & Liu, "SalUn: Empowering
-    Machine Unlearning via Gradient-based Weight Saliency in Both Image Classification and
+    ``ε`` is replaced by the original's ``ε_θo(x_t, c_r, t)``. Fan, Liu, Zhang, Wei, Wong & Liu,
+    "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in Both Image Classification and
     Generation", ICLR 2024; as in their Stable Diffusion code, the remapped prediction comes
     from the model being trained (detached), the retain term is the DDPM loss on retain images
     with their prompts. Forget and preserve prompts given without images get images generated
@@ -628,13 +632,11 @@ class SalUnGeneration(_ConceptFineTune):
 
     def retain_targets(self, x_t, t, prompts, noise, generated):
         """Each retain sample's target (``retain_target``): the noise, or the original's prediction."""
-        to_original = {"data": torch.zeros_like(generated), "original": torch.ones_like(generated),
-                       "auto": generated}[self.config.retain_target]
+        mode = self.config.retain_target
+        to_original = generated if mode == "auto" else torch.full_like(generated, mode == "original")
         if not bool(to_original.any()):
             return noise.float()
-        ref = self.reference.model
-        with torch.no_grad():
-            pred = ref.eps(x_t, t, ref.encode(prompts)).float()
+        pred = self.original_eps(x_t, t, prompts).float()
         return torch.where(to_original.view(-1, *[1] * (noise.dim() - 1)), pred, noise.float())
 
     def release(self) -> None:
@@ -719,7 +721,7 @@ class AdvUnlearn(ESD):
 
     def forget_step(self, batch, batch_idx):
         _, prompts = self.adapter.split(batch)
-        c, m, ref, g = self.config, self.model, self.reference.model, self.generator
+        c, m, g = self.config, self.model, self.generator
         x_t, t, e_c, target = self.esd_inputs(prompts)
         if self.step >= c.warmup and (self.step - c.warmup) % c.attack_every == 0:
             init = self.soft if self.soft is not None else random_token_embeddings(m, c.attack_tokens, g)
@@ -731,8 +733,7 @@ class AdvUnlearn(ESD):
         if c.retain_weight > 0:
             keep = [self.keep[int(torch.randint(0, len(self.keep), (1,), generator=g))]]
             x_r, t_r = self._partial(keep, int(torch.randint(0, c.ddim_steps, (1,), generator=g)))
-            with torch.no_grad():
-                e_r = ref.eps(x_r, t_r, ref.encode(keep))
+            e_r = self.original_eps(x_r, t_r, keep)
             loss = loss + c.retain_weight * F.mse_loss(m.eps(x_r, t_r, m.encode(keep)).float(), e_r.float())
         return loss
 
