@@ -265,12 +265,16 @@ def main(argv=None):
             continue
         size = args.image_size
         original, train_s = train_model(image_data(True, n_train, size=size), args, seed, "original", args.device)
-        gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase, size=size), args, seed,
-                                      f"without{args.erase}", args.device)
+        if results.done((seed, "retrain")):   # --resume: the retrained model's row (and time) are in the file
+            retrain_s = next(r["time_s"] for r in results.all_rows() if (r["seed"], r["method"]) == (seed, "retrain"))
+        else:
+            gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase, size=size), args, seed,
+                                          f"without{args.erase}", args.device)
         # real images of the erased class (the test split) for concept inversion and relearning
         real = torch.stack([x for x, p in image_data(False, 2000, seed=seed, size=size)
                             if p == prompt(args.erase)][:32]).to(args.device)
         ref, ref_feats = evaluate(original, judge, args, seed, args.erase, None, args.device)
+        print(f"seed {seed}: the original's erasure {ref['erasure']:.3f}, retention {ref['retention']:.4f}", flush=True)
         if not results.done((seed, "original")):
             results.add({"seed": seed, "method": "original", "time_s": train_s, **ref,
                          **attacks(original, jf, args, seed, args.erase, real)})
