@@ -619,8 +619,9 @@ class SalUnGeneration(_ConceptFineTune):
     limits = ("at its defaults under the concept rule: the coloured squares' red 0.91 -> 0.47 judged, green unchanged, "
               "blue 0.81 -> 0.75; on 16x16 Fashion-MNIST (benchmarks/results/diffusion-cpu.md, 3 seeds) 94.0% erasure "
               "with retention 72.4% against the original's 76.3% (4.0 points lost; 37.1% with the DDPM retain target, "
-              "67.9% with the anchor not held); the attacks bring the concept back as from ESD and UCE (relearning "
-              "leaves 16.7% erasure)")
+              "67.9% with the anchor not held); concept inversion and relearning bring the concept back as from ESD "
+              "and UCE (relearning leaves 16.7% erasure), and the prompt search leaves 86.7% (ESD 88.3%, the "
+              "retrained model 98.3%)")
 
     def setup(self, forget_loader, retain_loader):
         super().setup(forget_loader, retain_loader)
