@@ -643,7 +643,7 @@ class SalUnGeneration(_ConceptFineTune):
         x0, prompts, _ = self.forget_pool.sample(c.batch_size, g)
         x_t, t, _ = m.noised(x0, g)
         anchors = [c.anchor] * len(prompts)
-        with torch.set_grad_enabled(c.hold_anchor and c.retain_weight > 0):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and c.hold_anchor and c.retain_weight > 0):
             anchor_eps = m.eps(x_t, t, m.encode(anchors)).float()
         loss = F.mse_loss(m.eps(x_t, t, m.encode(prompts)).float(), anchor_eps.detach())
         if anchor_eps.requires_grad:                # the remapping's target held where the original had it
