@@ -265,8 +265,9 @@ def main(argv=None):
             continue
         size = args.image_size
         original, train_s = train_model(image_data(True, n_train, size=size), args, seed, "original", args.device)
-        if results.done((seed, "retrain")):   # --resume: the retrained model's row (and time) are in the file
-            retrain_s = next(r["time_s"] for r in results.all_rows() if (r["seed"], r["method"]) == (seed, "retrain"))
+        kept = results.kept((seed, "retrain"))
+        if kept is not None:                  # --resume: the retrained model's row (and time) are in the file
+            retrain_s = kept["time_s"]
         else:
             gold, retrain_s = train_model(image_data(True, n_train, exclude=args.erase, size=size), args, seed,
                                           f"without{args.erase}", args.device)

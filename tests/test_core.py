@@ -195,6 +195,7 @@ def test_results_file_writes_every_row_and_a_cut_off_run_resumes(tmp_path):
     res.add({"m": 2, "v": 0})                     # ... and the process is killed here
     resumed = _results_file(tmp_path, "b", mode="resume")
     assert [m for m in (1, 2, 3) if not resumed.done(m)] == [3]
+    assert resumed.kept(2) == {"m": 2, "v": 0} and resumed.kept(3) is None   # what a skipped cell measured
     resumed.add({"m": 3, "v": 1})
     resumed.finish()
     data, md = _read(tmp_path)
@@ -204,7 +205,7 @@ def test_results_file_writes_every_row_and_a_cut_off_run_resumes(tmp_path):
     again.finish()
     assert _read(tmp_path)[0]["meta"]["runs"] == ["a", "b", "b"]
     fresh = _results_file(tmp_path, "c")          # without --resume or --merge the file is replaced
-    assert not fresh.done(1)
+    assert not fresh.done(1) and fresh.kept(1) is None
     fresh.add({"m": 9})
     assert [r["m"] for r in _read(tmp_path)[0]["rows"]] == [9]
 

@@ -188,7 +188,14 @@ class ResultsFile:
 
     def done(self, key) -> bool:
         """Whether a row with this key is in the file already (always false unless resuming)."""
-        return self.mode == "resume" and any(self.key(r) == key for r in self.earlier + self.rows)
+        return self.kept(key) is not None
+
+    def kept(self, key) -> Optional[dict]:
+        """The row with this key that a resumed run keeps (this run's, else the file's), or None
+        (always None unless resuming): what a skipped cell measured, for cells that use it."""
+        if self.mode != "resume":
+            return None
+        return next((r for r in self.rows[::-1] + self.earlier if self.key(r) == key), None)
 
     def out_of_time(self) -> bool:
         """Whether ``max_minutes`` have passed; a benchmark asks before each cell and skips it if so
