@@ -101,3 +101,24 @@ def test_against_several_retrained_models_a_retrained_model_passes_and_the_finet
     alone = {r.name: r for r in bench.evaluate(gold2, forget_data=req, gold_model=gold, tokenizer=tok).results}
     assert {k: (v.verdict, v.value, v.delta_ci) for k, v in one.items()} == {
         k: (v.verdict, v.value, v.delta_ci) for k, v in alone.items()}       # a list of one is one model
+
+
+def test_a_reference_that_never_learned_the_task_cannot_anchor_the_utility_ratio(world):
+    """Measured in the README's LLM example (tiny untrained models): the retrained model's
+    utility was ~0, the ratio's interval reached [+2.8e8, +2.8e8] and model_utility PASSed.
+    A reference below the floor leaves the metric INCONCLUSIVE, never PASS; a trained
+    reference is still judged."""
+    from erasus.evaluation import UnlearningBenchmark
+    from erasus.evaluation.tofu import RATIO_FLOOR, tofu_scores
+
+    req, tok, full, gold, _, _ = world
+    untrained = gpt2_lm(tok, seed=5)
+    assert tofu_scores(untrained, tok, req)["model_utility"] < RATIO_FLOOR
+    bench = UnlearningBenchmark(protocol="tofu")
+    rep = bench.evaluate(full, forget_data=req, gold_model=untrained, tokenizer=tok)
+    util = {r.name: r for r in rep.results}["model_utility"]
+    assert util.verdict == "INCONCLUSIVE" and "too small for a ratio" in util.note, rep.summary()
+    assert rep.verdict != "PASS" and "not measured" in rep.summary()
+    trained = {r.name: r for r in bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok).results}
+    lo, hi = trained["model_utility"].delta_ci
+    assert lo < hi < 1e3 and "too small" not in trained["model_utility"].note, trained["model_utility"]

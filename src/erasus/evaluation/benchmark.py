@@ -159,7 +159,7 @@ class BenchmarkReport:
                  + (f", {self.forget_mode} forgetting" if self.forget_mode else "") + ")", head, "-" * len(head)]
         for r in self.results:
             ref = f"{r.reference:.3f} ({r.reference_label})"
-            d = f"[{r.delta_ci[0]:+.3f}, {r.delta_ci[1]:+.3f}]"
+            d = f"[{r.delta_ci[0]:+.3f}, {r.delta_ci[1]:+.3f}]" if np.isfinite(r.delta_ci).all() else "not measured"
             lines.append(f"{r.name:<{w}} {r.value:>7.3f} {ref:<24} {d:<24} "
                          f"{r.tolerance[0]:>5.2f}/{r.tolerance[1]:<5.2f}  {r.verdict}" + (f"  ({r.note})" if r.note else ""))
         vnote = self.verdict_note

@@ -193,7 +193,7 @@ def muse_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
     report, _ = verdict_report("muse", benchmark)
     report.forgetting = ("verbmem_f", "knowmem_f", "privleak")
     from ..core.evidence import at_least, at_most, two_sided
-    from .tofu import add_bootstrapped, add_interval
+    from .tofu import add_bootstrapped, add_interval, add_ratio
 
     ms, gs = s["samples"], g["samples"]
     for name in ("verbmem_f", "knowmem_f"):  # the paired difference per item, bootstrapped over the items
@@ -207,10 +207,9 @@ def muse_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
         add_interval(report, "privleak", s["privleak"], 0.0, point, ci, two_sided(5.0, 20.0),
                      len(forget_data.privleak["forget"]), value_ci=ci)
     if "knowmem_r" in s:
-        add_bootstrapped(report, benchmark, "knowmem_r", s["knowmem_r"], g["knowmem_r"],
-                         lambda i: float(ms["knowmem_r"][i["q"]].mean() / max(gs["knowmem_r"][i["q"]].mean(), 1e-12)),
-                         {"q": len(ms["knowmem_r"])}, at_least(0.9, 0.75),
-                         "ratio to the retrained model's (PASS: >= 0.9, partial >= 0.75)")
+        add_ratio(report, benchmark, "knowmem_r", s["knowmem_r"], g["knowmem_r"],
+                  lambda i: float(ms["knowmem_r"][i["q"]].mean()), lambda i: float(gs["knowmem_r"][i["q"]].mean()),
+                  {"q": len(ms["knowmem_r"])}, at_least(0.9, 0.75))
     return report
 
 

@@ -189,6 +189,32 @@ def add_bootstrapped(report, benchmark, name, value, ref, stat, sizes, region, n
     add_interval(report, name, value, ref, point, ci, region, min(sizes.values()), note)
 
 
+#: a reference below this cannot anchor a ratio (TOFU's utility, MUSE's KnowMem on retain: all in [0, 1])
+RATIO_FLOOR = 1e-3
+
+
+def add_ratio(report, benchmark, name, value, ref, num, den, sizes, region, note=""):
+    """:func:`add_bootstrapped` on the ratio ``num(idx) / den(idx)`` of a model's score to the
+    reference's (the same resampled items for both), judged against an ``at_least`` region.
+    A reference scoring below :data:`RATIO_FLOOR` cannot anchor a ratio (a retrained model
+    that never learned the task: measured, a tiny untrained causal LM's TOFU utility is
+    ~1e-20, and the ratio's interval reached 1e8): the metric is INCONCLUSIVE, with a note
+    saying so, rather than judged on a quotient of two numbers near zero."""
+    from ..core.evidence import INCONCLUSIVE
+    from .benchmark import MetricResult
+
+    what = f"ratio to the retrained model's (PASS: >= {region.pass_tol:.3g}, partial >= {region.partial_tol:.3g})"
+    if not ref >= RATIO_FLOOR:
+        why = (f"not judged: the retrained model's {name} is {ref:.3g}, too small for a ratio to it to mean "
+               "anything (a reference that does not do the task); train it until it does")
+        report.results.append(MetricResult(name, float(value), (float(value),) * 2, float(ref), "retrained",
+                                           (float("nan"),) * 2, (region.pass_tol, region.partial_tol), INCONCLUSIVE,
+                                           "; ".join(x for x in (note, why) if x), min(sizes.values())))
+        return
+    add_bootstrapped(report, benchmark, name, value, ref, lambda i: num(i) / max(den(i), 1e-12), sizes, region,
+                     "; ".join(x for x in (what, note) if x))
+
+
 def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None, tokenizer=None, **unused):
     """``UnlearningBenchmark(protocol="tofu").evaluate(model, forget_data=tofu_request(...),
     gold_model=retain_model, tokenizer=tok)``.
@@ -252,9 +278,10 @@ def tofu_protocol(benchmark, unlearned_model, forget_data=None, gold_model=None,
 
     sizes = {"retain": len(ms["retain_prob"]), "retain_gen": len(ms["retain_rouge"])}
     w = spread("model_utility", relative=True)
-    judged("model_utility", s["model_utility"], "model_utility",
-           lambda i: utility(ms, i) / max(np.mean([utility(gs, i) for gs in gsamples]), 1e-12), sizes,
-           at_least(0.9 - w, 0.75 - w), "ratio to the retrained model's (PASS: >= 0.9, partial >= 0.75)")
+    add_ratio(report, benchmark, "model_utility", s["model_utility"],
+              float(np.mean([x["model_utility"] for x in gss])), lambda i: utility(ms, i),
+              lambda i: float(np.mean([utility(gs, i) for gs in gsamples])), sizes, at_least(0.9 - w, 0.75 - w),
+              note("model_utility", True))
     w = spread("forget_rouge")
     judged("forget_rouge", s["forget_rouge"], "forget_rouge",
            lambda i: float((ms["forget_rouge"][i["q"]] - np.mean([gs["forget_rouge"][i["q"]] for gs in gsamples],
