@@ -56,12 +56,51 @@ from .tofu import rouge_l  # noqa: F401  (ROUGE-L recall for TOFU, F-measure for
 ATTACKS = ("loss", "zlib", "min_k", "min_k_pp")
 
 
+def _scored_token_stats(adapter, b):
+    """Per scored token (labels ≠ −100, aligned as the adapter aligns them), in row-major order:
+    its log-probability, its Min-K%++ z-score ``(log p − μ) / σ`` (μ, σ: the mean and standard
+    deviation of the log-probability under the model's own next-token distribution), whether it
+    is the arg-max; and the number of scored tokens per sample. Logits exist only at scored
+    positions where the adapter allows it (:meth:`~erasus.models.causal_lm.TokenLMAdapter.scored_hidden`),
+    at most :data:`~erasus.models.causal_lm.CHUNK_ELEMENTS` of them at a time, in float64."""
+    from ..models.causal_lm import CHUNK_ELEMENTS
+
+    labels = adapter._aligned_labels(b["labels"])
+    mask = labels != -100
+    got = adapter.scored_hidden(b)
+    if got is not None:
+        h, head = got
+        rows, project, vocab = h[mask], head, head.weight.shape[0]
+    else:
+        logits = adapter.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+        rows, project = adapter._aligned(logits, b["labels"])[0][mask], (lambda x: x)
+        vocab = rows.shape[-1]
+    targets = labels[mask]
+    step = max(1, CHUNK_ELEMENTS // max(1, int(vocab)))
+    tok, z, hit = [], [], []
+    for i in range(0, rows.shape[0], step):
+        lg = project(rows[i:i + step]).double()
+        t = targets[i:i + step]
+        logp = torch.log_softmax(lg, -1)
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        sd = ((p * logp ** 2).sum(-1) - mu ** 2).clamp_min(1e-6).sqrt()
+        lp = logp.gather(-1, t.unsqueeze(-1)).squeeze(-1)
+        tok.append(lp)
+        z.append((lp - mu) / sd)
+        hit.append(lg.argmax(-1) == t)
+    cat = lambda xs: torch.cat(xs).cpu().numpy()  # noqa: E731
+    return cat(tok), cat(z), cat(hit), targets.cpu().numpy(), mask.sum(1).cpu().numpy()
+
+
 @torch.no_grad()
 def lm_token_stats(adapter, loader, k: float = 0.4, score_eos: bool = False) -> Dict[str, np.ndarray]:
     """Per-sample statistics of a causal LM on QA or text batches (see the module
     docstring). ``zlib`` needs the text: batches from :class:`~erasus.models.QACollator` (the
     answer) and ``TextCollator`` carry it under ``"text"``; without it that statistic is NaN.
-    ``score_eos``: keep a final EOS in the Min-K% / Min-K%++ token sets."""
+    ``score_eos``: keep a final EOS in the Min-K% / Min-K%++ token sets. Only the scored
+    (answer) tokens get logits: the README's ``llm.evaluate`` on TOFU forget01 (a 1-layer GPT-2,
+    3,960 retain questions) took 22 s where projecting every position took 97 s."""
     if getattr(adapter, "family", None) != "causal_lm":
         raise DataError(f"Language-model metrics need a causal LM; this model is a {adapter.family!r}.")
     model = adapter.model
@@ -73,33 +112,24 @@ def lm_token_stats(adapter, loader, k: float = 0.4, score_eos: bool = False) -> 
                                "n_tokens")}
     try:
         for batch in loader:
-            b = adapter.to_device(batch)
-            logits = model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits[:, :-1].double()
-            labels = b["labels"][:, 1:]
-            logp = torch.log_softmax(logits, -1)
-            p = logp.exp()
-            mu = (p * logp).sum(-1)
-            sd = ((p * logp ** 2).sum(-1) - mu ** 2).clamp_min(1e-6).sqrt()
-            tok = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-            hit = logits.argmax(-1) == labels
+            tok, z, hit, targets, counts = _scored_token_stats(adapter, adapter.to_device(batch))
+            if (counts == 0).any():
+                raise DataError("A sample has no scored (answer) tokens: check max_length.")
             texts = batch.get("text") if isinstance(batch, dict) else None
-            for i in range(labels.shape[0]):
-                m = labels[i] != -100
-                n = int(m.sum())
-                if n == 0:
-                    raise DataError("A sample has no scored (answer) tokens: check max_length.")
-                lp, z, h = tok[i][m], ((tok[i] - mu[i]) / sd[i])[m], hit[i][m]
+            ends = np.cumsum(counts)
+            for i, (n, e) in enumerate(zip(counts.tolist(), ends.tolist())):
+                lp, zz, h = tok[e - n:e], z[e - n:e], hit[e - n:e]
                 nll = float(-lp.mean())
-                mk_lp, mk_z = lp, z
-                if not score_eos and n > 1 and int(labels[i][m][-1]) in eos:  # the appended EOS
-                    mk_lp, mk_z = lp[:-1], z[:-1]
+                mk_lp, mk_z = lp, zz
+                if not score_eos and n > 1 and int(targets[e - 1]) in eos:  # the appended EOS
+                    mk_lp, mk_z = lp[:-1], zz[:-1]
                 kk = max(1, int(k * len(mk_lp)))
                 out["loss"].append(nll)
                 out["n_tokens"].append(n)
-                out["min_k"].append(float(mk_lp.sort().values[:kk].mean()))
-                out["min_k_pp"].append(float(mk_z.sort().values[:kk].mean()))
-                out["exact_memorization"].append(float(h.double().mean()))
-                miss = (~h).nonzero()
+                out["min_k"].append(float(np.sort(mk_lp)[:kk].mean()))
+                out["min_k_pp"].append(float(np.sort(mk_z)[:kk].mean()))
+                out["exact_memorization"].append(float(h.mean()))
+                miss = np.flatnonzero(~h)
                 first_ok = int(miss[-1]) + 1 if len(miss) else 0  # shortest prefix after which all match
                 out["extraction_strength"].append(1.0 - first_ok / n)
                 out["zlib"].append(nll / len(zlib.compress(texts[i].encode("utf-8"))) if texts else float("nan"))
