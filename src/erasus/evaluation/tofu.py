@@ -197,9 +197,10 @@ def add_ratio(report, benchmark, name, value, ref, num, den, sizes, region, note
     """:func:`add_bootstrapped` on the ratio ``num(idx) / den(idx)`` of a model's score to the
     reference's (the same resampled items for both), judged against an ``at_least`` region.
     A reference scoring below :data:`RATIO_FLOOR` cannot anchor a ratio (a retrained model
-    that never learned the task: measured, a tiny untrained causal LM's TOFU utility is
-    ~1e-20, and the ratio's interval reached 1e8): the metric is INCONCLUSIVE, with a note
-    saying so, rather than judged on a quotient of two numbers near zero."""
+    that never learned the task: measured on the README's LLM example, whose tiny untrained
+    GPT-2 reference has TOFU utility 0, the ratio's interval was [+2.8e8, +2.8e8] and the
+    metric PASSed): the metric is INCONCLUSIVE, with a note saying so, rather than judged on a
+    quotient of two numbers near zero."""
     from ..core.evidence import INCONCLUSIVE
     from .benchmark import MetricResult
 
