@@ -62,8 +62,8 @@ def _scored_token_stats(adapter, b):
     deviation of the log-probability under the model's own next-token distribution), whether it
     is the arg-max; and the number of scored tokens per sample. Logits exist only at scored
     positions where the adapter allows it (:meth:`~erasus.models.causal_lm.TokenLMAdapter.scored_hidden`),
-    at most :data:`~erasus.models.causal_lm.CHUNK_ELEMENTS` of them at a time, in float64."""
-    from ..models.causal_lm import CHUNK_ELEMENTS
+    :func:`~erasus.models.causal_lm.chunk_rows` of them at a time, in float64."""
+    from ..models.causal_lm import chunk_rows
 
     labels = adapter._aligned_labels(b["labels"])
     mask = labels != -100
@@ -71,12 +71,11 @@ def _scored_token_stats(adapter, b):
     if got is not None:
         h, head = got
         rows, project, vocab = h[mask], head, head.weight.shape[0]
-    else:
-        logits = adapter.model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
-        rows, project = adapter._aligned(logits, b["labels"])[0][mask], (lambda x: x)
-        vocab = rows.shape[-1]
+    else:  # the full forward's logits, taken at the scored positions
+        rows = adapter._aligned(adapter._forward(b).logits, b["labels"])[0][mask]
+        project, vocab = (lambda x: x), rows.shape[-1]
     targets = labels[mask]
-    step = max(1, CHUNK_ELEMENTS // max(1, int(vocab)))
+    step = chunk_rows(vocab)
     tok, z, hit = [], [], []
     for i in range(0, rows.shape[0], step):
         lg = project(rows[i:i + step]).double()

@@ -180,6 +180,12 @@ class TokenLMAdapter(ModelAdapter):
 CHUNK_ELEMENTS = 1 << 26
 
 
+def chunk_rows(vocab: int) -> int:
+    """How many scored positions go through an output layer of ``vocab`` outputs at once
+    (at most :data:`CHUNK_ELEMENTS` logits)."""
+    return max(1, CHUNK_ELEMENTS // max(1, int(vocab)))
+
+
 def _chunk_ce(head, hs, targets):
     return F.cross_entropy(head(hs).float(), targets, reduction="none")
 
@@ -191,8 +197,7 @@ def scored_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.T
     recomputed in the backward pass (activation checkpointing) when gradients are needed, so
     the memory for logits stays one chunk's whatever the batch."""
     n = hidden.shape[0]
-    vocab = getattr(head, "out_features", None) or head.weight.shape[0]
-    step = max(1, CHUNK_ELEMENTS // max(1, vocab))
+    step = chunk_rows(getattr(head, "out_features", None) or head.weight.shape[0])
     if n <= step:
         lg = head(hidden)
         nll = F.cross_entropy(lg.float(), targets, reduction="none")
