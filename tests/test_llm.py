@@ -234,6 +234,38 @@ def test_lm_token_stats_project_only_the_scored_tokens(tiny_tofu):
         np.testing.assert_allclose(scored[key], full[key], rtol=1e-9, atol=1e-9, err_msg=key)
 
 
+def test_undial_loss_is_the_papers_on_answer_tokens_only(tiny_tofu):
+    """UNDIAL's forget loss is the cross-entropy to the teacher's softmax with the true logit
+    lowered by γ, at the answer tokens (computed here by hand from the full logits), and the
+    output layer sees only those tokens, for the student and the teacher."""
+    import torch.nn.functional as F
+
+    from erasus.strategies.llm import Undial, UndialConfig
+
+    model, _, _, forget_eval, _ = tiny_tofu
+    batch = next(iter(forget_eval))
+    strat = Undial(model, UndialConfig(strength=3.0))
+    strat.setup(None, None)
+    rows = []
+    hooks = [m.lm_head.register_forward_hook(lambda m, i, o: rows.append(i[0].reshape(-1, i[0].shape[-1]).shape[0]))
+             for m in (model, strat.teacher.model)]
+    try:
+        with torch.no_grad():
+            loss = float(strat.forget_step(batch, 0))
+    finally:
+        for h in hooks:
+            h.remove()
+    answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [answer_tokens, answer_tokens] and answer_tokens < batch["input_ids"].numel()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    m = labels != -100
+    z, y = logits[m].double(), labels[m]
+    target = torch.softmax(z - 3.0 * F.one_hot(y, z.shape[-1]).double(), -1)
+    assert loss == pytest.approx(float(-(target * torch.log_softmax(z, -1)).sum(-1).mean()), rel=1e-5)
+
+
 def test_lm_membership_attacks_rank_the_unlearned_model(tiny_tofu):
     """Forget answers the model trained on are detected (AUC well above 0.5 against retain
     answers it also saw is not the test; against unseen held-out TOFU authors it is)."""

@@ -73,7 +73,7 @@ def test_adapters_score_the_target_tokens_like_a_hand_computation(world):
         a.per_sample_loss({"input_ids": b["input_ids"]})
 
 
-@pytest.mark.parametrize("name", ["gradient_ascent", "negative_gradient", "npo", "simnpo"])
+@pytest.mark.parametrize("name", ["gradient_ascent", "negative_gradient", "npo", "simnpo", "undial"])
 def test_likelihood_strategies_forget_on_seq2seq_and_masked_lms(world, name):
     from erasus.unlearners import ErasusUnlearner
 

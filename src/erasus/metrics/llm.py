@@ -65,17 +65,8 @@ def _scored_token_stats(adapter, b):
     :func:`~erasus.models.causal_lm.chunk_rows` of them at a time, in float64."""
     from ..models.causal_lm import chunk_rows
 
-    labels = adapter._aligned_labels(b["labels"])
-    mask = labels != -100
-    got = adapter.scored_hidden(b)
-    if got is not None:
-        h, head = got
-        rows, project, vocab = h[mask], head, head.weight.shape[0]
-    else:  # the full forward's logits, taken at the scored positions
-        rows = adapter._aligned(adapter._forward(b).logits, b["labels"])[0][mask]
-        project, vocab = (lambda x: x), rows.shape[-1]
-    targets = labels[mask]
-    step = chunk_rows(vocab)
+    rows, project, targets, mask = adapter.scored_rows(b)
+    step = chunk_rows(project.weight.shape[0] if hasattr(project, "weight") else rows.shape[-1])
     tok, z, hit = [], [], []
     for i in range(0, rows.shape[0], step):
         lg = project(rows[i:i + step]).double()

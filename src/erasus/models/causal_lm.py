@@ -119,6 +119,29 @@ class TokenLMAdapter(ModelAdapter):
         :class:`CausalLMAdapter`)."""
         return None
 
+    def scored_rows(self, b: Dict[str, torch.Tensor]):
+        """``(rows, project, targets, mask)`` for a batch already on the device: ``project(rows)``
+        are the logits at the scored positions only (labels ≠ −100, aligned as :meth:`_aligned`
+        aligns them, in row-major order), ``targets`` their tokens and ``mask`` the aligned
+        scored mask. Where :meth:`scored_hidden` allows it the rows are hidden states and
+        ``project`` the output layer, so prompt and padding tokens never reach the vocabulary;
+        otherwise the full forward's logits are taken at the scored positions (``project`` is
+        the identity). Projecting in chunks (:func:`chunk_rows`) bounds the memory."""
+        labels = self._aligned_labels(b["labels"])
+        mask = labels != IGNORE
+        got = self.scored_hidden(b)
+        if got is not None:
+            h, head = got
+            return h[mask], head, labels[mask], mask
+        return self._aligned(self._forward(b).logits, b["labels"])[0][mask], nn.Identity(), labels[mask], mask
+
+    def scored_logits(self, batch: Any):
+        """``(logits, targets)`` at the scored positions only, one row per scored token (see
+        :meth:`scored_rows`): what a token-level loss that needs the whole next-token
+        distribution (distillation, UNDIAL) is computed on."""
+        rows, project, targets, _ = self.scored_rows(self.to_device(batch))
+        return project(rows), targets
+
     def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
         """Per-token NLL of the scored tokens and their mask, aligned with the labels."""
         nll, mask, _ = self._token_scores(batch, logits, predictions=False)

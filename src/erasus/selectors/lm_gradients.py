@@ -218,16 +218,19 @@ def gauss_newton_influence(G: torch.Tensor, damping: float = 0.01, target: str =
 
 
 def _answer_tokens(adapter, loader):
-    """Per batch: next-token probabilities ``(B, T, V)``, the aligned labels and the mask of
-    the scored (answer) tokens, under teacher forcing."""
+    """Per batch: next-token probabilities at the scored (answer) tokens only ``(n, V)`` under
+    teacher forcing (:meth:`~erasus.models.causal_lm.TokenLMAdapter.scored_rows`), their
+    target tokens, and the batch's aligned mask of scored tokens."""
     for batch in loader:
-        b = adapter.to_device(batch)
-        lg, labels = adapter._aligned(adapter.logits(batch), b["labels"])
-        yield torch.softmax(lg.float(), -1), labels, labels != -100
+        rows, project, targets, mask = adapter.scored_rows(adapter.to_device(batch))
+        yield torch.softmax(project(rows).float(), -1), targets, mask
 
 
 def _answer_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return ((values * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu()
+    """Each sample's mean of ``values`` (one per scored token, in row-major order)."""
+    full = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    full[mask] = values
+    return (full.sum(1) / mask.sum(1).clamp_min(1)).cpu()
 
 
 @torch.no_grad()
@@ -236,7 +239,7 @@ def token_el2n(adapter, loader) -> torch.Tensor:
     ``t`` (teacher forcing), averaged over the sample's scored tokens."""
     out = []
     for p, labels, mask in _answer_tokens(adapter, loader):
-        p_y = p.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        p_y = p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         out.append(_answer_mean(((p * p).sum(-1) - 2 * p_y + 1).clamp_min(0).sqrt(), mask))
     return torch.cat(out)
 
@@ -252,6 +255,6 @@ def token_uncertainty(adapter, loader, method: str = "entropy") -> torch.Tensor:
             v = -(p * p.clamp_min(1e-12).log()).sum(-1)
         else:
             top2 = p.topk(2, dim=-1).values
-            v = 1.0 - top2[..., 0] if method == "least_confidence" else -(top2[..., 0] - top2[..., 1])
+            v = 1.0 - top2[:, 0] if method == "least_confidence" else -(top2[:, 0] - top2[:, 1])
         out.append(_answer_mean(v, mask))
     return torch.cat(out)

@@ -133,13 +133,12 @@ class Undial(ForgetRetainStrategy):
     def setup(self, forget_loader, retain_loader):
         self.teacher = self.frozen_reference()
 
-    def _positions(self, adapter, batch):
-        if adapter.family == "causal_lm":
-            b = adapter.to_device(batch)
-            logits = adapter.logits(batch)[:, :-1]
-            labels = b["labels"][:, 1:]
-            m = labels != -100
-            return logits[m], labels[m]
+    @staticmethod
+    def _positions(adapter, batch):
+        """Logits and targets, one row per scored token of a language model (logits only at
+        those positions) or one per sample of a classifier."""
+        if hasattr(adapter, "scored_logits"):
+            return adapter.scored_logits(batch)
         return adapter.logits_and_labels(batch)
 
     def forget_step(self, batch, batch_idx):
