@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..core.config import BaseConfig
+from ..core.exceptions import ConfigError
 from ..core.registry import register
 from ..core.strategy import OneShotStrategy
 from ..utils.data import subsample_loader
@@ -21,23 +22,61 @@ def _prunable(model: nn.Module, head) -> List[nn.Module]:
             and m.weight.requires_grad]
 
 
+#: names of the last layer of a transformer block's feed-forward network in Hugging Face
+#: models: GPT-2 / GPT-Neo ``mlp.c_proj``, LLaMA / Mistral / Qwen / Gemma ``mlp.down_proj``, GPT-J
+#: ``mlp.fc_out``, GPT-NeoX / BLOOM / Falcon ``mlp.dense_4h_to_h``, OPT / Phi ``fc2``, T5
+#: ``DenseReluDense.wo``, BERT ``output.dense`` (not ``attention.output.dense``)
+FF_OUT = {"c_proj", "down_proj", "fc_out", "dense_4h_to_h", "fc2", "wo"}
+FF_PARENTS = {"mlp", "DenseReluDense", "feed_forward", "ffn"}
+
+
+def _is_hf_conv1d(m: nn.Module) -> bool:
+    """GPT-2's ``Conv1D``: a linear layer whose weight is stored (in, out)."""
+    return type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2
+
+
+def feed_forward_outputs(model: nn.Module) -> List[nn.Module]:
+    """The output projections of a transformer's feed-forward networks (see :data:`FF_OUT`),
+    trainable ones only: the inputs of these layers are the feed-forward neurons."""
+    out = []
+    for name, m in model.named_modules():
+        parts = name.split(".")
+        if not (isinstance(m, nn.Linear) or _is_hf_conv1d(m)) or len(parts) < 2 or not m.weight.requires_grad:
+            continue
+        last, parent = parts[-1], parts[-2]
+        if ((last in FF_OUT and (parent in FF_PARENTS or last == "fc2"))
+                or (last == "dense" and parent == "output" and len(parts) > 2 and parts[-3] != "attention")):
+            out.append(m)
+    return out
+
+
 @torch.no_grad()
-def unit_activation(adapter, layers: List[nn.Module], loader) -> Dict[nn.Module, torch.Tensor]:
-    """Mean absolute output of every unit (output feature or channel) of ``layers``."""
+def unit_activation(adapter, layers: List[nn.Module], loader, at_input: bool = False) -> Dict[nn.Module, torch.Tensor]:
+    """Mean absolute output of every unit (output feature or channel) of ``layers``; with
+    ``at_input``, of every input feature instead (a transformer's feed-forward neurons, as the
+    inputs of the feed-forward output projection). Positions that a batch's ``attention_mask``
+    marks as padding are left out."""
     sums = {m: None for m in layers}
     counts = {m: 0 for m in layers}
+    current = {}
 
-    def hook(m, _inp, out):
-        a = out.detach().abs().float()
-        a = a.transpose(0, 1).reshape(a.shape[1], -1) if a.dim() > 2 else a.t()
+    def add(m, x):
+        a = x.detach().abs().float()
+        mask = current.get("mask")
+        if a.dim() == 3 and mask is not None and tuple(a.shape[:2]) == tuple(mask.shape):
+            a = a[mask]  # (attended tokens, features)
+        a = a.transpose(0, 1).reshape(a.shape[1], -1) if (a.dim() > 2 and not at_input) else a.reshape(-1, a.shape[-1]).t()
         sums[m] = a.sum(1) if sums[m] is None else sums[m] + a.sum(1)
         counts[m] += a.shape[1]
 
-    handles = [m.register_forward_hook(hook) for m in layers]
+    handles = [m.register_forward_pre_hook(lambda m, inp: add(m, inp[0])) if at_input
+               else m.register_forward_hook(lambda m, _inp, out: add(m, out)) for m in layers]
     was = adapter.model.training
     adapter.model.eval()
     try:
         for batch in loader:
+            am = batch.get("attention_mask") if isinstance(batch, dict) else None
+            current["mask"] = am.to(adapter.device).bool() if isinstance(am, torch.Tensor) else None
             adapter.logits(batch)
     finally:
         for h in handles:
@@ -88,6 +127,14 @@ class NeuronPruning(OneShotStrategy):
     outputs 0), then scores are recomputed. Deviation: the activation is taken at the
     layer's output (before the nonlinearity), where the pruning acts, so it applies to any
     Linear/Conv network without knowing its activation functions.
+
+    Language models (causal, encoder-decoder, masked, image-text) get the paper's transformer
+    procedure instead (:meth:`_prune_feed_forward`, as in the authors' code): feed-forward
+    neurons only, scored over the attended tokens, the top ``fraction`` of all of them pruned
+    per round. Measured on the 2-layer GPT-2 of ``tests/test_llm.py`` (512 neurons; TOFU
+    forget NLL 0.39, retain 0.34): the defaults raise them to 0.65 and 0.43; 5% × 10 rounds to
+    1.51 and 0.87. The paper reports this selectivity falls for small models trained without
+    dropout, which these are.
     """
     limits = ('forgetting one class of scikit-learn digits (MLP, seed 0), it stops with 100% of the class still '
               'recognised, with or without held-out data (pruning cost 16.8 points of retain accuracy, so the guard '
@@ -99,11 +146,13 @@ class NeuronPruning(OneShotStrategy):
     def apply(self, adapter, forget_loader, retain_loader) -> str:
         c = self.config
         model = adapter.model
+        f_loader = subsample_loader(forget_loader, c.max_samples, seed=0)
+        r_loader = subsample_loader(retain_loader, c.max_samples, seed=0)
+        if hasattr(adapter, "scored_rows"):  # a token language model
+            return self._prune_feed_forward(adapter, f_loader, r_loader)
         layers = _prunable(model, adapter.head)
         if not layers:
             return "one-shot: no trainable hidden Linear/Conv layer to prune (frozen layers are left alone)"
-        f_loader = subsample_loader(forget_loader, c.max_samples, seed=0)
-        r_loader = subsample_loader(retain_loader, c.max_samples, seed=0)
         pruned = {m: torch.zeros(m.weight.shape[0], dtype=torch.bool, device=m.weight.device) for m in layers}
         with torch.no_grad():
             for _ in range(c.rounds):
@@ -123,3 +172,41 @@ class NeuronPruning(OneShotStrategy):
         n = sum(int(p.sum()) for p in pruned.values())
         total = sum(p.numel() for p in pruned.values())
         return f"one-shot: pruned {n} of {total} hidden units in {c.rounds} round(s)"
+
+    @torch.no_grad()
+    def _prune_feed_forward(self, adapter, f_loader, r_loader) -> str:
+        """The paper's transformer procedure: the neurons are the feed-forward networks'
+        hidden units (the inputs of each block's feed-forward output projection), their
+        importance the mean absolute activation over the attended tokens, and each round
+        prunes the top ``fraction`` of all of them, across layers (the authors' default prunes
+        feed-forward neurons only, by this ``abs`` score). A neuron is removed by zeroing its
+        column of the output projection, so its activation no longer reaches the residual
+        stream whatever the activation function (a gated MLP included)."""
+        c = self.config
+        layers = feed_forward_outputs(adapter.model)
+        if not layers:
+            raise ConfigError(
+                f"neuron_pruning: found no trainable feed-forward output projection in this {adapter.family} model "
+                f"(layers named {sorted(FF_OUT)} under {sorted(FF_PARENTS)}, or BERT's output.dense); pruning "
+                f"needs a transformer's feed-forward neurons. Use a training-based strategy (npo, wga, ...).")
+        sizes = [m.weight.shape[0] if _is_hf_conv1d(m) else m.weight.shape[1] for m in layers]
+        bounds = [0] + [int(x) for x in torch.tensor(sizes).cumsum(0)]
+        pruned = torch.zeros(bounds[-1], dtype=torch.bool)
+        for _ in range(c.rounds):
+            a_f = unit_activation(adapter, layers, f_loader, at_input=True)
+            a_r = unit_activation(adapter, layers, r_loader, at_input=True)
+            score = torch.cat([(a_f[m] / (a_r[m] + c.eps)).cpu() for m in layers])
+            score[pruned] = -math.inf
+            k = min(int(math.ceil(c.fraction * score.numel())), int((~pruned).sum()))
+            if k == 0:
+                break
+            chosen = torch.topk(score, k).indices
+            pruned[chosen] = True
+            for m, lo, hi in zip(layers, bounds[:-1], bounds[1:]):
+                units = (chosen[(chosen >= lo) & (chosen < hi)] - lo).to(m.weight.device)
+                if _is_hf_conv1d(m):
+                    m.weight[units] = 0  # (in, out)
+                else:
+                    m.weight[:, units] = 0
+        return (f"one-shot: pruned {int(pruned.sum())} of {pruned.numel()} feed-forward neurons in {len(layers)} "
+                f"blocks, {c.fraction:.0%} of them per round over {c.rounds} round(s)")
