@@ -316,6 +316,23 @@ def test_neuron_pruning_removes_the_feed_forward_neurons_most_specific_to_the_fo
     assert f1 - f0 > 0.2 and f1 - f0 > 2 * (r1 - r0), (f0, f1, r0, r1)
 
 
+def test_layer_freezing_on_a_transformer_trains_weight_layers_and_forgets(tiny_tofu):
+    """The bare call picks the most forget-salient weight layers, not LayerNorms (whose few
+    parameters have the largest per-weight gradients: training only them left the forget
+    loss where it was), and forgets more than it costs the retain answers."""
+    from erasus.unlearners import ErasusUnlearner
+
+    model, forget, retain, forget_eval, retain_eval = tiny_tofu
+    res = ErasusUnlearner(model, strategy="layer_freezing").fit(forget, retain, progress=False)
+    changed = {n.rsplit(".", 1)[0] for (n, p), (_, q) in zip(model.named_parameters(), res.model.named_parameters())
+               if not torch.equal(p, q)}
+    modules = dict(model.named_modules())
+    assert changed and all(modules[m].weight.dim() == 2 for m in changed), changed
+    f0, r0 = mean_nll(model, forget_eval), mean_nll(model, retain_eval)
+    f1, r1 = mean_nll(res.model, forget_eval), mean_nll(res.model, retain_eval)
+    assert f1 - f0 > 0.5 and f1 - f0 > 2 * (r1 - r0), (f0, f1, r0, r1)
+
+
 def test_lm_membership_attacks_rank_the_unlearned_model(tiny_tofu):
     """Forget answers the model trained on are detected (AUC well above 0.5 against retain
     answers it also saw is not the test; against unseen held-out TOFU authors it is)."""
