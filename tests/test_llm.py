@@ -333,6 +333,24 @@ def test_layer_freezing_on_a_transformer_trains_weight_layers_and_forgets(tiny_t
     assert f1 - f0 > 0.5 and f1 - f0 > 2 * (r1 - r0), (f0, f1, r0, r1)
 
 
+def test_distillation_compares_answer_tokens_only(tiny_tofu):
+    """SCRUB and Bad Teacher compare output distributions at the answer tokens of a language
+    model (prompt and padding positions used to enter their KL): the rows are the full
+    logits at those tokens, and the adapter's loss accepts them."""
+    model, _, _, forget_eval, _ = tiny_tofu
+    a = wrap(model)
+    batch = next(iter(forget_eval))
+    with torch.no_grad():
+        rows = a.distillation_logits(batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        m = batch["labels"][:, 1:] != -100
+        assert rows.shape[0] == int(m.sum()) < batch["input_ids"].numel()
+        assert torch.allclose(rows, full[m], atol=1e-5)
+        assert torch.allclose(a.per_sample_loss(batch, logits=rows), a.per_sample_loss(batch), atol=1e-5)
+        nll, acc = a.loss_and_accuracy(batch)
+        assert torch.allclose(acc, ((full.argmax(-1) == batch["labels"][:, 1:]) & m).sum(1).double() / m.sum(1))
+
+
 def test_lm_membership_attacks_rank_the_unlearned_model(tiny_tofu):
     """Forget answers the model trained on are detected (AUC well above 0.5 against retain
     answers it also saw is not the test; against unseen held-out TOFU authors it is)."""

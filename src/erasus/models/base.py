@@ -48,6 +48,13 @@ class ModelAdapter:
     def features(self, batch: Any) -> torch.Tensor:
         raise NotImplementedError  # abstract
 
+    def distillation_logits(self, batch: Any) -> torch.Tensor:
+        """The logits a loss between two models' output distributions compares (SCRUB, Bad
+        Teacher): all of :meth:`logits` here; a language model's at its scored tokens only
+        (:meth:`~erasus.models.causal_lm.TokenLMAdapter.scored_logits`), which
+        :meth:`per_sample_loss` also accepts as ``logits``."""
+        return self.logits(batch)
+
     def loss(self, batch: Any) -> torch.Tensor:
         return self.per_sample_loss(batch).mean()
 

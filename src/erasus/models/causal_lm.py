@@ -142,8 +142,12 @@ class TokenLMAdapter(ModelAdapter):
         rows, project, targets, _ = self.scored_rows(self.to_device(batch))
         return project(rows), targets
 
+    def distillation_logits(self, batch: Any) -> torch.Tensor:
+        return self.scored_logits(batch)[0]
+
     def token_nll(self, batch: Any, logits: Optional[torch.Tensor] = None):
-        """Per-token NLL of the scored tokens and their mask, aligned with the labels."""
+        """Per-token NLL of the scored tokens and their mask, aligned with the labels.
+        ``logits``: the model's full logits, or one row per scored token (:meth:`scored_logits`)."""
         nll, mask, _ = self._token_scores(batch, logits, predictions=False)
         return nll, mask
 
@@ -174,6 +178,12 @@ class TokenLMAdapter(ModelAdapter):
                        .view(mask.shape) if predictions else None)
                 return nll.view(mask.shape), mask, hit
             logits = self._forward(b).logits
+        if logits.dim() == 2:  # one row per scored token, as scored_logits gives them
+            lg, t = logits.float(), labels[mask]
+            nll_s = F.cross_entropy(lg, t, reduction="none")
+            nll = torch.zeros(mask.shape, dtype=nll_s.dtype, device=nll_s.device).masked_scatter(mask, nll_s)
+            hit = torch.zeros_like(mask).masked_scatter(mask, lg.argmax(-1) == t) if predictions else None
+            return nll, mask, hit
         lg, labels = self._aligned(logits, b["labels"])
         lg = lg.float()
         nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels.clamp_min(0).reshape(-1),

@@ -64,9 +64,9 @@ class BadTeacher(LossStrategy):
         self.incompetent = self.adapter.with_model(reinitialised_copy(self.model))
 
     def _distil(self, batch, teacher):
-        student = self.adapter.logits(batch)
+        student = self.adapter.distillation_logits(batch)
         with torch.no_grad():
-            target = teacher.logits(batch)
+            target = teacher.distillation_logits(batch)
         return distillation_kl(student, target, self.config.temperature)
 
     def forget_step(self, batch, batch_idx):

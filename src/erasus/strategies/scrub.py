@@ -108,9 +108,9 @@ class SCRUB(LossStrategy):
         return epoch < self.config.max_epochs_forget
 
     def _kl(self, batch):
-        student = self.adapter.logits(batch)
+        student = self.adapter.distillation_logits(batch)
         with torch.no_grad():
-            teacher = self.teacher.logits(batch)
+            teacher = self.teacher.distillation_logits(batch)
         return student, distillation_kl(student, teacher, self.config.temperature)
 
     def forget_step(self, batch, batch_idx):
