@@ -226,3 +226,15 @@ def test_the_adapter_loss_is_the_models_own_clip_loss(world):
         own = world["original"](input_ids=ids, pixel_values=x, return_loss=True).loss
         ours = CLIPAdapter(world["original"]).per_sample_loss((x, ids)).mean()
     assert torch.allclose(own, ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["scrub", "bad_teacher", "undial"])
+def test_distillation_methods_refuse_clip_with_a_clear_error(world, name):
+    """They distil per-sample or per-token output distributions; a CLIP model gives them none
+    for image-text pairs (they used to fail asking for class prompts even when given them), so
+    they refuse it and name the families they support."""
+    from erasus.exceptions import UnsupportedModelError
+
+    u = VLMUnlearner(world["original"], strategy=name, class_prompts=world["ids"])
+    with pytest.raises(UnsupportedModelError, match="supports model families.*'classifier'.*got a 'clip' model"):
+        u.fit(world["forget"], world["retain"], progress=False)

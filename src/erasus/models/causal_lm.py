@@ -72,6 +72,10 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int):
     return out, att
 
 
+#: the families whose adapters are :class:`TokenLMAdapter`\ s (scored tokens, answer-only labels)
+TOKEN_FAMILIES = ("causal_lm", "seq2seq_lm", "masked_lm", "vision_lm")
+
+
 class TokenLMAdapter(ModelAdapter):
     """Shared scoring of language models whose batches carry ``labels`` (``-100`` where a
     token is not scored): per-token NLL of the scored tokens, its per-sample mean

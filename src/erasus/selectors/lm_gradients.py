@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..core.exceptions import ConfigError, DataError
+from ..models.causal_lm import TOKEN_FAMILIES
 
 #: "auto" takes every trainable parameter up to this many, else the last blocks
 AUTO_MAX_PARAMS = 2_000_000
@@ -107,8 +108,6 @@ def batch_rows(batch: dict, i: int) -> dict:
     return out
 
 
-#: the language-model families whose batches are dicts with ``input_ids`` and a per-sample loss
-TOKEN_FAMILIES = ("causal_lm", "seq2seq_lm", "masked_lm", "vision_lm")
 #: every family whose per-sample gradients come from :func:`per_sample_gradients`
 GRADIENT_FAMILIES = TOKEN_FAMILIES + ("clip", "diffusion")
 #: ``params="auto"`` on a model above :data:`AUTO_MAX_PARAMS`: the parameters that carry a

@@ -10,6 +10,7 @@ from torch import nn
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig
 from ..losses import distillation_kl
+from ..models.causal_lm import TOKEN_FAMILIES
 
 
 def reinitialised_copy(model: nn.Module, seed: Optional[int] = 0x5EED) -> nn.Module:
@@ -56,6 +57,9 @@ class BadTeacher(LossStrategy):
               'recognised, without held-out data (31.8% with it) (it backtracks on retain accuracy three times); '
               'tests/test_first_hour.py measures it, and the run warns')
 
+    #: per-sample (classifier) or per-token (language model) output distributions to distil; a
+    #: CLIP model's in-batch pair logits carry none for a forget set of one concept
+    supports = ("classifier",) + TOKEN_FAMILIES
     config_class = BadTeacherConfig
     needs_retain = True
 

@@ -28,6 +28,7 @@ from ..core.strategy import (
 )
 from ..core.trainer import UnlearningTrainer
 from ..models.batching import INDEX
+from ..models.causal_lm import TOKEN_FAMILIES
 from .preference import NPO, NPOConfig
 
 
@@ -129,6 +130,7 @@ class Undial(ForgetRetainStrategy):
               'tests/test_first_hour.py measures it, and the run warns')
 
     config_class = UndialConfig
+    supports = ("classifier",) + TOKEN_FAMILIES
 
     def setup(self, forget_loader, retain_loader):
         self.teacher = self.frozen_reference()

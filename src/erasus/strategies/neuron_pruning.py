@@ -54,8 +54,9 @@ def feed_forward_outputs(model: nn.Module) -> List[nn.Module]:
 def unit_activation(adapter, layers: List[nn.Module], loader, at_input: bool = False) -> Dict[nn.Module, torch.Tensor]:
     """Mean absolute output of every unit (output feature or channel) of ``layers``; with
     ``at_input``, of every input feature instead (a transformer's feed-forward neurons, as the
-    inputs of the feed-forward output projection). Positions that a batch's ``attention_mask``
-    marks as padding are left out."""
+    inputs of the feed-forward output projection), over the forward pass of the adapter's loss
+    (both towers of a CLIP model). Positions that a batch's ``attention_mask`` marks as padding
+    are left out."""
     sums = {m: None for m in layers}
     counts = {m: 0 for m in layers}
     current = {}
@@ -77,7 +78,7 @@ def unit_activation(adapter, layers: List[nn.Module], loader, at_input: bool = F
         for batch in loader:
             am = batch.get("attention_mask") if isinstance(batch, dict) else None
             current["mask"] = am.to(adapter.device).bool() if isinstance(am, torch.Tensor) else None
-            adapter.logits(batch)
+            adapter.per_sample_loss(batch) if at_input else adapter.logits(batch)
     finally:
         for h in handles:
             h.remove()
@@ -128,7 +129,7 @@ class NeuronPruning(OneShotStrategy):
     layer's output (before the nonlinearity), where the pruning acts, so it applies to any
     Linear/Conv network without knowing its activation functions.
 
-    Language models (causal, encoder-decoder, masked, image-text) get the paper's transformer
+    Language models (causal, encoder-decoder, masked, image-text) and CLIP get the paper's transformer
     procedure instead (:meth:`_prune_feed_forward`, as in the authors' code): feed-forward
     neurons only, scored over the attended tokens, the top ``fraction`` of all of them pruned
     per round. Measured on the 2-layer GPT-2 of ``tests/test_llm.py`` (512 neurons; TOFU
@@ -148,7 +149,7 @@ class NeuronPruning(OneShotStrategy):
         model = adapter.model
         f_loader = subsample_loader(forget_loader, c.max_samples, seed=0)
         r_loader = subsample_loader(retain_loader, c.max_samples, seed=0)
-        if hasattr(adapter, "scored_rows"):  # a token language model
+        if adapter.family != "classifier":  # transformers: language models, CLIP
             return self._prune_feed_forward(adapter, f_loader, r_loader)
         layers = _prunable(model, adapter.head)
         if not layers:

@@ -8,6 +8,7 @@ import torch
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig
 from ..losses import distillation_kl
+from ..models.causal_lm import TOKEN_FAMILIES
 
 
 @dataclass
@@ -96,6 +97,9 @@ class SCRUB(LossStrategy):
               'recognised, without held-out data (9.1% with it) (its patience of 3 evaluations ends it); '
               'tests/test_first_hour.py measures it, and the run warns')
 
+    #: per-sample (classifier) or per-token (language model) output distributions to distil; a
+    #: CLIP model's in-batch pair logits carry none for a forget set of one concept
+    supports = ("classifier",) + TOKEN_FAMILIES
     config_class = SCRUBConfig
     schedule = "alternating"
     needs_retain = True
