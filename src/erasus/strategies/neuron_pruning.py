@@ -25,7 +25,8 @@ def _prunable(model: nn.Module, head) -> List[nn.Module]:
 #: names of the last layer of a transformer block's feed-forward network in Hugging Face
 #: models: GPT-2 / GPT-Neo ``mlp.c_proj``, LLaMA / Mistral / Qwen / Gemma ``mlp.down_proj``, GPT-J
 #: ``mlp.fc_out``, GPT-NeoX / BLOOM / Falcon ``mlp.dense_4h_to_h``, OPT / Phi ``fc2``, T5
-#: ``DenseReluDense.wo``, BERT ``output.dense`` (not ``attention.output.dense``)
+#: ``DenseReluDense.wo``, BERT ``output.dense`` (not ``attention.output.dense``); and the last
+#: layer of diffusers' ``FeedForward`` (``ff.net``) in a UNet's or DiT's transformer blocks
 FF_OUT = {"c_proj", "down_proj", "fc_out", "dense_4h_to_h", "fc2", "wo"}
 FF_PARENTS = {"mlp", "DenseReluDense", "feed_forward", "ffn"}
 
@@ -44,8 +45,11 @@ def feed_forward_outputs(model: nn.Module) -> List[nn.Module]:
         if not (isinstance(m, nn.Linear) or _is_hf_conv1d(m)) or len(parts) < 2 or not m.weight.requires_grad:
             continue
         last, parent = parts[-1], parts[-2]
+        grand = parts[-3] if len(parts) > 2 else ""
         if ((last in FF_OUT and (parent in FF_PARENTS or last == "fc2"))
-                or (last == "dense" and parent == "output" and len(parts) > 2 and parts[-3] != "attention")):
+                or (last == "dense" and parent == "output" and grand != "attention")
+                or (parent == "net" and grand in ("ff", "ff_context") and last == str(len(model.get_submodule(
+                    name.rsplit(".", 1)[0])) - 1))):
             out.append(m)
     return out
 
@@ -188,7 +192,8 @@ class NeuronPruning(OneShotStrategy):
         if not layers:
             raise ConfigError(
                 f"neuron_pruning: found no trainable feed-forward output projection in this {adapter.family} model "
-                f"(layers named {sorted(FF_OUT)} under {sorted(FF_PARENTS)}, or BERT's output.dense); pruning "
+                f"(layers named {sorted(FF_OUT)} under {sorted(FF_PARENTS)}, BERT's output.dense or diffusers' "
+                f"ff.net); pruning "
                 f"needs a transformer's feed-forward neurons. Use a training-based strategy (npo, wga, ...).")
         sizes = [m.weight.shape[0] if _is_hf_conv1d(m) else m.weight.shape[1] for m in layers]
         bounds = [0] + [int(x) for x in torch.tensor(sizes).cumsum(0)]
