@@ -32,7 +32,7 @@ def test_every_shipped_config_validates():
             assert type(comp).registered_name == f.stem
         else:
             cfg = load_config(f)
-            assert cfg["family"] in ("classifier", "causal_lm"), f
+            assert cfg["family"] in ("classifier", "causal_lm", "diffusion"), f
     assert load_config(ROOT / "configs" / "default.yaml") == resolve_config({})  # the file is the built-in defaults
 
 
@@ -170,6 +170,55 @@ def test_an_llm_config_runs_through_unlearn_lm(tmp_path):
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "negative_gradient: 3 steps" in r.stdout and (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_diffusion_config_erases_saves_and_draws_what_each_model_generates(tmp_path, capsys):
+    """``family: diffusion`` (the spec's configs/models/stable_diffusion.yaml, on a small model
+    saved to a folder): the command saves what the Python API gives for the same settings, with
+    its model card and a picture of the original's and the erased model's images; mistakes are
+    named before the model loads, and an existing folder is kept."""
+    pytest.importorskip("diffusers")
+    from PIL import Image
+
+    from erasus.models.diffusion import TextToImage, toy_text_to_image
+    from erasus.unlearners import DiffusionUnlearner
+
+    prompts = ["a red square", "a green square", "a blue square"]
+    toy_text_to_image(prompts).save_pretrained(tmp_path / "model")
+    cfg = str(ROOT / "configs/models/stable_diffusion.yaml")
+    common = ["--set", f"model.path={tmp_path / 'model'}", "--set", "concept.prompts=[a red square]",
+              "--set", "concept.preserve=[a green square]", "--set", "sample.n=2", "--set", "sample.steps=4",
+              "--no-progress"]
+    out = tmp_path / "erased"
+    assert main(["unlearn", "--config", cfg, "--set", "strategy.name=uce", "--set", "concept.anchor=a blue square",
+                 "--out", str(out), *common]) == 0
+    assert "uce:" in capsys.readouterr().out
+    api = DiffusionUnlearner(TextToImage.from_pretrained(tmp_path / "model"), strategy="uce")
+    api.erase("a red square", anchor="a blue square", preserve=["a green square"], progress=False)
+    saved = TextToImage.from_pretrained(out)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(saved.parameters(), api.model.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(saved.parameters(),
+                                                      TextToImage.from_pretrained(tmp_path / "model").parameters()))
+    assert "uce" in (out / "README.md").read_text()
+    w, h = Image.open(out / "samples.png").size
+    assert w > h > 0  # two prompts as rows, 2 models x 2 images as columns
+    from erasus.visualization import generation_grid_data
+
+    grid = generation_grid_data({"erased": saved}, ["a red square", "a green square"], n=2, steps=4)["erased"]
+    want = (saved.generate(["a red square"] * 2 + ["a green square"] * 2, seed=0, steps=4) + 1) / 2
+    np.testing.assert_allclose(grid.reshape(4, 8, 8, 3), want.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    assert main(["unlearn", "--config", cfg, "--set", "strategy.name=uce", "--out", str(out), *common]) == 2
+    assert "exists" in capsys.readouterr().err
+    for bad, match in [(["concept.prompts=[]"], "concept.prompts must be"),
+                       (["strategy.name=salun", "concept.preserve=[]"], "needs prompts of concepts to keep"),
+                       (["strategy.name=esd", "concept.anchor=a blue square"], "takes no anchor"),
+                       (["sample.steps=0"], "sample.steps must be"),
+                       (["concept.preserve=[a red square]"], "both erased and preserved"),
+                       (["strategy.iterations=-1"], "iterations")]:
+        with pytest.raises(ConfigError, match=match):
+            load_config(cfg, ["concept.prompts=[a red square]", *bad])
+    assert main(["benchmark", "--config", cfg, "--out", str(tmp_path / "b")]) == 2  # a KeyError traceback before
+    assert "benchmarks/diffusion.py" in capsys.readouterr().err
 
 
 def test_ablation_runs_each_variant_as_named(digits, tmp_path):

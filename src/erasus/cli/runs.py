@@ -35,6 +35,14 @@ def _cmd_unlearn(args) -> int:
         from .lm import run as run_lm
 
         return run_lm(lm_namespace(cfg, args.out))
+    if cfg["family"] == "diffusion":
+        from ..experiments.diffusion_run import run_erase
+
+        got = run_erase(cfg, args.out, progress=not args.no_progress)
+        r = got["result"]
+        print(f"{r.strategy}: {r.steps} step{'' if r.steps == 1 else 's'}; stopped: {r.stop_reason}")
+        print(f"saved to {got['dir']}" + (f" (what each model draws: {got['samples']})" if got["samples"] else ""))
+        return 0
     from ..experiments.config_run import run_unlearn
 
     out = args.out or cfg["output"]["dir"]
@@ -65,7 +73,8 @@ def _cmd_evaluate(args) -> int:
         from ..core.exceptions import ConfigError
 
         raise ConfigError("erasus evaluate runs classifier configs; for language models use the TOFU / MUSE "
-                          "protocols (erasus.evaluation.tofu, benchmarks/tofu.py).")
+                          "protocols (erasus.evaluation.tofu, benchmarks/tofu.py), for diffusion models "
+                          "DiffusionUnlearner.verify (benchmarks/diffusion.py).")
     got = run_evaluate(cfg, args.model, args.out, progress=not args.no_progress)
     _print_outcome(got)
     return 0 if got["verdict"] == "PASS" else 1
@@ -75,6 +84,11 @@ def _cmd_benchmark(args) -> int:
     from ..experiments.config_run import run_benchmark
 
     cfg = _config(args)
+    if cfg["family"] != "classifier":
+        from ..core.exceptions import ConfigError
+
+        raise ConfigError(f"erasus benchmark compares strategies on classifier configs; for a {cfg['family']} model "
+                          "run benchmarks/tofu.py (language models) or benchmarks/diffusion.py (diffusion).")
     if args.strategies:
         cfg["benchmark"]["strategies"] = [x.strip() for x in args.strategies.split(",") if x.strip()]
     if args.selectors:

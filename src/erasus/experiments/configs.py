@@ -34,6 +34,17 @@ loss history, the verification's values, the report and run files as artefacts).
     strategy: {name: npo, lr: null, epochs: null, max_steps: null}
     train:    {batch_size: 8, max_length: 128, seed: 0}
     output:   {dir: null, overwrite: false, history: null}
+
+``family: diffusion`` — a concept erased from a text-to-image model (a diffusers pipeline's
+folder or Hub name, or a model Erasus saved) with
+:class:`~erasus.unlearners.DiffusionUnlearner`, saved with its model card, and a picture of
+what the original and the erased model draw for each prompt::
+
+    model:    {path: CompVis/stable-diffusion-v1-4, device: null}
+    concept:  {prompts: [a painting in the style of Van Gogh], anchor: null, preserve: []}
+    strategy: {name: esd, lr: ...}     # name + the method's own hyperparameters
+    sample:   {n: 4, seed: 0, steps: 25, guidance_scale: 5.0}   # n: 0 draws nothing
+    output:   {dir: null, overwrite: false}
 """
 from __future__ import annotations
 
@@ -65,7 +76,14 @@ CAUSAL_LM: Dict[str, Dict[str, Any]] = {
     "train": {"batch_size": 8, "max_length": 128, "seed": 0},
     "output": {"dir": None, "overwrite": False, "history": None},
 }
-FAMILIES = {"classifier": CLASSIFIER, "causal_lm": CAUSAL_LM}
+DIFFUSION: Dict[str, Dict[str, Any]] = {
+    "model": {"path": None, "device": None},
+    "concept": {"prompts": None, "anchor": None, "preserve": []},
+    "strategy": {"name": "esd"},
+    "sample": {"n": 4, "seed": 0, "steps": 25, "guidance_scale": 5.0},
+    "output": {"dir": None, "overwrite": False},
+}
+FAMILIES = {"classifier": CLASSIFIER, "causal_lm": CAUSAL_LM, "diffusion": DIFFUSION}
 TASKS = ("digits", "fmnist_small", "fmnist")
 
 
@@ -168,6 +186,8 @@ def resolve_config(raw: Dict[str, Any], source: str = "config") -> Dict[str, Any
     strat = cfg["strategy"]
     if not strat.get("name"):
         raise ConfigError(f"{source}: strategy.name is required (`erasus list strategy` shows the names).")
+    if family == "diffusion" and str(strat["name"]).lower() in ("salun", "saliency_unlearning"):
+        strat["name"] = "salun_generation"  # SalUn's generative variant, as DiffusionUnlearner reads it
     strat["name"] = _resolve("strategy", strat["name"], source, "strategy.name")
     supports = getattr(get("strategy", strat["name"]), "supports", ("*",))
     if "*" not in supports and family not in supports:
@@ -176,12 +196,11 @@ def resolve_config(raw: Dict[str, Any], source: str = "config") -> Dict[str, Any
         _check_keys(cfg, schema, source)
         _check_lm(cfg, source)
         return cfg
-    fields = _component_fields("strategy", strat["name"])
-    for k in strat:
-        if k != "name" and k not in fields:
-            raise ConfigError(f"{source}: strategy.{k} is not a hyperparameter of {strat['name']!r}."
-                              f"{_suggest(k, ['name', *fields])}")
-    _build_check("strategy", strat, source)
+    _check_strategy(strat, source)
+    if family == "diffusion":
+        _check_keys(cfg, schema, source)
+        _check_diffusion(cfg, source)
+        return cfg
     sel = cfg["selector"]
     if sel.get("name"):
         sel["name"] = _resolve("selector", sel["name"], source, "selector.name")
@@ -202,6 +221,56 @@ def resolve_config(raw: Dict[str, Any], source: str = "config") -> Dict[str, Any
                 raise ConfigError(f"{source}: unknown key {sec}.{k}.{_suggest(k, schema[sec])}")
     _check_classifier(cfg, source)
     return cfg
+
+
+def _check_strategy(strat: Dict[str, Any], source: str) -> None:
+    """The strategy section's hyperparameters: each a field of the strategy's config class, and
+    the strategy built once from them (types and ranges)."""
+    fields = _component_fields("strategy", strat["name"])
+    for k in strat:
+        if k != "name" and k not in fields:
+            raise ConfigError(f"{source}: strategy.{k} is not a hyperparameter of {strat['name']!r}."
+                              f"{_suggest(k, ['name', *fields])}")
+    _build_check("strategy", strat, source)
+
+
+def _prompts(value, key: str, source: str, allow_empty: bool) -> list:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(p, str) and p.strip() for p in items) or (
+            not items and not allow_empty):
+        raise ConfigError(f"{source}: {key} must be {'a list of' if allow_empty else 'a prompt or a non-empty list of'}"
+                          f" non-empty prompts, got {value!r}.")
+    return list(items)
+
+
+def _check_diffusion(cfg, source):
+    from ..core.registry import build
+
+    m, c, smp = cfg["model"], cfg["concept"], cfg["sample"]
+    if not m["path"]:
+        raise ConfigError(f"{source}: model.path is required (a diffusers pipeline's folder or Hub name, or a model "
+                          "Erasus saved).")
+    c["prompts"] = _prompts(c["prompts"], "concept.prompts", source, allow_empty=False)
+    c["preserve"] = _prompts(c["preserve"] or [], "concept.preserve", source, allow_empty=True)
+    clash = sorted(set(c["prompts"]) & set(c["preserve"]))
+    if clash:
+        raise ConfigError(f"{source}: prompts both erased and preserved: {clash}.")
+    if c["anchor"] is not None and not isinstance(c["anchor"], str):
+        raise ConfigError(f"{source}: concept.anchor must be a prompt or null, got {c['anchor']!r}.")
+    strat = build("strategy", cfg["strategy"]["name"], **{k: v for k, v in cfg["strategy"].items() if k != "name"})
+    if c["anchor"] is not None and not hasattr(strat.config, "anchor"):
+        raise ConfigError(f"{source}: {cfg['strategy']['name']} takes no anchor (it maps the concept nowhere in "
+                          "particular): leave concept.anchor out, or use strategy.name: uce.")
+    if getattr(strat, "needs_retain", False) and not c["preserve"]:
+        raise ConfigError(f"{source}: {cfg['strategy']['name']} needs prompts of concepts to keep: set "
+                          "concept.preserve: [a photo of ..., ...].")
+    for k, lo, hi in (("n", 0, 64), ("seed", 0, None), ("steps", 1, 1000)):
+        v = smp[k]
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+            raise ConfigError(f"{source}: sample.{k} must be an integer in [{lo}, {hi if hi else '∞'}], got {v!r}.")
+    g = smp["guidance_scale"]
+    if not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 <= g <= 50:
+        raise ConfigError(f"{source}: sample.guidance_scale must be a number in [0, 50], got {g!r}.")
 
 
 def _check_keys(cfg, schema, source):

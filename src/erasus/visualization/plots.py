@@ -13,7 +13,9 @@ SVG through :func:`save_figure` (atomic, never over an existing file unless
 * :func:`prediction_shift`: how one model's predictions map onto another's (a confusion
   matrix between two models, or against the labels);
 * :func:`training_history`: a run's loss per step, its validation losses, and where the
-  stopping rule backed off.
+  stopping rule backed off;
+* :func:`generation_grid`: what several text-to-image models draw for the same prompts and
+  seeds (the original beside a concept-erased model), one row per prompt.
 """
 from __future__ import annotations
 
@@ -245,5 +247,48 @@ def training_history(result, path: Optional[PathLike] = None, formats: Sequence[
     a2.set_ylabel("validation loss")
     if evals:
         a2.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path, formats, overwrite)
+
+
+def generation_grid_data(models: Mapping[str, object], prompts: Sequence[str], n: int = 4, seed: int = 0,
+                         steps: int = 25, guidance_scale: float = 5.0) -> Dict[str, np.ndarray]:
+    """``{model name: (prompts, n, H, W, C) images in [0, 1]}``: each text-to-image model's
+    ``n`` images for each prompt, the same seeds for every model (so a difference between two
+    columns is the models', not the noise's)."""
+    if not prompts or n < 1:
+        raise DataError(f"Expected at least one prompt and n >= 1, got {len(prompts)} prompt(s) and n={n}.")
+    out = {}
+    for name, model in models.items():
+        imgs = model.generate([p for p in prompts for _ in range(n)], seed=seed, steps=steps,
+                              guidance_scale=guidance_scale)
+        x = ((imgs.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+        out[name] = x.reshape(len(prompts), n, *x.shape[1:])
+    return out
+
+
+def generation_grid(models: Mapping[str, object], prompts: Sequence[str], path: Optional[PathLike] = None, n: int = 4,
+                    seed: int = 0, steps: int = 25, guidance_scale: float = 5.0, formats: Sequence[str] = ("png",),
+                    overwrite: bool = False):
+    """One row per prompt, one block of ``n`` images per model (:func:`generation_grid_data`):
+    the images a concept-erased model draws beside the original's for the erased and the
+    preserved prompts."""
+    data = generation_grid_data(models, prompts, n, seed, steps, guidance_scale)
+    plt = _plt()
+    names = list(data)
+    fig, axes = plt.subplots(len(prompts), len(names) * n, squeeze=False,
+                             figsize=(1.3 * n * len(names) + 1.5, 1.4 * len(prompts) + 0.6))
+    for r, prompt in enumerate(prompts):
+        for m, name in enumerate(names):
+            for j in range(n):
+                ax = axes[r][m * n + j]
+                img = data[name][r, j]
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0 and j == 0:
+                    ax.set_title(name, loc="left", fontsize=9)
+                if m == 0 and j == 0:
+                    ax.set_ylabel(prompt if len(prompt) <= 28 else prompt[:25] + "...", fontsize=8)
     fig.tight_layout()
     return _finish(fig, path, formats, overwrite)
