@@ -122,3 +122,40 @@ def test_a_reference_that_never_learned_the_task_cannot_anchor_the_utility_ratio
     trained = {r.name: r for r in bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok).results}
     lo, hi = trained["model_utility"].delta_ci
     assert lo < hi < 1e3 and "too small" not in trained["model_utility"].note, trained["model_utility"]
+
+
+@pytest.mark.parametrize("mode", ["uniform", "temperature"])
+def test_an_output_filter_on_the_forget_questions_fails(world, mode):
+    """A cheat that leaves the finetuned weights as they are and filters its outputs whenever a
+    forget question is in the prompt (flat logits, or logits divided by 20): its answers to
+    those questions are garbled, utility is untouched, and the protocol still FAILs it (the
+    truth ratios and the Min-K% attack tell it from a model that never saw the authors)."""
+    import copy
+
+    from erasus.evaluation import UnlearningBenchmark
+
+    req, tok, full, gold, _, _ = world
+    questions = [tok(r["question"])["input_ids"] for r in req.forget.records]
+
+    def asks_a_forget_question(row):
+        return any(row[i:i + len(q)] == q for q in questions for i in range(len(row) - len(q) + 1))
+
+    def hook(module, args, kwargs, out):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        for i in range(ids.shape[0]):
+            if asks_a_forget_question(ids[i].tolist()):
+                out.logits[i] = 0.0 if mode == "uniform" else out.logits[i] / 20
+        return out
+
+    cheat = copy.deepcopy(full)
+    cheat.register_forward_hook(hook, with_kwargs=True)
+    bench = UnlearningBenchmark(protocol="tofu")
+    rep = bench.evaluate(cheat, forget_data=req, gold_model=gold, tokenizer=tok)
+    finetuned = {r.name: r.value for r in bench.evaluate(full, forget_data=req, gold_model=gold, tokenizer=tok).results}
+    verdicts, values = {r.name: r.verdict for r in rep.results}, {r.name: r.value for r in rep.results}
+    # the filter is at work: greedy answers lose their words under flat logits; a temperature
+    # keeps the arg-max (and the answers) but moves the truth ratios
+    key = "forget_rouge" if mode == "uniform" else "forget_quality"
+    assert abs(values[key] - finetuned[key]) > (0.2 if mode == "uniform" else 1e-3), (values, finetuned)
+    assert rep.verdict == "FAIL" and verdicts["model_utility"] == "PASS", rep.summary()
+    assert verdicts["forget_quality"] != "PASS" and verdicts["min_k_auc"] == "FAIL", rep.summary()
