@@ -193,8 +193,8 @@ class NeuronPruning(OneShotStrategy):
             raise ConfigError(
                 f"neuron_pruning: found no trainable feed-forward output projection in this {adapter.family} model "
                 f"(layers named {sorted(FF_OUT)} under {sorted(FF_PARENTS)}, BERT's output.dense or diffusers' "
-                f"ff.net); pruning "
-                f"needs a transformer's feed-forward neurons. Use a training-based strategy (npo, wga, ...).")
+                "ff.net); pruning needs a transformer's feed-forward neurons. Use a training-based strategy (npo, "
+                "wga, ...).")
         sizes = [m.weight.shape[0] if _is_hf_conv1d(m) else m.weight.shape[1] for m in layers]
         bounds = [0] + [int(x) for x in torch.tensor(sizes).cumsum(0)]
         pruned = torch.zeros(bounds[-1], dtype=torch.bool)
