@@ -45,6 +45,13 @@ def test_image_captions_pairs_every_caption_with_its_image(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DataError, match="COCO-style"):
         image_captions(tmp_path / "img", tmp_path / "bad.json", tok)
+    # a pretrained CLIP's own preprocessing: its mean / std normalisation, not [0, 1]
+    transformers = pytest.importorskip("transformers")
+    proc = transformers.CLIPImageProcessor(size={"shortest_edge": 4}, crop_size={"height": 4, "width": 4})
+    got, _, _ = image_captions(tmp_path / "img", tmp_path / "captions.json", tok, max_length=6, image_processor=proc)
+    mean, std = torch.tensor(proc.image_mean).view(3, 1, 1), torch.tensor(proc.image_std).view(3, 1, 1)
+    assert got.shape == (3, 3, 4, 4)
+    assert torch.allclose(got, (pixels - mean) / std, atol=1e-2)
 
 
 def write_wav(path, samples, rate=16000):

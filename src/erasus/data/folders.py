@@ -58,11 +58,18 @@ def image_folder(root: PathLike, size: int = 32) -> Tuple[torch.Tensor, torch.Te
 
 
 def image_captions(images_dir: PathLike, annotations: PathLike, tokenizer, size: int = 224,
-                   max_length: int = 77) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+                   max_length: int = 77, image_processor=None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """``(pixel_values, input_ids, captions)`` of COCO-style captions: ``annotations`` is a JSON
     file with ``images`` (``id``, ``file_name``) and ``annotations`` (``image_id``, ``caption``);
     every caption gives one image-text pair (COCO has five per image). ``tokenizer``: a Hugging
-    Face tokenizer (CLIP's), padded to ``max_length``."""
+    Face tokenizer (CLIP's), padded to ``max_length``.
+
+    ``image_processor``: for a pretrained CLIP, its image processor
+    (``CLIPImageProcessor.from_pretrained(name)`` or the ``CLIPProcessor``): the pixel values
+    are then what the model was trained on (its resizing, crop and mean / std normalisation)
+    and ``size`` is not used. Without it the images are ``size`` × ``size`` in ``[0, 1]``, what
+    a model trained here from such pixels (:func:`~erasus.models.clip.toy_clip`) takes; a
+    pretrained CLIP given those embeds them wrongly without any error."""
     images_dir = _folder(images_dir, "the caption data set's images")
     try:
         meta = json.loads(Path(annotations).read_text())
@@ -77,11 +84,21 @@ def image_captions(images_dir: PathLike, annotations: PathLike, tokenizer, size:
     pixels = []
     for name, _ in pairs:
         if name not in cache:
-            cache[name] = read_image(images_dir / name, size)
+            cache[name] = read_image(images_dir / name, size) if image_processor is None else _processed(
+                images_dir / name, image_processor)
         pixels.append(cache[name])
     captions = [c for _, c in pairs]
     ids = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
     return torch.stack(pixels), ids, captions
+
+
+def _processed(path: Path, image_processor) -> torch.Tensor:
+    """One image through a Hugging Face image processor (RGB), as ``(3, H, W)`` pixel values."""
+    from PIL import Image
+
+    proc = getattr(image_processor, "image_processor", image_processor)  # a CLIPProcessor holds one
+    with Image.open(path) as im:
+        return proc(images=im.convert("RGB"), return_tensors="pt")["pixel_values"][0]
 
 
 def read_wav(path: PathLike) -> Tuple[torch.Tensor, int]:
