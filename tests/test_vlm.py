@@ -238,3 +238,19 @@ def test_distillation_methods_refuse_clip_with_a_clear_error(world, name):
     u = VLMUnlearner(world["original"], strategy=name, class_prompts=world["ids"])
     with pytest.raises(UnsupportedModelError, match="supports model families.*'classifier'.*got a 'clip' model"):
         u.fit(world["forget"], world["retain"], progress=False)
+
+
+def test_an_unlearned_clip_saves_with_its_card_and_reloads(world, tmp_path):
+    """VLMUnlearner.save_pretrained (the other unlearners had it; this one did not): safetensors
+    weights that CLIPModel.from_pretrained reloads to the same zero-shot accuracies, a model card
+    naming the method, and an existing folder kept unless overwrite=True."""
+    from transformers import CLIPModel
+
+    u = unlearn(world, "modality_decoupling")
+    path = u.save_pretrained(tmp_path / "clip-forgot-red")
+    assert (path / "model.safetensors").exists() and "modality_decoupling" in (path / "README.md").read_text()
+    back = CLIPModel.from_pretrained(path)
+    assert all(torch.equal(p, q) for p, q in zip(back.state_dict().values(), u.model.state_dict().values()))
+    assert accuracies(back, world) == accuracies(u.model, world)
+    with pytest.raises(FileExistsError):
+        u.save_pretrained(path)

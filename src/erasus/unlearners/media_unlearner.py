@@ -11,16 +11,13 @@ Hugging Face model with a model card.
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any, Union
 
 from torch import nn
 
 from ..core.exceptions import ConfigError
 from .erasus_unlearner import ErasusUnlearner
-from .llm_unlearner import _version
+from .saving import SavesPretrained
 
 
 def is_audio_classifier(model) -> bool:
@@ -40,7 +37,7 @@ def is_video_classifier(model) -> bool:
             and type(model).__name__.endswith("ForVideoClassification"))
 
 
-class _HFClassifierUnlearner(ErasusUnlearner):
+class _HFClassifierUnlearner(SavesPretrained, ErasusUnlearner):
     kind = ""
     examples = ""
 
@@ -54,30 +51,13 @@ class _HFClassifierUnlearner(ErasusUnlearner):
     def _accepts(model) -> bool:
         raise NotImplementedError  # abstract
 
-    def model_card(self) -> str:
-        r = self.result_
-        if r is None:
-            raise ConfigError("Nothing to describe yet: call fit() first.")
-        return "\n".join([
-            "---", f"tags: [erasus, machine-unlearning, {self.kind}-classification]", "---", "",
-            f"# Unlearned {self.kind} classifier", "",
-            f"Produced with Erasus {_version()} on {time.strftime('%Y-%m-%d')} from `{type(self.model).__name__}`.", "",
-            f"- method: `{r.strategy}`", f"- steps: {r.steps}; stopped: {r.stop_reason}", "",
-            "## Configuration", "", "```json", json.dumps(r.config, indent=1, default=str), "```", ""]) + "\n"
+    @property
+    def card_title(self) -> str:  # type: ignore[override]
+        return f"Unlearned {self.kind} classifier"
 
-    def save_pretrained(self, path: Union[str, Path], overwrite: bool = False) -> Path:
-        """The model (``save_pretrained``, safetensors) and ``README.md`` (the model card),
-        written atomically (:func:`erasus.utils.io.replace_dir`); an existing non-empty ``path``
-        is replaced only with ``overwrite=True``."""
-        from ..utils.io import replace_dir
-
-        card = self.model_card()
-
-        def build(tmp: Path) -> None:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-            (tmp / "README.md").write_text(card)
-
-        return replace_dir(build, Path(path), overwrite=overwrite)
+    @property
+    def card_tags(self) -> tuple:  # type: ignore[override]
+        return (f"{self.kind}-classification",)
 
 
 class AudioUnlearner(_HFClassifierUnlearner):

@@ -8,9 +8,10 @@ from torch import nn
 
 from ..core.exceptions import ConfigError
 from .erasus_unlearner import ErasusUnlearner
+from .saving import SavesPretrained
 
 
-class VLMUnlearner(ErasusUnlearner):
+class VLMUnlearner(SavesPretrained, ErasusUnlearner):
     """The :class:`ErasusUnlearner` API for vision-language models: contrastive ones (CLIP)
     and image-text-to-text ones (LLaVA, BLIP-2; see below)::
 
@@ -30,6 +31,9 @@ class VLMUnlearner(ErasusUnlearner):
     projector: only the language model and its output layer train), on a copy of the model
     unless ``inplace=True``; ``lora=True`` (or LoRA settings) trains LoRA adapters on the
     language side only."""
+
+    card_title = "Unlearned vision-language model"
+    card_tags = ("vision-language",)
 
     def __init__(self, model: nn.Module, strategy: Union[str, Any, None] = None, class_prompts=None,
                  lora=None, **kwargs):
