@@ -22,17 +22,21 @@ SCRIPT_CONFIGS = ROOT / "configs" / "benchmarks" / "scripts"    # options of the
 CONFIGS = sorted(f for f in (ROOT / "configs").rglob("*.yaml") if SCRIPT_CONFIGS not in f.parents)
 
 
-def test_every_shipped_config_validates():
+def test_every_shipped_config_validates(tmp_path):
     from erasus.core.registry import load
 
     assert len(CONFIGS) >= 15
+    (tmp_path / "images").mkdir()
+    (tmp_path / "captions.json").write_text("{}")
+    data = [f"data.{p}_{k}={tmp_path / ('images' if k == 'images' else 'captions.json')}"
+            for p in ("forget", "retain") for k in ("images", "captions")]  # a CLIP config's folders must exist
     for f in CONFIGS:
         if f.parent.name in ("strategies", "selectors"):
             comp = load(f)  # a component's saved config: rebuilds it with the measured defaults
             assert type(comp).registered_name == f.stem
         else:
-            cfg = load_config(f)
-            assert cfg["family"] in ("classifier", "causal_lm", "diffusion"), f
+            cfg = load_config(f, data if f.stem == "clip" else ())
+            assert cfg["family"] in ("classifier", "causal_lm", "diffusion", "clip"), f
     assert load_config(ROOT / "configs" / "default.yaml") == resolve_config({})  # the file is the built-in defaults
 
 
@@ -219,6 +223,61 @@ def test_a_diffusion_config_erases_saves_and_draws_what_each_model_generates(tmp
             load_config(cfg, ["concept.prompts=[a red square]", *bad])
     assert main(["benchmark", "--config", cfg, "--out", str(tmp_path / "b")]) == 2  # a KeyError traceback before
     assert "benchmarks/diffusion.py" in capsys.readouterr().err
+
+
+def test_a_clip_config_unlearns_the_forget_pairs_and_saves_a_loadable_model(tmp_path, capsys):
+    """``family: clip`` on a small CLIP trained here on coloured squares saved as PNG files with
+    COCO-style captions: the command forgets the red pairs (the share of red images whose own
+    caption scores highest falls well below the original's, the other colours' stays high),
+    prints recall and that accuracy before and after, and saves a folder that CLIPModel and
+    AutoTokenizer load back."""
+    pytest.importorskip("transformers")
+    from PIL import Image
+    from torch.utils.data import DataLoader, TensorDataset
+    from transformers import AutoTokenizer, CLIPModel
+
+    from erasus.data.folders import image_captions
+    from erasus.experiments.clip_run import run_clip
+    from erasus.models.clip import toy_clip, train_clip
+
+    colours = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 40, 220), "yellow": (220, 220, 30)}
+    g = np.random.default_rng(0)
+    for part, names in (("forget", ["red"]), ("retain", ["green", "blue", "yellow"])):
+        (tmp_path / part).mkdir()
+        images, notes = [], []
+        for c in names:
+            for i in range(24):
+                px = np.clip(np.array(colours[c]) + g.normal(0, 25, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(px).save(tmp_path / part / f"{c}{i}.png")
+                images.append({"id": len(images), "file_name": f"{c}{i}.png"})
+                notes.append({"image_id": len(notes), "caption": f"a photo of a {c} square"})
+        (tmp_path / f"{part}.json").write_text(json.dumps({"images": images, "annotations": notes}))
+    model, tok = toy_clip([f"a photo of a {c} square" for c in colours])
+    pairs = [image_captions(tmp_path / p, tmp_path / f"{p}.json", tok, size=16, max_length=8)[:2]
+             for p in ("forget", "retain")]
+    train = TensorDataset(torch.cat([x for x, _ in pairs]), torch.cat([i for _, i in pairs]))
+    train_clip(model, DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+               steps=300)
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    sets = [f"model.path={tmp_path / 'model'}", "data.image_size=16", "data.max_length=8"] + [
+        f"data.{p}_{k}={tmp_path / p if k == 'images' else tmp_path / (p + '.json')}"
+        for p in ("forget", "retain") for k in ("images", "captions")]
+    cfg_file = str(ROOT / "configs/models/clip.yaml")
+    got = run_clip(load_config(cfg_file, sets), str(tmp_path / "a"), progress=False)
+    before, after = got["recall"]["original"], got["recall"]["unlearned"]
+    assert before["forget_zero_shot_acc"] > 0.9 and after["forget_zero_shot_acc"] < 0.5, got["recall"]
+    assert after["retain_zero_shot_acc"] > 0.8, got["recall"]
+    back = CLIPModel.from_pretrained(got["dir"])
+    assert all(torch.equal(p, q) for p, q in zip(back.state_dict().values(), got["result"].model.state_dict().values()))
+    assert AutoTokenizer.from_pretrained(got["dir"])("a photo of a red square")["input_ids"] == tok(
+        "a photo of a red square")["input_ids"]
+    args = ["unlearn", "--config", cfg_file, "--out", str(tmp_path / "b"), "--no-progress"]
+    assert main(args + [x for s in sets for x in ("--set", s)]) == 0
+    printed = capsys.readouterr().out
+    assert "unlearned: forget_i2t@1" in printed and "forget_zero_shot_acc" in printed and "original:" in printed
+    with pytest.raises(ConfigError, match="data.forget_images must be a folder"):
+        load_config(cfg_file, sets + ["data.forget_images=/no/such/folder"])
 
 
 def test_ablation_runs_each_variant_as_named(digits, tmp_path):

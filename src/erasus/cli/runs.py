@@ -43,6 +43,16 @@ def _cmd_unlearn(args) -> int:
         print(f"{r.strategy}: {r.steps} step{'' if r.steps == 1 else 's'}; stopped: {r.stop_reason}")
         print(f"saved to {got['dir']}" + (f" (what each model draws: {got['samples']})" if got["samples"] else ""))
         return 0
+    if cfg["family"] == "clip":
+        from ..experiments.clip_run import run_clip
+
+        got = run_clip(cfg, args.out, progress=not args.no_progress)
+        r = got["result"]
+        print(f"{r.strategy}: {r.steps} step{'' if r.steps == 1 else 's'}; stopped: {r.stop_reason}")
+        for who, row in got["recall"].items():
+            print(f"  {who:>9}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        print(f"saved to {got['dir']}")
+        return 0
     from ..experiments.config_run import run_unlearn
 
     out = args.out or cfg["output"]["dir"]

@@ -45,6 +45,19 @@ what the original and the erased model draw for each prompt::
     strategy: {name: esd, lr: ...}     # name + the method's own hyperparameters
     sample:   {n: 4, seed: 0, steps: 25, guidance_scale: 5.0}   # n: 0 draws nothing
     output:   {dir: null, overwrite: false}
+
+``family: clip`` — image-text pairs unlearned from a CLIP model (a transformers ``CLIPModel``
+folder or Hub name) with :class:`~erasus.unlearners.VLMUnlearner`; each data set is a folder of
+images and a COCO-style captions file (:func:`~erasus.data.folders.image_captions`, through the
+model's own image processor when its folder has one). The saved folder holds the model, its
+tokenizer and image processor, and the model card; the command prints retrieval recall on the
+forget and retain pairs before and after::
+
+    model:    {path: openai/clip-vit-base-patch32, device: null}
+    data:     {forget_images: ..., forget_captions: ..., retain_images: ..., retain_captions: ...,
+               batch_size: 32, image_size: 224, max_length: 77, seed: 0}
+    strategy: {name: modality_decoupling, lr: ...}
+    output:   {dir: null, overwrite: false}
 """
 from __future__ import annotations
 
@@ -83,7 +96,14 @@ DIFFUSION: Dict[str, Dict[str, Any]] = {
     "sample": {"n": 4, "seed": 0, "steps": 25, "guidance_scale": 5.0},
     "output": {"dir": None, "overwrite": False},
 }
-FAMILIES = {"classifier": CLASSIFIER, "causal_lm": CAUSAL_LM, "diffusion": DIFFUSION}
+CLIP: Dict[str, Dict[str, Any]] = {
+    "model": {"path": None, "device": None},
+    "data": {"forget_images": None, "forget_captions": None, "retain_images": None, "retain_captions": None,
+             "batch_size": 32, "image_size": 224, "max_length": 77, "seed": 0},
+    "strategy": {"name": "modality_decoupling"},
+    "output": {"dir": None, "overwrite": False},
+}
+FAMILIES = {"classifier": CLASSIFIER, "causal_lm": CAUSAL_LM, "diffusion": DIFFUSION, "clip": CLIP}
 TASKS = ("digits", "fmnist_small", "fmnist")
 
 
@@ -197,9 +217,9 @@ def resolve_config(raw: Dict[str, Any], source: str = "config") -> Dict[str, Any
         _check_lm(cfg, source)
         return cfg
     _check_strategy(strat, source)
-    if family == "diffusion":
+    if family in ("diffusion", "clip"):
         _check_keys(cfg, schema, source)
-        _check_diffusion(cfg, source)
+        (_check_diffusion if family == "diffusion" else _check_clip)(cfg, source)
         return cfg
     sel = cfg["selector"]
     if sel.get("name"):
@@ -271,6 +291,26 @@ def _check_diffusion(cfg, source):
     g = smp["guidance_scale"]
     if not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 <= g <= 50:
         raise ConfigError(f"{source}: sample.guidance_scale must be a number in [0, 50], got {g!r}.")
+
+
+def _check_clip(cfg, source):
+    m, d = cfg["model"], cfg["data"]
+    if not m["path"]:
+        raise ConfigError(f"{source}: model.path is required (a CLIPModel's folder or Hub name).")
+    for part in ("forget", "retain"):
+        imgs, caps = d[f"{part}_images"], d[f"{part}_captions"]
+        if part == "retain" and imgs is None and caps is None:
+            continue
+        if not imgs or not Path(imgs).is_dir():
+            raise ConfigError(f"{source}: data.{part}_images must be a folder of images, got {imgs!r}.")
+        if not caps or not Path(caps).is_file():
+            raise ConfigError(f"{source}: data.{part}_captions must be a COCO-style captions JSON file (images: id, "
+                              f"file_name; annotations: image_id, caption), got {caps!r}.")
+    for k in ("batch_size", "image_size", "max_length", "seed"):
+        v = d[k]
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "seed" else 1):
+            raise ConfigError(f"{source}: data.{k} must be a {'non-negative' if k == 'seed' else 'positive'} integer, "
+                              f"got {v!r}.")
 
 
 def _check_keys(cfg, schema, source):

@@ -13,10 +13,12 @@ from ..core.exceptions import ConfigError
 class SavesPretrained:
     """``model_card()`` and ``save_pretrained(path)`` for an unlearner whose ``model`` is a
     Hugging Face ``PreTrainedModel``. ``card_title``: the card's heading; ``card_tags``: its
-    tags after ``erasus, machine-unlearning``."""
+    tags after ``erasus, machine-unlearning``; ``save_with``: what else goes in the folder."""
 
     card_title = "Unlearned model"
     card_tags: tuple = ()
+    #: objects saved beside the model (a tokenizer, an image processor): each one's ``save_pretrained``
+    save_with: tuple = ()
 
     def model_card(self) -> str:
         from .llm_unlearner import _version
@@ -44,6 +46,8 @@ class SavesPretrained:
 
         def build(tmp: Path) -> None:
             self.model.save_pretrained(tmp, safe_serialization=True)
+            for extra in self.save_with:
+                extra.save_pretrained(tmp)
             (tmp / "README.md").write_text(card)
 
         return replace_dir(build, Path(path), overwrite=overwrite)
