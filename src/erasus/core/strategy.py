@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..utils.data import check_nonempty
-from ..utils.misc import isolated_rng, seeded_loaders, snapshot
+from ..utils.misc import ModelState, isolated_rng, seeded_loaders
 from .base import Configurable, check_supported
 from .config import BaseConfig
 from .module import UnlearningModule
@@ -82,12 +82,11 @@ class BaseStrategy(Configurable):
         (weights, buffers and train/eval mode) before the exception propagates."""
         if not inplace:
             return run()
-        saved, mode = snapshot(model), model.training
+        saved = ModelState(model)
         try:
             return run()
         except BaseException as err:
-            model.load_state_dict(saved)
-            model.train(mode)
+            saved.restore(model)
             if hasattr(err, "add_note"):
                 err.add_note("Erasus: the run failed, so the model given with inplace=True was restored as it was.")
             raise
@@ -219,7 +218,7 @@ class OneShotStrategy(BaseStrategy):
             # without held-out data the edit must also be selective (see TrainerConfig's guard)
             bare = before is not None and holdout_loader is None
             f_before = acc(adapter, forget_loader, 1) if bare else None
-            saved = snapshot(adapter.model) if before is not None else None
+            saved = ModelState(adapter.model) if before is not None else None
             self.generator = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
             with seeded_loaders(seed, forget_loader, retain_loader):
                 reason = self.apply(adapter, forget_loader, retain_loader)
@@ -242,7 +241,8 @@ class OneShotStrategy(BaseStrategy):
                                 f"{100 * f_drop:.1f} and {100 * cost:.1f} points, so the model was left "
                                 "as it was: pass holdout_data, or guard=False to keep it")
                 if undo:
-                    adapter.model.load_state_dict(saved)
+                    saved.restore(adapter.model)
+                    adapter.model.eval()
                     reason = f"{reason}; undone: {undo}"
             miss = class_miss(adapter) if guard else None
             if miss:

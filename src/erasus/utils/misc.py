@@ -114,6 +114,38 @@ def snapshot(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+class ModelState:
+    """Everything needed to put a model back as it was: its weights and buffers, its train /
+    eval mode, and what an inference-time edit attaches besides weights (forward hooks kept in
+    ``model.erasus_hooks``, submodules such as DExperts' anti-expert, the ``use_cache`` flags of
+    its config and generation config). Loading the state dict alone failed on a model that had
+    gained a submodule, and left an edit's hooks in place."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.weights, self.mode = snapshot(model), model.training
+        self.children = {name for name, _ in model.named_children()}
+        self.hooks = list(getattr(model, "erasus_hooks", None) or [])
+        self.had_hooks = hasattr(model, "erasus_hooks")
+        self.cache = [(c, c.use_cache) for c in (getattr(model, "config", None), getattr(model, "generation_config", None))
+                      if c is not None and hasattr(c, "use_cache")]
+
+    def restore(self, model: torch.nn.Module) -> None:
+        keep = {id(h) for h in self.hooks}
+        for h in getattr(model, "erasus_hooks", None) or []:
+            if id(h) not in keep:
+                h.remove()
+        if self.had_hooks:
+            model.erasus_hooks = self.hooks
+        elif hasattr(model, "erasus_hooks"):
+            del model.erasus_hooks
+        for name in [n for n, _ in model.named_children() if n not in self.children]:
+            delattr(model, name)
+        for c, v in self.cache:
+            c.use_cache = v
+        model.load_state_dict(self.weights)
+        model.train(self.mode)
+
+
 class isolated_rng:
     """Context manager: run a block with its own seeded random state and leave the caller's
     untouched. On entry the global Python, NumPy and torch (CPU and CUDA) generators are
