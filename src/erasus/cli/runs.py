@@ -39,16 +39,14 @@ def _cmd_unlearn(args) -> int:
         from ..experiments.diffusion_run import run_erase
 
         got = run_erase(cfg, args.out, progress=not args.no_progress)
-        r = got["result"]
-        print(f"{r.strategy}: {r.steps} step{'' if r.steps == 1 else 's'}; stopped: {r.stop_reason}")
+        _print_stop(got["result"])
         print(f"saved to {got['dir']}" + (f" (what each model draws: {got['samples']})" if got["samples"] else ""))
         return 0
     if cfg["family"] == "clip":
         from ..experiments.clip_run import run_clip
 
         got = run_clip(cfg, args.out, progress=not args.no_progress)
-        r = got["result"]
-        print(f"{r.strategy}: {r.steps} step{'' if r.steps == 1 else 's'}; stopped: {r.stop_reason}")
+        _print_stop(got["result"])
         for who, row in got["recall"].items():
             print(f"  {who:>9}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
         print(f"saved to {got['dir']}")
@@ -63,6 +61,10 @@ def _cmd_unlearn(args) -> int:
     got = run_unlearn(cfg, out, progress=not args.no_progress)
     _print_outcome(got)
     return 0
+
+
+def _print_stop(r):
+    print(f"{r.strategy}: {r.steps} step{'' if r.steps == 1 else 's'}; stopped: {r.stop_reason}")
 
 
 def _print_outcome(got):

@@ -39,13 +39,9 @@ def run_clip(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool = Tr
 
     from ..data.folders import image_captions
     from ..unlearners import VLMUnlearner
-    from .config_run import _check_out
+    from .config_run import saved_model_folder
 
-    out = out or cfg["output"]["dir"]
-    if out is None:
-        raise ConfigError("erasus unlearn saves the unlearned model: pass --out FOLDER (or set output.dir).")
-    overwrite = bool(cfg["output"]["overwrite"])
-    _check_out(out, overwrite)
+    out, overwrite = saved_model_folder(cfg, out)
     m, d, s = cfg["model"], cfg["data"], cfg["strategy"]
     model, tok, proc = load_clip(m["path"])
 

@@ -132,6 +132,18 @@ def _check_out(out, overwrite):
                           "(output.overwrite: true).")
 
 
+def saved_model_folder(cfg: Dict[str, Any], out: Optional[str]):
+    """``(folder, overwrite)`` where a config run that saves a model writes it (``out`` or
+    ``output.dir``), checked before the model loads."""
+    out = out or cfg["output"]["dir"]
+    if out is None:
+        raise ConfigError("erasus unlearn saves the unlearned model: pass --out FOLDER (or set output.dir in the "
+                          "config).")
+    overwrite = bool(cfg["output"]["overwrite"])
+    _check_out(out, overwrite)
+    return out, overwrite
+
+
 def run_unlearn(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool = True) -> dict:
     """Unlearn the config's request, verify, save the run (``out`` or ``output.dir``; not saved
     when both are empty). Returns ``{"dir", "verdict", "report", "metrics", "result"}``."""

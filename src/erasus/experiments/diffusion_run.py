@@ -7,21 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..core.exceptions import ConfigError
-
 
 def run_erase(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool = True) -> dict:
     """Erase ``concept.prompts`` from ``model.path`` and save the result in ``out`` (or
     ``output.dir``). Returns ``{"dir", "result", "samples"}`` (``samples``: the picture's path,
     or None with ``sample.n: 0``)."""
     from ..unlearners import DiffusionUnlearner
-    from .config_run import _check_out
+    from .config_run import saved_model_folder
 
-    out = out or cfg["output"]["dir"]
-    if out is None:
-        raise ConfigError("erasus unlearn saves the erased model: pass --out FOLDER (or set output.dir in the config).")
-    overwrite = bool(cfg["output"]["overwrite"])
-    _check_out(out, overwrite)  # before the model loads: a Stable Diffusion checkpoint takes a while
+    out, overwrite = saved_model_folder(cfg, out)  # before a Stable Diffusion checkpoint takes its while to load
     m, c, s, smp = cfg["model"], cfg["concept"], cfg["strategy"], cfg["sample"]
     kwargs = {k: v for k, v in s.items() if k != "name"}
     unl = DiffusionUnlearner(m["path"], strategy=s["name"], strategy_kwargs=kwargs or None, device=m["device"])

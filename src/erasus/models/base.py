@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..exceptions import DataError
 from ..utils.misc import model_device
 
 
@@ -47,6 +48,16 @@ class ModelAdapter:
 
     def features(self, batch: Any) -> torch.Tensor:
         raise NotImplementedError  # abstract
+
+    def scored_logits(self, batch: Any):
+        """``(logits, targets)``, one row per scored prediction: per sample for a classifier
+        (its ``logits_and_labels``); a language model's scored tokens
+        (:meth:`~erasus.models.causal_lm.TokenLMAdapter.scored_logits`). What a loss on the
+        whole output distribution against a target (UNDIAL) is computed on."""
+        if not hasattr(self, "logits_and_labels"):
+            raise DataError(f"A {self.family} model gives no labelled logits to score: use a method for its family "
+                            "(`erasus list strategy`).")
+        return self.logits_and_labels(batch)
 
     def distillation_logits(self, batch: Any) -> torch.Tensor:
         """The logits a loss between two models' output distributions compares (SCRUB, Bad

@@ -135,18 +135,10 @@ class Undial(ForgetRetainStrategy):
     def setup(self, forget_loader, retain_loader):
         self.teacher = self.frozen_reference()
 
-    @staticmethod
-    def _positions(adapter, batch):
-        """Logits and targets, one row per scored token of a language model (logits only at
-        those positions) or one per sample of a classifier."""
-        if hasattr(adapter, "scored_logits"):
-            return adapter.scored_logits(batch)
-        return adapter.logits_and_labels(batch)
-
     def forget_step(self, batch, batch_idx):
-        z, y = self._positions(self.adapter, batch)
+        z, y = self.adapter.scored_logits(batch)  # one row per scored token, or per sample
         with torch.no_grad():
-            zt, _ = self._positions(self.teacher, batch)
+            zt, _ = self.teacher.scored_logits(batch)
             target = torch.softmax(zt.float() - self.config.strength * F.one_hot(y, zt.shape[-1]).float(), -1)
         return -(target * torch.log_softmax(z.float(), -1)).sum(-1).mean()
 

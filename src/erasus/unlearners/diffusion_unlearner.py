@@ -14,7 +14,7 @@ from ..core.exceptions import ConfigError, DataError
 from ..core.stopping import StopKind
 from ..models.diffusion import TextToImage
 from .erasus_unlearner import ErasusUnlearner
-from .llm_unlearner import _version
+from .saving import _version
 
 
 def _prompt_list(prompts, what: str):

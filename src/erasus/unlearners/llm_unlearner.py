@@ -11,11 +11,12 @@ from torch import nn
 
 from ..core.exceptions import ConfigError, UnsupportedModelError
 from .erasus_unlearner import ErasusUnlearner
+from .saving import SavesPretrained, _version
 
 LM_METRICS = ("lm_mia", "memorization")
 
 
-class LLMUnlearner(ErasusUnlearner):
+class LLMUnlearner(SavesPretrained, ErasusUnlearner):
     """Unlearning for causal language models (GPT-2, LLaMA, Mistral, ... through
     ``transformers``' ``AutoModelForCausalLM``).
 
@@ -110,6 +111,10 @@ class LLMUnlearner(ErasusUnlearner):
             lines += [f"| {k} | {v:.4g} |" for k, v in sorted(r.metrics.items())]
         return "\n".join(lines) + "\n"
 
+    @property
+    def save_with(self) -> tuple:  # type: ignore[override]
+        return (self.tokenizer,) if self.tokenizer is not None else ()
+
     def save_pretrained(self, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
         """Save the unlearned model (``save_pretrained``, safetensors), the tokenizer if known,
         and ``README.md`` (the model card) into ``path``, atomically
@@ -117,22 +122,11 @@ class LLMUnlearner(ErasusUnlearner):
         beside it and moved into place at the end, and with ``overwrite=True`` the target
         holds the old or the new model at every moment. An existing non-empty ``path`` is
         never overwritten unless ``overwrite=True``."""
-        path = Path(path)
         if getattr(self.model, "erasus_hooks", None):
             raise ConfigError("This model's unlearning lives in forward hooks (an inference-time method such as "
                               "activation_steering); its weights are the original's, so save_pretrained would not "
                               "keep it. Keep the model object, or use a weight-editing strategy.")
-        card = self.model_card()
-
-        def build(tmp: Path) -> None:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
-            (tmp / "README.md").write_text(card)
-
-        from ..utils.io import replace_dir
-
-        return replace_dir(build, path, overwrite=overwrite)
+        return super().save_pretrained(path, overwrite=overwrite)
 
 
 def through_lora(lora, strategy, strategy_kwargs):
@@ -162,10 +156,3 @@ def load_causal_lm(name_or_path, tokenizer=None, **kwargs):
     return model, tokenizer
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("erasus")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "(development)"

@@ -1,5 +1,5 @@
-"""Saving an unlearned Hugging Face model with its model card (audio, video and
-vision-language unlearners; the language-model and diffusion unlearners add their own parts)."""
+"""Saving an unlearned Hugging Face model with its model card (language-model, audio, video
+and vision-language unlearners; the diffusion unlearner saves its own parts)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Union
 
 from ..core.exceptions import ConfigError
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("erasus")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "(development)"
 
 
 class SavesPretrained:
@@ -21,8 +30,6 @@ class SavesPretrained:
     save_with: tuple = ()
 
     def model_card(self) -> str:
-        from .llm_unlearner import _version
-
         r = self.result_
         if r is None:
             raise ConfigError("Nothing to describe yet: call fit() first.")
