@@ -169,6 +169,37 @@ def test_salun_needs_concepts_to_preserve(toy):
         unl.erase("a red square")
 
 
+def test_a_model_agnostic_loss_trains_on_generated_images_and_leaves_the_rest_of_the_model_whole(toy):
+    """``erase`` with gradient ascent (a loss not made for diffusion models) trains on images
+    the model draws for the concept, under the concept rule with the prediction guard. Under a
+    fixed schedule (before) every prompt came to draw red; under the direction guard green and
+    blue were still lost (judged 0.0). The guard stops it before the preserved colours move,
+    and a warning says to use a concept-erasure method; with nothing to preserve it is refused."""
+    before = judged(toy)
+    with pytest.warns(UserWarning, match="concept-erasure method"):
+        res = DiffusionUnlearner(toy, strategy="gradient_ascent").erase(
+            "a red square", preserve=["a green square", "a blue square"], progress=False)
+    after = judged(res.model)
+    assert after["green"] >= before["green"] - 0.1 and after["blue"] >= before["blue"] - 0.1, (before, after)
+    assert res.stop.kind.name == "GUARD" and "preserve_shift" in res.stop_reason, res.stop_reason
+    with pytest.raises(DataError, match="preserve=.*esd, uce"):
+        DiffusionUnlearner(toy, strategy="npo").erase("a red square")
+    with pytest.raises(ConfigError, match="images_per_prompt"):
+        DiffusionUnlearner(toy, strategy="npo").erase("a red square", preserve=["a green square"], images_per_prompt=0)
+
+
+def test_generated_pairs_are_the_models_images_for_each_prompt(toy):
+    from erasus.models.diffusion import generated_pairs
+
+    pairs = generated_pairs(toy, ["a red square", "a blue square"], 3, torch.Generator().manual_seed(4), steps=5,
+                            batch=4)
+    assert [p for _, p in pairs] == ["a red square"] * 3 + ["a blue square"] * 3
+    g = torch.Generator().manual_seed(4)
+    want = torch.cat([toy.generate(["a red square"] * 3 + ["a blue square"], steps=5, generator=g),
+                      toy.generate(["a blue square"] * 2, steps=5, generator=g)])
+    assert torch.equal(torch.stack([img for img, _ in pairs]), want)
+
+
 def test_soft_tokens_equal_the_word_they_stand_for(toy):
     """A soft token with a word's embedding, placed where the word stands, encodes the same
     prompt: the attacks and AdvUnlearn optimise over exactly the text encoder's input space."""

@@ -28,7 +28,12 @@ def test_every_example_is_listed():
     assert all(f"`{name}`" in readme for name in EXAMPLES)
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+# the diffusion example is the README's diffusion block as a script (the same training, UCE
+# edit, verification and save; tests/test_docs.py runs that block): here with -m slow
+SLOW = {"diffusion_models/concept_erasure.py"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXAMPLES)])
 def test_example_runs(name, tmp_path):
     if "language_models" in name or "vision_language" in name or "diffusion" in name or "audio" in name:
         pytest.importorskip("transformers")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -328,6 +328,22 @@ def share_left(direction: torch.Tensor, reference: torch.Tensor, concept: str = 
     return float((direction.to(reference.device) * reference).sum()) / norm
 
 
+def generated_pairs(model: "TextToImage", prompts: Sequence[str], per_prompt: int, generator: torch.Generator,
+                    steps: int = 25, guidance_scale: float = 5.0, batch: int = 32) -> List[Tuple[torch.Tensor, str]]:
+    """``(image, prompt)`` pairs: ``per_prompt`` images that ``model`` generates for each of
+    ``prompts`` (prompt by prompt, in batches of at most ``batch`` images, all from
+    ``generator``), on the model's device. The forget or retain images of a concept given only
+    as prompts: what the model draws for it."""
+    wanted = [p for p in prompts for _ in range(per_prompt)]
+    out: List[Tuple[torch.Tensor, str]] = []
+    with torch.no_grad():
+        for i in range(0, len(wanted), batch):
+            part = wanted[i:i + batch]
+            imgs = model.generate(part, steps=steps, generator=generator, guidance_scale=guidance_scale)
+            out += list(zip(imgs, part))
+    return out
+
+
 def split_batch(batch):
     """``(images or None, prompts)`` of a diffusion batch: ``(images, prompts)``,
     ``{"pixel_values", "prompt"}`` or a list of prompts."""
@@ -377,7 +393,9 @@ class DiffusionAdapter(ModelAdapter):
         model compare on the same draws)."""
         images, prompts = self.to_device(batch)
         if images is None:
-            raise DataError("This batch holds prompts only: the noise-prediction loss needs images with them.")
+            raise DataError("This batch holds prompts only: the noise-prediction loss needs (images, prompts) batches. "
+                            "To erase a concept given as prompts, call DiffusionUnlearner(...).erase(prompts), which "
+                            "generates its images, or use a concept-erasure method (esd, uce, concept_ablation, ...).")
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         m = self.model
         x_t, t, noise = m.noised(m.to_latents(images), g)

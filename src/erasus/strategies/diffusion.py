@@ -29,7 +29,8 @@ from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
 from ..core.stopping import BestCheckpointRule, Decision, Stop, StopKind
 from ..core.strategy import LossStrategy, LossStrategyConfig, OneShotStrategy
-from ..models.diffusion import conditioning_direction, drawn_and_noised, share_left, split_batch
+from ..models.diffusion import (conditioning_direction, drawn_and_noised, generated_pairs, share_left,
+                               split_batch)
 from ..models.diffusion_attacks import optimise_soft_tokens, random_token_embeddings
 from .relabel import check_sparsity, mask_gradients, saliency_mask
 
@@ -64,7 +65,12 @@ class ConceptStopping(BestCheckpointRule):
     * ``preserve_shift`` (with preserved prompts): for each preserved prompt ``p``,
       ``Σ ‖d_θ(p) − d*(p)‖² / Σ ‖d*(p)‖²`` with ``d(p) = ε(x_p, p) − ε(x_p, "")`` on images of
       ``p`` — how far what the prompt adds (what guidance amplifies) moved — the largest over
-      the prompts.
+      the prompts. With ``shift="prediction"`` the numerator is the move of the conditional
+      prediction itself, ``Σ ‖ε_θ(x_p, p) − ε*(x_p, p)‖²``, which also sees damage that moves
+      the conditional and unconditional predictions alike (the direction does not): the rule
+      :meth:`DiffusionUnlearner.erase` gives the model-agnostic losses (gradient ascent on the
+      coloured squares kept a direction shift under 0.5 while every prompt came to draw red;
+      its prediction shift was 14.6 five steps in).
 
     * ``concept_left_attacked`` (``attack`` given: a callable returning the soft prompt tokens
       an adversarial method found last, or None before its first attack): ``concept_left`` of
@@ -97,24 +103,36 @@ class ConceptStopping(BestCheckpointRule):
 
     def __init__(self, anchor: str = "", target: float = 0.1, guard: float = 0.5, checks: int = 20,
                  grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20,
-                 attack=None):
+                 attack=None, shift: str = "direction"):
         if checks < 1 or probes < 1 or steps < 1 or grow < 1.0 or max_lr_growth < 1.0 or guard <= 0:
             raise ConfigError("ConceptStopping: expected checks, probes, steps >= 1, grow and max_lr_growth >= 1 "
                               f"and guard > 0, got checks={checks}, probes={probes}, steps={steps}, grow={grow}, "
                               f"max_lr_growth={max_lr_growth}, guard={guard}.")
         self.anchor, self.target, self.guard, self.checks = anchor, target, guard, checks
         self.grow, self.max_lr_growth, self.probes, self.steps = grow, max_lr_growth, probes, steps
-        self.attack = attack
+        if shift not in ("direction", "prediction"):
+            raise ConfigError(f"ConceptStopping: expected shift 'direction' or 'prediction', got {shift!r}.")
+        self.attack, self.shift = attack, shift
+
+    def _kept(self, model):
+        """What the guard compares on the preserved prompts' probes: the conditioning direction,
+        or (``shift="prediction"``) the conditional noise prediction itself."""
+        x_t, t, prompts = self.k_probe
+        if self.shift == "direction":
+            return conditioning_direction(model, x_t, t, prompts, "")
+        with torch.no_grad():
+            return model.eps(x_t.to(model.device), t.to(model.device), model.encode(list(prompts))).double()
 
     def start(self, ctx):
         super().start(ctx)
         model = ctx.adapter.model
         g = torch.Generator().manual_seed(ctx.config.seed if ctx.config.seed is not None else 0)
-        concepts, keep = _prompts(ctx.val["forget"]), _prompts(ctx.val.get("retain"))
+        concepts, keep = list(dict.fromkeys(_prompts(ctx.val["forget"]))), _prompts(ctx.val.get("retain"))
         self.c_probe = drawn_and_noised(model, concepts, self.probes, self.steps, g)
         self.c_ref = conditioning_direction(model, *self.c_probe, self.anchor)
         self.k_probe = drawn_and_noised(model, list(dict.fromkeys(keep)), self.probes, self.steps, g) if keep else None
         self.k_ref = conditioning_direction(model, *self.k_probe, "") if keep else None
+        self.k_pred = self._kept(model) if keep else None
         self.best = math.inf
         self.lr_scale, self.ceiling = 1.0, self.max_lr_growth if keep else 1.0
         self.grown, self.backoffs, self.base, self.peak = 0, 0, None, 1.0
@@ -134,7 +152,7 @@ class ConceptStopping(BestCheckpointRule):
                 m["concept_left_attacked"] = share_left(
                     conditioning_direction(model, *self.c_probe, self.anchor, soft=soft), self.c_ref)
             if self.k_probe is not None:
-                moved = (conditioning_direction(model, *self.k_probe, "") - self.k_ref).pow(2).flatten(1).sum(1)
+                moved = (self._kept(model) - self.k_pred).pow(2).flatten(1).sum(1)
                 size = self.k_ref.pow(2).flatten(1).sum(1)
                 prompts = self.k_probe[2]
                 shifts = []
@@ -499,9 +517,9 @@ class _ImagePool:
             with torch.no_grad():
                 if images is None:
                     for p in ps:
-                        imgs = model.generate([p] * per_prompt, steps=steps, generator=generator,
-                                              guidance_scale=guidance_scale)
-                        lat.append(model.to_latents(imgs))
+                        pairs = generated_pairs(model, [p], per_prompt, generator, steps, guidance_scale,
+                                                batch=per_prompt)
+                        lat.append(model.to_latents(torch.stack([img for img, _ in pairs])))
                         prompts += [p] * per_prompt
                         generated += [True] * per_prompt
                 else:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..core.exceptions import ConfigError, DataError
 from ..core.stopping import StopKind
+from ..core.strategy import OneShotStrategy
 from ..models.diffusion import TextToImage
 from .erasus_unlearner import ErasusUnlearner
 from .saving import _version
@@ -42,8 +43,13 @@ class DiffusionUnlearner(ErasusUnlearner):
     generative variant, ``salun_generation``) and ``adv_unlearn`` (robust to prompt attacks;
     ``erasus list strategy``); the
     model-agnostic loss-based ones (gradient ascent and the like) run on ``(images, prompts)``
-    forget data through the noise-prediction loss. The caller's model is untouched unless
-    ``inplace=True``."""
+    forget data through the noise-prediction loss; :meth:`erase` gives them the images the
+    model draws for the concept and, with ``preserve`` (required for them), runs them under
+    :class:`~erasus.strategies.diffusion.ConceptStopping` with a guard on the preserved prompts'
+    noise predictions. On the tests' coloured squares none of them erased red before that guard
+    stopped it (they keep the original and warn): their losses damage every concept alike,
+    which is what the concept-erasure methods were made to avoid. The caller's model is
+    untouched unless ``inplace=True``."""
 
     def __init__(self, model: Union[nn.Module, Any, str, Path], strategy: Union[str, Any] = "esd", **kwargs):
         if isinstance(model, (str, Path)):
@@ -59,11 +65,18 @@ class DiffusionUnlearner(ErasusUnlearner):
         self.concept_: Optional[list] = None
 
     def erase(self, concept: Union[str, Sequence[str]], anchor: Optional[str] = None, preserve: Sequence[str] = (),
-              check: bool = True, **kwargs):
+              check: bool = True, images_per_prompt: int = 32, **kwargs):
         """Erase ``concept`` (one prompt or several naming it). ``anchor``: what the concept should
         become, for methods that map it somewhere (``uce``, ``concept_ablation``; default ""); ``preserve``: prompts of
         concepts that must stay as they are (used by methods with a preservation term, and
         checked to be disjoint from the concept). Other keyword arguments go to ``fit``.
+
+        The concept-erasure methods (``esd``, ``uce``, ``sld``, ...) take the prompts. The
+        model-agnostic ones, which train on images (``gradient_ascent``, ``npo``, ...), get
+        ``images_per_prompt`` images the model generates for each prompt of the concept (the
+        forget set: what the model draws for it) and of ``preserve`` (the retain set), seeded by
+        ``seed`` (a ``fit`` argument, default 0); to erase given images, call ``fit`` with
+        ``(images, prompts)`` batches.
 
         ``check``: afterwards, measure how much of the concept's conditioning the weights keep
         (:func:`~erasus.metrics.diffusion.concept_left` against the untouched original, on the
@@ -85,13 +98,46 @@ class DiffusionUnlearner(ErasusUnlearner):
                 raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
                                   "no anchor; leave anchor out, or use strategy='uce'.")
             self.strategy.config = self.strategy.config.replace(anchor=anchor)
-        forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
-        retain = DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list) if keep else None
+        if "diffusion" in getattr(self.strategy, "supports", ()):  # a concept-erasure method: prompts
+            forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
+            retain = (DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list)
+                      if keep else None)
+        else:
+            from ..strategies.diffusion import ConceptStopping
+
+            if not keep:
+                raise DataError(f"{self.strategy.registered_name} trains on images of the concept with a loss not made "
+                                "for diffusion models, and with no prompts to preserve nothing stops it from ruining "
+                                "the rest of the model (gradient ascent and NPO on the coloured squares of the tests: "
+                                "every prompt drew red). Pass preserve=['a photo of ...', ...] (the stopping rule then "
+                                "guards their noise predictions), or use a concept-erasure method: esd, uce, "
+                                "concept_ablation, salun, adv_unlearn, sld.")
+            forget, retain = self._generated_loaders(prompts, keep, images_per_prompt, kwargs.get("seed", 0))
+            if not isinstance(self.strategy, OneShotStrategy) and kwargs.get("stopping", "auto") == "auto":
+                # the concept's rule, as the fine-tuning methods have
+                kwargs["stopping"] = ConceptStopping(shift="prediction")
         self.concept_ = prompts
         result = self.fit(forget, retain, **kwargs)
         if check:
             self._check_concept_left(result, prompts[0])
         return result
+
+    def _generated_loaders(self, prompts, keep, per_prompt: int, seed):
+        """``(images, prompts)`` loaders of what the model generates for the concept and for
+        the prompts to keep (:func:`~erasus.models.diffusion.generated_pairs`)."""
+        import torch
+
+        from ..models.diffusion import generated_pairs
+
+        if isinstance(per_prompt, bool) or not isinstance(per_prompt, int) or per_prompt < 1:
+            raise ConfigError(f"Expected images_per_prompt >= 1 (images generated per prompt), got {per_prompt!r}.")
+        g = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        forget = generated_pairs(self.model, prompts, per_prompt, g)
+        retain = generated_pairs(self.model, keep, per_prompt, g) if keep else None
+        batch = min(8, len(forget))
+        loader = lambda data: DataLoader(data, batch_size=batch, shuffle=True,  # noqa: E731
+                                         generator=torch.Generator().manual_seed(int(g.initial_seed())))
+        return loader(forget), (loader(retain) if retain else None)
 
     def _check_concept_left(self, result, prompt: str) -> None:
         from ..metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
@@ -109,7 +155,11 @@ class DiffusionUnlearner(ErasusUnlearner):
         result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
         if left > CONCEPT_LEFT_WARN:
             params = result.config.get("params") or {}
-            if result.stop.kind is StopKind.GUARD:
+            if result.stop.kind is StopKind.GUARD and "diffusion" not in getattr(self.strategy, "supports", ()):
+                why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
+                       "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
+                       "use a concept-erasure method (esd, uce, concept_ablation, salun, adv_unlearn)")
+            elif result.stop.kind is StopKind.GUARD:
                 why = ("the preserved prompts' conditioning shifted past the stopping rule's guard first, and the rule "
                        "went back to the last step within it (stopping=ConceptStopping(guard=...) allows more)")
             else:
