@@ -188,6 +188,25 @@ def test_a_model_agnostic_loss_trains_on_generated_images_and_leaves_the_rest_of
         DiffusionUnlearner(toy, strategy="npo").erase("a red square", preserve=["a green square"], images_per_prompt=0)
 
 
+def test_a_one_shot_edit_that_moves_the_preserved_prompts_is_undone(toy):
+    """SSD (a one-shot edit not made for diffusion models, no stopping rule): on this model it
+    took red from 0.91 to 0.00 judged and green from 0.97 to 0.19 with it. ``erase`` measures
+    the preserved prompts' shift afterwards and undoes the edit past the guard."""
+    from erasus.models.diffusion import PRESERVE_GUARD, preserve_shift
+
+    with pytest.warns(UserWarning, match="undone"):
+        res = DiffusionUnlearner(toy, strategy="ssd").erase("a red square", preserve=["a green square", "a blue square"])
+    assert res.metrics["preserve_shift"] > PRESERVE_GUARD
+    assert params_equal(res.model, toy)
+    assert preserve_shift(toy, toy, ["a green square"]) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = colour_data(8)  # the same edit through fit() on given images: kept, as asked
+        kept = DiffusionUnlearner(toy, strategy="ssd").fit(DataLoader(data[:8], batch_size=8),
+                                                          DataLoader(data[8:], batch_size=8), progress=False)
+    assert preserve_shift(kept.model, toy, ["a green square", "a blue square"]) > PRESERVE_GUARD
+
+
 def test_generated_pairs_are_the_models_images_for_each_prompt(toy):
     from erasus.models.diffusion import generated_pairs
 

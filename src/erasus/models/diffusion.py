@@ -317,6 +317,46 @@ def conditioning_direction(model: TextToImage, x_t: torch.Tensor, t: torch.Tenso
     return (model.eps(x, tt, cond) - model.eps(x, tt, model.encode([anchor] * len(prompts)))).double()
 
 
+@torch.no_grad()
+def conditional_prediction(model: TextToImage, x_t: torch.Tensor, t: torch.Tensor, prompts: Sequence[str]):
+    """``ε(x_t, t, prompt)`` per sample, in float64."""
+    return model.eps(x_t.to(model.device), t.to(model.device), model.encode(list(prompts))).double()
+
+
+def largest_shift(now: torch.Tensor, before: torch.Tensor, size: torch.Tensor, prompts: Sequence[str]) -> float:
+    """``max_p Σ_{i: p_i = p} ‖now_i − before_i‖² / Σ_{i: p_i = p} ‖size_i‖²``: how far the
+    per-sample predictions ``now`` moved from ``before``, relative to ``size`` (the original's
+    conditioning direction), for the prompt that moved most."""
+    moved = (now.to(before.device) - before).pow(2).flatten(1).sum(1)
+    norm = size.pow(2).flatten(1).sum(1)
+    shifts = []
+    for p in dict.fromkeys(prompts):
+        mask = torch.tensor([q == p for q in prompts], device=moved.device)
+        shifts.append(float(moved[mask].sum()) / max(float(norm[mask].sum()), 1e-12))
+    return max(shifts)
+
+
+#: the preserved prompts' shift past which a run is stopped or an edit undone
+#: (:class:`~erasus.strategies.diffusion.ConceptStopping`'s ``guard``)
+PRESERVE_GUARD = 0.5
+
+
+def preserve_shift(model: TextToImage, original: TextToImage, prompts: Sequence[str], n: int = 16, steps: int = 20,
+                   seed: int = 0) -> float:
+    """How far ``model``'s noise prediction for each of ``prompts`` moved from ``original``'s,
+    on ``n`` images the original draws for them (noised at uniform timesteps, from ``seed``),
+    relative to what the prompt adds over the empty one in the original
+    (:func:`largest_shift` of :func:`conditional_prediction`; the largest over the prompts).
+    0 for an unchanged model; :data:`PRESERVE_GUARD` is where Erasus stops or undoes a run."""
+    from ..utils.misc import isolated_rng
+
+    prompts = list(dict.fromkeys(prompts))
+    with isolated_rng(seed):
+        x_t, t, ps = drawn_and_noised(original, prompts, n, steps, torch.Generator().manual_seed(seed))
+    return largest_shift(conditional_prediction(model, x_t, t, ps), conditional_prediction(original, x_t, t, ps),
+                         conditioning_direction(original, x_t, t, ps, ""), ps)
+
+
 def share_left(direction: torch.Tensor, reference: torch.Tensor, concept: str = "the concept",
                anchor: str = "") -> float:
     """``Σ ⟨d, d*⟩ / Σ ‖d*‖²``: the share of ``reference`` (the original's direction) left in

@@ -29,8 +29,8 @@ from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
 from ..core.stopping import BestCheckpointRule, Decision, Stop, StopKind
 from ..core.strategy import LossStrategy, LossStrategyConfig, OneShotStrategy
-from ..models.diffusion import (conditioning_direction, drawn_and_noised, generated_pairs, share_left,
-                               split_batch)
+from ..models.diffusion import (PRESERVE_GUARD, conditional_prediction, conditioning_direction, drawn_and_noised,
+                               generated_pairs, largest_shift, share_left, split_batch)
 from ..models.diffusion_attacks import optimise_soft_tokens, random_token_embeddings
 from .relabel import check_sparsity, mask_gradients, saliency_mask
 
@@ -101,7 +101,7 @@ class ConceptStopping(BestCheckpointRule):
     name = "concept"
     measures_splits = False
 
-    def __init__(self, anchor: str = "", target: float = 0.1, guard: float = 0.5, checks: int = 20,
+    def __init__(self, anchor: str = "", target: float = 0.1, guard: float = PRESERVE_GUARD, checks: int = 20,
                  grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20,
                  attack=None, shift: str = "direction"):
         if checks < 1 or probes < 1 or steps < 1 or grow < 1.0 or max_lr_growth < 1.0 or guard <= 0:
@@ -117,11 +117,9 @@ class ConceptStopping(BestCheckpointRule):
     def _kept(self, model):
         """What the guard compares on the preserved prompts' probes: the conditioning direction,
         or (``shift="prediction"``) the conditional noise prediction itself."""
-        x_t, t, prompts = self.k_probe
         if self.shift == "direction":
-            return conditioning_direction(model, x_t, t, prompts, "")
-        with torch.no_grad():
-            return model.eps(x_t.to(model.device), t.to(model.device), model.encode(list(prompts))).double()
+            return conditioning_direction(model, *self.k_probe, "")
+        return conditional_prediction(model, *self.k_probe)
 
     def start(self, ctx):
         super().start(ctx)
@@ -152,14 +150,7 @@ class ConceptStopping(BestCheckpointRule):
                 m["concept_left_attacked"] = share_left(
                     conditioning_direction(model, *self.c_probe, self.anchor, soft=soft), self.c_ref)
             if self.k_probe is not None:
-                moved = (self._kept(model) - self.k_pred).pow(2).flatten(1).sum(1)
-                size = self.k_ref.pow(2).flatten(1).sum(1)
-                prompts = self.k_probe[2]
-                shifts = []
-                for p in dict.fromkeys(prompts):
-                    mask = torch.tensor([q == p for q in prompts], device=moved.device)
-                    shifts.append(float(moved[mask].sum()) / max(float(size[mask].sum()), 1e-12))
-                m["preserve_shift"] = max(shifts)
+                m["preserve_shift"] = largest_shift(self._kept(model), self.k_pred, self.k_ref, self.k_probe[2])
         finally:
             model.train(was)
 

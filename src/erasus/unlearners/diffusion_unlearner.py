@@ -118,9 +118,34 @@ class DiffusionUnlearner(ErasusUnlearner):
                 kwargs["stopping"] = ConceptStopping(shift="prediction")
         self.concept_ = prompts
         result = self.fit(forget, retain, **kwargs)
+        if isinstance(self.strategy, OneShotStrategy) and "diffusion" not in self.strategy.supports:
+            if self._guard_edit(result, keep):
+                return result
         if check:
             self._check_concept_left(result, prompts[0])
         return result
+
+    def _guard_edit(self, result, keep) -> bool:
+        """A one-shot edit not made for diffusion models (SSD, task arithmetic, pruning) has no
+        stopping rule: it is undone when it moved the preserved prompts' noise predictions past
+        :data:`~erasus.models.diffusion.PRESERVE_GUARD` (SSD on the coloured squares: red
+        0.91 → 0.00 judged, and green 0.97 → 0.19 with it). Returns whether it was undone."""
+        from ..models.diffusion import PRESERVE_GUARD, preserve_shift
+
+        if self.original_model is self.model:
+            result.stop.add("preserve_shift not measured: an in-place run keeps no copy of the original")
+            return False
+        moved = preserve_shift(self.model, self.original_model, keep, seed=1)
+        result.metrics["preserve_shift"] = moved
+        if moved <= PRESERVE_GUARD:
+            result.stop.add(f"preserve_shift {moved:.2f}")
+            return False
+        self.model.load_state_dict(self.original_model.state_dict())
+        result.stop.add(f"undone: the edit moved the preserved prompts' noise predictions by {moved:.2f} of what they "
+                        f"add (more than {PRESERVE_GUARD}), so the model was left as it was: use a concept-erasure "
+                        "method (esd, uce, concept_ablation, salun, adv_unlearn)")
+        warnings.warn(f"{result.strategy}: {result.stop_reason}")
+        return True
 
     def _generated_loaders(self, prompts, keep, per_prompt: int, seed):
         """``(images, prompts)`` loaders of what the model generates for the concept and for
@@ -155,7 +180,11 @@ class DiffusionUnlearner(ErasusUnlearner):
         result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
         if left > CONCEPT_LEFT_WARN:
             params = result.config.get("params") or {}
-            if result.stop.kind is StopKind.GUARD and "diffusion" not in getattr(self.strategy, "supports", ()):
+            if isinstance(self.strategy, OneShotStrategy) and "diffusion" not in self.strategy.supports:
+                why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
+                       "raise its strength (strategy_kwargs) or use a concept-erasure method (esd, uce, "
+                       "concept_ablation, salun, adv_unlearn)")
+            elif result.stop.kind is StopKind.GUARD and "diffusion" not in getattr(self.strategy, "supports", ()):
                 why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
                        "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
                        "use a concept-erasure method (esd, uce, concept_ablation, salun, adv_unlearn)")
