@@ -215,6 +215,7 @@ def test_a_diffusion_config_erases_saves_and_draws_what_each_model_generates(tmp
     assert "exists" in capsys.readouterr().err
     for bad, match in [(["concept.prompts=[]"], "concept.prompts must be"),
                        (["strategy.name=salun", "concept.preserve=[]"], "needs prompts of concepts to keep"),
+                       (["strategy.name=gradient_ascent", "concept.preserve=[]"], "not made for diffusion"),
                        (["strategy.name=esd", "concept.anchor=a blue square"], "takes no anchor"),
                        (["sample.steps=0"], "sample.steps must be"),
                        (["concept.preserve=[a red square]"], "both erased and preserved"),

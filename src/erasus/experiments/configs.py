@@ -265,6 +265,7 @@ def _prompts(value, key: str, source: str, allow_empty: bool) -> list:
 
 def _check_diffusion(cfg, source):
     from ..core.registry import build
+    from ..unlearners.diffusion_unlearner import missing_preserve
 
     m, c, smp = cfg["model"], cfg["concept"], cfg["sample"]
     if not m["path"]:
@@ -281,9 +282,9 @@ def _check_diffusion(cfg, source):
     if c["anchor"] is not None and not hasattr(strat.config, "anchor"):
         raise ConfigError(f"{source}: {cfg['strategy']['name']} takes no anchor (it maps the concept nowhere in "
                           "particular): leave concept.anchor out, or use strategy.name: uce.")
-    if getattr(strat, "needs_retain", False) and not c["preserve"]:
-        raise ConfigError(f"{source}: {cfg['strategy']['name']} needs prompts of concepts to keep: set "
-                          "concept.preserve: [a photo of ..., ...].")
+    why = missing_preserve(strat) if not c["preserve"] else None
+    if why:
+        raise ConfigError(f"{source}: {why}. Set concept.preserve: [a photo of ..., ...].")
     for k, lo, hi in (("n", 0, 64), ("seed", 0, None), ("steps", 1, 1000)):
         v = smp[k]
         if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):

@@ -28,6 +28,28 @@ def _prompt_list(prompts, what: str):
     return prompts
 
 
+def made_for_diffusion(strategy) -> bool:
+    """Whether ``strategy`` is a concept-erasure method (it declares the diffusion family and
+    takes prompts) rather than a model-agnostic one trained on generated images."""
+    return "diffusion" in getattr(strategy, "supports", ())
+
+
+def missing_preserve(strategy) -> Optional[str]:
+    """Why ``strategy`` cannot erase without prompts to preserve (None when it can): the
+    methods with a retain term, and the model-agnostic ones, which only the guard on the
+    preserved prompts stops from ruining the model."""
+    name = getattr(strategy, "registered_name", "") or type(strategy).__name__
+    if getattr(strategy, "needs_retain", False):
+        return f"{name} needs prompts of concepts to keep"
+    if not made_for_diffusion(strategy):
+        return (f"{name} trains on images of the concept with a loss not made for diffusion models, and with no "
+                "prompts to preserve nothing stops it from ruining the rest of the model (gradient ascent and NPO on "
+                "the coloured squares of the tests: every prompt drew red); the stopping rule guards the preserved "
+                "prompts' noise predictions. Or use a concept-erasure method: esd, uce, concept_ablation, salun, "
+                "adv_unlearn, sld")
+    return None
+
+
 class DiffusionUnlearner(ErasusUnlearner):
     """The :class:`ErasusUnlearner` API for text-to-image diffusion models, plus
     :meth:`erase` (a concept given as prompts) and :meth:`generate`::
@@ -90,35 +112,28 @@ class DiffusionUnlearner(ErasusUnlearner):
         clash = sorted(set(prompts) & set(keep))
         if clash:
             raise DataError(f"Prompts both erased and preserved: {clash}. Expected disjoint lists.")
-        if getattr(self.strategy, "needs_retain", False) and not keep:
-            raise DataError(f"{self.strategy.registered_name} needs prompts of concepts to keep: pass "
-                            "preserve=['a photo of ...', ...].")
+        why = missing_preserve(self.strategy) if not keep else None
+        if why:
+            raise DataError(f"{why}. Pass preserve=['a photo of ...', ...].")
         if anchor is not None:
             if not hasattr(self.strategy.config, "anchor"):
                 raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
                                   "no anchor; leave anchor out, or use strategy='uce'.")
             self.strategy.config = self.strategy.config.replace(anchor=anchor)
-        if "diffusion" in getattr(self.strategy, "supports", ()):  # a concept-erasure method: prompts
+        if made_for_diffusion(self.strategy):  # a concept-erasure method: prompts
             forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
             retain = (DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list)
                       if keep else None)
         else:
             from ..strategies.diffusion import ConceptStopping
 
-            if not keep:
-                raise DataError(f"{self.strategy.registered_name} trains on images of the concept with a loss not made "
-                                "for diffusion models, and with no prompts to preserve nothing stops it from ruining "
-                                "the rest of the model (gradient ascent and NPO on the coloured squares of the tests: "
-                                "every prompt drew red). Pass preserve=['a photo of ...', ...] (the stopping rule then "
-                                "guards their noise predictions), or use a concept-erasure method: esd, uce, "
-                                "concept_ablation, salun, adv_unlearn, sld.")
             forget, retain = self._generated_loaders(prompts, keep, images_per_prompt, kwargs.get("seed", 0))
             if not isinstance(self.strategy, OneShotStrategy) and kwargs.get("stopping", "auto") == "auto":
                 # the concept's rule, as the fine-tuning methods have
                 kwargs["stopping"] = ConceptStopping(shift="prediction")
         self.concept_ = prompts
         result = self.fit(forget, retain, **kwargs)
-        if isinstance(self.strategy, OneShotStrategy) and "diffusion" not in self.strategy.supports:
+        if isinstance(self.strategy, OneShotStrategy) and not made_for_diffusion(self.strategy):
             if self._guard_edit(result, keep):
                 return result
         if check:
@@ -180,11 +195,11 @@ class DiffusionUnlearner(ErasusUnlearner):
         result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
         if left > CONCEPT_LEFT_WARN:
             params = result.config.get("params") or {}
-            if isinstance(self.strategy, OneShotStrategy) and "diffusion" not in self.strategy.supports:
+            if isinstance(self.strategy, OneShotStrategy) and not made_for_diffusion(self.strategy):
                 why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
                        "raise its strength (strategy_kwargs) or use a concept-erasure method (esd, uce, "
                        "concept_ablation, salun, adv_unlearn)")
-            elif result.stop.kind is StopKind.GUARD and "diffusion" not in getattr(self.strategy, "supports", ()):
+            elif result.stop.kind is StopKind.GUARD and not made_for_diffusion(self.strategy):
                 why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
                        "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
                        "use a concept-erasure method (esd, uce, concept_ablation, salun, adv_unlearn)")
