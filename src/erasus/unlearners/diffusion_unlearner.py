@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -28,6 +29,10 @@ def _prompt_list(prompts, what: str):
     return prompts
 
 
+#: what the messages suggest instead of a strategy not made for diffusion models
+ERASURE_METHODS = "a concept-erasure method (esd, uce, concept_ablation, salun, adv_unlearn, sld)"
+
+
 def made_for_diffusion(strategy) -> bool:
     """Whether ``strategy`` is a concept-erasure method (it declares the diffusion family and
     takes prompts) rather than a model-agnostic one trained on generated images."""
@@ -45,8 +50,7 @@ def missing_preserve(strategy) -> Optional[str]:
         return (f"{name} trains on images of the concept with a loss not made for diffusion models, and with no "
                 "prompts to preserve nothing stops it from ruining the rest of the model (gradient ascent and NPO on "
                 "the coloured squares of the tests: every prompt drew red); the stopping rule guards the preserved "
-                "prompts' noise predictions. Or use a concept-erasure method: esd, uce, concept_ablation, salun, "
-                "adv_unlearn, sld")
+                f"prompts' noise predictions. Or use {ERASURE_METHODS}")
     return None
 
 
@@ -120,7 +124,8 @@ class DiffusionUnlearner(ErasusUnlearner):
                 raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
                                   "no anchor; leave anchor out, or use strategy='uce'.")
             self.strategy.config = self.strategy.config.replace(anchor=anchor)
-        if made_for_diffusion(self.strategy):  # a concept-erasure method: prompts
+        generic = not made_for_diffusion(self.strategy)  # trained on generated images, under Erasus's guards
+        if not generic:  # a concept-erasure method: prompts
             forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
             retain = (DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list)
                       if keep else None)
@@ -133,9 +138,8 @@ class DiffusionUnlearner(ErasusUnlearner):
                 kwargs["stopping"] = ConceptStopping(shift="prediction")
         self.concept_ = prompts
         result = self.fit(forget, retain, **kwargs)
-        if isinstance(self.strategy, OneShotStrategy) and not made_for_diffusion(self.strategy):
-            if self._guard_edit(result, keep):
-                return result
+        if generic and isinstance(self.strategy, OneShotStrategy) and self._guard_edit(result, keep):
+            return result
         if check:
             self._check_concept_left(result, prompts[0])
         return result
@@ -157,26 +161,23 @@ class DiffusionUnlearner(ErasusUnlearner):
             return False
         self.model.load_state_dict(self.original_model.state_dict())
         result.stop.add(f"undone: the edit moved the preserved prompts' noise predictions by {moved:.2f} of what they "
-                        f"add (more than {PRESERVE_GUARD}), so the model was left as it was: use a concept-erasure "
-                        "method (esd, uce, concept_ablation, salun, adv_unlearn)")
+                        f"add (more than {PRESERVE_GUARD}), so the model was left as it was: use {ERASURE_METHODS}")
         warnings.warn(f"{result.strategy}: {result.stop_reason}")
         return True
 
     def _generated_loaders(self, prompts, keep, per_prompt: int, seed):
         """``(images, prompts)`` loaders of what the model generates for the concept and for
         the prompts to keep (:func:`~erasus.models.diffusion.generated_pairs`)."""
-        import torch
-
         from ..models.diffusion import generated_pairs
 
         if isinstance(per_prompt, bool) or not isinstance(per_prompt, int) or per_prompt < 1:
             raise ConfigError(f"Expected images_per_prompt >= 1 (images generated per prompt), got {per_prompt!r}.")
-        g = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        seed = 0 if seed is None else int(seed)
+        g = torch.Generator().manual_seed(seed)
         forget = generated_pairs(self.model, prompts, per_prompt, g)
         retain = generated_pairs(self.model, keep, per_prompt, g) if keep else None
-        batch = min(8, len(forget))
-        loader = lambda data: DataLoader(data, batch_size=batch, shuffle=True,  # noqa: E731
-                                         generator=torch.Generator().manual_seed(int(g.initial_seed())))
+        loader = lambda data: DataLoader(data, batch_size=min(8, len(forget)), shuffle=True,  # noqa: E731
+                                         generator=torch.Generator().manual_seed(seed))
         return loader(forget), (loader(retain) if retain else None)
 
     def _check_concept_left(self, result, prompt: str) -> None:
@@ -195,14 +196,14 @@ class DiffusionUnlearner(ErasusUnlearner):
         result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
         if left > CONCEPT_LEFT_WARN:
             params = result.config.get("params") or {}
-            if isinstance(self.strategy, OneShotStrategy) and not made_for_diffusion(self.strategy):
+            generic = not made_for_diffusion(self.strategy)
+            if generic and isinstance(self.strategy, OneShotStrategy):
                 why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
-                       "raise its strength (strategy_kwargs) or use a concept-erasure method (esd, uce, "
-                       "concept_ablation, salun, adv_unlearn)")
-            elif result.stop.kind is StopKind.GUARD and not made_for_diffusion(self.strategy):
+                       f"raise its strength (strategy_kwargs) or use {ERASURE_METHODS}")
+            elif generic and result.stop.kind is StopKind.GUARD:
                 why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
                        "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
-                       "use a concept-erasure method (esd, uce, concept_ablation, salun, adv_unlearn)")
+                       f"use {ERASURE_METHODS}")
             elif result.stop.kind is StopKind.GUARD:
                 why = ("the preserved prompts' conditioning shifted past the stopping rule's guard first, and the rule "
                        "went back to the last step within it (stopping=ConceptStopping(guard=...) allows more)")
