@@ -28,8 +28,12 @@ GRID = [
     ("fmnist_small", "sample", 1000, (0, 1), True),
     ("fmnist_small", "sample", 30, (0,), False),
 ]
+# a row whose first seed also runs with -m slow only: Fashion-MNIST's 30-sample request is, like
+# digits' 120-sample one (in CI), too small to judge; the rule "too small is not a pass" is in CI
+# there and in tests/test_verification_power.py
+SLOW_ROWS = {("fmnist_small", "sample", 30)}
 CASES = [pytest.param(t, k, s, seed, p, id=f"{t}-{k}-{s or 'class'}-seed{seed}",
-                      marks=() if seed == seeds[0] else pytest.mark.slow)
+                      marks=() if seed == seeds[0] and (t, k, s) not in SLOW_ROWS else pytest.mark.slow)
          for t, k, s, seeds, p in GRID for seed in seeds]
 
 

@@ -461,3 +461,31 @@ def test_protocols_are_a_registry_kind():
 
     assert {"tofu", "muse", "wmdp"} <= set(list_registered("protocol"))
     assert UnlearningBenchmark.protocols()[0] == "general"
+
+
+@pytest.mark.parametrize("cls, wd", [(torch.optim.Adam, 1e-4), (torch.optim.AdamW, 0.01)])
+def test_adam_options_on_the_cpu_change_no_value(cls, wd):
+    """The multi-tensor Adam that ``adam_options`` picks on the CPU gives the weights of the
+    one-tensor-at-a-time loop torch uses there by default, bit for bit, through a rate change:
+    a speed-up that must not change a result (the golden trainer runs pin the loop too)."""
+    from erasus.utils.misc import adam_options
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 5),
+                              torch.nn.LayerNorm(5))
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 5, (16,))
+    assert adam_options(list(net.parameters())) == {"foreach": True}
+    weights = []
+    for opts in ({}, adam_options(list(net.parameters()))):
+        m = copy.deepcopy(net)
+        opt = cls(m.parameters(), lr=1e-2, weight_decay=wd, **opts)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)
+        for _ in range(40):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        weights.append([p.detach() for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    assert adam_options([]) == {}

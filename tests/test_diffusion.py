@@ -46,6 +46,12 @@ def judged(model, n=32):
     return out
 
 
+@pytest.fixture(scope="module")
+def toy_judged(toy):
+    """``judged(toy)``, once: the trained model's judged colours, every test's "before"."""
+    return judged(toy)
+
+
 def params_equal(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -67,9 +73,9 @@ PRESERVING = ("uce", "salun", "adv_unlearn")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_each_method_lowers_the_erased_concept_more_than_the_others(toy, name):
+def test_each_method_lowers_the_erased_concept_more_than_the_others(toy, toy_judged, name):
     concept, kw, margin = METHODS[name]
-    before = judged(toy)
+    before = toy_judged
     assert before["red"] > 0.8 and before["green"] > 0.8 and before["blue"] > 0.7, before
     snapshot = copy.deepcopy(toy.state_dict())
     with warnings.catch_warnings():
@@ -169,13 +175,13 @@ def test_salun_needs_concepts_to_preserve(toy):
         unl.erase("a red square")
 
 
-def test_a_model_agnostic_loss_trains_on_generated_images_and_leaves_the_rest_of_the_model_whole(toy):
+def test_a_model_agnostic_loss_trains_on_generated_images_and_leaves_the_rest_of_the_model_whole(toy, toy_judged):
     """``erase`` with gradient ascent (a loss not made for diffusion models) trains on images
     the model draws for the concept, under the concept rule with the prediction guard. Under a
     fixed schedule (before) every prompt came to draw red; under the direction guard green and
     blue were still lost (judged 0.0). The guard stops it before the preserved colours move,
     and a warning says to use a concept-erasure method; with nothing to preserve it is refused."""
-    before = judged(toy)
+    before = toy_judged
     with pytest.warns(UserWarning, match="concept-erasure method"):
         res = DiffusionUnlearner(toy, strategy="gradient_ascent").erase(
             "a red square", preserve=["a green square", "a blue square"], progress=False)
@@ -273,9 +279,13 @@ def test_a_hidden_concept_fails_the_erasure_report_under_attack(toy, retrained):
     assert "broken" in rep.to_markdown()
 
 
+@pytest.mark.slow
 def test_a_second_retrained_model_passes_the_erasure_report(toy, retrained):
     """The gold standard judged against another model retrained without the concept (another
-    seed) passes, attacks included; without a gold model the same report is inconclusive."""
+    seed) passes, attacks included; without a gold model the same report is inconclusive.
+    With -m slow (a second seed of the retrained model: 600 more training steps, 80 s of CI);
+    the report's verdict logic for a model that matches the gold is tested on every run by
+    test_a_model_matching_the_gold_passes_and_an_untouched_one_fails."""
     from erasus.metrics.diffusion import erasure_report
 
     other = train_without_red(1)
@@ -287,6 +297,36 @@ def test_a_second_retrained_model_passes_the_erasure_report(toy, retrained):
     alone = erasure_report(other, ColourJudge(), "a red square", 0, OTHERS, attack_images=images, steps=20,
                            attacks=("relearning",), attack_kwargs=FAST_ATTACKS)
     assert alone.verdict == "INCONCLUSIVE" and "gold_model" in " ".join(alone.reasons)
+
+
+def test_a_model_matching_the_gold_passes_and_an_untouched_one_fails():
+    """The report's verdict from measured rows (the numbers are of the kind the reports above
+    measure): a model within tolerance of the retrained one on erasure and on every attack, and
+    within retention_drop of the original's retention, passes; the original, a model an attack
+    breaks and one that lost retention fail; without a retrained model the attacks are not
+    compared and the verdict is INCONCLUSIVE."""
+    from erasus.metrics.diffusion import _judge
+
+    gold = {"erasure": 1.0, "retention": 0.9, "prompt_attack": 1.0, "relearning": 0.55}
+    orig = {"erasure": 0.05, "retention": 0.94, "prompt_attack": 0.0, "relearning": 0.0}
+    like_gold = {"erasure": 0.94, "retention": 0.9, "prompt_attack": 0.91, "relearning": 0.47}
+    attacks = ("prompt_attack", "relearning")
+
+    def verdict(me, gold=gold, attacks=attacks):
+        rows = {"unlearned": me, "original": orig, **({"retrained": gold} if gold else {})}
+        return _judge("a red square", rows, attacks, 0.1, 0.05, [], {})
+
+    ok = verdict(like_gold)
+    assert ok.verdict == "PASS" and all(v.startswith("survives") for v in ok.attacks.values()), ok.attacks
+    assert verdict(orig).verdict == "FAIL"
+    broken = verdict({**like_gold, "prompt_attack": 0.3})
+    assert broken.verdict == "FAIL" and broken.attacks["prompt_attack"].startswith("broken")
+    worse = verdict({**like_gold, "retention": 0.85})
+    assert worse.verdict == "FAIL" and "retention" in worse.reasons[0]
+    assert verdict(like_gold, gold=None).verdict == "INCONCLUSIVE"
+    # without a retrained model and attacks the bar is 1 - tolerance
+    assert verdict(like_gold, gold=None, attacks=()).verdict == "PASS"
+    assert verdict({**like_gold, "erasure": 0.85}, gold=None, attacks=()).verdict == "FAIL"
 
 
 def test_erasure_report_bad_input(toy):
@@ -361,11 +401,11 @@ def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained
         concept_left(toy, toy, "a red square", n=0)
 
 
-def test_salun_at_its_defaults_erases_under_the_concept_rule_and_keeps_the_preserved(toy):
+def test_salun_at_its_defaults_erases_under_the_concept_rule_and_keeps_the_preserved(toy, toy_judged):
     """The paper's Stable Diffusion rate (1e-5) moves this model too little; the concept rule
     raises it, and the run keeps a step whose preserved colours stayed within its guard (with
     the anchor held, it reached the target: concept_left 0.08 at step 450, shift 0.03)."""
-    before = judged(toy)
+    before = toy_judged
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = DiffusionUnlearner(toy, strategy="salun").erase("a red square", preserve=["a green square", "a blue square"],

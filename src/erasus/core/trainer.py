@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..utils.data import check_nonempty, cycle, subsample_loader
-from ..utils.misc import seed_everything, seeded_loaders, snapshot
+from ..utils.misc import adam_options, seed_everything, seeded_loaders, snapshot
 from .callbacks import Callback, UnlearningResult, callback_stop
 from .config import TrainerConfig  # noqa: F401  (re-exported)
 from .distributed import average_gradients, distributed_context, shard_batch
@@ -216,10 +216,7 @@ class UnlearningTrainer:
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
-        tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
-        # the fused kernel (one launch for every parameter) where every parameter is a CUDA float tensor
-        fused = bool(tensors) and all(p.is_cuda and p.is_floating_point() for p in tensors)
-        return cls(params, lr=c.lr, weight_decay=c.weight_decay, **({"fused": True} if fused else {}))
+        return cls(params, lr=c.lr, weight_decay=c.weight_decay, **adam_options(params))
 
     def _scheduler(self, opt, total: int):
         c = self.config

@@ -22,7 +22,7 @@ from ..core.config import BaseConfig
 from ..core.registry import register
 from ..core.stats import split_stats
 from ..selectors._common import collect_features
-from ..utils.misc import isolated_rng
+from ..utils.misc import adam_options, isolated_rng
 
 
 def _split_forget(loader: DataLoader, fraction: float, seed: int):
@@ -45,7 +45,8 @@ def relearn(model: torch.nn.Module, loader: DataLoader, steps: int = 30, lr: flo
     with isolated_rng(seed):
         m = copy.deepcopy(model).train()
         adapter = wrap(m)
-        opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr, **adam_options(params))
         it, step = iter(loader), 0
         while step < steps:
             try:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..exceptions import ConfigError, DataError
+from ..utils.misc import adam_options
 from .diffusion import TextToImage
 
 
@@ -208,7 +209,8 @@ def relearning_attack(model: TextToImage, judge: Callable, concept: str, label: 
     g = torch.Generator().manual_seed(seed)
     attacked = copy.deepcopy(model)
     attacked.unet.requires_grad_(True)
-    opt = torch.optim.Adam(attacked.unet.parameters(), lr=lr)
+    params = list(attacked.unet.parameters())
+    opt = torch.optim.Adam(params, lr=lr, **adam_options(params))
     with torch.no_grad():
         latents = attacked.to_latents(imgs.to(attacked.device))
         emb = attacked.encode([concept])

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..utils.misc import seed_everything
+from ..utils.misc import adam_options, seed_everything
 
 
 def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -25,7 +25,8 @@ def train_classifier(model: nn.Module, loader, epochs: int = 10, lr: float = 1e-
 
     seed_everything(seed)
     adapter = wrap(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **adam_options(params))
     # bf16 autocast where the model sits on a CUDA device (as the unlearning trainer's "auto")
     cast = (torch.autocast("cuda", dtype=torch.bfloat16) if adapter.device.type == "cuda"
             else torch.autocast("cpu", enabled=False))
@@ -66,7 +67,7 @@ def train_steps(loss_of_batch, params, loader, steps: int, lr: float, desc: str 
     ``loader`` (the generative models trained here from scratch: text-to-image, CLIP)."""
     from tqdm.auto import tqdm
 
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = torch.optim.AdamW(params, lr=lr, **adam_options(params))
     step = 0
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     while step < steps:
