@@ -363,10 +363,11 @@ def test_a_tracked_run_reads_back_through_mlflow_with_its_verdict_and_report(dig
                    for m in back["metrics"])
 
 
-def test_the_demo_ends_by_writing_its_report_and_saying_where(tmp_path, capsys, monkeypatch):
+def test_the_demo_ends_by_writing_its_report_and_saying_where(tmp_path, capsys, monkeypatch, cache_dir):
+    """(With the session's model cache: the models the other Fashion-MNIST tests trained.)"""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "erasus-demo-report.html").write_text("a user's file")
-    assert main(["demo", "--strategies", "wga", "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["demo", "--strategies", "wga", "--no-progress", "--cache-dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out
     assert "Report: " in out and str(tmp_path / "erasus-demo-report-1.html") in out
     assert (tmp_path / "erasus-demo-report.html").read_text() == "a user's file"  # never replaced
