@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..exceptions import ConfigError, DataError
+from ..utils.misc import isolated_rng
 from .base import ModelAdapter
 
 META = "erasus_text_to_image.json"
@@ -348,8 +349,6 @@ def preserve_shift(model: TextToImage, original: TextToImage, prompts: Sequence[
     relative to what the prompt adds over the empty one in the original
     (:func:`largest_shift` of :func:`conditional_prediction`; the largest over the prompts).
     0 for an unchanged model; :data:`PRESERVE_GUARD` is where Erasus stops or undoes a run."""
-    from ..utils.misc import isolated_rng
-
     prompts = list(dict.fromkeys(prompts))
     with isolated_rng(seed):
         x_t, t, ps = drawn_and_noised(original, prompts, n, steps, torch.Generator().manual_seed(seed))

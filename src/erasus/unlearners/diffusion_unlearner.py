@@ -141,7 +141,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         if generic and isinstance(self.strategy, OneShotStrategy) and self._guard_edit(result, keep):
             return result
         if check:
-            self._check_concept_left(result, prompts[0])
+            self._check_concept_left(result, prompts[0], generic)
         return result
 
     def _guard_edit(self, result, keep) -> bool:
@@ -180,7 +180,7 @@ class DiffusionUnlearner(ErasusUnlearner):
                                          generator=torch.Generator().manual_seed(seed))
         return loader(forget), (loader(retain) if retain else None)
 
-    def _check_concept_left(self, result, prompt: str) -> None:
+    def _check_concept_left(self, result, prompt: str, generic: bool) -> None:
         from ..metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
 
         if getattr(self.model, "safety", None):
@@ -196,7 +196,6 @@ class DiffusionUnlearner(ErasusUnlearner):
         result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
         if left > CONCEPT_LEFT_WARN:
             params = result.config.get("params") or {}
-            generic = not made_for_diffusion(self.strategy)
             if generic and isinstance(self.strategy, OneShotStrategy):
                 why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
                        f"raise its strength (strategy_kwargs) or use {ERASURE_METHODS}")
