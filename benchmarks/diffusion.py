@@ -300,11 +300,13 @@ def main(argv=None):
                     # and what the fine-tuning methods' stopping rule guards (ConceptStopping)
                     keep = [prompt(c) for c in range(10) if c != args.erase]
                     res = unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=keep,
-                                    progress=False, seed=seed)
-                dt = time.perf_counter() - t1
+                                    progress=False, seed=seed, guidance_scale=args.guidance)
+                dt = time.perf_counter() - t1 - res.timings.get("check_s", 0.0)  # the method's time, not erase's check
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
                 row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, "steps": res.steps,
-                       "stop": res.stop_reason, "concept_left": res.metrics.get("concept_left"), **r,
+                       "stop": res.stop_reason, "concept_left": res.metrics.get("concept_left"),
+                       "concept_drawn": res.metrics.get("concept_drawn"), "preserve_drawn": res.metrics.get("preserve_drawn"),
+                       **r,
                        **attacks(unl.model, jf, args, seed, args.erase, real)}
             except Exception as e:  # a method that fails is a row that says so
                 row = {"seed": seed, "method": name, "error": f"{type(e).__name__}: {e}"[:300]}

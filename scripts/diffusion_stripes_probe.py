@@ -12,6 +12,13 @@ Measured on 2026-12-07 (CPU): the original judged 0.56 / 0.78 / 0.09 (the checke
 not learned in 600 steps); the model-agnostic losses stopped at step 5 and kept the original,
 SSD and task arithmetic were undone, neuron pruning kept (concept_left 0.89, warned), UCE
 0.41 / 0.81 / 0.09, ESD 0.69 / 0.00 / 0.00 with either shift (see ConceptStopping).
+
+erase's image check (``self_judged``; concept_drawn / preserve_drawn, 1 = as the original):
+UCE 0.07 / 0.93, no warning; ESD 0.00 / 0.00 (vertical stripes 0%, the checkerboard 14%),
+SalUn 0.20 / 0.57 (the checkerboard) and concept ablation 0.00 / 0.43 (vertical stripes,
+judged 0.78 → 0.53) warned that preserved prompts were damaged, where the stopping rule's
+guard had held; neuron pruning 1.00 / 0.93 and gradient ascent 1.00 / 1.00 warned that the
+concept is still drawn.
 """
 import argparse
 import json
@@ -51,6 +58,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("strategies", nargs="*", default=DEFAULT)
     ap.add_argument("--shift", choices=["default", "prediction"], default="default")
+    ap.add_argument("--max-lr-growth", type=float, default=None,
+                    help="the fine-tuning methods' ConceptStopping(max_lr_growth=...): 1 keeps the paper's rate")
     args = ap.parse_args()
     images, prompts = pattern_data()
     t = time.time()
@@ -60,15 +69,21 @@ def main() -> None:
     print(f"trained in {time.time() - t:.0f} s; original judged {judged(model)}", flush=True)
     for name in args.strategies:
         kw = {}
-        if args.shift == "prediction" and name in ("esd", "concept_ablation", "salun", "adv_unlearn"):
+        if (args.shift == "prediction" or args.max_lr_growth) and name in ("esd", "concept_ablation", "salun",
+                                                                            "adv_unlearn"):
             from erasus.strategies.diffusion import ConceptStopping
 
-            kw["stopping"] = ConceptStopping(shift="prediction")
+            rule = {"shift": "prediction"} if args.shift == "prediction" else {}
+            if args.max_lr_growth:
+                rule["max_lr_growth"] = args.max_lr_growth
+            kw["stopping"] = ConceptStopping(**rule)
         t = time.time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = DiffusionUnlearner(model, strategy=name).erase(PROMPTS[0], preserve=PROMPTS[1:], progress=False, **kw)
-        print(name, json.dumps({"judged": judged(res.model), "stop": res.stop_reason, "seconds": round(time.time() - t),
+        drawn = {k: round(res.metrics[k], 2) for k in ("concept_left", "concept_drawn", "preserve_drawn") if k in res.metrics}
+        print(name, json.dumps({"judged": judged(res.model), **drawn, "stop": res.stop_reason,
+                                "seconds": round(time.time() - t),
                                 "warnings": [str(w.message)[:200] for w in caught]}), flush=True)
 
 

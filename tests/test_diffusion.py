@@ -82,7 +82,8 @@ def test_each_method_lowers_the_erased_concept_more_than_the_others(toy, toy_jud
         warnings.simplefilter("ignore")
         unl = DiffusionUnlearner(toy, strategy=name, strategy_kwargs=kw)
         res = unl.erase(concept, preserve=["a green square", "a blue square"] if name in PRESERVING else (),
-                        anchor="a green square" if name == "concept_ablation" else None, progress=False)
+                        anchor="a green square" if name == "concept_ablation" else None, progress=False,
+                        check=False)  # judged below; erase's own check is tested on its own
     after = judged(unl.model)
     drop = {k: before[k] - after[k] for k in COLOURS}
     assert drop["red"] > max(drop["green"], drop["blue"]) + margin, (name, before, after)
@@ -381,8 +382,9 @@ def test_fid_and_kid_compute_what_their_definitions_say():
 def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained):
     """``concept_left`` is 1 for the original (exactly) and far lower for a model retrained
     without red and for UCE's closed-form edit to the empty prompt; ``erase`` records it, and
-    warns when a run at the paper's Stable Diffusion step size left the conditioning in place."""
-    from erasus.metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
+    warns when a run at the paper's Stable Diffusion step size left the conditioning in place.
+    With preserved prompts it also records what the images say (``self_judged``)."""
+    from erasus.metrics.diffusion import CONCEPT_LEFT_WARN, DRAWN_WARN, KEPT_WARN, concept_left
 
     assert concept_left(copy.deepcopy(toy), toy, "a red square") == pytest.approx(1.0, abs=1e-9)
     assert concept_left(retrained, toy, "a red square") < 0.3
@@ -390,6 +392,9 @@ def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained
         warnings.simplefilter("error")  # an edit that erased raises no warning
         res = DiffusionUnlearner(toy, strategy="uce").erase("a red square", preserve=["a green square"])
     assert abs(res.metrics["concept_left"]) < 0.3 and "concept_left" in res.stop_reason
+    # and the images: red no longer drawn, green still (self_judged, tested below)
+    assert res.metrics["concept_drawn"] < DRAWN_WARN and res.metrics["preserve_drawn"] >= KEPT_WARN, res.stop_reason
+    assert res.timings["check_s"] > 0 and "self-judged" in res.stop_reason
     with pytest.warns(UserWarning, match="may be too small a change"):
         res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs={"iterations": 20, "ddim_steps": 10}).erase(
             "a red square", progress=False)
@@ -401,6 +406,42 @@ def test_concept_left_tells_an_unchanged_model_from_an_erased_one(toy, retrained
         concept_left(toy, toy, "a red square", n=0)
 
 
+def test_self_judged_images_tell_an_erased_concept_and_a_damaged_preserved_one(toy, retrained):
+    """``self_judged`` (the original's own images as a nearest-neighbour judge) gives an
+    unchanged model exactly the original's shares and the model retrained without red almost
+    no red. ``erase`` records it (UCE's edit passes without a warning: the ``concept_left``
+    test), while a cheat that "erases" blue by turning green squares red warns that a preserved
+    prompt was damaged; SLD, which changes no weights, has its preserved prompts checked
+    through its images."""
+    from erasus.metrics.diffusion import KEPT_WARN, self_judged
+
+    prompts = ["a red square", "a green square", "a blue square"]
+    same = self_judged(copy.deepcopy(toy), toy, prompts, n=8, reference=8)
+    assert all(v["model"] == v["original"] for v in same.values()) and same["a red square"]["original"] >= 0.75
+    gold = self_judged(retrained, toy, prompts, n=8, reference=8)
+    assert gold["a red square"]["model"] <= 0.25 and gold["a green square"]["model"] >= 0.75, gold
+    green_to_red = DiffusionUnlearner(toy, strategy="uce").erase("a green square", anchor="a red square",
+                                                                   check=False).model
+    cheat = DiffusionUnlearner(toy, strategy="uce")
+    fit = cheat.fit
+
+    def damaging_fit(*args, **kwargs):
+        out = fit(*args, **kwargs)
+        cheat.model.load_state_dict(green_to_red.state_dict())
+        return out
+
+    cheat.fit = damaging_fit
+    with pytest.warns(UserWarning, match="'a green square' [0-9]+% of the original's share"):
+        res = cheat.erase("a blue square", preserve=["a red square", "a green square"])
+    assert res.metrics["preserve_drawn"] < KEPT_WARN
+    sld = DiffusionUnlearner(toy, strategy="sld").erase("red", preserve=["a green square"])
+    assert "concept_left" not in sld.metrics and sld.metrics["preserve_drawn"] >= KEPT_WARN, sld.stop_reason
+    with pytest.raises(ConfigError, match="n >= 1"):
+        self_judged(toy, toy, prompts, n=0)
+    with pytest.raises(DataError, match="list of prompts"):
+        self_judged(toy, toy, "a red square")
+
+
 def test_salun_at_its_defaults_erases_under_the_concept_rule_and_keeps_the_preserved(toy, toy_judged):
     """The paper's Stable Diffusion rate (1e-5) moves this model too little; the concept rule
     raises it, and the run keeps a step whose preserved colours stayed within its guard (with
@@ -409,7 +450,7 @@ def test_salun_at_its_defaults_erases_under_the_concept_rule_and_keeps_the_prese
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = DiffusionUnlearner(toy, strategy="salun").erase("a red square", preserve=["a green square", "a blue square"],
-                                                             progress=False)
+                                                             progress=False, check=False)  # judged below
     after = judged(res.model)
     assert before["red"] - after["red"] >= 0.4, (before, after, res.stop_reason)
     assert after["green"] >= before["green"] - 0.1 and after["blue"] >= before["blue"] - 0.1, (before, after)

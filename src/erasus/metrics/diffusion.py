@@ -32,6 +32,14 @@ from ..utils.misc import isolated_rng
 ATTACKS = ("prompt_attack", "concept_inversion", "relearning")
 #: above this ``concept_left``, ``DiffusionUnlearner.erase`` warns that the concept is probably still there
 CONCEPT_LEFT_WARN = 0.5
+#: :func:`self_judged` compares a prompt only where at least this share of the original's own
+#: images of it land on it (below, the original's images of it are not told apart from the others')
+DISTINCT = 0.5
+#: ``DiffusionUnlearner.erase`` warns that the concept is probably still drawn when the share of its
+#: images self-judged as the original's images of it is at least this fraction of the original's
+DRAWN_WARN = 0.5
+#: ... and that a preserved prompt was damaged when its share fell below this fraction of the original's
+KEPT_WARN = 0.7
 
 
 @torch.no_grad()
@@ -68,6 +76,58 @@ def concept_left(model: TextToImage, original: TextToImage, concept: str, anchor
         x_t, t, ps = drawn_and_noised(original, [concept], n, steps, torch.Generator().manual_seed(seed))
     ref = conditioning_direction(original, x_t, t, ps, anchor)
     return share_left(conditioning_direction(model, x_t, t, ps, anchor), ref, concept, anchor)
+
+
+@torch.no_grad()
+def self_judged(model: TextToImage, original: TextToImage, prompts: Sequence[str], n: int = 16,
+                reference: int = 32, seed: int = 0, guidance_scale: float = 5.0, steps: int = 25,
+                features: Optional[Callable] = None, unscored: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
+    """Which prompt's images each prompt's images still look like, judged by the original's own
+    generations when no judge is at hand: ``{prompt: {"original": share, "model": share}}``.
+
+    The original draws ``reference`` images of every prompt and of each ``unscored`` one (e.g. the
+    anchor an erased concept is mapped to, "" for the unconditional images: without it, images
+    that show none of ``prompts`` land on whichever is nearest; seed ``seed``); each of ``n``
+    images drawn for a prompt (seed ``seed + 1``, the same noise for both models, all prompts in
+    one batch) is assigned to
+    the prompt of its nearest reference image (Euclidean, on ``features(images)`` or the pixels).
+    ``share`` is how many land on their own prompt: the original's is the baseline (an unchanged
+    model gives exactly the same), a preserved prompt whose share fell far below it now draws
+    something else, and an erased concept whose share stayed near it is probably still drawn.
+
+    A nearest-neighbour version of the comparison ESD (Gandikota et al., ICCV 2023, §5.1) and UCE
+    (Gandikota et al., WACV 2024, §5) make for the concepts an edit must keep: their LPIPS
+    between the original's and the edited model's images from the same seeds. That pairing
+    flags an edit that keeps a concept in another of its modes (on 8×8 grayscale stripes UCE kept
+    vertical stripes, judged 0.78 → 0.81, at a paired pixel shift of 1.7 of the images' spread,
+    as large as destroyed ones give), which a nearest neighbour among all of the original's
+    modes does not. In pixel space it is a crude judge for large images; pass ``features``
+    (e.g. a CLIP image encoder) there. :func:`erasure_report` with a real judge is the evidence."""
+    prompts = list(dict.fromkeys(_prompt_names(prompts)))
+    clouds = prompts + [p for p in dict.fromkeys(unscored) if p not in prompts]
+    if n < 1 or reference < 1:
+        raise ConfigError(f"Expected n >= 1 and reference >= 1 images per prompt, got n={n}, reference={reference}.")
+    embed = features if features is not None else (lambda x: x.flatten(1))
+
+    def drawn(m, which, count, s):  # one batch: the same noise for the same prompt and seed in both models
+        return embed(m.generate([p for p in which for _ in range(count)], seed=s, guidance_scale=guidance_scale,
+                                steps=steps)).float().cpu()
+
+    refs = drawn(original, clouds, reference, seed)
+    owner = torch.arange(len(clouds)).repeat_interleave(reference)
+    mine = torch.arange(len(prompts)).repeat_interleave(n)
+
+    def shares(m):
+        hit = owner[torch.cdist(drawn(m, prompts, n, seed + 1), refs).argmin(1)] == mine
+        return hit.view(len(prompts), n).float().mean(1).tolist()
+
+    return {p: {"original": o, "model": s} for p, o, s in zip(prompts, shares(original), shares(model))}
+
+
+def _prompt_names(prompts) -> List[str]:
+    if isinstance(prompts, str) or not len(prompts) or not all(isinstance(p, str) for p in prompts):
+        raise DataError(f"Expected a list of prompts (strings), got {prompts!r}.")
+    return list(prompts)
 
 
 @dataclass

@@ -91,7 +91,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         self.concept_: Optional[list] = None
 
     def erase(self, concept: Union[str, Sequence[str]], anchor: Optional[str] = None, preserve: Sequence[str] = (),
-              check: bool = True, images_per_prompt: int = 32, **kwargs):
+              check: bool = True, images_per_prompt: int = 32, guidance_scale: float = 5.0, **kwargs):
         """Erase ``concept`` (one prompt or several naming it). ``anchor``: what the concept should
         become, for methods that map it somewhere (``uce``, ``concept_ablation``; default ""); ``preserve``: prompts of
         concepts that must stay as they are (used by methods with a preservation term, and
@@ -108,9 +108,22 @@ class DiffusionUnlearner(ErasusUnlearner):
         (:func:`~erasus.metrics.diffusion.concept_left` against the untouched original, on the
         first prompt: 1 unchanged, 0 the anchor) into ``result.metrics["concept_left"]`` and
         the stop reason, with a warning when more than half is left (the run barely moved the
-        weights that carry the concept: the papers' settings are for Stable Diffusion v1.4).
-        Skipped for an in-place run (no copy of the original is kept) and for methods that
-        change no weights (SLD)."""
+        weights that carry the concept: the papers' settings are for Stable Diffusion v1.4);
+        with ``preserve``, also what the images say, judged by the original's own generations
+        (:func:`~erasus.metrics.diffusion.self_judged`, at ``guidance_scale``, the guidance the
+        model is sampled with): ``result.metrics["concept_drawn"]`` (the share of the concept's
+        images that still look like the original's images of it, over the original's own share;
+        a warning at :data:`~erasus.metrics.diffusion.DRAWN_WARN` or more) and
+        ``["preserve_drawn"]`` (the same for the preserved prompts, the lowest; a warning below
+        :data:`~erasus.metrics.diffusion.KEPT_WARN`). On 8×8 grayscale stripes ESD at its
+        defaults destroyed vertical stripes (judged 0.78 → 0.00) while the stopping rule's
+        guard held: only this check saw it (``scripts/diffusion_stripes_probe.py``). It costs 64
+        generated images per prompt (and 32 of the anchor) (``result.timings["check_s"]``; 83 s for ten prompts of the
+        16×16 Fashion-MNIST model on 2 CPU cores). Skipped for an
+        in-place run (no copy of the original is kept); ``concept_left`` also for methods that
+        change no weights (SLD), whose images are checked with their safety guidance.
+        ``guidance_scale`` is also the guidance of the images generated for the model-agnostic
+        methods."""
         prompts = _prompt_list(concept, "concept")
         keep = _prompt_list(preserve, "preserve") if len(preserve) else []
         clash = sorted(set(prompts) & set(keep))
@@ -132,7 +145,8 @@ class DiffusionUnlearner(ErasusUnlearner):
         else:
             from ..strategies.diffusion import ConceptStopping
 
-            forget, retain = self._generated_loaders(prompts, keep, images_per_prompt, kwargs.get("seed", 0))
+            forget, retain = self._generated_loaders(prompts, keep, images_per_prompt, kwargs.get("seed", 0),
+                                                     guidance_scale)
             if not isinstance(self.strategy, OneShotStrategy) and kwargs.get("stopping", "auto") == "auto":
                 # the concept's rule, as the fine-tuning methods have
                 kwargs["stopping"] = ConceptStopping(shift="prediction")
@@ -141,7 +155,9 @@ class DiffusionUnlearner(ErasusUnlearner):
         if generic and isinstance(self.strategy, OneShotStrategy) and self._guard_edit(result, keep):
             return result
         if check:
-            self._check_concept_left(result, prompts[0], generic)
+            t0 = time.perf_counter()
+            self._check(result, prompts[0], keep, generic, guidance_scale)
+            result.timings["check_s"] = time.perf_counter() - t0
         return result
 
     def _guard_edit(self, result, keep) -> bool:
@@ -165,7 +181,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         warnings.warn(f"{result.strategy}: {result.stop_reason}")
         return True
 
-    def _generated_loaders(self, prompts, keep, per_prompt: int, seed):
+    def _generated_loaders(self, prompts, keep, per_prompt: int, seed, guidance_scale: float):
         """``(images, prompts)`` loaders of what the model generates for the concept and for
         the prompts to keep (:func:`~erasus.models.diffusion.generated_pairs`)."""
         from ..models.diffusion import generated_pairs
@@ -174,46 +190,95 @@ class DiffusionUnlearner(ErasusUnlearner):
             raise ConfigError(f"Expected images_per_prompt >= 1 (images generated per prompt), got {per_prompt!r}.")
         seed = 0 if seed is None else int(seed)
         g = torch.Generator().manual_seed(seed)
-        forget = generated_pairs(self.model, prompts, per_prompt, g)
-        retain = generated_pairs(self.model, keep, per_prompt, g) if keep else None
+        forget = generated_pairs(self.model, prompts, per_prompt, g, guidance_scale=guidance_scale)
+        retain = generated_pairs(self.model, keep, per_prompt, g, guidance_scale=guidance_scale) if keep else None
         loader = lambda data: DataLoader(data, batch_size=min(8, len(forget)), shuffle=True,  # noqa: E731
                                          generator=torch.Generator().manual_seed(seed))
         return loader(forget), (loader(retain) if retain else None)
 
-    def _check_concept_left(self, result, prompt: str, generic: bool) -> None:
+    def _check(self, result, prompt: str, keep, generic: bool, guidance_scale: float) -> None:
+        """erase's check against the untouched original: ``concept_left`` (the weights), then,
+        with prompts to preserve, :func:`~erasus.metrics.diffusion.self_judged` (the images)."""
         from ..metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
 
+        if self.original_model is self.model:
+            result.stop.add("not checked: an in-place run keeps no copy of the original")
+            return
+        left = None
         if getattr(self.model, "safety", None):
             result.stop.add("the weights are the original's: the concept is erased only when sampling with the "
                             "safety guidance saved with the model")
+        else:
+            # probes other than the stopping rule's (seed 0): an independent measurement
+            left = concept_left(self.model, self.original_model, prompt, getattr(self.strategy.config, "anchor", ""),
+                                seed=1)
+            result.metrics["concept_left"] = left
+            result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
+        drawn = self._check_images(result, prompt, keep, guidance_scale) if keep else None
+        still = []
+        if left is not None and left > CONCEPT_LEFT_WARN:
+            still.append(f"the weights keep {left:.0%} of its conditioning (concept_left {left:.2f}; 1 is the original)")
+        if drawn is not None:
+            still.append(f"{drawn:.0%} as many of its images as the original's still look like the original's images "
+                         "of it (self-judged)")
+        if not still:
             return
-        if self.original_model is self.model:
-            result.stop.add("concept_left not measured: an in-place run keeps no copy of the original")
-            return
-        # probes other than the stopping rule's (seed 0): an independent measurement
-        left = concept_left(self.model, self.original_model, prompt, getattr(self.strategy.config, "anchor", ""), seed=1)
-        result.metrics["concept_left"] = left
-        result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
-        if left > CONCEPT_LEFT_WARN:
-            params = result.config.get("params") or {}
-            if generic and isinstance(self.strategy, OneShotStrategy):
-                why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
-                       f"raise its strength (strategy_kwargs) or use {ERASURE_METHODS}")
-            elif generic and result.stop.kind is StopKind.GUARD:
-                why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
-                       "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
-                       f"use {ERASURE_METHODS}")
-            elif result.stop.kind is StopKind.GUARD:
-                why = ("the preserved prompts' conditioning shifted past the stopping rule's guard first, and the rule "
-                       "went back to the last step within it (stopping=ConceptStopping(guard=...) allows more)")
-            else:
-                why = (f"its rate and length (lr {params.get('lr')}, {params.get('iterations', result.steps)} "
-                       "iterations) are the paper's for Stable Diffusion v1.4 and may be too small a change for this "
-                       "model: raise them (strategy_kwargs), pass preserve=[...] so that the stopping rule may "
-                       "raise the rate, or try strategy='uce'")
-            warnings.warn(f"{result.strategy}: the weights keep {left:.0%} of {prompt!r}'s conditioning (concept_left "
-                          f"{left:.2f}; 1 is the original): the concept is probably still generated; {why}. Check "
-                          "with verify().")
+        params = result.config.get("params") or {}
+        if drawn is not None and left is None:
+            why = "the safety guidance steered its images too little: raise its strength (strategy_kwargs)"
+        elif drawn is not None and left <= CONCEPT_LEFT_WARN:
+            why = ("its conditioning moved, but the images did not follow far enough: more steps or a larger rate "
+                   "(strategy_kwargs) may, or try strategy='uce'")
+        elif generic and isinstance(self.strategy, OneShotStrategy):
+            why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
+                   f"raise its strength (strategy_kwargs) or use {ERASURE_METHODS}")
+        elif generic and result.stop.kind is StopKind.GUARD:
+            why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
+                   "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
+                   f"use {ERASURE_METHODS}")
+        elif result.stop.kind is StopKind.GUARD:
+            why = ("the preserved prompts' conditioning shifted past the stopping rule's guard first, and the rule "
+                   "went back to the last step within it (stopping=ConceptStopping(guard=...) allows more)")
+        else:
+            why = (f"its rate and length (lr {params.get('lr')}, {params.get('iterations', result.steps)} "
+                   "iterations) are the paper's for Stable Diffusion v1.4 and may be too small a change for this "
+                   "model: raise them (strategy_kwargs), pass preserve=[...] so that the stopping rule may "
+                   "raise the rate, or try strategy='uce'")
+        warnings.warn(f"{result.strategy}: {prompt!r} is probably still generated: {'; '.join(still)}; {why}. Check "
+                      "with verify().")
+
+    def _check_images(self, result, prompt: str, keep, guidance_scale: float) -> Optional[float]:
+        """The self-judged images of the concept and of the preserved prompts (into
+        ``result.metrics`` and the stop reason; a warning when a preserved prompt's images no
+        longer look like the original's). Returns ``concept_drawn`` when it is
+        :data:`~erasus.metrics.diffusion.DRAWN_WARN` or more (None otherwise)."""
+        from ..metrics.diffusion import DISTINCT, DRAWN_WARN, KEPT_WARN, self_judged
+
+        anchor = getattr(self.strategy.config, "anchor", "")  # where the concept goes: its images join the references
+        shares = self_judged(self.model, self.original_model, [prompt, *keep], seed=1, guidance_scale=guidance_scale,
+                             unscored=[anchor])
+        told = {p: v["model"] / v["original"] for p, v in shares.items() if v["original"] >= DISTINCT}
+        undistinct = [p for p in shares if p not in told]
+        if undistinct:
+            result.stop.add(f"self-judged images not compared for {undistinct}: the original's own images of them are "
+                            f"not told apart from the others' (under {DISTINCT:.0%} land on their own prompt)")
+        lost = {p: r for p, r in told.items() if p != prompt and r < KEPT_WARN}
+        kept = [r for p, r in told.items() if p != prompt]
+        if kept:
+            result.metrics["preserve_drawn"] = min(kept)
+            result.stop.add(f"preserved prompts' images self-judged as before: at least {min(kept):.0%} of the "
+                            "original's share")
+        if lost:
+            worst = ", ".join(f"{p!r} {r:.0%}" for p, r in sorted(lost.items(), key=lambda kv: kv[1]))
+            warnings.warn(f"{result.strategy}: the images generated for preserved prompts no longer look like the "
+                          f"original's ({worst} of the original's share land among the original's images of that "
+                          "prompt, self-judged): the edit probably damaged them, although the run's guard held. "
+                          "Check with verify(), or try strategy='uce'.")
+        if prompt not in told:
+            return None
+        result.metrics["concept_drawn"] = told[prompt]
+        result.stop.add(f"concept images self-judged as the original's: {told[prompt]:.0%} of the original's share")
+        return told[prompt] if told[prompt] >= DRAWN_WARN else None
 
     def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0,
                  steps: int = 25, **kwargs):
