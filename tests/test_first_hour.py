@@ -345,9 +345,11 @@ def test_bare_random_deletion_never_ends_farther_from_retraining_than_the_origin
     assert len(closer) >= 5, closer  # and the guard does not simply keep every original
 
 
+@pytest.mark.slow
 def test_scrub_tests_pass_at_one_thread_as_well_as_two():
     """SCRUB's behaviour tests once failed at 2 threads and passed at 1 (floating-point
-    order): they are run again here in a process with one torch thread."""
+    order): they are run again here in a process with one torch thread (with -m slow: CI runs
+    them at its own thread count in test_behaviour.py)."""
     from pathlib import Path
 
     if torch.get_num_threads() == 1:

@@ -43,7 +43,7 @@ what the original and the erased model draw for each prompt::
     model:    {path: CompVis/stable-diffusion-v1-4, device: null}
     concept:  {prompts: [a painting in the style of Van Gogh], anchor: null, preserve: []}
     strategy: {name: esd, lr: ...}     # name + the method's own hyperparameters
-    sample:   {n: 4, seed: 0, steps: 25, guidance_scale: 5.0}   # n: 0 draws nothing
+    sample:   {n: 4, seed: 0, steps: 25, guidance_scale: 5.0}   # n: 0 draws nothing; erase checks at this guidance
     output:   {dir: null, overwrite: false}
 
 ``family: clip`` — image-text pairs unlearned from a CLIP model (a transformers ``CLIPModel``

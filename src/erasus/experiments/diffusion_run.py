@@ -19,7 +19,9 @@ def run_erase(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool = T
     m, c, s, smp = cfg["model"], cfg["concept"], cfg["strategy"], cfg["sample"]
     kwargs = {k: v for k, v in s.items() if k != "name"}
     unl = DiffusionUnlearner(m["path"], strategy=s["name"], strategy_kwargs=kwargs or None, device=m["device"])
-    result = unl.erase(c["prompts"], anchor=c["anchor"], preserve=c["preserve"], progress=progress)
+    # erase's image check samples as the config's pictures do
+    result = unl.erase(c["prompts"], anchor=c["anchor"], preserve=c["preserve"], progress=progress,
+                       guidance_scale=smp["guidance_scale"])
     path = unl.save_pretrained(out, overwrite=overwrite)
     samples = None
     if smp["n"]:
