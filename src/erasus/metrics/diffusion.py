@@ -107,11 +107,10 @@ def self_judged(model: TextToImage, original: TextToImage, prompts: Sequence[str
     clouds = prompts + [p for p in dict.fromkeys(unscored) if p not in prompts]
     if n < 1 or reference < 1:
         raise ConfigError(f"Expected n >= 1 and reference >= 1 images per prompt, got n={n}, reference={reference}.")
-    embed = features if features is not None else (lambda x: x.flatten(1))
 
     def drawn(m, which, count, s):  # one batch: the same noise for the same prompt and seed in both models
-        return embed(m.generate([p for p in which for _ in range(count)], seed=s, guidance_scale=guidance_scale,
-                                steps=steps)).float().cpu()
+        x = m.generate([p for p in which for _ in range(count)], seed=s, guidance_scale=guidance_scale, steps=steps)
+        return _as_features(x.flatten(1) if features is None else x, features).float()  # pixels: exactly as drawn
 
     refs = drawn(original, clouds, reference, seed)
     owner = torch.arange(len(clouds)).repeat_interleave(reference)
