@@ -6,7 +6,7 @@ its defaults, preserving the other two, and prints what a pattern judge sees aft
 stop reason and the warnings. ``--shift prediction`` runs the fine-tuning methods under
 ``ConceptStopping(shift="prediction")`` instead of their default.
 
-    .venv/bin/python scripts/diffusion_stripes_probe.py [strategy ...] [--shift prediction]   # ~1 min + ~10 s each
+    .venv/bin/python scripts/diffusion_stripes_probe.py [strategy ...] [--shift prediction] [--image-guard]   # ~1 min + ~10 s each
 
 Measured on 2026-12-07 (CPU): the original judged 0.56 / 0.78 / 0.09 (the checkerboard is
 not learned in 600 steps); the model-agnostic losses stopped at step 5 and kept the original,
@@ -19,6 +19,11 @@ SalUn 0.20 / 0.57 (the checkerboard) and concept ablation 0.00 / 0.43 (vertical 
 judged 0.78 → 0.53) warned that preserved prompts were damaged, where the stopping rule's
 guard had held; neuron pruning 1.00 / 0.93 and gradient ascent 1.00 / 1.00 warned that the
 concept is still drawn.
+
+``--image-guard`` (erase(image_guard=True): the stopping rule judges the preserved prompts'
+images at every check, keeping no step below 0.85 of the original's share): ESD 0.34 / 0.75 /
+0.00 (219 s with the guard's images), concept ablation 0.34 / 0.75 / 0.06, SalUn stopped at its first check (read 0.77)
+with the original.
 """
 import argparse
 import json
@@ -60,6 +65,8 @@ def main() -> None:
     ap.add_argument("--shift", choices=["default", "prediction"], default="default")
     ap.add_argument("--max-lr-growth", type=float, default=None,
                     help="the fine-tuning methods' ConceptStopping(max_lr_growth=...): 1 keeps the paper's rate")
+    ap.add_argument("--image-guard", action="store_true",
+                    help="erase(image_guard=True): the stopping rule judges the preserved prompts' images too")
     args = ap.parse_args()
     images, prompts = pattern_data()
     t = time.time()
@@ -76,7 +83,9 @@ def main() -> None:
             rule = {"shift": "prediction"} if args.shift == "prediction" else {}
             if args.max_lr_growth:
                 rule["max_lr_growth"] = args.max_lr_growth
-            kw["stopping"] = ConceptStopping(**rule)
+            kw["stopping"] = ConceptStopping(**rule, images=args.image_guard)
+        elif args.image_guard and name not in ("uce", "sld", "ssd", "task_vector", "neuron_pruning"):
+            kw["image_guard"] = True
         t = time.time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

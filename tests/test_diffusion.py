@@ -568,6 +568,43 @@ def test_the_concept_rule_guards_keeps_the_paper_schedule_on_request_and_raises_
         ConceptStopping(guard=0)
 
 
+def test_the_image_guard_judges_preserved_images_at_every_check_and_keeps_no_step_past_it(toy):
+    """``erase(image_guard=True)``: the concept rule also judges the preserved prompts' images
+    (self-judged, against the original's at the start) at each check; a step whose images fell
+    below ``kept`` is past the guard like a shifted one (restored, and the run stops or backs
+    off). What it buys on a protocol where the weight guard misses the damage is measured on the
+    stripes (scripts/diffusion_stripes_probe.py --image-guard; ConceptStopping's docstring)."""
+    from erasus.core.stopping import RunContext, StopKind
+    from erasus.strategies.diffusion import ConceptStopping
+
+    kw = {"iterations": 2, "ddim_steps": 10}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs=kw).erase(
+            "a red square", preserve=["a green square", "a blue square"], image_guard=True, check=False, progress=False)
+    first = res.history["eval"][0]
+    assert first["step"] == 0 and first["preserve_drawn"] == 1.0, first  # the original, judged against itself
+    assert all("preserve_drawn" in e for e in res.history["eval"]) and "judged the preserved prompts' images" in res.stop_reason
+    # the decision: images that fell count as past the guard, as a shift does
+    rule = ConceptStopping()
+    rule.ctx = RunContext(config=None, adapter=None, val={}, total=100, history={"backoffs": []})
+    rule.best, rule.best_step, rule.grown, rule.backoffs, rule.base = 0.5, 10, 0, 0, None
+    d = rule.decide(20, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.5})
+    assert d.restore and d.stop.kind is StopKind.GUARD and "preserve_drawn 0.50" in d.stop.message
+    assert d.stop.restored_step == 10
+    assert not rule.decide(30, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.9}).restore
+    # refused up front: nothing to judge, a rule given as well, a method without a run to guard
+    with pytest.raises(DataError, match="preserve"):
+        DiffusionUnlearner(toy, strategy="esd").erase("a red square", image_guard=True)
+    with pytest.raises(ConfigError, match="stopping"):
+        DiffusionUnlearner(toy, strategy="esd").erase("a red square", preserve=["a green square"], image_guard=True,
+                                                      stopping="none")
+    with pytest.raises(ConfigError, match="one-shot"):
+        DiffusionUnlearner(toy, strategy="uce").erase("a red square", preserve=["a green square"], image_guard=True)
+    with pytest.raises(ConfigError, match="kept"):
+        ConceptStopping(images=True, kept=1.5)
+
+
 def test_advunlearn_runs_its_adversarial_phase_past_the_plain_target(toy):
     """AdvUnlearn under the concept rule does not stop where the plain prompt's concept_left meets
     the target (which once ended the run inside its warm-up, before any adversarial step): it

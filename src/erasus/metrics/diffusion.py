@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ..core.exceptions import ConfigError, DataError
-from ..models.diffusion import TextToImage, conditioning_direction, drawn_and_noised, share_left
+from ..models.diffusion import (SELF_JUDGE_DISTINCT, SELF_JUDGE_KEPT, SelfJudge, TextToImage, conditioning_direction,
+                               drawn_and_noised, image_features, share_left)
 from ..models.diffusion_attacks import concept_inversion, judge_labels, prompt_attack, relearning_attack
 from ..utils.misc import isolated_rng
 
@@ -34,12 +35,12 @@ ATTACKS = ("prompt_attack", "concept_inversion", "relearning")
 CONCEPT_LEFT_WARN = 0.5
 #: :func:`self_judged` compares a prompt only where at least this share of the original's own
 #: images of it land on it (below, the original's images of it are not told apart from the others')
-DISTINCT = 0.5
+DISTINCT = SELF_JUDGE_DISTINCT
 #: ``DiffusionUnlearner.erase`` warns that the concept is probably still drawn when the share of its
 #: images self-judged as the original's images of it is at least this fraction of the original's
 DRAWN_WARN = 0.5
 #: ... and that a preserved prompt was damaged when its share fell below this fraction of the original's
-KEPT_WARN = 0.7
+KEPT_WARN = SELF_JUDGE_KEPT
 
 
 @torch.no_grad()
@@ -103,30 +104,8 @@ def self_judged(model: TextToImage, original: TextToImage, prompts: Sequence[str
     as large as destroyed ones give), which a nearest neighbour among all of the original's
     modes does not. In pixel space it is a crude judge for large images; pass ``features``
     (e.g. a CLIP image encoder) there. :func:`erasure_report` with a real judge is the evidence."""
-    prompts = list(dict.fromkeys(_prompt_names(prompts)))
-    clouds = prompts + [p for p in dict.fromkeys(unscored) if p not in prompts]
-    if n < 1 or reference < 1:
-        raise ConfigError(f"Expected n >= 1 and reference >= 1 images per prompt, got n={n}, reference={reference}.")
-
-    def drawn(m, which, count, s):  # one batch: the same noise for the same prompt and seed in both models
-        x = m.generate([p for p in which for _ in range(count)], seed=s, guidance_scale=guidance_scale, steps=steps)
-        return _as_features(x.flatten(1) if features is None else x, features).float()  # pixels: exactly as drawn
-
-    refs = drawn(original, clouds, reference, seed)
-    owner = torch.arange(len(clouds)).repeat_interleave(reference)
-    mine = torch.arange(len(prompts)).repeat_interleave(n)
-
-    def shares(m):
-        hit = owner[torch.cdist(drawn(m, prompts, n, seed + 1), refs).argmin(1)] == mine
-        return hit.view(len(prompts), n).float().mean(1).tolist()
-
-    return {p: {"original": o, "model": s} for p, o, s in zip(prompts, shares(original), shares(model))}
-
-
-def _prompt_names(prompts) -> List[str]:
-    if isinstance(prompts, str) or not len(prompts) or not all(isinstance(p, str) for p in prompts):
-        raise DataError(f"Expected a list of prompts (strings), got {prompts!r}.")
-    return list(prompts)
+    judge = SelfJudge(original, prompts, n, reference, seed, guidance_scale, steps, features, unscored)
+    return {p: {"original": o, "model": s} for (p, o), s in zip(judge.baseline.items(), judge.shares(model).values())}
 
 
 @dataclass
@@ -278,16 +257,6 @@ def _torchmetrics_image():
     return fid, kid
 
 
-def _as_features(x: torch.Tensor, features: Optional[Callable], batch: int = 256) -> torch.Tensor:
-    if features is None:
-        if not torch.is_tensor(x) or x.dim() != 2:
-            raise DataError(f"Expected (N, D) features, or images with features=<an extractor>; got "
-                            f"{getattr(x, 'shape', type(x).__name__)}.")
-        return x.detach().double().cpu()
-    with torch.no_grad():
-        return torch.cat([features(x[i:i + batch]).flatten(1) for i in range(0, len(x), batch)]).double().cpu()
-
-
 def kid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = None, subset_size: int = 50,
         subsets: int = 100, seed: int = 0):
     """Kernel Inception Distance (Bińkowski et al., ICLR 2018) through torchmetrics: the unbiased
@@ -298,7 +267,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = N
     ``seed``: the subsets' draw (torchmetrics draws them from torch's global generator; here it
     is seeded and the caller's generator state restored, so the same inputs give the same KID)."""
     _, kid_mod = _torchmetrics_image()
-    r, f = _as_features(real, features), _as_features(fake, features)
+    r, f = image_features(real, features), image_features(fake, features)
     n = min(len(r), len(f))
     if n < 2:
         raise DataError(f"KID needs at least 2 samples on each side, got {len(r)} and {len(f)}.")
@@ -318,7 +287,7 @@ def fid(real: torch.Tensor, fake: torch.Tensor, features: Optional[Callable] = N
     features of ``real`` and ``fake`` (``features`` as in :func:`kid`). Biased for small
     samples: compare models at the same sample size."""
     fid_mod, _ = _torchmetrics_image()
-    r, f = _as_features(real, features), _as_features(fake, features)
+    r, f = image_features(real, features), image_features(fake, features)
     if min(len(r), len(f)) < 2:
         raise DataError(f"FID needs at least 2 samples on each side, got {len(r)} and {len(f)}.")
     m = fid_mod.FrechetInceptionDistance(feature=_Precomputed(r.shape[1]))

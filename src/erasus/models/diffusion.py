@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -365,6 +365,79 @@ def share_left(direction: torch.Tensor, reference: torch.Tensor, concept: str = 
         raise DataError(f"The original model predicts the same noise for {concept!r} and {anchor!r}: it does not "
                         "tell the concept from the anchor, so there is nothing to measure.")
     return float((direction.to(reference.device) * reference).sum()) / norm
+
+
+def image_features(x: torch.Tensor, features: Optional[Callable] = None, batch: int = 256) -> torch.Tensor:
+    """``features(x)`` in batches of ``batch``, flattened to ``(N, D)`` in float64 on the CPU;
+    without ``features``, ``x`` must be ``(N, D)`` features already."""
+    if features is None:
+        if not torch.is_tensor(x) or x.dim() != 2:
+            raise DataError(f"Expected (N, D) features, or images with features=<an extractor>; got "
+                            f"{getattr(x, 'shape', type(x).__name__)}.")
+        return x.detach().double().cpu()
+    with torch.no_grad():
+        return torch.cat([features(x[i:i + batch]).flatten(1) for i in range(0, len(x), batch)]).double().cpu()
+
+
+#: :class:`SelfJudge` compares a prompt only where at least this share of the original's own images
+#: of it land on it
+SELF_JUDGE_DISTINCT = 0.5
+#: a preserved prompt whose self-judged share fell below this fraction of the original's was damaged:
+#: ``DiffusionUnlearner.erase`` warns, and ``ConceptStopping(images=True)`` keeps no such step
+SELF_JUDGE_KEPT = 0.7
+
+
+class SelfJudge:
+    """The original's own generations as a nearest-neighbour judge, for when no judge is at hand
+    (:func:`erasus.metrics.diffusion.self_judged` explains the measure and its grounding).
+
+    Built once from the untouched ``original``: it draws ``reference`` images of every prompt
+    and of each ``unscored`` one (seed ``seed``), and ``baseline``, the original's share of its
+    own ``n`` images per prompt (seed ``seed + 1``) that land among its reference images of that
+    prompt. :meth:`shares` measures any model the same way, from the same noise; :meth:`ratios`
+    divides by the baseline where the original's images are told apart (baseline ≥
+    ``distinct``). Only images are kept, not the original, so a stopping rule can judge every
+    check against the model as it was at the start."""
+
+    def __init__(self, original: "TextToImage", prompts: Sequence[str], n: int = 16, reference: int = 32, seed: int = 0,
+                 guidance_scale: float = 5.0, steps: int = 25, features: Optional[Callable] = None,
+                 unscored: Sequence[str] = (), distinct: float = SELF_JUDGE_DISTINCT):
+        if isinstance(prompts, str) or not len(prompts) or not all(isinstance(p, str) for p in prompts):
+            raise DataError(f"Expected a list of prompts (strings), got {prompts!r}.")
+        if n < 1 or reference < 1:
+            raise ConfigError(f"Expected n >= 1 and reference >= 1 images per prompt, got n={n}, reference={reference}.")
+        self.prompts = list(dict.fromkeys(prompts))
+        clouds = self.prompts + [p for p in dict.fromkeys(unscored) if p not in self.prompts]
+        self.n, self.seed, self.guidance_scale, self.steps, self.features = n, seed, guidance_scale, steps, features
+        self.distinct = distinct
+        self.refs = self._drawn(original, clouds, reference, seed)
+        self.owner = torch.arange(len(clouds)).repeat_interleave(reference)
+        self.baseline = self.shares(original)
+
+    def _drawn(self, model, which, count, seed):  # one batch: the same noise for the same prompt and seed in any model
+        x = model.generate([p for p in which for _ in range(count)], seed=seed, guidance_scale=self.guidance_scale,
+                           steps=self.steps)
+        return image_features(x.flatten(1) if self.features is None else x, self.features).float()  # pixels as drawn
+
+    @torch.no_grad()
+    def shares(self, model: "TextToImage") -> Dict[str, float]:
+        """``{prompt: share of model's n images of it whose nearest reference image is of it}``."""
+        mine = torch.arange(len(self.prompts)).repeat_interleave(self.n)
+        hit = self.owner[torch.cdist(self._drawn(model, self.prompts, self.n, self.seed + 1), self.refs).argmin(1)] == mine
+        return dict(zip(self.prompts, hit.view(len(self.prompts), self.n).float().mean(1).tolist()))
+
+    def ratios(self, model: "TextToImage") -> Dict[str, float]:
+        """``{prompt: model's share / the original's}`` for the prompts the original's images are
+        told apart for (1 = as the original; the others are left out)."""
+        now = self.shares(model)
+        return {p: now[p] / b for p, b in self.baseline.items() if b >= self.distinct}
+
+    def drawn(self, model: "TextToImage") -> Tuple[Optional[float], Dict[str, float]]:
+        """``(concept, others)``: :meth:`ratios` split into the first prompt's (the concept; None
+        when not told apart) and the rest's (the preserved prompts told apart)."""
+        ratios = self.ratios(model)
+        concept = ratios.pop(self.prompts[0], None)
+        return concept, ratios
 
 
 def generated_pairs(model: "TextToImage", prompts: Sequence[str], per_prompt: int, generator: torch.Generator,

@@ -17,6 +17,7 @@ to preserve. ``DiffusionUnlearner.erase(concept, anchor=..., preserve=...)`` bui
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import List
@@ -29,8 +30,8 @@ from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
 from ..core.stopping import BestCheckpointRule, Decision, Stop, StopKind
 from ..core.strategy import LossStrategy, LossStrategyConfig, OneShotStrategy
-from ..models.diffusion import (PRESERVE_GUARD, conditional_prediction, conditioning_direction, drawn_and_noised,
-                               generated_pairs, largest_shift, share_left, split_batch)
+from ..models.diffusion import (PRESERVE_GUARD, SelfJudge, conditional_prediction, conditioning_direction,
+                               drawn_and_noised, generated_pairs, largest_shift, share_left, split_batch)
 from ..models.diffusion_attacks import optimise_soft_tokens, random_token_embeddings
 from .relabel import check_sparsity, mask_gradients, saliency_mask
 
@@ -47,6 +48,13 @@ def _cross_attention(unet):
         raise ConfigError(f"{type(unet).__name__} has no cross-attention layers (attn2): this method edits "
                           "how the text conditions the image and needs a text-conditioned UNet.")
     return blocks
+
+
+#: ``ConceptStopping(images=True)`` keeps no step whose preserved prompts' self-judged share fell below
+#: this fraction of the original's: a margin over erase's warning (``SELF_JUDGE_KEPT``, 0.7), because the
+#: rule picks its step among a run's noisy readings (on the stripes the kept step read 0.70 during an ESD
+#: run with 0.70 as the bar, and 0.44 to 0.75 on four other seeds of the judge)
+IMAGE_GUARD_KEPT = 0.85
 
 
 class ConceptStopping(BestCheckpointRule):
@@ -101,14 +109,31 @@ class ConceptStopping(BestCheckpointRule):
     raised the rate twice and stopped at step 400 with concept_left −0.32 and a prediction shift
     of 0.29 (with the default direction shift it ended the same way), while vertical stripes fell
     from 0.78 to 0.00 judged.
-    ``verify()`` with a judge is the evidence."""
+
+    ``images=True`` (with preserved prompts) guards the images too: at every check the
+    preserved prompts' images are judged by the original's own generations
+    (:class:`~erasus.models.diffusion.SelfJudge`, drawn at ``guidance_scale`` from a fixed
+    noise; the original's references are drawn once at the start), recorded as
+    ``preserve_drawn`` (the lowest share over the original's) and ``concept_drawn``, and a
+    step whose ``preserve_drawn`` is below ``kept`` counts as past the guard (restore, back off,
+    or stop, as for the shift). It costs ``n`` generated images per prompt at each check.
+    ``DiffusionUnlearner.erase(image_guard=True)`` sets it up with the run's anchor and
+    guidance. On the stripes at the methods' defaults (judged horizontal / vertical: original
+    0.56 / 0.78; ``scripts/diffusion_stripes_probe.py esd concept_ablation salun --image-guard``):
+    ESD kept 0.34 / 0.75 (without it 0.69 / 0.00), concept ablation 0.34 / 0.75 (0.31 / 0.53);
+    SalUn's first check read 0.77 and the rule kept the original (erase then warns that the
+    concept is still drawn). With ``kept`` at 0.7, erase's own bar, ESD kept a step that read
+    0.70 and then 0.44 to 0.75 on other seeds of the judge (vertical 0.41 judged): hence the
+    margin. A guard that errs towards keeping the preserved concepts; ``verify()`` with a judge
+    is the evidence."""
 
     name = "concept"
     measures_splits = False
 
     def __init__(self, anchor: str = "", target: float = 0.1, guard: float = PRESERVE_GUARD, checks: int = 20,
                  grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20,
-                 attack=None, shift: str = "direction"):
+                 attack=None, shift: str = "direction", images: bool = False, guidance_scale: float = 5.0,
+                 kept: float = IMAGE_GUARD_KEPT, n: int = 16):
         if checks < 1 or probes < 1 or steps < 1 or grow < 1.0 or max_lr_growth < 1.0 or guard <= 0:
             raise ConfigError("ConceptStopping: expected checks, probes, steps >= 1, grow and max_lr_growth >= 1 "
                               f"and guard > 0, got checks={checks}, probes={probes}, steps={steps}, grow={grow}, "
@@ -118,6 +143,17 @@ class ConceptStopping(BestCheckpointRule):
         if shift not in ("direction", "prediction"):
             raise ConfigError(f"ConceptStopping: expected shift 'direction' or 'prediction', got {shift!r}.")
         self.attack, self.shift = attack, shift
+        if not isinstance(images, bool) or guidance_scale <= 0 or not 0 < kept <= 1 or n < 1:
+            raise ConfigError(f"ConceptStopping: expected images True or False, guidance_scale > 0, 0 < kept <= 1 and "
+                              f"n >= 1, got images={images!r}, guidance_scale={guidance_scale}, kept={kept}, n={n}.")
+        self.images, self.guidance_scale, self.kept, self.n = images, guidance_scale, kept, n
+
+    def judging_images(self, guidance_scale: float) -> "ConceptStopping":
+        """A copy of this rule that also judges the preserved prompts' images (``images=True``)
+        sampled at ``guidance_scale``."""
+        rule = copy.copy(self)
+        rule.images, rule.guidance_scale = True, guidance_scale
+        return rule
 
     def _kept(self, model):
         """What the guard compares on the preserved prompts' probes: the conditioning direction,
@@ -129,7 +165,8 @@ class ConceptStopping(BestCheckpointRule):
     def start(self, ctx):
         super().start(ctx)
         model = ctx.adapter.model
-        g = torch.Generator().manual_seed(ctx.config.seed if ctx.config.seed is not None else 0)
+        seed = ctx.config.seed if ctx.config.seed is not None else 0
+        g = torch.Generator().manual_seed(seed)
         concepts, keep = list(dict.fromkeys(_prompts(ctx.val["forget"]))), _prompts(ctx.val.get("retain"))
         self.c_probe = drawn_and_noised(model, concepts, self.probes, self.steps, g)
         self.c_ref = conditioning_direction(model, *self.c_probe, self.anchor)
@@ -140,6 +177,14 @@ class ConceptStopping(BestCheckpointRule):
         self.lr_scale, self.ceiling = 1.0, self.max_lr_growth if keep else 1.0
         self.grown, self.backoffs, self.base, self.peak = 0, 0, None, 1.0
         self.attacked = None                        # concept_left under the latest attack
+        self.judge = None
+        if self.images:
+            if not keep:
+                raise DataError("ConceptStopping(images=True) judges the preserved prompts' images: pass preserve=[...] "
+                                "(retain prompts), or leave images off.")
+            # noise of its own (seed + 100): erase's check afterwards draws from seeds 1 and 2
+            self.judge = SelfJudge(model, [concepts[0], *dict.fromkeys(keep)], n=self.n, seed=seed + 100,
+                                   guidance_scale=self.guidance_scale, unscored=[self.anchor])
 
     def eval_every(self, steps_per_epoch, n_val, batch):
         return max(1, self.ctx.total // self.checks)
@@ -156,12 +201,19 @@ class ConceptStopping(BestCheckpointRule):
                     conditioning_direction(model, *self.c_probe, self.anchor, soft=soft), self.c_ref)
             if self.k_probe is not None:
                 m["preserve_shift"] = largest_shift(self._kept(model), self.k_pred, self.k_ref, self.k_probe[2])
+            if self.judge is not None:
+                concept, kept = self.judge.drawn(model)
+                if kept:
+                    m["preserve_drawn"] = min(kept.values())
+                if concept is not None:
+                    m["concept_drawn"] = concept
         finally:
             model.train(was)
 
     def decide(self, step, m):
         d, left, shift = Decision(), m["concept_left"], m.get("preserve_shift", 0.0)
-        if shift > self.guard:
+        drawn = m.get("preserve_drawn", 1.0)
+        if shift > self.guard or drawn < self.kept:
             d.restore = True
             if self.grown and not self.backoffs:
                 self.backoffs, self.lr_scale = 1, self.lr_scale / self.grow
@@ -169,8 +221,9 @@ class ConceptStopping(BestCheckpointRule):
                 self.ctx.history["backoffs"].append({"step": step, "restored_step": self.best_step,
                                                      "lr": self.ctx.config.lr * self.lr_scale})
                 return d
-            d.stop = Stop(StopKind.GUARD, f"concept: preserve_shift {shift:.2f} > {self.guard} at step {step}",
-                          restored_step=self.best_step)
+            past = (f"preserve_shift {shift:.2f} > {self.guard}" if shift > self.guard else
+                    f"preserve_drawn {drawn:.2f} < {self.kept} (self-judged images)")
+            d.stop = Stop(StopKind.GUARD, f"concept: {past} at step {step}", restored_step=self.best_step)
             return d
         if self.attack is not None:                 # adversarial training: its schedule, the latest step kept
             self.best, self.best_step, d.improved = left, step, True
@@ -211,6 +264,9 @@ class ConceptStopping(BestCheckpointRule):
                 f", and went back to {lr * self.lr_scale:.2g} when the preserved prompts shifted" if self.backoffs else ""))
         elif self.k_probe is None:
             stop.add("the rate stayed as configured (no preserved prompts to guard a larger one with: pass preserve=)")
+        if self.judge is not None:
+            stop.add(f"the guard judged the preserved prompts' images at every check (self-judged; a step is kept only "
+                     f"while each keeps {self.kept:.0%} of the original's share)")
         return stop
 
 

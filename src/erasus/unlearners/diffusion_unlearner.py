@@ -91,7 +91,8 @@ class DiffusionUnlearner(ErasusUnlearner):
         self.concept_: Optional[list] = None
 
     def erase(self, concept: Union[str, Sequence[str]], anchor: Optional[str] = None, preserve: Sequence[str] = (),
-              check: bool = True, images_per_prompt: int = 32, guidance_scale: float = 5.0, **kwargs):
+              check: bool = True, images_per_prompt: int = 32, guidance_scale: float = 5.0, image_guard: bool = False,
+              **kwargs):
         """Erase ``concept`` (one prompt or several naming it). ``anchor``: what the concept should
         become, for methods that map it somewhere (``uce``, ``concept_ablation``; default ""); ``preserve``: prompts of
         concepts that must stay as they are (used by methods with a preservation term, and
@@ -123,7 +124,18 @@ class DiffusionUnlearner(ErasusUnlearner):
         in-place run (no copy of the original is kept); ``concept_left`` also for methods that
         change no weights (SLD), whose images are checked with their safety guidance.
         ``guidance_scale`` is also the guidance of the images generated for the model-agnostic
-        methods."""
+        methods.
+
+        ``image_guard``: the stopping rule (the fine-tuning methods' and the model-agnostic
+        losses' :class:`~erasus.strategies.diffusion.ConceptStopping`) also judges the preserved
+        prompts' images at each of its checks, the way the check above does, and keeps no step
+        whose images of a preserved prompt fell below
+        :data:`~erasus.strategies.diffusion.IMAGE_GUARD_KEPT` of the original's share (a margin
+        over the check's bar). On the stripes ESD at its defaults then kept vertical stripes
+        (judged 0.78 → 0.75, against 0.00 without it) and erased less (horizontal 0.56 → 0.34);
+        SalUn stopped at its first check with the original (see ConceptStopping). It costs 16
+        generated images per prompt at each check. Needs ``preserve``; one-shot edits (UCE, ...)
+        and SLD have no run to guard."""
         prompts = _prompt_list(concept, "concept")
         keep = _prompt_list(preserve, "preserve") if len(preserve) else []
         clash = sorted(set(prompts) & set(keep))
@@ -132,33 +144,63 @@ class DiffusionUnlearner(ErasusUnlearner):
         why = missing_preserve(self.strategy) if not keep else None
         if why:
             raise DataError(f"{why}. Pass preserve=['a photo of ...', ...].")
-        if anchor is not None:
-            if not hasattr(self.strategy.config, "anchor"):
-                raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
-                                  "no anchor; leave anchor out, or use strategy='uce'.")
-            self.strategy.config = self.strategy.config.replace(anchor=anchor)
+        if anchor is not None and not hasattr(self.strategy.config, "anchor"):
+            raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
+                              "no anchor; leave anchor out, or use strategy='uce'.")
         generic = not made_for_diffusion(self.strategy)  # trained on generated images, under Erasus's guards
+        given = kwargs.get("stopping", "auto")
+        if image_guard:
+            self._check_image_guard(keep, given, generic)
+        if anchor is not None:
+            self.strategy.config = self.strategy.config.replace(anchor=anchor)
         if not generic:  # a concept-erasure method: prompts
             forget = DataLoader(prompts, batch_size=1, shuffle=True, collate_fn=list)
             retain = (DataLoader(keep, batch_size=max(1, min(8, len(keep))), shuffle=True, collate_fn=list)
                       if keep else None)
         else:
-            from ..strategies.diffusion import ConceptStopping
-
             forget, retain = self._generated_loaders(prompts, keep, images_per_prompt, kwargs.get("seed", 0),
                                                      guidance_scale)
-            if not isinstance(self.strategy, OneShotStrategy) and kwargs.get("stopping", "auto") == "auto":
-                # the concept's rule, as the fine-tuning methods have
-                kwargs["stopping"] = ConceptStopping(shift="prediction")
+        rule = self._concept_rule(generic) if given == "auto" else given
+        if given == "auto" and rule is not None and (generic or image_guard):
+            # the model-agnostic losses get the concept's rule, as the fine-tuning methods have
+            kwargs["stopping"] = rule.judging_images(guidance_scale) if image_guard else rule
         self.concept_ = prompts
         result = self.fit(forget, retain, **kwargs)
         if generic and isinstance(self.strategy, OneShotStrategy) and self._guard_edit(result, keep):
             return result
         if check:
             t0 = time.perf_counter()
-            self._check(result, prompts[0], keep, generic, guidance_scale)
+            guarded = (getattr(kwargs["stopping"], "images", False) if "stopping" in kwargs else
+                       False if rule is not None else None)
+            self._check(result, prompts[0], keep, generic, guidance_scale, guarded)
             result.timings["check_s"] = time.perf_counter() - t0
         return result
+
+    def _concept_rule(self, generic: bool):
+        """The :class:`~erasus.strategies.diffusion.ConceptStopping` a run of this strategy is
+        under by default (the model-agnostic losses: one watching the predictions themselves), or
+        None: one-shot edits and inference-time guidance have no run to stop."""
+        from ..strategies.diffusion import ConceptStopping
+
+        if isinstance(self.strategy, OneShotStrategy):
+            return None
+        if generic:
+            return ConceptStopping(shift="prediction")
+        rule = self.strategy.stopping_policy(None, {}).get("stopping")
+        return rule if isinstance(rule, ConceptStopping) else None
+
+    def _check_image_guard(self, keep, given, generic: bool) -> None:
+        """``image_guard`` needs preserved prompts and a run under the concept rule."""
+        if not keep:
+            raise DataError("image_guard judges the preserved prompts' images: pass preserve=['a photo of ...', ...].")
+        if given != "auto":
+            raise ConfigError(f"image_guard sets the stopping rule, and stopping={given!r} was given: leave one out "
+                              "(or pass stopping=ConceptStopping(images=True, ...)).")
+        if self._concept_rule(generic) is None:
+            raise ConfigError(f"image_guard guards a fine-tuning run, and {self.strategy.registered_name} has none (a "
+                              "one-shot edit or inference-time guidance): erase's check judges its images afterwards. "
+                              "Leave image_guard out, or use strategy='esd', 'concept_ablation', 'salun' or "
+                              "'adv_unlearn'.")
 
     def _guard_edit(self, result, keep) -> bool:
         """A one-shot edit not made for diffusion models (SSD, task arithmetic, pruning) has no
@@ -196,7 +238,7 @@ class DiffusionUnlearner(ErasusUnlearner):
                                          generator=torch.Generator().manual_seed(seed))
         return loader(forget), (loader(retain) if retain else None)
 
-    def _check(self, result, prompt: str, keep, generic: bool, guidance_scale: float) -> None:
+    def _check(self, result, prompt: str, keep, generic: bool, guidance_scale: float, guarded: Optional[bool]) -> None:
         """erase's check against the untouched original: ``concept_left`` (the weights), then,
         with prompts to preserve, :func:`~erasus.metrics.diffusion.self_judged` (the images)."""
         from ..metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
@@ -214,7 +256,7 @@ class DiffusionUnlearner(ErasusUnlearner):
                                 seed=1)
             result.metrics["concept_left"] = left
             result.stop.add(f"concept_left {left:.2f} (1: conditioning unchanged, 0: the prompt acts as the anchor)")
-        drawn = self._check_images(result, prompt, keep, guidance_scale) if keep else None
+        drawn = self._check_images(result, prompt, keep, guidance_scale, guarded) if keep else None
         still = []
         if left is not None and left > CONCEPT_LEFT_WARN:
             still.append(f"the weights keep {left:.0%} of its conditioning (concept_left {left:.2f}; 1 is the original)")
@@ -236,6 +278,9 @@ class DiffusionUnlearner(ErasusUnlearner):
             why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
                    "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
                    f"use {ERASURE_METHODS}")
+        elif result.stop.kind is StopKind.GUARD and "preserve_drawn" in result.stop.message:
+            why = ("the preserved prompts' images shifted past the stopping rule's guard first (self-judged), and the "
+                   "rule went back to the last step within it")
         elif result.stop.kind is StopKind.GUARD:
             why = ("the preserved prompts' conditioning shifted past the stopping rule's guard first, and the rule "
                    "went back to the last step within it (stopping=ConceptStopping(guard=...) allows more)")
@@ -247,38 +292,40 @@ class DiffusionUnlearner(ErasusUnlearner):
         warnings.warn(f"{result.strategy}: {prompt!r} is probably still generated: {'; '.join(still)}; {why}. Check "
                       "with verify().")
 
-    def _check_images(self, result, prompt: str, keep, guidance_scale: float) -> Optional[float]:
+    def _check_images(self, result, prompt: str, keep, guidance_scale: float, guarded: Optional[bool]) -> Optional[float]:
         """The self-judged images of the concept and of the preserved prompts (into
         ``result.metrics`` and the stop reason; a warning when a preserved prompt's images no
-        longer look like the original's). Returns ``concept_drawn`` when it is
+        longer look like the original's). ``guarded``: whether the run's rule judged images
+        already (None: no rule to judge them). Returns ``concept_drawn`` when it is
         :data:`~erasus.metrics.diffusion.DRAWN_WARN` or more (None otherwise)."""
-        from ..metrics.diffusion import DISTINCT, DRAWN_WARN, KEPT_WARN, self_judged
+        from ..metrics.diffusion import DISTINCT, DRAWN_WARN, KEPT_WARN
+        from ..models.diffusion import SelfJudge
 
         anchor = getattr(self.strategy.config, "anchor", "")  # where the concept goes: its images join the references
-        shares = self_judged(self.model, self.original_model, [prompt, *keep], seed=1, guidance_scale=guidance_scale,
-                             unscored=[anchor])
-        told = {p: v["model"] / v["original"] for p, v in shares.items() if v["original"] >= DISTINCT}
-        undistinct = [p for p in shares if p not in told]
+        judge = SelfJudge(self.original_model, [prompt, *keep], seed=1, guidance_scale=guidance_scale, unscored=[anchor])
+        drawn, kept = judge.drawn(self.model)
+        undistinct = [p for p in judge.prompts if p not in kept and (p != prompt or drawn is None)]
         if undistinct:
             result.stop.add(f"self-judged images not compared for {undistinct}: the original's own images of them are "
                             f"not told apart from the others' (under {DISTINCT:.0%} land on their own prompt)")
-        lost = {p: r for p, r in told.items() if p != prompt and r < KEPT_WARN}
-        kept = [r for p, r in told.items() if p != prompt]
+        lost = {p: r for p, r in kept.items() if r < KEPT_WARN}
         if kept:
-            result.metrics["preserve_drawn"] = min(kept)
-            result.stop.add(f"preserved prompts' images self-judged as before: at least {min(kept):.0%} of the "
+            result.metrics["preserve_drawn"] = min(kept.values())
+            result.stop.add(f"preserved prompts' images self-judged as before: at least {min(kept.values()):.0%} of the "
                             "original's share")
         if lost:
             worst = ", ".join(f"{p!r} {r:.0%}" for p, r in sorted(lost.items(), key=lambda kv: kv[1]))
+            fix = ("erase(..., image_guard=True) makes the stopping rule judge them too and keep a step before the "
+                   "damage, or try strategy='uce'" if guarded is False else "try strategy='uce'")
             warnings.warn(f"{result.strategy}: the images generated for preserved prompts no longer look like the "
                           f"original's ({worst} of the original's share land among the original's images of that "
                           "prompt, self-judged): the edit probably damaged them, although the run's guard held. "
-                          "Check with verify(), or try strategy='uce'.")
-        if prompt not in told:
+                          f"Check with verify(); {fix}.")
+        if drawn is None:
             return None
-        result.metrics["concept_drawn"] = told[prompt]
-        result.stop.add(f"concept images self-judged as the original's: {told[prompt]:.0%} of the original's share")
-        return told[prompt] if told[prompt] >= DRAWN_WARN else None
+        result.metrics["concept_drawn"] = drawn
+        result.stop.add(f"concept images self-judged as the original's: {drawn:.0%} of the original's share")
+        return drawn if drawn >= DRAWN_WARN else None
 
     def generate(self, prompts: Union[str, Sequence[str]], seed: int = 0, guidance_scale: float = 5.0,
                  steps: int = 25, **kwargs):
