@@ -219,7 +219,11 @@ def test_a_diffusion_config_erases_saves_and_draws_what_each_model_generates(tmp
                        (["strategy.name=esd", "concept.anchor=a blue square"], "takes no anchor"),
                        (["sample.steps=0"], "sample.steps must be"),
                        (["concept.preserve=[a red square]"], "both erased and preserved"),
-                       (["strategy.iterations=-1"], "iterations")]:
+                       (["strategy.iterations=-1"], "iterations"),
+                       (["concept.image_guard=2"], "image_guard must be true or false"),
+                       (["concept.image_guard=true", "concept.preserve=[]"], "judges the preserved prompts"),
+                       (["concept.image_guard=true", "strategy.name=uce", "concept.preserve=[a green square]"],
+                        "one-shot edit")]:
         with pytest.raises(ConfigError, match=match):
             load_config(cfg, ["concept.prompts=[a red square]", *bad])
     assert main(["benchmark", "--config", cfg, "--out", str(tmp_path / "b")]) == 2  # a KeyError traceback before

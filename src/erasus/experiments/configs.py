@@ -41,7 +41,8 @@ folder or Hub name, or a model Erasus saved) with
 what the original and the erased model draw for each prompt::
 
     model:    {path: CompVis/stable-diffusion-v1-4, device: null}
-    concept:  {prompts: [a painting in the style of Van Gogh], anchor: null, preserve: []}
+    concept:  {prompts: [a painting in the style of Van Gogh], anchor: null, preserve: [],
+               image_guard: false}   # true: the stopping rule also judges the preserved prompts' images
     strategy: {name: esd, lr: ...}     # name + the method's own hyperparameters
     sample:   {n: 4, seed: 0, steps: 25, guidance_scale: 5.0}   # n: 0 draws nothing; erase checks at this guidance
     output:   {dir: null, overwrite: false}
@@ -91,7 +92,7 @@ CAUSAL_LM: Dict[str, Dict[str, Any]] = {
 }
 DIFFUSION: Dict[str, Dict[str, Any]] = {
     "model": {"path": None, "device": None},
-    "concept": {"prompts": None, "anchor": None, "preserve": []},
+    "concept": {"prompts": None, "anchor": None, "preserve": [], "image_guard": False},
     "strategy": {"name": "esd"},
     "sample": {"n": 4, "seed": 0, "steps": 25, "guidance_scale": 5.0},
     "output": {"dir": None, "overwrite": False},
@@ -265,7 +266,7 @@ def _prompts(value, key: str, source: str, allow_empty: bool) -> list:
 
 def _check_diffusion(cfg, source):
     from ..core.registry import build
-    from ..unlearners.diffusion_unlearner import missing_preserve
+    from ..unlearners.diffusion_unlearner import image_guard_refused, missing_preserve
 
     m, c, smp = cfg["model"], cfg["concept"], cfg["sample"]
     if not m["path"]:
@@ -285,6 +286,14 @@ def _check_diffusion(cfg, source):
     why = missing_preserve(strat) if not c["preserve"] else None
     if why:
         raise ConfigError(f"{source}: {why}. Set concept.preserve: [a photo of ..., ...].")
+    if not isinstance(c["image_guard"], bool):
+        raise ConfigError(f"{source}: concept.image_guard must be true or false, got {c['image_guard']!r}.")
+    if c["image_guard"] and not c["preserve"]:
+        raise ConfigError(f"{source}: concept.image_guard judges the preserved prompts' images: set concept.preserve: "
+                          "[a photo of ..., ...], or leave image_guard out.")
+    why = image_guard_refused(strat) if c["image_guard"] else None
+    if why:
+        raise ConfigError(f"{source}: {why.replace('image_guard', 'concept.image_guard', 1)}.")
     for k, lo, hi in (("n", 0, 64), ("seed", 0, None), ("steps", 1, 1000)):
         v = smp[k]
         if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):

@@ -21,7 +21,7 @@ def run_erase(cfg: Dict[str, Any], out: Optional[str] = None, progress: bool = T
     unl = DiffusionUnlearner(m["path"], strategy=s["name"], strategy_kwargs=kwargs or None, device=m["device"])
     # erase's image check samples as the config's pictures do
     result = unl.erase(c["prompts"], anchor=c["anchor"], preserve=c["preserve"], progress=progress,
-                       guidance_scale=smp["guidance_scale"])
+                       guidance_scale=smp["guidance_scale"], image_guard=c["image_guard"])
     path = unl.save_pretrained(out, overwrite=overwrite)
     samples = None
     if smp["n"]:

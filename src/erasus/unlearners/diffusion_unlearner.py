@@ -39,6 +39,30 @@ def made_for_diffusion(strategy) -> bool:
     return "diffusion" in getattr(strategy, "supports", ())
 
 
+def concept_rule(strategy):
+    """The :class:`~erasus.strategies.diffusion.ConceptStopping` a run of ``strategy`` is under
+    by default in :meth:`DiffusionUnlearner.erase` (the model-agnostic losses: one watching the
+    predictions themselves), or None: one-shot edits and inference-time guidance have no run to
+    stop."""
+    from ..strategies.diffusion import ConceptStopping
+
+    if isinstance(strategy, OneShotStrategy):
+        return None
+    if not made_for_diffusion(strategy):
+        return ConceptStopping(shift="prediction")
+    rule = strategy.stopping_policy(None, {}).get("stopping")
+    return rule if isinstance(rule, ConceptStopping) else None
+
+
+def image_guard_refused(strategy) -> Optional[str]:
+    """Why ``erase(image_guard=True)`` cannot guard ``strategy``'s run (None when it can)."""
+    if concept_rule(strategy) is not None:
+        return None
+    return (f"image_guard guards a fine-tuning run, and {strategy.registered_name} has none (a one-shot edit or "
+            "inference-time guidance): erase's check judges its images afterwards. Leave image_guard out, or use "
+            "strategy='esd', 'concept_ablation', 'salun' or 'adv_unlearn'")
+
+
 def missing_preserve(strategy) -> Optional[str]:
     """Why ``strategy`` cannot erase without prompts to preserve (None when it can): the
     methods with a retain term, and the model-agnostic ones, which only the guard on the
@@ -150,7 +174,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         generic = not made_for_diffusion(self.strategy)  # trained on generated images, under Erasus's guards
         given = kwargs.get("stopping", "auto")
         if image_guard:
-            self._check_image_guard(keep, given, generic)
+            self._check_image_guard(keep, given)
         if anchor is not None:
             self.strategy.config = self.strategy.config.replace(anchor=anchor)
         if not generic:  # a concept-erasure method: prompts
@@ -160,7 +184,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         else:
             forget, retain = self._generated_loaders(prompts, keep, images_per_prompt, kwargs.get("seed", 0),
                                                      guidance_scale)
-        rule = self._concept_rule(generic) if given == "auto" else given
+        rule = concept_rule(self.strategy) if given == "auto" else given
         if given == "auto" and rule is not None and (generic or image_guard):
             # the model-agnostic losses get the concept's rule, as the fine-tuning methods have
             kwargs["stopping"] = rule.judging_images(guidance_scale) if image_guard else rule
@@ -176,31 +200,16 @@ class DiffusionUnlearner(ErasusUnlearner):
             result.timings["check_s"] = time.perf_counter() - t0
         return result
 
-    def _concept_rule(self, generic: bool):
-        """The :class:`~erasus.strategies.diffusion.ConceptStopping` a run of this strategy is
-        under by default (the model-agnostic losses: one watching the predictions themselves), or
-        None: one-shot edits and inference-time guidance have no run to stop."""
-        from ..strategies.diffusion import ConceptStopping
-
-        if isinstance(self.strategy, OneShotStrategy):
-            return None
-        if generic:
-            return ConceptStopping(shift="prediction")
-        rule = self.strategy.stopping_policy(None, {}).get("stopping")
-        return rule if isinstance(rule, ConceptStopping) else None
-
-    def _check_image_guard(self, keep, given, generic: bool) -> None:
+    def _check_image_guard(self, keep, given) -> None:
         """``image_guard`` needs preserved prompts and a run under the concept rule."""
         if not keep:
             raise DataError("image_guard judges the preserved prompts' images: pass preserve=['a photo of ...', ...].")
         if given != "auto":
             raise ConfigError(f"image_guard sets the stopping rule, and stopping={given!r} was given: leave one out "
                               "(or pass stopping=ConceptStopping(images=True, ...)).")
-        if self._concept_rule(generic) is None:
-            raise ConfigError(f"image_guard guards a fine-tuning run, and {self.strategy.registered_name} has none (a "
-                              "one-shot edit or inference-time guidance): erase's check judges its images afterwards. "
-                              "Leave image_guard out, or use strategy='esd', 'concept_ablation', 'salun' or "
-                              "'adv_unlearn'.")
+        why = image_guard_refused(self.strategy)
+        if why:
+            raise ConfigError(f"{why}.")
 
     def _guard_edit(self, result, keep) -> bool:
         """A one-shot edit not made for diffusion models (SSD, task arithmetic, pruning) has no
