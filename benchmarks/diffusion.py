@@ -207,10 +207,18 @@ def apply_preset(args, argv) -> None:
             setattr(args, flag[2:].replace("-", "_"), value)
 
 
+def name_image_guard(args, argv) -> None:
+    """``--image-guard`` writes results of its own (``<name>-image-guard``) unless ``--name`` is
+    given: the results file resumes the rows it holds, and those were measured without the guard."""
+    if getattr(args, "image_guard", False) and not any(a == "--name" or a.startswith("--name=") for a in argv):
+        args.name += "-image-guard"
+
+
 def main(argv=None):
     from erasus.core import list_registered
     from erasus.experiments import hardware, run_meta
     from erasus.unlearners import DiffusionUnlearner
+    from erasus.unlearners.diffusion_unlearner import image_guard_refused
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (the GPU where one is visible), cpu, cuda or cuda:N")
@@ -234,6 +242,9 @@ def main(argv=None):
     p.add_argument("--small", action="store_true",
                    help="a smoke run that checks the pipeline end to end (1,000 images, 20 steps of batch 16, 10 images "
                         "per class): minutes on a CPU, no result")
+    p.add_argument("--image-guard", action="store_true",
+                   help="erase(image_guard=True) for the methods trained under the concept rule: the rule also judges "
+                        "the preserved classes' images at every check (results in <name>-image-guard)")
     p.add_argument("--cache", default=str(HERE / "cache"))
     from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args, render_only,
                                               results_file)
@@ -244,6 +255,7 @@ def main(argv=None):
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
     apply_preset(args, argv if argv is not None else sys.argv[1:])
+    name_image_guard(args, argv if argv is not None else sys.argv[1:])
     if render_only(args, lambda rows, meta: markdown(meta, rows, args.erase)):
         return
     if args.small:
@@ -299,8 +311,9 @@ def main(argv=None):
                     # are preserved prompts for every method: a preservation term where the method has one,
                     # and what the fine-tuning methods' stopping rule guards (ConceptStopping)
                     keep = [prompt(c) for c in range(10) if c != args.erase]
+                    guard = args.image_guard and image_guard_refused(unl.strategy) is None
                     res = unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=keep,
-                                    progress=False, seed=seed, guidance_scale=args.guidance)
+                                    progress=False, seed=seed, guidance_scale=args.guidance, image_guard=guard)
                 dt = time.perf_counter() - t1 - res.timings.get("check_s", 0.0)  # the method's time, not erase's check
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
                 row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, "steps": res.steps,

@@ -644,6 +644,12 @@ def test_the_benchmarks_cpu_preset_fills_only_what_the_command_line_leaves_out()
     assert (args.image_size, args.attention, args.train_steps, args.batch, args.n_images, args.guidance, args.name) == (
         16, "low", 3000, 64, 100, 1.5, "diffusion-cpu")
     assert args.seeds == "0,1" and args.width == 64  # given on the command line: kept
+    args.image_guard = True  # its own results, unless named
+    bench.name_image_guard(args, ["--preset", "cpu", "--image-guard"])
+    assert args.name == "diffusion-cpu-image-guard"
+    args.name = "mine"
+    bench.name_image_guard(args, ["--image-guard", "--name", "mine"])
+    assert args.name == "mine"
 
 
 def test_the_benchmarks_criterion_compares_each_seed_with_that_seeds_original():
