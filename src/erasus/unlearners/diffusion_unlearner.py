@@ -194,8 +194,8 @@ class DiffusionUnlearner(ErasusUnlearner):
             return result
         if check:
             t0 = time.perf_counter()
-            guarded = (getattr(kwargs["stopping"], "images", False) if "stopping" in kwargs else
-                       False if rule is not None else None)
+            used = kwargs.get("stopping", rule)  # the run's rule (None: no run to guard)
+            guarded = None if used is None else getattr(used, "images", False)
             self._check(result, prompts[0], keep, generic, guidance_scale, guarded)
             result.timings["check_s"] = time.perf_counter() - t0
         return result
