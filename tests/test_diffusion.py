@@ -591,7 +591,9 @@ def test_the_image_guard_judges_preserved_images_at_every_check_and_keeps_no_ste
     rule.best, rule.best_step, rule.grown, rule.backoffs, rule.base = 0.5, 10, 0, 0, None
     d = rule.decide(20, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.5})
     assert d.restore and d.stop.kind is StopKind.GUARD and "preserve_drawn 0.50" in d.stop.message
-    assert d.stop.restored_step == 10
+    assert d.stop.restored_step == 10 and d.stop.metric == "preserve_drawn"   # what code asks, not the message
+    assert rule.decide(20, {"concept_left": 0.2, "preserve_shift": 9.0, "preserve_drawn": 0.5}).stop.metric == \
+        "preserve_shift"                                                      # the weight guard named first
     assert not rule.decide(30, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.9}).restore
     # refused up front: nothing to judge, a rule given as well, a method without a run to guard
     with pytest.raises(DataError, match="preserve"):

@@ -25,7 +25,7 @@ class StopUnderForgetAccuracy(StoppingRule):
     def decide(self, step, metrics):
         if metrics["val_forget_acc"] < self.threshold:
             return Decision(stop=Stop(StopKind.RULE, f"forget accuracy {metrics['val_forget_acc']:.2f} under "
-                                      f"{self.threshold} at step {step}"))
+                                      f"{self.threshold} at step {step}", metric="val_forget_acc"))
         return Decision()
 
 
@@ -39,7 +39,7 @@ def test_a_users_stopping_rule_stops_the_run(digits):
             split.forget, split.retain, stopping=StopUnderForgetAccuracy(0.5), eval_every_steps=1, max_steps=200,
             progress=False)
     assert before > 0.9
-    assert res.stop.kind is StopKind.RULE and "under 0.5" in res.stop_reason
+    assert res.stop.kind is StopKind.RULE and res.stop.metric == "val_forget_acc" and "under 0.5" in res.stop_reason
     assert res.steps < 200  # it stopped the run, at the first step under the threshold
     evals = res.history["eval"]
     assert evals[-1]["val_forget_acc"] < 0.5 and all(e["val_forget_acc"] >= 0.5 for e in evals[:-1])
@@ -58,10 +58,10 @@ def test_named_rules_are_objects_and_say_why_they_stopped(tiny):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = m.unlearn(model, forget, retain, holdout, stopping=stopping, max_steps=30, progress=False)
-        kinds[str(stopping)[:12]] = res.stop.kind
-    assert kinds["none"] is StopKind.FIXED
-    # a tolerance of 10 is met at the first validation: the target kind, at step 0
-    assert StopKind.TARGET in kinds.values()
+        kinds[str(stopping)[:12]] = res.stop.kind, res.stop.metric
+    assert kinds["none"] == (StopKind.FIXED, None)    # no measurement decided a fixed schedule
+    # a tolerance of 10 is met at the first validation: the target kind, at step 0, decided by the distance
+    assert (StopKind.TARGET, "calibration_distance") in kinds.values()
     assert str(Stop(StopKind.BUDGET, "a", ["b", "c"])) == "a; b; c"
 
 

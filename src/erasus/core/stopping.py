@@ -73,7 +73,8 @@ the final :class:`Stop`)::
     class StopUnderForgetAccuracy(StoppingRule):
         def decide(self, step, metrics):
             if metrics["val_forget_acc"] < 0.2:
-                return Decision(stop=Stop(StopKind.RULE, f"forget accuracy under 0.2 at step {step}"))
+                return Decision(stop=Stop(StopKind.RULE, f"forget accuracy under 0.2 at step {step}",
+                                          metric="val_forget_acc"))
             return Decision()
 
     ErasusUnlearner(model, strategy="wga").fit(forget, retain, stopping=StopUnderForgetAccuracy())
@@ -133,14 +134,17 @@ class StopKind(str, enum.Enum):
 class Stop:
     """A structured stop reason: ``kind`` (what tests and code look at), ``message`` and
     ``notes`` (what people read; ``str(stop)`` joins them with ``"; "``), ``restored_step``
-    (the checkpoint kept, when the rule restores one) and ``original_kept`` (no step was
-    kept: the model is the original)."""
+    (the checkpoint kept, when the rule restores one), ``original_kept`` (no step was
+    kept: the model is the original) and ``metric`` (the metric that decided the stop, a key
+    of the rule's ``metrics`` and ``history["eval"]``'s rows such as ``"preserve_drawn"``,
+    where one did: code asks it, never the message)."""
 
     kind: StopKind
     message: str
     notes: List[str] = field(default_factory=list)
     restored_step: Optional[int] = None
     original_kept: bool = False
+    metric: Optional[str] = None
 
     def add(self, note: str) -> "Stop":
         self.notes.append(note)
@@ -278,7 +282,8 @@ class MonitorStopping(BestCheckpointRule):
             self.since_best += 1
         if self.patience and self.since_best >= self.patience:
             d.stop = Stop(StopKind.PATIENCE, f"early stopping: {self.monitor} did not improve for {self.patience} "
-                          f"validations; restored best step {self.best_step}", restored_step=self.best_step)
+                          f"validations; restored best step {self.best_step}", restored_step=self.best_step,
+                          metric=self.monitor)
         return d
 
 
@@ -428,10 +433,10 @@ class CalibratedStopping(BestCheckpointRule):
             what = ("the forgotten classes are no longer predicted" if s.mode == "class" else
                     "forget set indistinguishable from held-out data")
             d.stop = Stop(StopKind.TARGET, f"calibrated: {what} at step {step} (distance {dist:.3f} <= "
-                          f"{self.tolerance})")
+                          f"{self.tolerance})", metric="calibration_distance")
         elif s.since_best >= self.patience:
             d.stop = Stop(StopKind.PATIENCE, f"calibrated: no improvement for {self.patience} evaluations; "
-                          f"restored best step {s.best_step} (distance {s.best:.3f})")
+                          f"restored best step {s.best_step} (distance {s.best:.3f})", metric="calibration_distance")
         else:
             self._grow(step, dist, m["forget_distance"], ok, d)
         return d

@@ -221,9 +221,11 @@ class ConceptStopping(BestCheckpointRule):
                 self.ctx.history["backoffs"].append({"step": step, "restored_step": self.best_step,
                                                      "lr": self.ctx.config.lr * self.lr_scale})
                 return d
+            metric = "preserve_shift" if shift > self.guard else "preserve_drawn"
             past = (f"preserve_shift {shift:.2f} > {self.guard}" if shift > self.guard else
                     f"preserve_drawn {drawn:.2f} < {self.kept} (self-judged images)")
-            d.stop = Stop(StopKind.GUARD, f"concept: {past} at step {step}", restored_step=self.best_step)
+            d.stop = Stop(StopKind.GUARD, f"concept: {past} at step {step}", restored_step=self.best_step,
+                          metric=metric)
             return d
         if self.attack is not None:                 # adversarial training: its schedule, the latest step kept
             self.best, self.best_step, d.improved = left, step, True
@@ -231,7 +233,8 @@ class ConceptStopping(BestCheckpointRule):
         elif left < self.best - 1e-9:
             self.best, self.best_step, d.improved = left, step, True
         if left <= self.target and self.attack is None:
-            d.stop = Stop(StopKind.TARGET, f"concept: concept_left {left:.2f} <= {self.target} at step {step}")
+            d.stop = Stop(StopKind.TARGET, f"concept: concept_left {left:.2f} <= {self.target} at step {step}",
+                          metric="concept_left")
             return d
         if self.base is None:
             self.base = (step, left)

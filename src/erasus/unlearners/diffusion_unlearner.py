@@ -287,7 +287,7 @@ class DiffusionUnlearner(ErasusUnlearner):
             why = ("its loss, not made for diffusion models, moved the preserved prompts' noise predictions past the "
                    "stopping rule's guard before it erased anything, and the rule kept the last step within it; "
                    f"use {ERASURE_METHODS}")
-        elif result.stop.kind is StopKind.GUARD and "preserve_drawn" in result.stop.message:
+        elif result.stop.kind is StopKind.GUARD and result.stop.metric == "preserve_drawn":
             why = ("the preserved prompts' images shifted past the stopping rule's guard first (self-judged), and the "
                    "rule went back to the last step within it")
         elif result.stop.kind is StopKind.GUARD:
