@@ -583,18 +583,23 @@ def test_the_image_guard_judges_preserved_images_at_every_check_and_keeps_no_ste
         res = DiffusionUnlearner(toy, strategy="esd", strategy_kwargs=kw).erase(
             "a red square", preserve=["a green square", "a blue square"], image_guard=True, check=False, progress=False)
     first = res.history["eval"][0]
-    assert first["step"] == 0 and first["preserve_drawn"] == 1.0, first  # the original, judged against itself
+    assert first["step"] == 0 and first["preserve_drawn"] == first["preserve_drawn_mean"] == 1.0, first  # the original
     assert all("preserve_drawn" in e for e in res.history["eval"]) and "judged the preserved prompts' images" in res.stop_reason
     # the decision: images that fell count as past the guard, as a shift does
     rule = ConceptStopping()
     rule.ctx = RunContext(config=None, adapter=None, val={}, total=100, history={"backoffs": []})
     rule.best, rule.best_step, rule.grown, rule.backoffs, rule.base = 0.5, 10, 0, 0, None
-    d = rule.decide(20, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.5})
-    assert d.restore and d.stop.kind is StopKind.GUARD and "preserve_drawn 0.50" in d.stop.message
-    assert d.stop.restored_step == 10 and d.stop.metric == "preserve_drawn"   # what code asks, not the message
-    assert rule.decide(20, {"concept_left": 0.2, "preserve_shift": 9.0, "preserve_drawn": 0.5}).stop.metric == \
+    d = rule.decide(20, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.6, "preserve_drawn_mean": 0.8})
+    assert d.restore and d.stop.kind is StopKind.GUARD and "preserve_drawn_mean 0.80" in d.stop.message
+    assert d.stop.restored_step == 10 and d.stop.metric == "preserve_drawn_mean"   # what code asks, not the message
+    # one prompt destroyed among many that keep the average up: the floor
+    d = rule.decide(20, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.4, "preserve_drawn_mean": 0.9})
+    assert d.restore and d.stop.metric == "preserve_drawn" and "preserve_drawn 0.40 < 0.5" in d.stop.message
+    assert rule.decide(20, {"concept_left": 0.2, "preserve_shift": 9.0, "preserve_drawn": 0.4}).stop.metric == \
         "preserve_shift"                                                      # the weight guard named first
-    assert not rule.decide(30, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.9}).restore
+    # one prompt two images short (16 a prompt) while the rest hold: noise, not damage
+    assert not rule.decide(30, {"concept_left": 0.2, "preserve_shift": 0.1, "preserve_drawn": 0.82,
+                                "preserve_drawn_mean": 0.97}).restore
     # refused up front: nothing to judge, a rule given as well, a method without a run to guard
     with pytest.raises(DataError, match="preserve"):
         DiffusionUnlearner(toy, strategy="esd").erase("a red square", image_guard=True)
@@ -605,6 +610,8 @@ def test_the_image_guard_judges_preserved_images_at_every_check_and_keeps_no_ste
         DiffusionUnlearner(toy, strategy="uce").erase("a red square", preserve=["a green square"], image_guard=True)
     with pytest.raises(ConfigError, match="kept"):
         ConceptStopping(images=True, kept=1.5)
+    with pytest.raises(ConfigError, match="floor"):
+        ConceptStopping(images=True, kept=0.8, floor=0.9)
 
 
 def test_advunlearn_runs_its_adversarial_phase_past_the_plain_target(toy):

@@ -50,11 +50,18 @@ def _cross_attention(unet):
     return blocks
 
 
-#: ``ConceptStopping(images=True)`` keeps no step whose preserved prompts' self-judged share fell below
-#: this fraction of the original's: a margin over erase's warning (``SELF_JUDGE_KEPT``, 0.7), because the
-#: rule picks its step among a run's noisy readings (on the stripes the kept step read 0.70 during an ESD
-#: run with 0.70 as the bar, and 0.44 to 0.75 on four other seeds of the judge)
+#: ``ConceptStopping(images=True)`` keeps no step whose preserved prompts' self-judged shares fell, on
+#: average (each capped at the original's), below this fraction of the original's: a margin over erase's
+#: warning (``SELF_JUDGE_KEPT``, 0.7), because the rule picks its step among a run's noisy readings (on the
+#: stripes the kept step read 0.70 during an ESD run with 0.70 as the bar, and 0.44 to 0.75 on four other
+#: seeds of the judge)
 IMAGE_GUARD_KEPT = 0.85
+#: ... nor one where any preserved prompt's share fell below this fraction. The average, not the lowest,
+#: meets ``IMAGE_GUARD_KEPT``: with 16 images a prompt one image is about 0.09 of a share, and on 16×16
+#: Fashion-MNIST (six preserved prompts told apart) the lowest of an ESD run's readings fell to 0.80-0.83 at
+#: three checks between readings of 0.88 to 1.0 (noise), which stopped the run with 38% erasure, while the
+#: capped average stayed above 0.96
+IMAGE_GUARD_FLOOR = 0.5
 
 
 class ConceptStopping(BestCheckpointRule):
@@ -114,9 +121,11 @@ class ConceptStopping(BestCheckpointRule):
     preserved prompts' images are judged by the original's own generations
     (:class:`~erasus.models.diffusion.SelfJudge`, drawn at ``guidance_scale`` from a fixed
     noise; the original's references are drawn once at the start), recorded as
-    ``preserve_drawn`` (the lowest share over the original's) and ``concept_drawn``, and a
-    step whose ``preserve_drawn`` is below ``kept`` counts as past the guard (restore, back off,
-    or stop, as for the shift). It costs ``n`` generated images per prompt at each check.
+    ``preserve_drawn`` (the lowest share over the original's), ``preserve_drawn_mean`` (their
+    average, each capped at 1) and ``concept_drawn``, and a step whose ``preserve_drawn_mean``
+    is below ``kept`` or whose ``preserve_drawn`` is below ``floor`` counts as past the guard
+    (restore, back off, or stop, as for the shift). It costs ``n`` generated images per prompt
+    at each check.
     ``DiffusionUnlearner.erase(image_guard=True)`` sets it up with the run's anchor and
     guidance. On the stripes at the methods' defaults (judged horizontal / vertical: original
     0.56 / 0.78; ``scripts/diffusion_stripes_probe.py esd concept_ablation salun --image-guard``):
@@ -124,8 +133,17 @@ class ConceptStopping(BestCheckpointRule):
     SalUn's first check read 0.77 and the rule kept the original (erase then warns that the
     concept is still drawn). With ``kept`` at 0.7, erase's own bar, ESD kept a step that read
     0.70 and then 0.44 to 0.75 on other seeds of the judge (vertical 0.41 judged): hence the
-    margin. A guard that errs towards keeping the preserved concepts; ``verify()`` with a judge
-    is the evidence."""
+    margin. On 16×16 Fashion-MNIST (``benchmarks/results/diffusion-cpu-image-guard.md``, seed 0,
+    six preserved prompts told apart) a bar on the lowest reading stopped ESD at step 250 on noise
+    (erasure 38%; hence the average and the floor, :data:`IMAGE_GUARD_FLOOR`), and SalUn at its
+    first check: its preserved images dip (trouser, pullover and ankle boot at 0.4 to 0.7 of the
+    original's share from step 75 to 475) and mostly recover by its end (0.64 to 1.08 in erase's
+    check; judged retention 4.2 points below the original's without the guard in
+    ``diffusion-cpu.md``), which a rule that keeps no step past its guard cannot follow: under the
+    average it stopped at step 50 and kept step 25, which had already lost 8.4 points of judged
+    retention (erasure 56%); ESD under it erased 99% and lost 4.8 points, concept ablation 95%
+    and 7.6 points. Hence opt-in. A guard that errs towards keeping the preserved concepts; ``verify()`` with a
+    judge is the evidence."""
 
     name = "concept"
     measures_splits = False
@@ -133,7 +151,7 @@ class ConceptStopping(BestCheckpointRule):
     def __init__(self, anchor: str = "", target: float = 0.1, guard: float = PRESERVE_GUARD, checks: int = 20,
                  grow: float = 10.0, max_lr_growth: float = 1000.0, probes: int = 16, steps: int = 20,
                  attack=None, shift: str = "direction", images: bool = False, guidance_scale: float = 5.0,
-                 kept: float = IMAGE_GUARD_KEPT, n: int = 16):
+                 kept: float = IMAGE_GUARD_KEPT, floor: float = IMAGE_GUARD_FLOOR, n: int = 16):
         if checks < 1 or probes < 1 or steps < 1 or grow < 1.0 or max_lr_growth < 1.0 or guard <= 0:
             raise ConfigError("ConceptStopping: expected checks, probes, steps >= 1, grow and max_lr_growth >= 1 "
                               f"and guard > 0, got checks={checks}, probes={probes}, steps={steps}, grow={grow}, "
@@ -143,10 +161,11 @@ class ConceptStopping(BestCheckpointRule):
         if shift not in ("direction", "prediction"):
             raise ConfigError(f"ConceptStopping: expected shift 'direction' or 'prediction', got {shift!r}.")
         self.attack, self.shift = attack, shift
-        if not isinstance(images, bool) or guidance_scale <= 0 or not 0 < kept <= 1 or n < 1:
-            raise ConfigError(f"ConceptStopping: expected images True or False, guidance_scale > 0, 0 < kept <= 1 and "
-                              f"n >= 1, got images={images!r}, guidance_scale={guidance_scale}, kept={kept}, n={n}.")
-        self.images, self.guidance_scale, self.kept, self.n = images, guidance_scale, kept, n
+        if not isinstance(images, bool) or guidance_scale <= 0 or not 0 < kept <= 1 or not 0 <= floor <= kept or n < 1:
+            raise ConfigError(f"ConceptStopping: expected images True or False, guidance_scale > 0, 0 < kept <= 1, "
+                              f"0 <= floor <= kept and n >= 1, got images={images!r}, guidance_scale={guidance_scale}, "
+                              f"kept={kept}, floor={floor}, n={n}.")
+        self.images, self.guidance_scale, self.kept, self.floor, self.n = images, guidance_scale, kept, floor, n
 
     def judging_images(self, guidance_scale: float) -> "ConceptStopping":
         """A copy of this rule that also judges the preserved prompts' images (``images=True``)
@@ -205,6 +224,7 @@ class ConceptStopping(BestCheckpointRule):
                 concept, kept = self.judge.drawn(model)
                 if kept:
                     m["preserve_drawn"] = min(kept.values())
+                    m["preserve_drawn_mean"] = sum(min(r, 1.0) for r in kept.values()) / len(kept)
                 if concept is not None:
                     m["concept_drawn"] = concept
         finally:
@@ -212,8 +232,8 @@ class ConceptStopping(BestCheckpointRule):
 
     def decide(self, step, m):
         d, left, shift = Decision(), m["concept_left"], m.get("preserve_shift", 0.0)
-        drawn = m.get("preserve_drawn", 1.0)
-        if shift > self.guard or drawn < self.kept:
+        drawn, mean = m.get("preserve_drawn", 1.0), m.get("preserve_drawn_mean", 1.0)
+        if shift > self.guard or mean < self.kept or drawn < self.floor:
             d.restore = True
             if self.grown and not self.backoffs:
                 self.backoffs, self.lr_scale = 1, self.lr_scale / self.grow
@@ -221,9 +241,10 @@ class ConceptStopping(BestCheckpointRule):
                 self.ctx.history["backoffs"].append({"step": step, "restored_step": self.best_step,
                                                      "lr": self.ctx.config.lr * self.lr_scale})
                 return d
-            metric = "preserve_shift" if shift > self.guard else "preserve_drawn"
-            past = (f"preserve_shift {shift:.2f} > {self.guard}" if shift > self.guard else
-                    f"preserve_drawn {drawn:.2f} < {self.kept} (self-judged images)")
+            metric, past = (("preserve_shift", f"preserve_shift {shift:.2f} > {self.guard}") if shift > self.guard else
+                            ("preserve_drawn_mean", f"preserve_drawn_mean {mean:.2f} < {self.kept} (self-judged images)")
+                            if mean < self.kept else
+                            ("preserve_drawn", f"preserve_drawn {drawn:.2f} < {self.floor} (self-judged images)"))
             d.stop = Stop(StopKind.GUARD, f"concept: {past} at step {step}", restored_step=self.best_step,
                           metric=metric)
             return d
@@ -269,7 +290,7 @@ class ConceptStopping(BestCheckpointRule):
             stop.add("the rate stayed as configured (no preserved prompts to guard a larger one with: pass preserve=)")
         if self.judge is not None:
             stop.add(f"the guard judged the preserved prompts' images at every check (self-judged; a step is kept only "
-                     f"while each keeps {self.kept:.0%} of the original's share)")
+                     f"while they keep {self.kept:.0%} of the original's share on average and each {self.floor:.0%})")
         return stop
 
 
