@@ -62,6 +62,8 @@ IMAGE_GUARD_KEPT = 0.85
 #: three checks between readings of 0.88 to 1.0 (noise), which stopped the run with 38% erasure, while the
 #: capped average stayed above 0.96
 IMAGE_GUARD_FLOOR = 0.5
+#: the ``Stop.metric`` of a stop the image guard decided (the preserved prompts' self-judged images)
+IMAGE_GUARD_METRICS = ("preserve_drawn_mean", "preserve_drawn")
 
 
 class ConceptStopping(BestCheckpointRule):
@@ -241,10 +243,10 @@ class ConceptStopping(BestCheckpointRule):
                 self.ctx.history["backoffs"].append({"step": step, "restored_step": self.best_step,
                                                      "lr": self.ctx.config.lr * self.lr_scale})
                 return d
-            metric, past = (("preserve_shift", f"preserve_shift {shift:.2f} > {self.guard}") if shift > self.guard else
-                            ("preserve_drawn_mean", f"preserve_drawn_mean {mean:.2f} < {self.kept} (self-judged images)")
-                            if mean < self.kept else
-                            ("preserve_drawn", f"preserve_drawn {drawn:.2f} < {self.floor} (self-judged images)"))
+            bars = [(shift > self.guard, "preserve_shift", f"{shift:.2f} > {self.guard}"),   # the first that tripped
+                    (mean < self.kept, "preserve_drawn_mean", f"{mean:.2f} < {self.kept} (self-judged images)"),
+                    (drawn < self.floor, "preserve_drawn", f"{drawn:.2f} < {self.floor} (self-judged images)")]
+            metric, past = next((name, f"{name} {text}") for tripped, name, text in bars if tripped)
             d.stop = Stop(StopKind.GUARD, f"concept: {past} at step {step}", restored_step=self.best_step,
                           metric=metric)
             return d

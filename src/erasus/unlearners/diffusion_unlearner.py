@@ -252,6 +252,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         """erase's check against the untouched original: ``concept_left`` (the weights), then,
         with prompts to preserve, :func:`~erasus.metrics.diffusion.self_judged` (the images)."""
         from ..metrics.diffusion import CONCEPT_LEFT_WARN, concept_left
+        from ..strategies.diffusion import IMAGE_GUARD_METRICS
 
         if self.original_model is self.model:
             result.stop.add("not checked: an in-place run keeps no copy of the original")
@@ -285,7 +286,7 @@ class DiffusionUnlearner(ErasusUnlearner):
             why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
                    f"raise its strength (strategy_kwargs) or use {ERASURE_METHODS}")
         elif result.stop.kind is StopKind.GUARD:
-            images = result.stop.metric in ("preserve_drawn", "preserve_drawn_mean")
+            images = result.stop.metric in IMAGE_GUARD_METRICS
             what = "the preserved prompts' images (self-judged)" if images else "the preserved prompts' noise predictions"
             why = (f"its loss, not made for diffusion models, moved {what} past the stopping rule's guard before it "
                    f"erased anything, and the rule kept the last step within it; use {ERASURE_METHODS}" if generic else
