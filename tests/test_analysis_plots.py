@@ -173,3 +173,96 @@ def test_umap_projection_keeps_planted_clusters_apart():
     same = (lab[knn.kneighbors(y2, return_distance=False)[:, 1:]] == lab[:, None]).mean()
     assert same > 0.95, same
     assert np.allclose(A.project(feats, "umap", seed=0)["a"]["forget"], pts["a"]["forget"])
+
+
+def test_the_specifications_visualisation_example_as_written(run, tmp_path, monkeypatch):
+    """The specification's README block, on the tiny classifier (the attention part on a tiny
+    GPT-2), and what each figure draws is the number it stands for."""
+    pytest.importorskip("transformers")
+    from erasus.models.causal_lm import gpt2_lm, word_tokenizer
+    from erasus.visualization import (EmbeddingVisualizer, GradientVisualizer, LossLandscapeVisualizer,
+                                      ReportGenerator)
+    from erasus.visualization.attention import AttentionVisualizer
+    from erasus.visualization.comparisons import ComparisonVisualizer, metric_comparison_data
+    from erasus.visualization.plots import prediction_shift_data
+
+    model_before, res, _, forget_loader, retain, holdout = run
+    model, model_after, data_loader = res.model, res.model, forget_loader
+    tok = word_tokenizer(["who wrote the book", "the author wrote it"])
+    lm_before, lm_after = gpt2_lm(tok, seed=0), gpt2_lm(tok, seed=1)
+    for m in (lm_before, lm_after):
+        m.config._attn_implementation = "eager"
+    inputs = tok("who wrote the book", return_tensors="pt")
+    from erasus.unlearners import ErasusUnlearner
+
+    u = ErasusUnlearner(model_before)
+    metrics_before = u.evaluate(forget_loader, retain, holdout_data=holdout)
+    metrics_after = ErasusUnlearner(model_after).evaluate(forget_loader, retain, holdout_data=holdout)
+    metrics = dict(metrics_after)
+    monkeypatch.chdir(tmp_path)
+
+    # t-SNE / PCA embeddings
+    viz = EmbeddingVisualizer(model)
+    fig_e = viz.plot(data_loader, method="tsne")
+    weights = [p.detach().clone() for p in model.parameters()]
+    # Loss landscape
+    landscape = LossLandscapeVisualizer(model)
+    fig_l = landscape.plot_2d_contour(data_loader)
+    # Attention heatmaps (before vs. after)
+    attn_viz = AttentionVisualizer(lm_after)
+    fig_a = attn_viz.plot_attention_comparison(inputs, lm_before)
+    # Before/after comparisons
+    comp = ComparisonVisualizer()
+    fig_p = comp.plot_prediction_shift(model_before, model_after, forget_loader)
+    fig_m = comp.plot_metric_comparison(metrics_before, metrics_after)
+    # HTML report
+    report = ReportGenerator("Unlearning Report")
+    report.add_metrics(metrics)
+    report.save("report.html")
+
+    # the embedding's points are the model's projected features
+    pts, _ = viz.data(data_loader, method="tsne")
+    assert np.allclose(fig_e.axes[0].collections[0].get_offsets(), pts["model"]["data"])
+    # the landscape: one contour panel, and the model left exactly as it was
+    assert len([ax for ax in fig_l.axes if ax.get_title()]) == 1
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), weights))
+    # attention: the images are each model's head-averaged attention
+    assert np.allclose(fig_a.axes[0].images[0].get_array(), A.attention_data(lm_before, inputs).mean(0))
+    assert np.allclose(fig_a.axes[1].images[0].get_array(), attn_viz.attention(inputs).mean(0))
+    # the prediction shift's cells count the samples
+    M = prediction_shift_data(model_before, model_after, forget_loader)
+    shown = {(int(round(t.get_position()[1])), int(round(t.get_position()[0]))): int(t.get_text())
+             for t in fig_p.axes[0].texts}
+    assert shown == {(i, j): int(M[i, j]) for i, j in zip(*np.nonzero(M))} and M.sum() == len(forget_loader.dataset)
+    # the metric bars are the two runs' values
+    d = metric_comparison_data({"before": metrics_before, "after": metrics_after})
+    moved = [k for k in d if d[k]["before"] != d[k]["after"]]
+    assert moved and {ax.get_title() for ax in fig_m.axes if ax.get_visible()} == set(d)
+    for k in moved:
+        panel = next(ax for ax in fig_m.axes if ax.get_title() == k)
+        assert [p.get_height() for p in panel.patches] == pytest.approx([d[k]["before"], d[k]["after"]])
+    # the report holds every metric, and is not overwritten unless asked
+    text = (tmp_path / "report.html").read_text()
+    assert all(k in text for k in metrics) and f"{metrics['forget_accuracy']:.4g}" in text
+    with pytest.raises(FileExistsError):
+        report.save("report.html")
+
+    # gradients per layer: the forget set's gradient norms are those of its mean loss
+    grads = GradientVisualizer(model_before)
+    norms = grads.layer_norms({"forget": forget_loader, "retain": retain})
+    from erasus.models import wrap
+    from erasus.utils.data import ordered_loader
+
+    model_before.zero_grad()
+    adapter = wrap(model_before)
+    xs = [b for b in ordered_loader(forget_loader)]
+    total = sum(adapter.per_sample_loss(b).sum() for b in xs) / len(forget_loader.dataset)
+    total.backward()
+    name, p = next((n, p) for n, p in model_before.named_parameters() if n.endswith("weight"))
+    layer = name.rsplit(".", 1)[0]
+    bias = dict(model_before.named_parameters()).get(f"{layer}.bias")
+    want = float(torch.sqrt(p.grad.pow(2).sum() + (bias.grad.pow(2).sum() if bias is not None else 0)))
+    model_before.zero_grad(set_to_none=True)
+    assert norms["forget"][layer] == pytest.approx(want, rel=1e-4)
+    assert all(p.grad is None for p in model_before.parameters())  # left as it was
+    assert len(grads.plot_layer_norms({"forget": forget_loader, "retain": retain}).axes[0].patches) == 2 * len(norms["forget"])

@@ -99,6 +99,22 @@ class ReportGenerator:
             self.add_text("Notes", "\n\n".join(notes))
         return self
 
+    def add_metrics(self, metrics, heading: str = "Metrics") -> "ReportGenerator":
+        """A table of a metrics dict (``{"forget_accuracy": 0.01, ...}``); nested dicts
+        (``{"unlearned": {...}, "original": {...}}``, as ``evaluate`` returns) become one column
+        per outer key."""
+        if not isinstance(metrics, dict) or not metrics:
+            raise DataError(f"Expected a non-empty dict of metrics, got {type(metrics).__name__}.")
+        if all(isinstance(v, dict) for v in metrics.values()):
+            cols = list(metrics)
+            names = list(dict.fromkeys(k for v in metrics.values() for k in v))
+            return self.add_table(heading, ["metric"] + cols, [[n] + [_num(metrics[c].get(n)) for c in cols] for n in names])
+        return self.add_table(heading, ["metric", "value"], [[k, _num(v)] for k, v in metrics.items()])
+
+    def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        """:meth:`write` (the specification's name)."""
+        return self.write(path, overwrite)
+
     def html(self) -> str:
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                 f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
