@@ -25,11 +25,31 @@ class Configurable:
     """Holds ``self.config``, built from ``config=`` or keyword arguments."""
 
     config_class = EmptyConfig
+    #: option names of Erasus's specification that this component takes for one of its config
+    #: fields (``{"approximation": "solver"}``); :meth:`translate_options` applies them
+    option_aliases: Dict[str, str] = {}
+
+    @classmethod
+    def translate_options(cls, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        """Keyword arguments in the names of the config's fields: each of ``option_aliases``
+        renamed (given with the field it names as well, it is an error). Components whose
+        specification options are not plain renames override this."""
+        out = dict(kwargs)
+        for alias, field in cls.option_aliases.items():
+            if alias in out:
+                if field in out:
+                    from .exceptions import ConfigError
+
+                    raise ConfigError(f"{cls.__name__}: {alias!r} is another name for "
+                                      f"{field!r}; pass one of them, not both.")
+                out[field] = out.pop(alias)
+        return out
 
     def __init__(self, config: Optional[BaseConfig] = None, **kwargs):
         if config is not None and kwargs:
             raise ValueError(f"Expected either config= or keyword arguments for {type(self).__name__}, got both.")
         if config is None:
+            kwargs = self.translate_options(kwargs)
             names = {f.name for f in dataclasses.fields(self.config_class)}
             unknown = sorted(set(kwargs) - names)
             if unknown:

@@ -53,6 +53,11 @@ class Coreset:
     def __iter__(self):
         return iter(self.indices.tolist())
 
+    def __getitem__(self, i):
+        """The ``i``-th dataset index (a list for a slice), so that a coreset is a sequence of
+        indices: ``torch.utils.data.Subset(dataset, coreset)``, as the specification's examples do."""
+        return self.indices[i].tolist()
+
     def __contains__(self, idx) -> bool:
         return int(idx) in set(self.indices.tolist())
 

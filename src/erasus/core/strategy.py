@@ -115,6 +115,11 @@ class LossStrategy(UnlearningModule, BaseStrategy):
             base["max_epochs"] = cfg["epochs"]
         if "epochs" in overrides:
             overrides["max_epochs"] = overrides.pop("epochs")
+        if "steps" in overrides:  # the specification's unlearn(..., steps=100): a step budget, no epoch bound
+            if "max_steps" in overrides:
+                raise ValueError("Pass steps or max_steps, not both (steps=N is max_steps=N with no epoch bound).")
+            overrides["max_steps"] = overrides.pop("steps")
+            overrides.setdefault("max_epochs", None)
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ValueError(f"Unknown trainer option(s) {unknown}. Expected a subset of {sorted(names)}.")

@@ -1,11 +1,28 @@
 """Zero-shot accuracy and image-text retrieval for CLIP-style models (``erasus.models.clip``)."""
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple
 
 import torch
 
-from ..core.exceptions import DataError
+from ..core.base import BaseMetric
+from ..core.config import BaseConfig
+from ..core.exceptions import ConfigError, DataError
+from ..core.registry import register
+from ..utils.data import check_nonempty
+from .context import EvalContext, context_of
+
+
+@dataclass
+class RetrievalConfig(BaseConfig):
+    """``ks``: the recall cut-offs, default (1, 5, 10)."""
+
+    ks: Tuple[int, ...] = (1, 5, 10)
+
+    def validate(self) -> None:
+        if not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
+            raise ConfigError(f"RetrievalConfig.ks: expected positive integers, got {self.ks!r}.")
 
 
 @torch.no_grad()
@@ -50,6 +67,33 @@ def retrieval_recall(adapter, loader, ks: Sequence[int] = (1, 5, 10)) -> Dict[st
         top_i = sim.T.topk(k_eff, dim=1).indices  # images for each text
         out[f"t2i@{k}"] = float(same.T.gather(1, top_i).any(1).float().mean())
     return out
+
+
+@register("metric", "retrieval", aliases=("retrieval_recall",))
+class RetrievalMetric(BaseMetric):
+    """Image-text retrieval recall@k (:func:`retrieval_recall`, the specification's §6.2.2) of a
+    CLIP-style model on each split of image-text pairs: ``forget_i2t@1``, ``retain_t2i@5``, ...
+    On a model directly, as the specification's example calls it::
+
+        RetrievalMetric().compute(unlearned_model, retain_loader)   # {"i2t@1": ..., "t2i@10": ...}
+
+    (``unlearned_model``: a model, an adapter or an ``UnlearningResult``). Reference: the
+    retrained model's values; on the retain and test pairs higher is better."""
+
+    config_class = RetrievalConfig
+    supports = ("clip",)
+    higher_is_better = {f"{s}_{d}@{k}": (None if s == "forget" else True)
+                        for s in ("forget", "retain", "test") for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    reference = {k: "gold" for k in higher_is_better}
+
+    def compute(self, ctx, loader=None):
+        ks = tuple(self.config.ks)
+        if not isinstance(ctx, EvalContext):
+            if loader is None:
+                raise DataError("Expected RetrievalMetric().compute(model, loader of image-text pairs).")
+            return retrieval_recall(context_of(ctx).adapter, check_nonempty(loader, "retrieval"), ks)
+        return {f"{split}_{k}": v for split in ("forget", "retain", "test") if ctx.has(split)
+                for k, v in retrieval_recall(ctx.adapter, ctx.loaders[split], ks).items()}
 
 
 @torch.no_grad()

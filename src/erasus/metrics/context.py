@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
+import torch
 
 from ..core.exceptions import DataError
 from ..core.stats import split_stats
@@ -84,6 +85,12 @@ class EvalContext:
     def _raw_stats(self, split: str, gold: bool) -> Dict[str, np.ndarray]:
         def compute(adapter, loader):
             s = split_stats(adapter, loader, with_entropy=adapter.family == "classifier")
+            scores = pair_scores(adapter, loader) if adapter.family == "clip" else None
+            if scores is not None:
+                # image-text pairs: their in-batch CLIP loss depends on the batch (its size, its
+                # captions), so splits batched differently would differ for no other reason; a
+                # pair's loss here is its own similarity, negated (Ko et al., ICCV 2023)
+                s["loss"] = -scores
             s["confidence"] = np.exp(-s["loss"])
             return s
 
@@ -151,3 +158,36 @@ class EvalContext:
         ctx._cache = {(k[0], False) + tuple(k[2:]): v for k, v in self._cache.items() if k[1]}
         ctx._mode = self.mode() if self.adapter is not None and self.has("forget") else None
         return ctx
+
+
+@torch.no_grad()
+def pair_scores(adapter, loader) -> Optional[np.ndarray]:
+    """:meth:`~erasus.models.clip.CLIPAdapter.pair_scores` over a loader of image-text pairs;
+    ``None`` for a loader of labelled images."""
+    from ..models.clip import split_clip_batch
+
+    model = adapter.model
+    was = model.training
+    model.eval()
+    try:
+        out = []
+        for b in loader:
+            if split_clip_batch(b)[1] is None:
+                return None
+            out.append(adapter.pair_scores(b).float().cpu())
+        return torch.cat(out).double().numpy() if out else None
+    finally:
+        model.train(was)
+
+
+def context_of(model, **loaders) -> EvalContext:
+    """An :class:`EvalContext` for a metric called on a model directly, as the specification's
+    examples do (``MIAMetric().compute(model, forget_loader, test_loader)``): ``model`` is a
+    model, an adapter or an :class:`~erasus.core.callbacks.UnlearningResult` (its model);
+    ``loaders``: ``forget``, ``retain``, ``test``, ``holdout`` (``None`` ones are left out)."""
+    from ..core.callbacks import UnlearningResult
+    from ..models import wrap
+
+    if isinstance(model, UnlearningResult):
+        model = model.model
+    return EvalContext(wrap(model), **loaders)

@@ -10,6 +10,7 @@ from ..core.config import BaseConfig
 from ..core.exceptions import DataError
 from ..core.registry import register
 from ..core.stats import auc, loss_auc
+from .context import EvalContext, context_of
 
 
 @register("metric", "mia", aliases=("loss_mia", "mia_auc"))
@@ -32,6 +33,22 @@ class LossMIAMetric(BaseMetric):
     def compute(self, ctx):
         ctx.require("mia", "forget", "nonmember")
         return {"mia_auc": loss_auc(ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"])}
+
+
+class MIAMetric(LossMIAMetric):
+    """The specification's membership metric, the loss-threshold attack of
+    :class:`LossMIAMetric`, callable on a model as well::
+
+        MIAMetric().compute(unlearned_model, forget_loader, test_loader)   # {"mia_auc": ...}
+
+    ``unlearned_model``: a model, an adapter or an ``UnlearningResult``; ``test_loader``: data
+    the model never trained on (``holdout_loader=`` takes precedence, as in the suite). Given an
+    :class:`~erasus.metrics.context.EvalContext` it is :class:`LossMIAMetric`."""
+
+    def compute(self, ctx, forget_loader=None, test_loader=None, *, holdout_loader=None):
+        if not isinstance(ctx, EvalContext):
+            ctx = context_of(ctx, forget=forget_loader, test=test_loader, holdout=holdout_loader)
+        return super().compute(ctx)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from torch import nn
 from .base import ModelAdapter
 from .causal_lm import CausalLMAdapter, QACollator, VisionLMAdapter, is_causal_lm, is_vision_lm
 from .classifier import ClassifierAdapter
-from .clip import CLIPAdapter, is_clip
+from .clip import CLIPAdapter, CLIPWrapper, is_clip
 from .diffusion import DiffusionAdapter, TextToImage, is_text_to_image
 from .seq2seq_lm import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter, SpeechSeq2SeqAdapter,
                          is_masked_lm, is_seq2seq_lm, is_speech_seq2seq)
@@ -44,5 +44,5 @@ def wrap(model, **kwargs) -> ModelAdapter:
     return ClassifierAdapter(model, **kwargs)
 
 
-__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "VisionLMAdapter", "is_vision_lm", "wrap",
+__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "CLIPWrapper", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "VisionLMAdapter", "is_vision_lm", "wrap",
            "Seq2SeqLMAdapter", "SpeechSeq2SeqAdapter", "is_speech_seq2seq", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]

@@ -18,6 +18,7 @@ Any model with ``get_image_features``, ``get_text_features`` and ``logit_scale``
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence, Tuple
 
 import torch
@@ -114,6 +115,16 @@ class CLIPAdapter(ModelAdapter):
             raise DataError("Expected image-text pairs (pixel_values, input_ids); this batch holds labels.")
         return self.scale() * self.image_embeddings(x) @ self.text_embeddings(ids, mask).T
 
+    def pair_scores(self, batch: Any) -> torch.Tensor:
+        """Each pair's own scaled similarity ``s·⟨v_i, t_i⟩``, independent of the rest of the
+        batch: the membership score of Ko et al., "Practical Membership Inference Attacks Against
+        Large-Scale Multi-Modal Models: A Pilot Study", ICCV 2023 (a pair seen in training is
+        closer). The in-batch CLIP loss is not: it depends on the batch's size and captions."""
+        x, ids, mask, _ = self.to_device(batch)
+        if ids is None:
+            raise DataError("Expected image-text pairs (pixel_values, input_ids); this batch holds labels.")
+        return self.scale() * (self.image_embeddings(x) * self.text_embeddings(ids, mask)).sum(-1)
+
     def logits(self, batch: Any) -> torch.Tensor:
         """Zero-shot logits over the class prompts."""
         x = self.to_device(batch)[0]
@@ -156,6 +167,72 @@ class CLIPAdapter(ModelAdapter):
             raise ConfigError(f"{type(m).__name__}: expected vision_model / visual_projection and text_model / "
                               "text_projection parameters (transformers' CLIPModel layout).")
         return vision, text
+
+
+class CLIPWrapper(CLIPAdapter):
+    """The specification's CLIP wrapper: :class:`CLIPAdapter` built from a model **or** a Hub
+    name / local folder (``CLIPModel.from_pretrained``; weights through safetensors where the
+    checkpoint has them), with the parts the specification's examples use::
+
+        model = CLIPWrapper("openai/clip-vit-base-patch32")      # or CLIPWrapper(clip_model)
+        model.get_image_features(images, layer_indices=[-1])   # {"layer_-1": hidden states}
+
+    ``processor``: the checkpoint's ``CLIPProcessor`` (``None`` when the folder holds no
+    processor files, as a model saved without one); ``tokenizer`` likewise. ``device``: where
+    the model is put (``"cuda"``, ``"cpu"``; default: left where it is). Strategies, selectors and
+    metrics take the wrapper wherever they take a model."""
+
+    def __init__(self, model_name, device: Optional[str] = None, class_prompts=None, **from_pretrained_kwargs):
+        self.processor = self.tokenizer = None
+        if isinstance(model_name, (str, os.PathLike)):
+            try:
+                from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
+            except ImportError as e:
+                raise ConfigError("Loading a CLIP model needs transformers: pip install 'erasus[llm]'.") from e
+            model = CLIPModel.from_pretrained(model_name, **from_pretrained_kwargs)
+            for attr, cls in (("processor", CLIPProcessor), ("tokenizer", AutoTokenizer)):
+                try:
+                    setattr(self, attr, cls.from_pretrained(model_name))
+                except (OSError, ValueError, TypeError):
+                    pass  # a folder without these files: the caller tokenises and preprocesses
+        elif from_pretrained_kwargs:
+            raise ConfigError(f"Options {sorted(from_pretrained_kwargs)} are for loading by name; got a model.")
+        else:
+            model = model_name
+        if device is not None:
+            from ..utils.misc import resolve_device
+
+            model = model.to(resolve_device(device))
+        super().__init__(model, class_prompts)
+        self.vision_model = model.vision_model
+        self.text_model = model.text_model
+
+    def get_image_features(self, images: torch.Tensor, layer_indices: Optional[Sequence[int]] = None):
+        """The model's image embeddings (unnormalised, as ``CLIPModel.get_image_features``), or,
+        with ``layer_indices``, ``{"layer_<i>": hidden states of vision encoder layer i}``."""
+        images = images.to(self.device)
+        if layer_indices is None:
+            return _tensor(self.model.get_image_features(pixel_values=images))
+        layers = self.vision_model.encoder.layers
+        features, hooks = {}, []
+        for i in layer_indices:
+            if not -len(layers) <= i < len(layers):
+                raise ConfigError(f"Expected layer indices in [-{len(layers)}, {len(layers) - 1}] (the vision encoder "
+                                  f"has {len(layers)} layers), got {i}.")
+            hooks.append(layers[i].register_forward_hook(
+                lambda _m, _in, out, i=i: features.__setitem__(f"layer_{i}", (out[0] if isinstance(out, tuple) else out).detach())))
+        try:
+            with torch.no_grad():
+                self.model.get_image_features(pixel_values=images)
+        finally:
+            for h in hooks:
+                h.remove()
+        return features
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The model's text embeddings (unnormalised, as ``CLIPModel.get_text_features``)."""
+        kw = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
+        return _tensor(self.model.get_text_features(input_ids=input_ids.to(self.device), **kw))
 
 
 def toy_clip(vocab: Sequence[str], image_size: int = 16, width: int = 32, embed: int = 16, seed: int = 0):

@@ -10,6 +10,8 @@ from .valuation import (AutoSelector, DataShapleySelector, GlisterSelector, Repr
 from .influence import CheckpointRecorder, InfluenceSelector, TracInSelector
 from .discovery import Discovery, discover
 
-__all__ = ["discover", "Discovery", "AutoSelector", "DataShapleySelector", "GlisterSelector", "RepresenterSelector",
+CRAIGSelector = CraigSelector  # the specification's name
+
+__all__ = ["CRAIGSelector", "discover", "Discovery", "AutoSelector", "DataShapleySelector", "GlisterSelector", "RepresenterSelector",
            "ValuationNetworkSelector", "knn_shapley", "VotingSelector", "WeightedFusionSelector", "GradMatchSelector", "ForgettingEventsSelector", "LossAccumulationSelector", "TrainingDynamicsRecorder", "CraigSelector", "SubmodularSelector", "KMeansPPSelector", "ActiveLearningSelector", "CheckpointRecorder", "InfluenceSelector", "TracInSelector", "EL2NSelector", "FullSelector", "GradientNormSelector", "HerdingSelector", "KCenterSelector",
            "RandomSelector"]

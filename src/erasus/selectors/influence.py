@@ -14,7 +14,7 @@ from ..core.exceptions import ConfigError
 from ..core.registry import register
 from ..utils.io import load_state_dict
 from ._common import _require_classifier
-from .lm_gradients import GRADIENT_FAMILIES, gauss_newton_influence, per_sample_gradients
+from .lm_gradients import GRADIENT_FAMILIES, gauss_newton_damping, gauss_newton_influence, per_sample_gradients
 
 
 class ParamView:
@@ -221,6 +221,7 @@ class InfluenceSelector(BaseSelector):
     """
 
     config_class = InfluenceConfig
+    option_aliases = {"approximation": "solver"}  # the specification's InfluenceSelector(approximation="lissa")
     supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
@@ -229,18 +230,31 @@ class InfluenceSelector(BaseSelector):
             # language models: projected per-sample gradients and the Gauss-Newton Hessian
             # in that space (TRAK, Park et al. 2023; LESS, Xia et al. 2024)
             G = per_sample_gradients(adapter, loader, c.params, dim=c.project_dim)
-            return gauss_newton_influence(G, c.damping, c.target).numpy()
-        view = ParamView(adapter, choose_last_layer(adapter, loader, c.last_layer))
-        grads = view.per_sample_grads(loader).double()
-        solver = c.solver if c.solver != "auto" else ("exact" if view.dim <= 2000 else "cg")
-        hvp = view.hvp_fn(loader, c.damping) if solver != "exact" else None
+            if c.solver in ("auto", "exact"):
+                return gauss_newton_influence(G, c.damping, c.target).numpy()
+            grads = G.double()
+            mu = gauss_newton_damping(grads, c.damping)
+            hvp = lambda v: grads.T @ (grads @ v) / len(grads) + mu * v  # noqa: E731
+            if c.solver == "lissa":
+                top = float(torch.linalg.eigvalsh(grads @ grads.T / len(grads))[-1]) + mu
+                if c.scale <= top:
+                    raise ConfigError(f"influence: LiSSA converges only when scale exceeds the Hessian's largest "
+                                      f"eigenvalue, here (the Gauss-Newton matrix) {top:.4g}; got scale={c.scale}. Pass "
+                                      f"scale={1.5 * top:.3g} or more, or solver='cg'.")
+            solver = c.solver
+        else:
+            view = ParamView(adapter, choose_last_layer(adapter, loader, c.last_layer))
+            grads = view.per_sample_grads(loader).double()
+            solver = c.solver if c.solver != "auto" else ("exact" if view.dim <= 2000 else "cg")
+            param_hvp = view.hvp_fn(loader, c.damping) if solver != "exact" else None
+            hvp = lambda v: param_hvp(v.float()).double()  # noqa: E731
         if solver == "exact":
             H = view.hessian(loader, c.damping)
             solve = lambda b: torch.linalg.solve(H, b)
         elif solver == "cg":
-            solve = lambda b: conjugate_gradient(lambda v: hvp(v.float()).double(), b, c.iters)
+            solve = lambda b: conjugate_gradient(hvp, b, c.iters)
         else:
-            solve = lambda b: lissa(lambda v: hvp(v.float()).double(), b, c.iters, c.scale)
+            solve = lambda b: lissa(hvp, b, c.iters, c.scale)
         if c.target == "forget_set":
             s = solve(grads.sum(0))
             return (grads @ s).numpy()

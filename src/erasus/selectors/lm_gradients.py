@@ -198,6 +198,13 @@ def per_sample_gradients(adapter, loader, params: Union[str, Sequence[str]] = "a
     return torch.stack(rows)
 
 
+def gauss_newton_damping(G: torch.Tensor, damping: float) -> float:
+    """``μ`` of :func:`gauss_newton_influence`: ``damping`` × the mean non-zero eigenvalue of
+    ``GᵀG / n``."""
+    n, k = G.shape
+    return damping * max(float((G.double() ** 2).sum()) / n / min(n, k), 1e-12)
+
+
 def gauss_newton_influence(G: torch.Tensor, damping: float = 0.01, target: str = "forget_set") -> torch.Tensor:
     """Influence scores from (projected) per-sample gradients ``G`` (n, k) with the
     Gauss-Newton / empirical-Fisher approximation of the Hessian, ``F = GᵀG / n + μ·I``
@@ -207,9 +214,9 @@ def gauss_newton_influence(G: torch.Tensor, damping: float = 0.01, target: str =
     forget set's loss), ``"self"`` ``g_iᵀ F⁻¹ g_i``. Computed through the ``n × n`` Gram
     matrix ``K = GGᵀ`` (``G F⁻¹ Gᵀ = K (K/n + μI)⁻¹``), exact whatever ``k``."""
     G = G.double()
-    n, k = G.shape
+    n = len(G)
     K = G @ G.T
-    mu = damping * max(float(torch.trace(K)) / n / min(n, k), 1e-12)
+    mu = gauss_newton_damping(G, damping)
     M = torch.linalg.solve(K / n + mu * torch.eye(n, dtype=G.dtype), K)  # (K/n + μI)⁻¹ K, = K (K/n + μI)⁻¹ transposed
     if target == "forget_set":
         return M.T @ torch.ones(n, dtype=G.dtype)

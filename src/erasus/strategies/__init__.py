@@ -22,7 +22,16 @@ from .vlm import (CLIPNullSpace, ContrastiveUnlearning, ContrastiveUnlearningCon
                   ModalityDecouplingConfig, NullSpaceConfig)
 from .ssd import SelectiveSynapticDampening, SSDConfig
 
+# the class names of Erasus's specification, for the same strategies
+ModalityDecouplingStrategy = ModalityDecoupling
+GradientAscentStrategy = GradientAscent
+SCRUBStrategy = SCRUB
+SelectiveSynapticDampeningStrategy = SelectiveSynapticDampening
+ConceptErasureStrategy = ESD
+
 __all__ = [
+    "ModalityDecouplingStrategy", "GradientAscentStrategy", "SCRUBStrategy", "SelectiveSynapticDampeningStrategy",
+    "ConceptErasureStrategy",
     "Amnesiac", "AmnesiacConfig", "AmnesiacRecorder", "IndexedDataset",
     "BadTeacher", "BadTeacherConfig", "BoundaryExpand", "BoundaryExpandConfig", "BoundaryShrink",
     "BoundaryShrinkConfig", "AveragedUnlearning", "EnsembleConfig", "LayerFreezing", "LayerFreezingConfig",

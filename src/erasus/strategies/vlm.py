@@ -86,6 +86,25 @@ class ModalityDecoupling(ForgetRetainStrategy):
 
     config_class = ModalityDecouplingConfig
     supports = ("clip",)
+    option_aliases = {"text_lr": "lr", "alignment_weight": "retain_weight"}
+
+    @classmethod
+    def translate_options(cls, kwargs):
+        """The specification's options as well: ``text_lr`` is ``lr``, ``alignment_weight``
+        ``retain_weight``, and ``vision_lr`` the image tower's own rate (``vision_lr_factor =
+        vision_lr / lr``); ``ModalityDecouplingStrategy(vision_lr=1e-5, text_lr=1e-4)`` is the
+        default."""
+        out = super().translate_options(kwargs)
+        if "vision_lr" in out:
+            if "vision_lr_factor" in out:
+                raise ConfigError("modality_decoupling: pass vision_lr or vision_lr_factor, not both.")
+            vision_lr, lr = out.pop("vision_lr"), out.get("lr", cls.config_class.lr)
+            if not isinstance(vision_lr, (int, float)) or isinstance(vision_lr, bool) or vision_lr < 0:
+                raise ConfigError(f"modality_decoupling: expected vision_lr >= 0 (0 freezes the image tower), got {vision_lr!r}.")
+            if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+                raise ConfigError(f"modality_decoupling: expected text_lr (lr) > 0, got {lr!r}.")
+            out["vision_lr_factor"] = vision_lr / lr
+        return out
     limits = "its rate was measured on one small CLIP trained here; no benchmark on a pretrained CLIP has run yet"
 
     def trainable_parameters(self):
