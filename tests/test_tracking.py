@@ -6,6 +6,7 @@ import copy
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from erasus.core.callbacks import Callback
@@ -134,3 +135,80 @@ def test_benchmark_results_are_tracked_one_run_per_row(backend, tmp_path):
     for script in sorted(Path(__file__).parent.parent.glob("benchmarks/*.py")):
         text = script.read_text()
         assert "parse_benchmark_args(p, argv)" in text and "track_results(" in text, script.name
+
+
+def test_the_specifications_experiments_example_as_written(problem, tmp_path, monkeypatch):
+    """The specification's README block: a tracked run by hand (W&B offline), a search over a
+    function, a full-factorial ablation over a function; each result checked against what it
+    must hold."""
+    pytest.importorskip("wandb")
+    pytest.importorskip("optuna")
+    from safetensors.torch import load_file
+
+    from erasus.experiments import AblationStudy
+    from erasus.metrics.accuracy import AccuracyMetric
+    from erasus.metrics.context import context_of
+
+    model, forget, retain, holdout = problem
+    unlearner = ErasusUnlearner(model, strategy="gradient_ascent", strategy_kwargs={"lr": 1e-4})
+    monkeypatch.chdir(tmp_path)
+
+    def my_objective(params):  # lowest at lr = 1e-3
+        return (np.log10(params["lr"]) + 3) ** 2
+
+    def run_trial(config):
+        res = ErasusUnlearner(model, strategy=config["strategy"], strategy_kwargs={"lr": config["lr"]}).fit(
+            forget, retain, progress=False, max_steps=10, min_steps=0, stopping="none")
+        return {"forget_accuracy": AccuracyMetric().compute(context_of(res, forget=forget))["forget_accuracy"]}
+
+    # Supports: "local", "wandb", "mlflow"
+    with ExperimentTracker("clip_unlearning", backend="wandb") as tracker:
+        tracker.log_config({"strategy": "gradient_ascent", "lr": 1e-4})
+        result = unlearner.fit(forget, retain, progress=False, max_steps=10, min_steps=0)
+        tracker.log_metrics({"mia_auc": 0.52, "accuracy": 0.94})
+        tracker.log_model(result.model)
+    # Hyperparameter search (Optuna)
+    search = HyperparameterSearch(
+        objective_fn=my_objective,
+        param_space={"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}},
+        n_trials=50,
+    )
+    best = search.run()
+    # Ablation studies
+    ablation = AblationStudy(base_config={"lr": 1e-3, "strategy": "wga"}, run_fn=run_trial)
+    ablation.run_full_ablation({"lr": [1e-3, 1e-4, 1e-5], "strategy": ["ga", "scrub"]})
+    print(ablation.summary())
+
+    # one run for the block, under the experiment's name, read back from its offline files
+    assert tracker.backend == "wandb" and tracker.experiment == "clip_unlearning" and len(tracker.runs) == 1
+    got = tracker.read()
+    assert got["params"]["strategy"] == "gradient_ascent" and got["params"]["lr"] == 1e-4
+    values = {m["key"]: m["value"] for m in got["metrics"]}
+    assert values["mia_auc"] == 0.52 and values["accuracy"] == 0.94
+    saved = list((tmp_path / "erasus-runs" / "wandb").glob(f"offline-run-*-{tracker.runs[0]}/files/model.safetensors"))
+    assert len(saved) == 1
+    weights = load_file(saved[0])
+    assert all(torch.equal(weights[k], v) for k, v in result.model.state_dict().items())
+    # the search found the function's minimum
+    assert abs(np.log10(best.params["lr"]) + 3) < 0.3 and best.value == min(t["value"] for t in best.trials)
+    # every combination ran once; each main effect is the mean of the rows that hold the value
+    rows = ablation.to_dicts()
+    assert len(rows) == 6 and len({r["variant"] for r in rows}) == 6
+    text = ablation.summary()
+    for r in rows:
+        assert f"| {r['variant']} | 1 | {r['forget_accuracy']:.4g} |" in text
+    ga = [r["forget_accuracy"] for r in rows if "strategy=ga" in r["variant"]]
+    assert f"| strategy = ga | 3 | {np.mean(ga):.4g} |" in text
+    # the specification's names with Erasus's own, or half a call, are errors that say so
+    from erasus.core.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="backend"):
+        ExperimentTracker("clip_unlearning")
+    with pytest.raises(ConfigError, match="with"):
+        ExperimentTracker("local", directory=tmp_path / "x").log_model(model)
+    with pytest.raises(ConfigError, match="takes no data"):
+        search.run(model, forget)
+    with pytest.raises(ConfigError, match="param_space"):
+        HyperparameterSearch()
+    with pytest.raises(ConfigError, match="log"):
+        HyperparameterSearch(objective_fn=my_objective, param_space={"n": {"type": "int", "low": 1, "high": 9, "log": True}})

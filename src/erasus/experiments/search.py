@@ -38,6 +38,27 @@ class SearchResult:
     study: Any = None
 
 
+def _normalise(name: str, spec) -> Tuple:
+    """A space entry as a tuple spec; the specification's dict form ``{"type": "float", "low": ...,
+    "high": ..., "log": True}`` (types ``float``, ``int``, ``categorical`` with ``choices``) too."""
+    if not isinstance(spec, dict):
+        return spec
+    kind, known = spec.get("type"), {"type", "low", "high", "log", "choices"}
+    if set(spec) - known:
+        raise ConfigError(f"Search space entry {name!r}: unknown keys {sorted(set(spec) - known)}; expected "
+                          f"{sorted(known)}.")
+    if kind == "categorical":
+        return ("choice", list(spec.get("choices", ())))
+    if kind in ("float", "int") and "low" in spec and "high" in spec:
+        if spec.get("log"):
+            if kind == "int":
+                raise ConfigError(f"Search space entry {name!r}: a log scale is for floats here.")
+            return ("log", spec["low"], spec["high"])
+        return (kind, spec["low"], spec["high"])
+    raise ConfigError(f"Search space entry {name!r}: expected {{'type': 'float'|'int', 'low', 'high'[, 'log']}} or "
+                      f"{{'type': 'categorical', 'choices': [...]}}, got {spec!r}.")
+
+
 def _suggest(trial, name: str, spec: Tuple):
     kind = spec[0]
     if kind == "log":
@@ -85,18 +106,43 @@ class HyperparameterSearch:
     than it (measured on digits: six TPE trials over NegGrad+'s learning rate without it found
     nothing better than the measured default); ``prune`` (on by default, for
     ``direction="minimize"``): stop trials whose calibrated distance falls behind (module
-    docstring); pruned trials are listed with ``"pruned": True`` and no value."""
+    docstring); pruned trials are listed with ``"pruned": True`` and no value.
+
+    The specification's form searches any function instead of a strategy::
+
+        search = HyperparameterSearch(objective_fn=my_objective, n_trials=50,
+                                      param_space={"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}})
+        best = search.run()            # my_objective(params) -> value, minimised (direction= to maximise)
+
+    (space entries in that dict form are accepted everywhere: ``"float"``/``"int"`` with
+    ``low``, ``high`` and ``log``, ``"categorical"`` with ``choices``). Optuna is required:
+    there is no random-search fallback, whose trials would not be the sampler's."""
 
     TRAINER_KEYS = ("max_epochs", "max_steps", "min_steps", "stopping")
 
-    def __init__(self, strategy: str, space: Space, n_trials: int = 20, objective: Optional[Callable] = None,
-                 direction: str = "minimize", tracker=None, seed: int = 0, include_default: bool = True,
-                 prune: bool = True):
+    def __init__(self, strategy: Optional[str] = None, space: Optional[Space] = None, n_trials: int = 20,
+                 objective: Optional[Callable] = None, direction: str = "minimize", tracker=None, seed: int = 0,
+                 include_default: bool = True, prune: bool = True, *, objective_fn: Optional[Callable] = None,
+                 param_space: Optional[Dict[str, Any]] = None):
         from ..core.registry import resolve
 
-        resolve("strategy", strategy)  # a clear error now for an unknown name
+        if param_space is not None:
+            if space is not None:
+                raise ConfigError("Pass space or param_space (the same thing), not both.")
+            space = param_space
+        if objective_fn is not None:
+            if strategy is not None or objective is not None:
+                raise ConfigError("objective_fn(params) searches any function: pass it without strategy or objective.")
+            if not callable(objective_fn):
+                raise ConfigError(f"Expected objective_fn to be callable, got {type(objective_fn).__name__}.")
+        elif strategy is None:
+            raise ConfigError("Expected a strategy to tune (HyperparameterSearch('wga', space)) or "
+                              "objective_fn=<params -> value> with param_space=...")
+        else:
+            resolve("strategy", strategy)  # a clear error now for an unknown name
         if not space:
             raise ConfigError("Expected a non-empty search space.")
+        space = {name: _normalise(name, spec) for name, spec in space.items()}
         for name, spec in space.items():  # checked now, not at the first trial
             ok = (isinstance(spec, tuple) and spec and (
                 (spec[0] in ("log", "float", "int") and len(spec) == 3 and float(spec[1]) <= float(spec[2])
@@ -112,6 +158,7 @@ class HyperparameterSearch:
         self.strategy, self.space, self.n_trials = strategy, dict(space), n_trials
         self.objective, self.direction, self.tracker, self.seed = objective, direction, tracker, seed
         self.include_default, self.prune = include_default, prune
+        self.objective_fn = objective_fn
 
     def default_params(self) -> Dict[str, Any]:
         """The strategy's defaults for the searched hyperparameters that lie inside the space
@@ -120,6 +167,8 @@ class HyperparameterSearch:
 
         from ..core.registry import get
 
+        if self.strategy is None:
+            return {}
         cls = get("strategy", self.strategy)
         cc = getattr(cls, "config_class", None)
         defaults = {f.name: f.default for f in dataclasses.fields(cc)} if cc is not None else {}
@@ -147,12 +196,33 @@ class HyperparameterSearch:
             f.write_text(json.dumps(trial, indent=1))
             self.tracker.record({"search.objective": trial["value"], "search.trial": trial["number"]}, [f])
 
-    def run(self, model, forget_data, retain_data=None, holdout_data=None, gold_model=None, test_data=None,
+    def run(self, model=None, forget_data=None, retain_data=None, holdout_data=None, gold_model=None, test_data=None,
             progress: bool = False, **fit_kwargs) -> SearchResult:
+        """Tune the strategy on this request (``model``, ``forget_data``, ...); with
+        ``objective_fn``, ``run()`` takes nothing and calls ``objective_fn(params)`` per trial."""
         try:
             import optuna
         except ImportError as e:
             raise ConfigError("HyperparameterSearch needs optuna: pip install 'erasus[tracking]'.") from e
+        if self.objective_fn is not None:
+            given = [k for k, v in dict(model=model, forget_data=forget_data, retain_data=retain_data,
+                                        holdout_data=holdout_data, gold_model=gold_model, test_data=test_data,
+                                        **fit_kwargs).items() if v is not None]
+            if given:
+                raise ConfigError(f"With objective_fn, run() takes no data (got {given}): the function runs each trial.")
+            trials: List[Dict[str, Any]] = []
+
+            def free(trial):
+                params = {k: _suggest(trial, k, spec) for k, spec in self.space.items()}
+                value = float(self.objective_fn(params))
+                trials.append({"number": trial.number, "params": params, "value": value, "pruned": False})
+                if self.tracker is not None:
+                    self.tracker.log_run({"search.trial": trial.number, **params}, {"search.objective": value})
+                return value
+
+            return self._optimise(optuna, free, trials, prune=False)
+        if model is None or forget_data is None:
+            raise ConfigError("Expected run(model, forget_data, ...): the request the strategy is tuned on.")
         gold = gold_model is not None
         if self.objective is None and gold and (retain_data is None or test_data is None):
             raise ConfigError("The gap to the retrained model needs gold_model, retain_data and test_data.")
@@ -188,8 +258,11 @@ class HyperparameterSearch:
                 self._record_trial(trials[-1])
             return float(value)
 
+        return self._optimise(optuna, objective, trials, self.prune)
+
+    def _optimise(self, optuna, objective, trials, prune: bool) -> SearchResult:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=2) if self.prune and self.direction == "minimize"
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=2) if prune and self.direction == "minimize"
                   else optuna.pruners.NopPruner())
         study = optuna.create_study(direction=self.direction, sampler=optuna.samplers.TPESampler(seed=self.seed),
                                     pruner=pruner)

@@ -10,6 +10,14 @@ synchronisation to the training loop.
     ErasusUnlearner(model, strategy="npo").fit(forget, retain, holdout, callbacks=[tracker])
     tracker.runs[-1]                                            # where the run was recorded
     tracker.read()                                              # its parameters and metrics, read back
+
+Or by hand, as the specification writes it (one run for the ``with`` block)::
+
+    with ExperimentTracker("clip_unlearning", backend="wandb") as tracker:
+        tracker.log_config({"strategy": "gradient_ascent", "lr": 1e-4})
+        result = unlearner.fit(forget, retain)
+        tracker.log_metrics({"mia_auc": 0.52, "accuracy": 0.94})
+        tracker.log_model(result.model)                         # safetensors, with the run's files
 """
 from __future__ import annotations
 
@@ -157,7 +165,9 @@ class _WandbBackend:
             import wandb
         except ImportError as e:
             raise ConfigError("The wandb backend needs wandb: pip install wandb.") from e
-        self.wandb, self.directory, self.experiment = wandb, Path(directory), experiment
+        # absolute: W&B's service process, started by the first run of this process, resolves a
+        # relative folder against its own working directory, and a later run's log lands there
+        self.wandb, self.directory, self.experiment = wandb, Path(directory).absolute(), experiment
         self._run = None
 
     def _init(self, **kw):
@@ -280,7 +290,8 @@ def _wandb_records(path: Path):
 
 
 class ExperimentTracker(Callback):
-    """Records each run it sees. ``backend``: ``"local"`` (a folder per run under
+    """Records each run it sees. ``ExperimentTracker(backend)`` or, as the specification writes
+    it, ``ExperimentTracker(experiment, backend=backend)``. ``backend``: ``"local"`` (a folder per run under
     ``directory``: ``params.json``, ``metrics.jsonl`` (one line per logged value: key, value,
     step), ``result.json``; a fresh folder for every run, nothing overwritten),
     ``"mlflow"`` (``mlflow`` runs under ``experiment``, at ``tracking_uri`` or MLflow's
@@ -289,23 +300,93 @@ class ExperimentTracker(Callback):
     The same tracker can be given to several runs; ``runs`` lists where each was recorded,
     and :meth:`read` reads one back from its backend."""
 
-    def __init__(self, backend: str = "local", directory: str = "erasus-runs", experiment: str = "erasus",
-                 tracking_uri: Optional[str] = None, tags: Optional[Dict[str, Any]] = None):
+    def __init__(self, name: str = "local", *, backend: Optional[str] = None, directory: str = "erasus-runs",
+                 experiment: Optional[str] = None, tracking_uri: Optional[str] = None,
+                 tags: Optional[Dict[str, Any]] = None):
+        # ExperimentTracker("mlflow", ...) names the backend; ExperimentTracker("clip_unlearning",
+        # backend="wandb") (the specification's form) names the experiment
+        if backend is None:
+            backend = name
+        elif experiment is not None:
+            raise ConfigError("Pass the experiment's name once: ExperimentTracker(name, backend=...) or "
+                              "ExperimentTracker(backend, experiment=name).")
+        else:
+            experiment = name
         if backend not in BACKENDS:
-            raise ConfigError(f"Expected backend 'local', 'mlflow' or 'wandb', got {backend!r}.")
+            raise ConfigError(f"Expected backend 'local', 'mlflow' or 'wandb', got {backend!r} (to name the "
+                              f"experiment: ExperimentTracker({backend!r}, backend='local')).")
+        experiment = experiment or "erasus"
         impl = {"local": _LocalBackend, "mlflow": _MLflowBackend, "wandb": _WandbBackend}[backend]
         self._backend = impl(directory=directory, experiment=experiment, tracking_uri=tracking_uri)
         self.backend, self.directory, self.experiment = backend, Path(directory), experiment
         self.tracking_uri, self.tags = tracking_uri, dict(tags or {})
         self.runs: List[str] = []
+        self._open = False          # a run is in progress
+        self._manual = False        # inside ``with tracker:``: the block is one run
+        self._files: Optional[Any] = None  # files log_model wrote, handed over when the run ends
+        self._summary: Dict[str, Any] = {}  # a fit's summary inside the with block
 
     def _start(self, params: Dict[str, Any]) -> None:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.runs.append(self._backend.start(name, params))
+        self._open = True
+
+    def _end(self, summary: Dict[str, Any], files=()) -> None:
+        self._backend.end(summary, list(files))
+        self._open = False
+
+    # -- runs by hand (the specification's form) ----------------------------------------------
+    def __enter__(self) -> "ExperimentTracker":
+        if self._manual:
+            raise ConfigError("This tracker is already inside a with block.")
+        import tempfile
+
+        self._manual, self._files, self._summary = True, tempfile.TemporaryDirectory(prefix="erasus-track-"), {}
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._open:
+                files = sorted(Path(self._files.name).iterdir())
+                self._end({**self._summary, "status": "failed" if exc_type is not None else "finished"}, files)
+        finally:
+            self._files.cleanup()
+            self._manual, self._files = False, None
+
+    def _manual_run(self) -> None:
+        if not self._manual:
+            raise ConfigError("log_config / log_model record a run by hand inside `with ExperimentTracker(...) as "
+                              "tracker:`; to record a fit, pass the tracker to fit(..., callbacks=[tracker]).")
+        if not self._open:
+            self._start(dict(self.tags))
+
+    def log_config(self, params: Dict[str, Any]) -> None:
+        """The parameters of the run the ``with`` block records; called before anything else is
+        logged in it (the run starts here)."""
+        if not self._manual:
+            self._manual_run()  # the error that says how to use it
+        if self._open:
+            raise ConfigError("log_config starts the run: call it once, before log_metrics, log_model or fit.")
+        self._start({**_flat(params), **self.tags})
+
+    def log_model(self, model, name: str = "model") -> Path:
+        """The model's weights (``name.safetensors``; a result's ``.model``) with the run's files,
+        handed to the backend when the ``with`` block ends. Returns the file written."""
+        from safetensors.torch import save_model
+
+        self._manual_run()
+        model = getattr(model, "model", model)  # an UnlearningResult or an adapter: its model
+        path = Path(self._files.name) / f"{name}.safetensors"
+        if path.exists():
+            raise ConfigError(f"A model named {name!r} was already logged in this run: pass another name.")
+        save_model(model, str(path))
+        return path
 
     def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
         """Log finite numeric values (others are skipped) at ``step``."""
         clean = _finite(metrics)
+        if self._manual:
+            self._manual_run()
         if clean:
             self._backend.log([(k, v, step) for k, v in clean.items()])
 
@@ -327,13 +408,19 @@ class ExperimentTracker(Callback):
     def log_run(self, params: Dict[str, Any], metrics: Optional[Dict[str, float]] = None, files=()) -> str:
         """Record a run that did not go through the trainer (a benchmark, an evaluation) in one
         call: its parameters, final metrics and files. Returns where it was recorded."""
+        if self._open:
+            raise ConfigError("A run is in progress: log_run records a whole run of its own.")
         self._start({**_flat(params), **self.tags})
         self.log_metrics(metrics or {})
-        self._backend.end({}, list(files))
+        self._end({}, files)
         return self.runs[-1]
 
     # -- the trainer's hooks -----------------------------------------------------------------
     def on_fit_start(self, trainer, module) -> None:
+        """A run of its own; inside a ``with`` block, the block's run (started here with the
+        fit's parameters unless log_config started it)."""
+        if self._manual and self._open:
+            return
         cfg = getattr(module, "config", None)
         params = {"strategy": getattr(module, "registered_name", "") or type(module).__name__, **self.tags}
         params.update(_flat(cfg.to_dict() if hasattr(cfg, "to_dict") else {}, "strategy."))
@@ -348,10 +435,14 @@ class ExperimentTracker(Callback):
         h = result.history or {}
         if h.get("loss"):                                              # the loss history in one call
             self._backend.log([("train_loss", float(v), s) for s, v in zip(h.get("step", []), h["loss"])])
-        self._backend.end({"strategy": result.strategy, "steps": result.steps, "best_step": result.best_step,
+        summary = {"strategy": result.strategy, "steps": result.steps, "best_step": result.best_step,
                    "stop_reason": result.stop_reason, "stop_kind": result.stop.kind.value if result.stop else None,
                    **{f"time.{k}": v for k, v in (result.timings or {}).items()},
-                   "backoffs": h.get("backoffs", [])})
+                   "backoffs": h.get("backoffs", [])}
+        if self._manual:  # the with block's run goes on; the fit's summary is written when it ends
+            self._summary.update(summary)
+            return
+        self._end(summary)
 
 
 # -- benchmarks ---------------------------------------------------------------------------------
