@@ -208,10 +208,42 @@ def test_a_one_shot_edit_that_moves_the_preserved_prompts_is_undone(toy):
     assert preserve_shift(toy, toy, ["a green square"]) == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = colour_data(8)  # the same edit through fit() on given images: kept, as asked
+        data = colour_data(8)  # the same edit through fit() on given images: undone too, or kept when asked
+        undone = DiffusionUnlearner(toy, strategy="ssd").fit(DataLoader(data[:8], batch_size=8),
+                                                            DataLoader(data[8:], batch_size=8), progress=False)
         kept = DiffusionUnlearner(toy, strategy="ssd").fit(DataLoader(data[:8], batch_size=8),
-                                                          DataLoader(data[8:], batch_size=8), progress=False)
+                                                          DataLoader(data[8:], batch_size=8), progress=False, guard=False)
+    assert params_equal(undone.model, toy) and "undone" in undone.stop_reason
     assert preserve_shift(kept.model, toy, ["a green square", "a blue square"]) > PRESERVE_GUARD
+
+
+def test_the_specifications_fit_call_is_guarded_and_checked_as_erase_is(toy, toy_judged):
+    """``DiffusionUnlearner(model=sd_model, strategy="concept_erasure").fit(forget_data=artist_loader,
+    retain_data=general_loader)``, the specification's call, with (image, prompt) loaders. Before,
+    fit() ran a loss not made for diffusion models on a fixed schedule (gradient ascent left red
+    red and turned green red: judged 1.0 and 0.0) and checked nothing (ESD kept 84% of red's
+    conditioning, silently). Now the preserved prompts come from the retain loader, the concept
+    rule guards the run and the check measures and warns."""
+    from erasus.strategies import ESD
+
+    data = colour_data(16)
+    artist_loader = DataLoader([d for d in data if "red" in d[1]], batch_size=16)
+    general_loader = DataLoader([d for d in data if "red" not in d[1]], batch_size=16)
+    assert isinstance(DiffusionUnlearner(model=toy, strategy="concept_erasure").strategy, ESD)
+    with pytest.warns(UserWarning, match="probably still generated"):
+        res = DiffusionUnlearner(model=toy, strategy="gradient_ascent").fit(
+            forget_data=artist_loader, retain_data=general_loader, progress=False)
+    after = judged(res.model)
+    assert after["green"] >= toy_judged["green"] - 0.1 and after["blue"] >= toy_judged["blue"] - 0.1, after
+    assert res.stop.kind.name == "GUARD" and "concept_left" in res.metrics
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # an erasure that worked: measured, and nothing to warn of
+        res = DiffusionUnlearner(model=toy, strategy="uce").fit(forget_data=artist_loader, retain_data=general_loader,
+                                                                progress=False)
+    after = judged(res.model)
+    assert after["red"] <= toy_judged["red"] - 0.5 and res.metrics["concept_left"] < 0.5, (after, res.metrics)
+    with pytest.raises(DataError, match="both erased and preserved"):
+        DiffusionUnlearner(model=toy, strategy="uce").fit(artist_loader, artist_loader)
 
 
 def test_generated_pairs_are_the_models_images_for_each_prompt(toy):
@@ -423,14 +455,14 @@ def test_self_judged_images_tell_an_erased_concept_and_a_damaged_preserved_one(t
     green_to_red = DiffusionUnlearner(toy, strategy="uce").erase("a green square", anchor="a red square",
                                                                    check=False).model
     cheat = DiffusionUnlearner(toy, strategy="uce")
-    fit = cheat.fit
+    unlearn = cheat.strategy.unlearn
 
-    def damaging_fit(*args, **kwargs):
-        out = fit(*args, **kwargs)
-        cheat.model.load_state_dict(green_to_red.state_dict())
+    def damaging_unlearn(*args, **kwargs):
+        out = unlearn(*args, **kwargs)
+        out.model.load_state_dict(green_to_red.state_dict())
         return out
 
-    cheat.fit = damaging_fit
+    cheat.strategy.unlearn = damaging_unlearn
     with pytest.warns(UserWarning, match="'a green square' [0-9]+% of the original's share"):
         res = cheat.erase("a blue square", preserve=["a red square", "a green square"])
     assert res.metrics["preserve_drawn"] < KEPT_WARN

@@ -469,6 +469,12 @@ def split_batch(batch):
                     f"prompts; got {type(batch).__name__}.")
 
 
+def loader_prompts(loader) -> List[str]:
+    """Every prompt of a loader of diffusion batches (:func:`split_batch`), in order; ``[]``
+    for ``None``."""
+    return [] if loader is None else [p for batch in loader for p in split_batch(batch)[1]]
+
+
 class DiffusionAdapter(ModelAdapter):
     """The adapter of a :class:`TextToImage` model (family ``"diffusion"``)."""
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +30,9 @@ from ..core.registry import register
 from ..core.stopping import BestCheckpointRule, Decision, Stop, StopKind
 from ..core.strategy import LossStrategy, LossStrategyConfig, OneShotStrategy
 from ..models.diffusion import (PRESERVE_GUARD, SelfJudge, conditional_prediction, conditioning_direction,
-                               drawn_and_noised, generated_pairs, largest_shift, share_left, split_batch)
+                               drawn_and_noised, generated_pairs, largest_shift, loader_prompts, share_left, split_batch)
 from ..models.diffusion_attacks import optimise_soft_tokens, random_token_embeddings
 from .relabel import check_sparsity, mask_gradients, saliency_mask
-
-
-def _prompts(loader) -> List[str]:
-    """Every prompt of a loader of diffusion batches (:func:`~erasus.models.diffusion.split_batch`)."""
-    return [] if loader is None else [p for batch in loader for p in split_batch(batch)[1]]
 
 
 def _cross_attention(unet):
@@ -188,7 +182,7 @@ class ConceptStopping(BestCheckpointRule):
         model = ctx.adapter.model
         seed = ctx.config.seed if ctx.config.seed is not None else 0
         g = torch.Generator().manual_seed(seed)
-        concepts, keep = list(dict.fromkeys(_prompts(ctx.val["forget"]))), _prompts(ctx.val.get("retain"))
+        concepts, keep = list(dict.fromkeys(loader_prompts(ctx.val["forget"]))), loader_prompts(ctx.val.get("retain"))
         self.c_probe = drawn_and_noised(model, concepts, self.probes, self.steps, g)
         self.c_ref = conditioning_direction(model, *self.c_probe, self.anchor)
         self.k_probe = drawn_and_noised(model, list(dict.fromkeys(keep)), self.probes, self.steps, g) if keep else None
@@ -521,7 +515,7 @@ class UCE(OneShotStrategy):
 
     def apply(self, adapter, forget_loader, retain_loader) -> str:
         model, c = adapter.model, self.config
-        erase, keep = _prompts(forget_loader), _prompts(retain_loader)
+        erase, keep = loader_prompts(forget_loader), loader_prompts(retain_loader)
         if not erase:
             raise DataError("Expected at least one prompt naming the concept to erase, got none.")
         blocks = _cross_attention(model.unet)
@@ -576,7 +570,7 @@ class SLD(OneShotStrategy):
     supports = ("diffusion",)
 
     def apply(self, adapter, forget_loader, retain_loader) -> str:
-        concepts = _prompts(forget_loader)
+        concepts = loader_prompts(forget_loader)
         if not concepts:
             raise DataError("Expected at least one prompt naming the safety concept, got none.")
         adapter.model.safety = {"concept": ", ".join(dict.fromkeys(concepts)), **self.config.to_dict()}
@@ -831,7 +825,7 @@ class AdvUnlearn(ESD):
 
     def setup(self, forget_loader, retain_loader):
         super().setup(forget_loader, retain_loader)
-        self.keep = _prompts(retain_loader) or [""]
+        self.keep = loader_prompts(retain_loader) or [""]
         self.soft, self.step = None, 0
 
     def trainable_parameters(self):
