@@ -244,6 +244,10 @@ def test_the_specifications_fit_call_is_guarded_and_checked_as_erase_is(toy, toy
     assert after["red"] <= toy_judged["red"] - 0.5 and res.metrics["concept_left"] < 0.5, (after, res.metrics)
     with pytest.raises(DataError, match="both erased and preserved"):
         DiffusionUnlearner(model=toy, strategy="uce").fit(artist_loader, artist_loader)
+    # nothing to preserve: nothing guarded or checked the rest, and the user is told
+    with pytest.warns(UserWarning, match="no prompts to preserve"):
+        res = DiffusionUnlearner(model=toy, strategy="uce").fit(artist_loader)
+    assert "nothing preserved" in res.stop_reason
 
 
 def test_generated_pairs_are_the_models_images_for_each_prompt(toy):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import BaseConfig
 from .coreset import Coreset
-from .exceptions import DataError, UnsupportedModelError
+from .exceptions import ConfigError, DataError, UnsupportedModelError
 
 
 @dataclasses.dataclass
@@ -38,8 +38,6 @@ class Configurable:
         for alias, field in cls.option_aliases.items():
             if alias in out:
                 if field in out:
-                    from .exceptions import ConfigError
-
                     raise ConfigError(f"{cls.__name__}: {alias!r} is another name for "
                                       f"{field!r}; pass one of them, not both.")
                 out[field] = out.pop(alias)
@@ -58,8 +56,6 @@ class Configurable:
                 who = getattr(self, "registered_name", "") or type(self).__name__
                 hints = [f"{u!r} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, names, n=1)) else
                          repr(u) for u in unknown]
-                from .exceptions import ConfigError
-
                 raise ConfigError(f"{who}: unknown option(s) {', '.join(hints)}. Expected some of {sorted(names)}.")
             config = self.config_class(**kwargs)
         elif not isinstance(config, self.config_class):

@@ -217,7 +217,10 @@ class InfluenceSelector(BaseSelector):
     Gauss-Newton (empirical Fisher) matrix of the forget set's per-sample gradients, restricted
     to ``params`` and randomly projected to ``project_dim`` dimensions, as TRAK (Park et al.,
     ICML 2023) and LESS (Xia et al., ICML 2024) do
-    (:func:`~erasus.selectors.lm_gradients.gauss_newton_influence`).
+    (:func:`~erasus.selectors.lm_gradients.gauss_newton_influence`, exact through the Gram
+    matrix for ``solver`` ``"auto"``/``"exact"``; ``"cg"`` and ``"lissa"`` iterate with that
+    matrix's products, LiSSA's ``scale`` checked against its largest eigenvalue).
+    ``approximation`` is the specification's name for ``solver``.
     """
 
     config_class = InfluenceConfig

@@ -248,6 +248,14 @@ class DiffusionUnlearner(ErasusUnlearner):
             guarded = None if used is None else getattr(used, "images", False)
             self._check(result, prompts[0], keep[:CHECK_PRESERVED], generic, guidance_scale, guarded)
             result.timings["check_s"] = time.perf_counter() - t0
+            if not keep:
+                # measured (a probe on the benchmark's cached seed-0 Fashion-MNIST model): UCE called so erased
+                # the sneakers and cost the other classes 13 points of judged retention, which nothing here saw
+                result.stop.add("nothing preserved: no prompt guarded the run or was checked afterwards")
+                warnings.warn(f"{result.strategy}: no prompts to preserve were given, so nothing guarded the run or "
+                              "checked the model's other concepts afterwards, and an edit that erases the concept can "
+                              "damage them unseen: pass preserve=[prompts of concepts to keep] (erase) or retain_data "
+                              "(fit), and check with verify().")
         return result
 
     def _check_image_guard(self, keep, given) -> None:
