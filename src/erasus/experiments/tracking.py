@@ -353,18 +353,21 @@ class ExperimentTracker(Callback):
             self._files.cleanup()
             self._manual, self._files = False, None
 
-    def _manual_run(self) -> None:
+    def _in_block(self) -> None:
         if not self._manual:
             raise ConfigError("log_config / log_model record a run by hand inside `with ExperimentTracker(...) as "
                               "tracker:`; to record a fit, pass the tracker to fit(..., callbacks=[tracker]).")
+
+    def _manual_run(self) -> None:
+        """The ``with`` block's run, started (with the tags only) when it is not yet."""
+        self._in_block()
         if not self._open:
             self._start(dict(self.tags))
 
     def log_config(self, params: Dict[str, Any]) -> None:
         """The parameters of the run the ``with`` block records; called before anything else is
         logged in it (the run starts here)."""
-        if not self._manual:
-            self._manual_run()  # the error that says how to use it
+        self._in_block()
         if self._open:
             raise ConfigError("log_config starts the run: call it once, before log_metrics, log_model or fit.")
         self._start({**_flat(params), **self.tags})
@@ -374,8 +377,12 @@ class ExperimentTracker(Callback):
         handed to the backend when the ``with`` block ends. Returns the file written."""
         from safetensors.torch import save_model
 
+        from ..core.callbacks import UnlearningResult
+        from ..models.base import ModelAdapter
+
         self._manual_run()
-        model = getattr(model, "model", model)  # an UnlearningResult or an adapter: its model
+        if isinstance(model, (UnlearningResult, ModelAdapter)):  # not getattr: a causal LM's .model is its body
+            model = model.model
         path = Path(self._files.name) / f"{name}.safetensors"
         if path.exists():
             raise ConfigError(f"A model named {name!r} was already logged in this run: pass another name.")

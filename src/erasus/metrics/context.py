@@ -85,12 +85,12 @@ class EvalContext:
     def _raw_stats(self, split: str, gold: bool) -> Dict[str, np.ndarray]:
         def compute(adapter, loader):
             s = split_stats(adapter, loader, with_entropy=adapter.family == "classifier")
-            scores = pair_scores(adapter, loader) if adapter.family == "clip" else None
-            if scores is not None:
-                # image-text pairs: their in-batch CLIP loss depends on the batch (its size, its
-                # captions), so splits batched differently would differ for no other reason; a
-                # pair's loss here is its own similarity, negated (Ko et al., ICCV 2023)
-                s["loss"] = -scores
+            own = membership_losses(adapter, loader)
+            if own is not None:
+                # a training loss that depends on the rest of the batch (CLIP's in-batch loss: its
+                # size, its captions) would make splits batched differently differ for no other
+                # reason; such adapters give each sample's own (CLIP: Ko et al., ICCV 2023)
+                s["loss"] = own
             s["confidence"] = np.exp(-s["loss"])
             return s
 
@@ -161,20 +161,23 @@ class EvalContext:
 
 
 @torch.no_grad()
-def pair_scores(adapter, loader) -> Optional[np.ndarray]:
-    """:meth:`~erasus.models.clip.CLIPAdapter.pair_scores` over a loader of image-text pairs;
-    ``None`` for a loader of labelled images."""
-    from ..models.clip import split_clip_batch
-
+def membership_losses(adapter, loader) -> Optional[np.ndarray]:
+    """The adapter's ``membership_loss`` over a loader, for adapters whose per-sample training
+    loss depends on the rest of its batch (:meth:`~erasus.models.clip.CLIPAdapter.membership_loss`);
+    ``None`` where the adapter has none or the batches need none."""
+    hook = getattr(adapter, "membership_loss", None)
+    if hook is None:
+        return None
     model = adapter.model
     was = model.training
     model.eval()
     try:
         out = []
         for b in loader:
-            if split_clip_batch(b)[1] is None:
+            loss = hook(b)
+            if loss is None:
                 return None
-            out.append(adapter.pair_scores(b).float().cpu())
+            out.append(loss.float().cpu())
         return torch.cat(out).double().numpy() if out else None
     finally:
         model.train(was)

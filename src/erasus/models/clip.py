@@ -125,6 +125,12 @@ class CLIPAdapter(ModelAdapter):
             raise DataError("Expected image-text pairs (pixel_values, input_ids); this batch holds labels.")
         return self.scale() * (self.image_embeddings(x) * self.text_embeddings(ids, mask)).sum(-1)
 
+    def membership_loss(self, batch: Any) -> Optional[torch.Tensor]:
+        """The per-sample loss membership tests use where the training loss depends on the rest of
+        the batch: a pair's negated :meth:`pair_scores`; ``None`` for labelled images (their
+        zero-shot loss is per sample already)."""
+        return None if self.split(batch)[1] is None else -self.pair_scores(batch)
+
     def logits(self, batch: Any) -> torch.Tensor:
         """Zero-shot logits over the class prompts."""
         x = self.to_device(batch)[0]

@@ -87,6 +87,7 @@ class ModalityDecoupling(ForgetRetainStrategy):
     config_class = ModalityDecouplingConfig
     supports = ("clip",)
     option_aliases = {"text_lr": "lr", "alignment_weight": "retain_weight"}
+    limits = "its rate was measured on one small CLIP trained here; no benchmark on a pretrained CLIP has run yet"
 
     @classmethod
     def translate_options(cls, kwargs):
@@ -105,7 +106,6 @@ class ModalityDecoupling(ForgetRetainStrategy):
                 raise ConfigError(f"modality_decoupling: expected text_lr (lr) > 0, got {lr!r}.")
             out["vision_lr_factor"] = vision_lr / lr
         return out
-    limits = "its rate was measured on one small CLIP trained here; no benchmark on a pretrained CLIP has run yet"
 
     def trainable_parameters(self):
         vision, text = self.adapter.towers()

@@ -38,12 +38,6 @@ ERASURE_METHODS = "a concept-erasure method (esd, uce, concept_ablation, salun, 
 CHECK_PRESERVED = 8
 
 
-def _check_disjoint(prompts, keep) -> None:
-    clash = sorted(set(prompts) & set(keep))
-    if clash:
-        raise DataError(f"Prompts both erased and preserved: {clash}. Expected disjoint lists.")
-
-
 def made_for_diffusion(strategy) -> bool:
     """Whether ``strategy`` is a concept-erasure method (it declares the diffusion family and
     takes prompts) rather than a model-agnostic one trained on generated images."""
@@ -174,7 +168,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         and SLD have no run to guard."""
         prompts = _prompt_list(concept, "concept")
         keep = _prompt_list(preserve, "preserve") if len(preserve) else []
-        _check_disjoint(prompts, keep)
+        self._check_request(prompts, keep, image_guard, kwargs)
         why = missing_preserve(self.strategy) if not keep else None
         if why:
             raise DataError(f"{why}. Pass preserve=['a photo of ...', ...].")
@@ -182,8 +176,6 @@ class DiffusionUnlearner(ErasusUnlearner):
             raise ConfigError(f"{self.strategy.registered_name} maps the concept nowhere in particular and takes "
                               "no anchor; leave anchor out, or use strategy='uce'.")
         generic = not made_for_diffusion(self.strategy)  # trained on generated images, under Erasus's guards
-        if image_guard:
-            self._check_image_guard(keep, kwargs.get("stopping", "auto"))
         if anchor is not None:
             self.strategy.config = self.strategy.config.replace(anchor=anchor)
         if not generic:  # a concept-erasure method: prompts
@@ -220,9 +212,7 @@ class DiffusionUnlearner(ErasusUnlearner):
         prompts = list(dict.fromkeys(loader_prompts(check_nonempty(forget_data, "forget"))))
         keep = (list(dict.fromkeys(loader_prompts(check_nonempty(retain_data, "retain"))))
                 if retain_data is not None else [])
-        _check_disjoint(prompts, keep)
-        if image_guard:
-            self._check_image_guard(keep, kwargs.get("stopping", "auto"))
+        self._check_request(prompts, keep, image_guard, kwargs)
         generic = not made_for_diffusion(self.strategy)
         return self._guarded_run(forget_data, retain_data, holdout_data, prompts, keep, generic, check,
                                  guidance_scale, image_guard, kwargs)
@@ -257,6 +247,15 @@ class DiffusionUnlearner(ErasusUnlearner):
                               "damage them unseen: pass preserve=[prompts of concepts to keep] (erase) or retain_data "
                               "(fit), and check with verify().")
         return result
+
+    def _check_request(self, prompts, keep, image_guard: bool, kwargs) -> None:
+        """What erase and fit check before any work: the prompts to erase and to keep are
+        disjoint, and ``image_guard`` can be honoured."""
+        clash = sorted(set(prompts) & set(keep))
+        if clash:
+            raise DataError(f"Prompts both erased and preserved: {clash}. Expected disjoint lists.")
+        if image_guard:
+            self._check_image_guard(keep, kwargs.get("stopping", "auto"))
 
     def _check_image_guard(self, keep, given) -> None:
         """``image_guard`` needs preserved prompts and a run under the concept rule."""

@@ -345,15 +345,21 @@ class GradientFlowRecorder(Callback):
         self.steps: List[int] = []
 
     def on_step_end(self, trainer, module, step, loss):
-        per: Dict[str, float] = {}
-        for name, p in module.model.named_parameters():
-            if p.grad is not None:
-                layer = name.rsplit(".", 1)[0] if "." in name else name
-                per[layer] = per.get(layer, 0.0) + float(p.grad.detach().float().pow(2).sum())
         self.steps.append(step)
-        for layer, v in per.items():
-            self.norms.setdefault(layer, []).append(v ** 0.5)
+        for layer, v in layer_grad_norms(module.model).items():
+            self.norms.setdefault(layer, []).append(v)
         return None
+
+
+def layer_grad_norms(model: torch.nn.Module) -> Dict[str, float]:
+    """The norm of the gradients the model holds, per layer (parameters grouped by the module
+    that owns them)."""
+    per: Dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            layer = name.rsplit(".", 1)[0] if "." in name else name
+            per[layer] = per.get(layer, 0.0) + float(p.grad.detach().float().pow(2).sum())
+    return {layer: v ** 0.5 for layer, v in per.items()}
 
 
 def gradient_flow(recorder: GradientFlowRecorder, path: Optional[PathLike] = None, formats: Sequence[str] = ("png",),

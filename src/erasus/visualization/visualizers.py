@@ -20,7 +20,8 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from ..core.exceptions import DataError
-from .analysis import GradientFlowRecorder, draw_embeddings, embedding_data, gradient_flow, loss_landscape
+from .analysis import (GradientFlowRecorder, draw_embeddings, embedding_data, gradient_flow, layer_grad_norms,
+                       loss_landscape)
 from .plots import PathLike, _finish, _plt
 
 
@@ -101,12 +102,7 @@ def layer_gradient_norms(model, groups: Mapping[str, object], max_samples: int =
                     break
             if not seen:
                 raise DataError(f"Expected samples in data group {g!r}, got none.")
-            norms: Dict[str, float] = {}
-            for n, p in params:
-                if p.grad is not None:
-                    layer = n.rsplit(".", 1)[0] if "." in n else n
-                    norms[layer] = norms.get(layer, 0.0) + float((p.grad.double() / seen).pow(2).sum())
-            out[g] = {k: v ** 0.5 for k, v in norms.items()}
+            out[g] = {k: v / seen for k, v in layer_grad_norms(m).items()}  # the mean loss's gradient
     finally:
         for (_, p), gr in zip(params, saved):
             p.grad = gr
