@@ -207,11 +207,15 @@ def apply_preset(args, argv) -> None:
             setattr(args, flag[2:].replace("-", "_"), value)
 
 
-def name_image_guard(args, argv) -> None:
-    """``--image-guard`` writes results of its own (``<name>-image-guard``) unless ``--name`` is
-    given: the results file resumes the rows it holds, and those were measured without the guard."""
-    if getattr(args, "image_guard", False) and not any(a == "--name" or a.startswith("--name=") for a in argv):
-        args.name += "-image-guard"
+def name_variant(args, argv) -> None:
+    """``--image-guard`` and ``--bare`` write results of their own (``<name>-image-guard``,
+    ``<name>-bare``) unless ``--name`` is given: the results file resumes the rows it holds, and
+    those were measured otherwise."""
+    if any(a == "--name" or a.startswith("--name=") for a in argv):
+        return
+    for flag in ("image_guard", "bare"):
+        if getattr(args, flag, False):
+            args.name += "-" + flag.replace("_", "-")
 
 
 def main(argv=None):
@@ -245,6 +249,9 @@ def main(argv=None):
     p.add_argument("--image-guard", action="store_true",
                    help="erase(image_guard=True) for the methods trained under the concept rule: the rule also judges "
                         "the preserved classes' images at every check (results in <name>-image-guard)")
+    p.add_argument("--bare", action="store_true",
+                   help="the bare call, DiffusionUnlearner(model, strategy=m).erase(prompt), with no prompts to preserve, "
+                        "no seed and no guidance given: what a user gets from the defaults (results in <name>-bare)")
     p.add_argument("--cache", default=str(HERE / "cache"))
     from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args, render_only,
                                               results_file)
@@ -255,7 +262,7 @@ def main(argv=None):
     args = parse_benchmark_args(p, argv)
     args.device = str(benchmark_device(p, args.device))
     apply_preset(args, argv if argv is not None else sys.argv[1:])
-    name_image_guard(args, argv if argv is not None else sys.argv[1:])
+    name_variant(args, argv if argv is not None else sys.argv[1:])
     if render_only(args, lambda rows, meta: markdown(meta, rows, args.erase)):
         return
     if args.small:
@@ -312,8 +319,10 @@ def main(argv=None):
                     # and what the fine-tuning methods' stopping rule guards (ConceptStopping)
                     keep = [prompt(c) for c in range(10) if c != args.erase]
                     guard = args.image_guard and image_guard_refused(unl.strategy) is None
-                    res = unl.erase(CLASSES[args.erase] if name == "sld" else prompt(args.erase), preserve=keep,
-                                    progress=False, seed=seed, guidance_scale=args.guidance, image_guard=guard)
+                    concept = CLASSES[args.erase] if name == "sld" else prompt(args.erase)
+                    res = (unl.erase(concept, progress=False) if args.bare else
+                           unl.erase(concept, preserve=keep, progress=False, seed=seed, guidance_scale=args.guidance,
+                                     image_guard=guard))
                 dt = time.perf_counter() - t1 - res.timings.get("check_s", 0.0)  # the method's time, not erase's check
                 r, _ = evaluate(unl.model, judge, args, seed, args.erase, ref_feats, args.device)
                 row = {"seed": seed, "method": name, "time_s": dt, "speedup": retrain_s / dt, "steps": res.steps,

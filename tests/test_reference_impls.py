@@ -27,6 +27,31 @@ def test_accuracy_and_mia_auc_match_sklearn_and_mann_whitney(tiny):
     assert loss_auc(np.zeros(5), np.ones(5)) == 1.0  # members with lower loss: perfectly separated
 
 
+def test_mia_accuracy_is_the_best_threshold_by_brute_force(tiny):
+    """``mia_accuracy``: every loss threshold tried by hand, each side "member" in turn, the
+    best balanced accuracy; equal to the metric on a model, 0.5 for identical sets, 1.0 for
+    separated ones in either direction."""
+    from erasus.metrics.mia import best_threshold_accuracy
+
+    rng = np.random.default_rng(0)
+    m, n = rng.normal(0.0, 1.0, 40), rng.normal(0.7, 1.0, 60)
+
+    def by_hand(m, n):
+        best = 0.5
+        for t in np.r_[m, n, np.inf]:
+            tpr, fpr = (m < t).mean(), (n < t).mean()
+            best = max(best, 0.5 + abs(tpr - fpr) / 2)
+        return best
+
+    assert best_threshold_accuracy(m, n) == pytest.approx(by_hand(m, n))
+    assert best_threshold_accuracy(np.ones(5), np.ones(7)) == 0.5
+    assert best_threshold_accuracy(np.zeros(5), np.ones(5)) == best_threshold_accuracy(np.ones(5), np.zeros(5)) == 1.0
+    model, forget, retain, holdout = tiny
+    out = MetricSuite(["mia_accuracy"]).run(model, forget, retain, holdout_loader=holdout)
+    a, b = split_stats(wrap(model), forget)["loss"], split_stats(wrap(model), holdout)["loss"]
+    assert out["mia_accuracy"] == pytest.approx(by_hand(a, b))
+
+
 def test_per_sample_gradient_norms_match_autograd_loop(tiny):
     model, forget, _, _ = tiny
     from erasus.utils.data import ordered_loader

@@ -80,16 +80,84 @@ def image_captions(images_dir: PathLike, annotations: PathLike, tokenizer, size:
                         f"image_id, caption): {err!r}") from err
     if not pairs:
         raise DataError(f"No captions in {annotations}.")
+    return _pairs(images_dir, pairs, tokenizer, size, max_length, image_processor)
+
+
+def _pairs(images_dir: Path, pairs, tokenizer, size, max_length, image_processor):
+    """``(pixel_values, input_ids, captions)`` of ``(file name, caption)`` pairs under ``images_dir``."""
     cache: Dict[str, torch.Tensor] = {}
     pixels = []
     for name, _ in pairs:
         if name not in cache:
-            cache[name] = read_image(images_dir / name, size) if image_processor is None else _processed(
-                images_dir / name, image_processor)
+            f = images_dir / name
+            if not f.is_file():
+                raise DataError(f"Expected the image {f} that the captions name: no such file.")
+            cache[name] = read_image(f, size) if image_processor is None else _processed(f, image_processor)
         pixels.append(cache[name])
     captions = [c for _, c in pairs]
     ids = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
     return torch.stack(pixels), ids, captions
+
+
+CAPTION_COLUMNS = ("text", "caption")
+
+
+def captioned_images(folder: PathLike, tokenizer, size: int = 224, max_length: int = 77,
+                     image_processor=None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """``(pixel_values, input_ids, captions)`` of a folder of images and their captions, in the
+    layouts of Hugging Face's ``imagefolder``:
+
+    * a ``metadata.jsonl`` (one JSON object per line) or ``metadata.csv`` beside the images, with
+      a ``file_name`` column (relative to the folder) and a ``text`` or ``caption`` column;
+    * without one, a folder per concept (``folder/<concept>/<image>``): the folder's name is the
+      caption (underscores read as spaces), as in CLIP's zero-shot prompts without a template.
+
+    A flat folder of images without captions is refused: image-text models unlearn pairs, and
+    a caption made up for every image would decide what is forgotten. ``tokenizer`` and
+    ``image_processor`` as in :func:`image_captions`."""
+    import csv
+
+    root = _folder(folder, "a folder of captioned images")
+    jsonl, table = root / "metadata.jsonl", root / "metadata.csv"
+    if jsonl.is_file() or table.is_file():
+        meta = jsonl if jsonl.is_file() else table
+        try:
+            rows = ([json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if meta is jsonl
+                    else list(csv.DictReader(table.read_text().splitlines())))
+        except ValueError as err:
+            raise DataError(f"{meta}: not readable as {'JSON lines' if meta is jsonl else 'CSV'}: {err}") from err
+        column = next((c for c in CAPTION_COLUMNS if rows and c in rows[0]), None)
+        if not rows or "file_name" not in rows[0] or column is None:
+            raise DataError(f"Expected {meta.name} rows with a file_name and a caption column ({' or '.join(CAPTION_COLUMNS)}), "
+                            f"got columns {sorted(rows[0]) if rows else 'none (no rows)'}.")
+        pairs = [(r["file_name"], str(r[column])) for r in rows]
+    else:
+        concepts = sorted(d for d in root.iterdir() if d.is_dir())
+        pairs = [(f"{d.name}/{f.name}", d.name.replace("_", " ")) for d in concepts for f in _images_in(d)]
+        if not pairs:
+            flat = len(_images_in(root))
+            raise DataError(f"Expected captions for the images in {root}: a metadata.jsonl or metadata.csv with "
+                            f"file_name and text columns, or one folder per concept named by its caption "
+                            f"({'found ' + str(flat) + ' images and no captions' if flat else 'found no images'}).")
+    return _pairs(root, pairs, tokenizer, size, max_length, image_processor)
+
+
+def captioned_pairs(folder: PathLike, tokenizer, image_processor):
+    """:func:`captioned_images` of ``folder`` through a checkpoint's image processor and
+    tokenizer, as a dataset of ``(pixel_values, input_ids)`` pairs (CLIP's batches); captions
+    padded to the tokenizer's length, at most CLIP's 77."""
+    from torch.utils.data import TensorDataset
+
+    from ..exceptions import ConfigError
+
+    if image_processor is None or tokenizer is None:
+        missing = [n for n, v in (("an image processor", image_processor), ("a tokenizer", tokenizer)) if v is None]
+        raise ConfigError(f"Reading image folders needs the checkpoint's {' and '.join(missing)}, which it was not "
+                          "loaded with: save them beside the weights (e.g. CLIPProcessor, or CLIPImageProcessor and the "
+                          "tokenizer, .save_pretrained(folder)), or pass DataLoaders of (pixel_values, input_ids) pairs.")
+    max_length = min(int(getattr(tokenizer, "model_max_length", 77) or 77), 77)
+    x, ids, _ = captioned_images(folder, tokenizer, max_length=max_length, image_processor=image_processor)
+    return TensorDataset(x, ids)
 
 
 def _processed(path: Path, image_processor) -> torch.Tensor:

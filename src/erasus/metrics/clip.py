@@ -45,19 +45,13 @@ def retrieval_recall(adapter, loader, ks: Sequence[int] = (1, 5, 10)) -> Dict[st
     specification's §6.2.2): for each image, whether one of its ``k`` most similar texts is its
     own caption (any text with the same token ids counts, as with COCO's five captions per
     image); likewise for each text. Keys ``"i2t@k"`` and ``"t2i@k"``."""
-    imgs, txts, ids_all = [], [], []
-    for batch in loader:
-        x, ids, mask, _ = adapter.to_device(batch)
-        if ids is None:
-            raise DataError("Expected image-text pairs (pixel_values, input_ids) for retrieval.")
-        imgs.append(adapter.image_embeddings(x))
-        txts.append(adapter.text_embeddings(ids, mask))
-        ids_all += [tuple(r.tolist()) for r in ids.cpu()]
-    if not imgs:
-        raise DataError("Expected image-text pairs for retrieval, got an empty loader.")
-    sim = torch.cat(imgs) @ torch.cat(txts).T
-    keys = {k: i for i, k in enumerate(dict.fromkeys(ids_all))}
-    cap = torch.tensor([keys[k] for k in ids_all], device=sim.device)
+    emb = adapter.split_embeddings(loader)
+    if emb is None:
+        raise DataError("Expected image-text pairs (pixel_values, input_ids) for retrieval.")
+    img, txt, keys = emb
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    cap = torch.tensor([index[k] for k in keys], device=txt.device)
+    sim = img @ txt.T
     same = cap[:, None] == cap[None, :]  # pair i's caption equals text j
     out = {}
     for k in ks:

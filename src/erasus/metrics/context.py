@@ -91,6 +91,9 @@ class EvalContext:
                 # size, its captions) would make splits batched differently differ for no other
                 # reason; such adapters give each sample's own (CLIP: Ko et al., ICCV 2023)
                 s["loss"] = own
+            correct = split_correct(adapter, loader, [v for k, v in self.loaders.items() if k != split])
+            if correct is not None:
+                s["correct"] = correct
             s["confidence"] = np.exp(-s["loss"])
             return s
 
@@ -161,6 +164,16 @@ class EvalContext:
 
 
 @torch.no_grad()
+def _in_eval(adapter, fn):
+    model = adapter.model
+    was = model.training
+    model.eval()
+    try:
+        return fn()
+    finally:
+        model.train(was)
+
+
 def membership_losses(adapter, loader) -> Optional[np.ndarray]:
     """The adapter's ``membership_loss`` over a loader, for adapters whose per-sample training
     loss depends on the rest of its batch (:meth:`~erasus.models.clip.CLIPAdapter.membership_loss`);
@@ -168,10 +181,8 @@ def membership_losses(adapter, loader) -> Optional[np.ndarray]:
     hook = getattr(adapter, "membership_loss", None)
     if hook is None:
         return None
-    model = adapter.model
-    was = model.training
-    model.eval()
-    try:
+
+    def run():
         out = []
         for b in loader:
             loss = hook(b)
@@ -179,8 +190,20 @@ def membership_losses(adapter, loader) -> Optional[np.ndarray]:
                 return None
             out.append(loss.float().cpu())
         return torch.cat(out).double().numpy() if out else None
-    finally:
-        model.train(was)
+
+    return _in_eval(adapter, run)
+
+
+def split_correct(adapter, loader, others=()) -> Optional[np.ndarray]:
+    """The adapter's ``split_correct`` over a loader: per-sample correctness for adapters whose
+    correctness depends on the whole split (:meth:`~erasus.models.clip.CLIPAdapter.split_correct`:
+    an image's own caption among the captions of its split and of ``others``, the other splits
+    evaluated with it); ``None`` where the adapter has none."""
+    hook = getattr(adapter, "split_correct", None)
+    if hook is None:
+        return None
+    out = _in_eval(adapter, lambda: hook(loader, others))
+    return None if out is None else np.asarray(out, dtype=np.float64)
 
 
 def context_of(model, **loaders) -> EvalContext:

@@ -35,6 +35,40 @@ class LossMIAMetric(BaseMetric):
         return {"mia_auc": loss_auc(ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"])}
 
 
+@register("metric", "mia_accuracy", aliases=("loss_mia_accuracy",))
+class LossMIAAccuracyMetric(BaseMetric):
+    """The accuracy of the loss-threshold attack (Yeom et al., CSF 2018) at its best threshold,
+    ``mia_accuracy``: forget samples (members) against held-out samples the model never saw,
+    balanced over the two sides, ``0.5 + max_t |TPR(t) − FPR(t)| / 2`` over every loss threshold
+    ``t`` and both directions (ROC curve of scikit-learn). The attacker may pick the direction: a
+    forget set whose loss rose well above unseen data's (over-forgetting) is as recognisable as
+    one whose loss stayed low.
+
+    Reference 0.5 (chance). The threshold is chosen on the data it is scored on, so on small
+    sets the value sits above 0.5 even for a model that never saw the forget set: compare it with
+    the retrained model's (``gold_model``), or read ``mia_auc``, which needs no threshold."""
+
+    higher_is_better = {"mia_accuracy": None}
+    reference = {"mia_accuracy": 0.5}
+    resamplable = True
+
+    def compute(self, ctx):
+        ctx.require("mia_accuracy", "forget", "nonmember")
+        return {"mia_accuracy": best_threshold_accuracy(ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"])}
+
+
+def best_threshold_accuracy(member_losses, nonmember_losses) -> float:
+    """Balanced accuracy of the best loss threshold in either direction (see
+    :class:`LossMIAAccuracyMetric`); NaN when either side is empty."""
+    from sklearn.metrics import roc_curve
+
+    m, n = np.asarray(member_losses, dtype=np.float64).ravel(), np.asarray(nonmember_losses, dtype=np.float64).ravel()
+    if len(m) == 0 or len(n) == 0:
+        return float("nan")
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(m)), np.zeros(len(n))], -np.r_[m, n])
+    return float(0.5 + np.abs(tpr - fpr).max() / 2)
+
+
 class MIAMetric(LossMIAMetric):
     """The specification's membership metric, the loss-threshold attack of
     :class:`LossMIAMetric`, callable on a model as well::

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,6 +132,48 @@ class CLIPAdapter(ModelAdapter):
         zero-shot loss is per sample already)."""
         return None if self.split(batch)[1] is None else -self.pair_scores(batch)
 
+    @torch.no_grad()
+    def split_embeddings(self, loader, images: bool = True):
+        """``(image embeddings, text embeddings, captions)`` of every pair in ``loader``
+        (normalised; ``captions``: each pair's token ids as a tuple, equal for pairs that share a
+        caption, as COCO's five captions of an image would); without ``images`` the first is
+        ``None``. ``None`` when the loader holds labelled images."""
+        imgs, txts, keys = [], [], []
+        for batch in loader:
+            x, ids, mask, _ = self.to_device(batch)
+            if ids is None:
+                return None
+            if images:
+                imgs.append(self.image_embeddings(x))
+            txts.append(self.text_embeddings(ids, mask))
+            keys += [tuple(r.tolist()) for r in ids.cpu()]
+        if not txts:
+            raise DataError("Expected image-text pairs, got an empty loader.")
+        return (torch.cat(imgs) if images else None), torch.cat(txts), keys
+
+    def split_correct(self, loader, others=()):
+        """Each pair's correctness over its whole split: whether the caption most similar to the
+        image, among every caption of this split and of ``others`` (the other splits evaluated
+        with it: the forget concept's images compete with the retained concepts' captions), is
+        its own. Zero-shot classification with the captions as the classes; correctness within a
+        batch would depend on the batch's other captions. ``None`` for labelled images (their
+        zero-shot correctness is per sample already); NaN where only one caption is there to
+        choose from."""
+        emb = self.split_embeddings(loader)
+        if emb is None:
+            return None
+        img, txt, keys = emb
+        own = len(keys)
+        for other in others:
+            more = self.split_embeddings(other, images=False)
+            if more is not None:
+                txt, keys = torch.cat([txt, more[1]]), keys + more[2]
+        index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        cap = torch.tensor([index[k] for k in keys], device=txt.device)
+        if len(index) < 2:
+            return np.full(own, np.nan)
+        return (cap[(img @ txt.T).argmax(1)] == cap[:own]).cpu().numpy()
+
     def logits(self, batch: Any) -> torch.Tensor:
         """Zero-shot logits over the class prompts."""
         x = self.to_device(batch)[0]
@@ -184,19 +227,21 @@ class CLIPWrapper(CLIPAdapter):
         model.get_image_features(images, layer_indices=[-1])   # {"layer_-1": hidden states}
 
     ``processor``: the checkpoint's ``CLIPProcessor`` (``None`` when the folder holds no
-    processor files, as a model saved without one); ``tokenizer`` likewise. ``device``: where
+    processor files, as a model saved without one); ``tokenizer`` and ``image_processor`` likewise
+    (a folder with an image processor and a tokenizer of another class than CLIP's). ``device``: where
     the model is put (``"cuda"``, ``"cpu"``; default: left where it is). Strategies, selectors and
     metrics take the wrapper wherever they take a model."""
 
     def __init__(self, model_name, device: Optional[str] = None, class_prompts=None, **from_pretrained_kwargs):
-        self.processor = self.tokenizer = None
+        self.processor = self.tokenizer = self.image_processor = None
         if isinstance(model_name, (str, os.PathLike)):
             try:
-                from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
+                from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, CLIPProcessor
             except ImportError as e:
                 raise ConfigError("Loading a CLIP model needs transformers: pip install 'erasus[llm]'.") from e
             model = CLIPModel.from_pretrained(model_name, **from_pretrained_kwargs)
-            for attr, cls in (("processor", CLIPProcessor), ("tokenizer", AutoTokenizer)):
+            for attr, cls in (("processor", CLIPProcessor), ("tokenizer", AutoTokenizer),
+                              ("image_processor", AutoImageProcessor)):
                 try:
                     setattr(self, attr, cls.from_pretrained(model_name))
                 except (OSError, ValueError, TypeError):

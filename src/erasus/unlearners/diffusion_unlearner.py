@@ -337,7 +337,7 @@ class DiffusionUnlearner(ErasusUnlearner):
             why = "the safety guidance steered its images too little: raise its strength (strategy_kwargs)"
         elif drawn is not None and left <= CONCEPT_LEFT_WARN:
             why = ("its conditioning moved, but the images did not follow far enough: more steps or a larger rate "
-                   "(strategy_kwargs) may, or try strategy='uce'")
+                   "(strategy_kwargs) may" + self._or_uce())
         elif generic and isinstance(self.strategy, OneShotStrategy):
             why = ("this edit, not made for diffusion models, barely touched the weights that carry the concept: "
                    f"raise its strength (strategy_kwargs) or use {ERASURE_METHODS}")
@@ -356,9 +356,18 @@ class DiffusionUnlearner(ErasusUnlearner):
             why = (f"its rate and length (lr {params.get('lr')}, {params.get('iterations', result.steps)} "
                    "iterations) are the paper's for Stable Diffusion v1.4 and may be too small a change for this "
                    "model: raise them (strategy_kwargs), pass preserve=[...] so that the stopping rule may "
-                   "raise the rate, or try strategy='uce'")
+                   "raise the rate" + self._or_uce())
         warnings.warn(f"{result.strategy}: {prompt!r} is probably still generated: {'; '.join(still)}; {why}. Check "
                       "with verify().")
+
+    def _is_uce(self) -> bool:
+        from ..strategies.diffusion import UCE
+
+        return isinstance(self.strategy, UCE)
+
+    def _or_uce(self) -> str:
+        """The advice to try UCE, for a run of another method."""
+        return "" if self._is_uce() else ", or try strategy='uce'"
 
     def _check_images(self, result, prompt: str, keep, guidance_scale: float, guarded: Optional[bool]) -> Optional[float]:
         """The self-judged images of the concept and of the preserved prompts (into
@@ -383,8 +392,13 @@ class DiffusionUnlearner(ErasusUnlearner):
                             "original's share")
         if lost:
             worst = ", ".join(f"{p!r} {r:.0%}" for p, r in sorted(lost.items(), key=lambda kv: kv[1]))
-            fix = ("erase(..., image_guard=True) makes the stopping rule judge them too and keep a step before the "
-                   "damage, or try strategy='uce'" if guarded is False else "try strategy='uce'")
+            if self._is_uce():
+                fix = "raise its preserve_scale (strategy_kwargs) to hold the preserved prompts' projections harder"
+            elif guarded is False:
+                fix = ("erase(..., image_guard=True) makes the stopping rule judge them too and keep a step before the "
+                       "damage" + self._or_uce())
+            else:
+                fix = "try strategy='uce'"
             warnings.warn(f"{result.strategy}: the images generated for preserved prompts no longer look like the "
                           f"original's ({worst} of the original's share land among the original's images of that "
                           "prompt, self-judged): the edit probably damaged them, although the run's guard held. "

@@ -1,6 +1,7 @@
 """Loader helpers shared by selectors, metrics and the trainer."""
 from __future__ import annotations
 
+import os
 from typing import Iterator, Optional
 
 import numpy as np
@@ -13,6 +14,9 @@ def as_loader(data, batch_size: int = 128, shuffle: bool = False) -> DataLoader:
     """Accept a DataLoader or a Dataset; always return a DataLoader."""
     if data is None:
         raise DataError("Expected a DataLoader or Dataset, got None.")
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise DataError(f"Expected a DataLoader or Dataset, got the path {data!r}: folders of captioned images are read "
+                        "for CLIP models loaded with ErasusUnlearner(model_name=...); otherwise load the data yourself.")
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, Dataset) or hasattr(data, "__getitem__") and hasattr(data, "__len__"):
