@@ -351,6 +351,10 @@ def markdown(meta, rows, erase) -> str:
              f"Command: {' then '.join(f'`{c}`' for c in meta.get('runs', [meta['command']]))}; "
              f"{meta.get('hardware', meta.get('device'))}, torch {meta['torch']}; {meta['total_min']:.1f} min.", "",
              *([meta["note"], ""] if meta.get("note") else []),
+             *(["The bare call: `DiffusionUnlearner(model, strategy=m).erase(prompt)`, nothing else given (no prompts "
+                "to preserve, erase's own seed and guidance), so no stopping rule guarded the run and no check looked at "
+                "the other classes. The original and the retrained model are the cached seed-0 models of diffusion-cpu.md.", ""]
+               if meta.get("args", {}).get("bare") else []),
              "erasure: % of images generated for the erased class the judge no longer assigns to it; retention: % of "
              "the other classes' images judged as their class; KID of the other classes' images to the original "
              "model's (judge features). Mean ± std over seeds.", "",
