@@ -31,7 +31,7 @@ def test_mia_accuracy_is_the_best_threshold_by_brute_force(tiny):
     """``mia_accuracy``: every loss threshold tried by hand, each side "member" in turn, the
     best balanced accuracy; equal to the metric on a model, 0.5 for identical sets, 1.0 for
     separated ones in either direction."""
-    from erasus.metrics.mia import best_threshold_accuracy
+    from erasus.core.stats import best_threshold_accuracy
 
     rng = np.random.default_rng(0)
     m, n = rng.normal(0.0, 1.0, 40), rng.normal(0.7, 1.0, 60)

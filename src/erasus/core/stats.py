@@ -93,3 +93,16 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 def loss_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float:
     """AUC of the loss-threshold attack: P(member loss < non-member loss), ties half."""
     return auc(-np.asarray(member_losses, dtype=np.float64), -np.asarray(nonmember_losses, dtype=np.float64))
+
+
+def best_threshold_accuracy(member_losses, nonmember_losses) -> float:
+    """Balanced accuracy of the loss-threshold attack at its best threshold, either direction:
+    ``0.5 + max_t |TPR(t) − FPR(t)| / 2`` over scikit-learn's ROC curve (the metric
+    ``mia_accuracy``); NaN when either side is empty."""
+    from sklearn.metrics import roc_curve
+
+    m, n = np.asarray(member_losses, dtype=np.float64).ravel(), np.asarray(nonmember_losses, dtype=np.float64).ravel()
+    if len(m) == 0 or len(n) == 0:
+        return float("nan")
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(m)), np.zeros(len(n))], -np.r_[m, n])
+    return float(0.5 + np.abs(tpr - fpr).max() / 2)

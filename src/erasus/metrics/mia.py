@@ -9,8 +9,14 @@ from ..core.base import BaseMetric, MeanMetric
 from ..core.config import BaseConfig
 from ..core.exceptions import DataError
 from ..core.registry import register
-from ..core.stats import auc, loss_auc
+from ..core.stats import auc, best_threshold_accuracy, loss_auc
 from .context import EvalContext, context_of
+
+
+def member_losses(ctx, what: str):
+    """``(forget losses, held-out losses)`` of a context that has both (members, non-members)."""
+    ctx.require(what, "forget", "nonmember")
+    return ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"]
 
 
 @register("metric", "mia", aliases=("loss_mia", "mia_auc"))
@@ -31,8 +37,7 @@ class LossMIAMetric(BaseMetric):
     resamplable = True
 
     def compute(self, ctx):
-        ctx.require("mia", "forget", "nonmember")
-        return {"mia_auc": loss_auc(ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"])}
+        return {"mia_auc": loss_auc(*member_losses(ctx, "mia"))}
 
 
 @register("metric", "mia_accuracy", aliases=("loss_mia_accuracy",))
@@ -53,20 +58,7 @@ class LossMIAAccuracyMetric(BaseMetric):
     resamplable = True
 
     def compute(self, ctx):
-        ctx.require("mia_accuracy", "forget", "nonmember")
-        return {"mia_accuracy": best_threshold_accuracy(ctx.stats("forget")["loss"], ctx.stats("nonmember")["loss"])}
-
-
-def best_threshold_accuracy(member_losses, nonmember_losses) -> float:
-    """Balanced accuracy of the best loss threshold in either direction (see
-    :class:`LossMIAAccuracyMetric`); NaN when either side is empty."""
-    from sklearn.metrics import roc_curve
-
-    m, n = np.asarray(member_losses, dtype=np.float64).ravel(), np.asarray(nonmember_losses, dtype=np.float64).ravel()
-    if len(m) == 0 or len(n) == 0:
-        return float("nan")
-    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(m)), np.zeros(len(n))], -np.r_[m, n])
-    return float(0.5 + np.abs(tpr - fpr).max() / 2)
+        return {"mia_accuracy": best_threshold_accuracy(*member_losses(ctx, "mia_accuracy"))}
 
 
 class MIAMetric(LossMIAMetric):
