@@ -5,6 +5,7 @@ forgetting cascade that modality decoupling avoids."""
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -156,6 +157,48 @@ def test_evaluate_compares_with_the_original_and_the_retrained_model(world):
     assert set(rep) == {"unlearned", "original", "retrained"}
     assert rep["original"]["forget_zero_shot_acc"] > 0.9 and rep["unlearned"]["forget_zero_shot_acc"] < 0.3
     assert rep["unlearned"]["retain_i2t@1"] >= rep["original"]["retain_i2t@1"] - 0.05
+
+
+def test_zero_shot_class_forgetting_is_verified_like_a_classifier(world):
+    """A CLIP model used as a zero-shot classifier (its adapter holds the class prompts), red
+    forgotten: the verification entry points read labelled images as a classifier's samples
+    (labels, correctness over the class prompts; class forgetting inferred), so the untouched
+    original FAILs and a model retrained without red from another seed PASSes in each, as the
+    classifier cheat gallery requires. (They read every label as 0 and every accuracy as NaN,
+    and failed the retrained model as "sample forgetting".)"""
+    from erasus.certification import UnlearningVerificationSuite, UnlearningVerifier
+    from erasus.core.stats import split_stats
+    from erasus.evaluation import UnlearningBenchmark
+
+    ids = world["ids"]
+    xg, yg = squares(64, 0, exclude=("red",))
+    other = train_clip(toy_clip(CAPTIONS, seed=1)[0], DataLoader(
+        TensorDataset(xg, ids[yg]), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1)), steps=300)
+    x, y = squares(64, 0)
+    xt, yt = squares(32, 1)
+    red = y == 0
+    forget = DataLoader(TensorDataset(x[red], y[red]), batch_size=16)
+    retain = DataLoader(TensorDataset(x[~red], y[~red]), batch_size=32)
+    test = DataLoader(TensorDataset(xt, yt), batch_size=32)
+    a = lambda m: CLIPAdapter(m, ids)  # noqa: E731
+
+    st = split_stats(a(world["original"]), test, with_entropy=True)  # a classifier's statistics, against a direct count
+    logits = torch.cat([a(world["original"]).logits((xb, yb)) for xb, yb in test])
+    assert np.array_equal(st["label"], yt.numpy())
+    assert np.array_equal(st["correct"], (logits.argmax(1) == yt).double().numpy()) and st["correct"].mean() > 0.9
+    assert {"phi", "entropy"} <= set(st)
+
+    gold, orig = a(world["retrained"]), a(world["original"])
+    for who, cand, want in (("original", world["original"], "FAIL"), ("retrained, seed 1", other, "PASS")):
+        v = UnlearningVerifier().verify_all(a(cand), forget, retain, test_loader=test, gold_model=gold,
+                                            original_model=orig)
+        assert "class forgetting" in str(v) and v.verdict == want, (who, str(v))
+        b = UnlearningBenchmark().evaluate(a(cand), forget_data=forget, retain_data=retain, test_data=test,
+                                           gold_model=gold, original_model=orig)
+        assert b.verdict == want, (who, str(b))
+        r = UnlearningVerificationSuite().run(a(cand), forget, retain, test, gold_model=gold, original_model=orig)
+        assert r.verdict == want, (who, r.summary())
+        assert r.results, "the suite ran no attack"
 
 
 class _Embedder(torch.nn.Module):

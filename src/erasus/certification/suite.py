@@ -235,8 +235,8 @@ class UnlearningVerificationSuite:
             adapter = wrap(model)
 
             def context(m, gold=None):
-                return EvalContext(adapter.with_model(m), forget, retain, test, holdout,
-                                   adapter.with_model(gold) if gold is not None else None,
+                return EvalContext(adapter.adapter_for(m), forget, retain, test, holdout,
+                                   adapter.adapter_for(gold) if gold is not None else None,
                                    max_samples=self.max_samples, forget_mode=self.forget_mode)
 
             ctx, gctx = context(model, gold_model), context(gold_model, gold_model)

@@ -12,6 +12,8 @@ from typing import Dict
 import numpy as np
 import torch
 
+from .exceptions import DataError
+
 
 @torch.no_grad()
 def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.ndarray]:
@@ -19,14 +21,22 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     (with ``with_entropy``, also the prediction entropy and modified entropy). For
     classifiers also ``phi``, the logit-scaled confidence ``z_y − logsumexp_{j≠y} z_j``
     computed in float64 from the logits: exact even where the float32 loss has rounded
-    to 0 (confidently fitted training samples, the ones membership attacks care about)."""
+    to 0 (confidently fitted training samples, the ones membership attacks care about).
+    Batches an adapter scores as classification (:func:`classifies`: a classifier's, a CLIP
+    model's labelled images over its class prompts) get the classifier's statistics."""
     model = adapter.model
     was = model.training
     model.eval()
     losses, correct, labels, entropy, m_entropy, phi = [], [], [], [], [], []
+    classified = None
     try:
         for batch in loader:
-            if adapter.family != "classifier":  # language models: loss and token accuracy per sample
+            kind = classifies(adapter, batch)
+            if classified is not None and kind != classified:
+                raise DataError("Expected every batch of a loader to hold the same kind of data; this one mixes "
+                                "labelled samples with others (e.g. labelled images and image-text pairs).")
+            classified = kind
+            if not kind:  # language models: loss and token accuracy per sample
                 if hasattr(adapter, "loss_and_accuracy"):
                     loss, acc = adapter.loss_and_accuracy(batch)
                     correct.append(acc.cpu())
@@ -46,7 +56,7 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     finally:
         model.train(was)
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)
-    if adapter.family != "classifier":
+    if not (adapter.family == "classifier" if classified is None else classified):
         loss = cat(losses)
         acc = cat(correct).astype(np.float64) if correct else np.full(len(loss), np.nan)
         return {"loss": loss, "correct": acc, "label": np.zeros(len(loss), dtype=np.int64)}
@@ -54,6 +64,14 @@ def split_stats(adapter, loader, with_entropy: bool = False) -> Dict[str, np.nda
     if with_entropy:
         out["entropy"], out["m_entropy"] = cat(entropy), cat(m_entropy)
     return out
+
+
+def classifies(adapter, batch) -> bool:
+    """Whether ``adapter`` scores ``batch`` as classification, with logits and labels: every
+    batch of a classifier, and those an adapter's ``classifies`` hook claims (CLIP: labelled
+    images, zero-shot over its class prompts)."""
+    hook = getattr(adapter, "classifies", None)
+    return adapter.family == "classifier" or (hook is not None and bool(hook(batch)))
 
 
 def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -36,15 +36,16 @@ def _split_forget(loader: DataLoader, fraction: float, seed: int):
     return mk(perm[:k], True), mk(perm[k:] if n > 1 else perm, False)
 
 
-def relearn(model: torch.nn.Module, loader: DataLoader, steps: int = 30, lr: float = 1e-3, seed: int = 0):
+def relearn(model, loader: DataLoader, steps: int = 30, lr: float = 1e-3, seed: int = 0):
     """A copy of ``model`` fine-tuned with Adam and cross-entropy for ``steps`` steps on
     ``loader``, with its own random state seeded from ``seed`` (the caller's is left as it
-    was)."""
-    from ..models import wrap
+    was). Given an adapter, an adapter like it around the fine-tuned copy (its settings kept:
+    a CLIP model's class prompts)."""
+    from ..models import ModelAdapter, wrap
 
     with isolated_rng(seed):
-        m = copy.deepcopy(model).train()
-        adapter = wrap(m)
+        m = copy.deepcopy(model.model if isinstance(model, ModelAdapter) else model).train()
+        adapter = model.with_model(m) if isinstance(model, ModelAdapter) else wrap(m)
         params = [p for p in m.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr, **adam_options(params))
         it, step = iter(loader), 0
@@ -59,11 +60,12 @@ def relearn(model: torch.nn.Module, loader: DataLoader, steps: int = 30, lr: flo
             loss.backward()
             opt.step()
             step += 1
-    return m.eval()
+    m.eval()
+    return adapter if isinstance(model, ModelAdapter) else m
 
 
 def _correct(model, loader) -> np.ndarray:
-    """Per-sample correctness (0/1) of ``model`` on ``loader``, in loader order."""
+    """Per-sample correctness (0/1) of ``model`` (or an adapter) on ``loader``, in loader order."""
     from ..models import wrap
 
     return split_stats(wrap(model), loader)["correct"]
@@ -115,7 +117,7 @@ class RelearnAttack(MeanMetric):
         c = self.config
         ctx.require("relearn", "forget")
         attack, evaluate = _split_forget(ctx.loaders["forget"], c.fraction, c.seed)
-        model = ctx.adapter.model
+        model = ctx.adapter
         with isolated_rng(c.seed):
             attacked = relearn(model, attack, c.steps, c.lr, c.seed)
             out = {"relearn_forget_accuracy_before": _correct(model, evaluate),
@@ -155,8 +157,9 @@ class QuantizationAttack(MeanMetric):
 
     def samples(self, ctx) -> Dict[str, np.ndarray]:
         ctx.require("quantization", "forget")
-        m = ctx.adapter.model
-        return {f"int{b}_forget_accuracy": _correct(quantize_weights(m, b), ctx.loaders["forget"]) for b in (8, 4)}
+        a = ctx.adapter
+        return {f"int{b}_forget_accuracy": _correct(a.with_model(quantize_weights(a.model, b)), ctx.loaders["forget"])
+                for b in (8, 4)}
 
 
 @dataclass

@@ -84,7 +84,7 @@ class EvalContext:
 
     def _raw_stats(self, split: str, gold: bool) -> Dict[str, np.ndarray]:
         def compute(adapter, loader):
-            s = split_stats(adapter, loader, with_entropy=adapter.family == "classifier")
+            s = split_stats(adapter, loader, with_entropy=True)  # entropies where it classifies
             own = membership_losses(adapter, loader)
             if own is not None:
                 # a training loss that depends on the rest of the batch (CLIP's in-batch loss: its

@@ -48,7 +48,7 @@ class MetricSuite:
         gold_model = legacy_positional("MetricSuite.run", legacy, ["gold_model"], {"gold_model": gold_model})["gold_model"]
 
         adapter = wrap(model)
-        gold = adapter.with_model(gold_model) if gold_model is not None else None
+        gold = adapter.adapter_for(gold_model) if gold_model is not None else None
         ctx = EvalContext(adapter, forget_loader, retain_loader, test_loader, holdout_loader, gold,
                           max_samples=self.max_samples)
         from ..core.base import check_supported

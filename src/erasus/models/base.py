@@ -33,6 +33,12 @@ class ModelAdapter:
         """The same kind of adapter around another model (a copy, a teacher)."""
         return type(self)(model)
 
+    def adapter_for(self, model) -> "ModelAdapter":
+        """An adapter of a model the caller passed beside this one (a retrained or original
+        model): the caller's own adapter when it is one (built with its settings: a CLIP
+        model's class prompts), else :meth:`with_model`."""
+        return model if isinstance(model, ModelAdapter) else self.with_model(model)
+
     # the interface every family implements -------------------------------------------
     def to_device(self, batch: Any) -> Any:
         raise NotImplementedError  # abstract
@@ -48,6 +54,11 @@ class ModelAdapter:
 
     def features(self, batch: Any) -> torch.Tensor:
         raise NotImplementedError  # abstract
+
+    def labels(self, batch: Any) -> torch.Tensor:
+        """The class labels of a labelled batch, on the model's device (a classifier's
+        ``(inputs, labels)``: the second item)."""
+        return self.to_device(batch)[1]
 
     def scored_logits(self, batch: Any):
         """``(logits, targets)``, one row per scored prediction: per sample for a classifier

@@ -184,11 +184,19 @@ class CLIPAdapter(ModelAdapter):
                                  self.class_mask.to(self.device) if self.class_mask is not None else None)
         return self.scale() * self.image_embeddings(x) @ t.T
 
-    def logits_and_labels(self, batch: Any):
+    def classifies(self, batch: Any) -> bool:
+        """Labelled images are scored as classification (zero-shot logits over the class
+        prompts), image-text pairs are not (see :func:`erasus.core.stats.classifies`)."""
+        return self.split(batch)[1] is None
+
+    def labels(self, batch: Any) -> torch.Tensor:
         labels = self.to_device(batch)[3]
         if labels is None:
             raise DataError("Expected (pixel_values, labels) for zero-shot classification; this batch holds texts.")
-        return self.logits(batch), labels
+        return labels
+
+    def logits_and_labels(self, batch: Any):
+        return self.logits(batch), self.labels(batch)
 
     def per_sample_loss(self, batch: Any, logits: torch.Tensor = None) -> torch.Tensor:
         """Each pair's symmetric CLIP loss within the batch; the zero-shot cross-entropy for a

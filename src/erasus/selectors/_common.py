@@ -15,7 +15,7 @@ def collect_features(adapter, loader, with_labels: bool = False):
     for b in loader:
         feats.append(adapter.features(b).float().cpu())
         if with_labels:
-            labels.append(adapter.to_device(b)[1].cpu())
+            labels.append(adapter.labels(b).cpu())
     X = torch.cat(feats).numpy()
     return (X, torch.cat(labels).numpy()) if with_labels else X
 

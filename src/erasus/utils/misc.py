@@ -190,13 +190,21 @@ class isolated_rng:
         return False
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
+def weights_fingerprint(model) -> str:
     """A SHA-1 of a model's class, parameter and buffer names, shapes and values: equal for
-    models with equal weights, different (barring a hash collision) after any change."""
+    models with equal weights, different (barring a hash collision) after any change. For an
+    adapter (:class:`~erasus.models.base.ModelAdapter`), also its class and its own tensors
+    (CLIP's class prompts decide its zero-shot logits)."""
     import hashlib
 
-    h = hashlib.sha1(type(model).__qualname__.encode())
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    h = hashlib.sha1()
+    tensors = []
+    if not isinstance(model, torch.nn.Module) and isinstance(getattr(model, "model", None), torch.nn.Module):
+        h.update(type(model).__qualname__.encode())
+        tensors = sorted((f"adapter.{k}", v) for k, v in vars(model).items() if isinstance(v, torch.Tensor))
+        model = model.model
+    h.update(type(model).__qualname__.encode())
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()) + tensors:
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
