@@ -201,6 +201,39 @@ def test_zero_shot_class_forgetting_is_verified_like_a_classifier(world):
         assert r.results, "the suite ran no attack"
 
 
+def test_an_evaluation_embeds_each_image_once_and_scores_each_pair_on_its_own(world):
+    """Every statistic of a split of image-text pairs (the pair's own score, its caption's
+    rank among every split's captions, retrieval) comes from one pass of each image through
+    the vision tower (it took three), and equals a direct computation."""
+    model = copy.deepcopy(world["original"])
+    seen = []
+    tower = model.get_image_features
+    model.get_image_features = lambda pixel_values, **kw: (seen.append(len(pixel_values)),  # noqa: E731
+                                                         tower(pixel_values=pixel_values, **kw))[1]
+    xt, yt = squares(32, 1)
+    holdout = DataLoader(TensorDataset(xt[yt == 0], world["ids"][yt[yt == 0]]), batch_size=16)
+    res = ErasusUnlearner(model).evaluate(world["forget"], world["retain"], holdout_data=holdout,
+                                          metrics=["accuracy", "mia", "mia_accuracy", "retrieval"])
+    sizes = [len(d.dataset) for d in (world["forget"], world["retain"], holdout)]
+    assert sum(seen) == sum(sizes), (seen, sizes)
+
+    a = CLIPAdapter(world["original"])
+    emb = {k: a.split_embeddings(DataLoader(d.dataset, batch_size=64))
+           for k, d in (("forget", world["forget"]), ("retain", world["retain"]), ("holdout", holdout))}
+    captions = torch.cat([e[1] for e in emb.values()])
+    keys = [k for e in emb.values() for k in e[2]]
+    for split in ("forget", "retain"):
+        img, txt, own = emb[split]
+        best = [keys[j] for j in (img @ captions.T).argmax(1).tolist()]
+        assert res[f"{split}_accuracy"] == pytest.approx(np.mean([b == k for b, k in zip(best, own)]))
+    scores = {k: (a.scale() * (e[0] * e[1]).sum(-1)).detach().numpy() for k, e in emb.items()}
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(np.r_[np.ones(sizes[0]), np.zeros(sizes[2])], np.r_[scores["forget"], scores["holdout"]])
+    assert res["mia_auc"] == pytest.approx(auc, abs=1e-9)
+    assert res["retain_i2t@1"] == pytest.approx(retrieval_recall(a, world["retain"])["i2t@1"])
+
+
 class _Embedder(torch.nn.Module):
     """A CLIP-shaped model whose embeddings are given: images → their first 4 pixels, texts →
     a lookup of their first token."""

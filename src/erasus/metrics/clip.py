@@ -40,12 +40,13 @@ def zero_shot_accuracy(adapter, loader) -> float:
 
 
 @torch.no_grad()
-def retrieval_recall(adapter, loader, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+def retrieval_recall(adapter, loader, ks: Sequence[int] = (1, 5, 10), emb=None) -> Dict[str, float]:
     """Recall@k for image→text and text→image retrieval over every pair of ``loader`` (the
     specification's §6.2.2): for each image, whether one of its ``k`` most similar texts is its
     own caption (any text with the same token ids counts, as with COCO's five captions per
-    image); likewise for each text. Keys ``"i2t@k"`` and ``"t2i@k"``."""
-    emb = adapter.split_embeddings(loader)
+    image); likewise for each text. Keys ``"i2t@k"`` and ``"t2i@k"``. ``emb``: the loader's
+    ``adapter.split_embeddings`` when already computed."""
+    emb = adapter.split_embeddings(loader) if emb is None else emb
     if emb is None:
         raise DataError("Expected image-text pairs (pixel_values, input_ids) for retrieval.")
     img, txt, keys = emb
@@ -87,7 +88,7 @@ class RetrievalMetric(BaseMetric):
                 raise DataError("Expected RetrievalMetric().compute(model, loader of image-text pairs).")
             return retrieval_recall(context_of(ctx).adapter, check_nonempty(loader, "retrieval"), ks)
         return {f"{split}_{k}": v for split in ("forget", "retain", "test") if ctx.has(split)
-                for k, v in retrieval_recall(ctx.adapter, ctx.loaders[split], ks).items()}
+                for k, v in retrieval_recall(ctx.adapter, ctx.loaders[split], ks, ctx.embeddings(split)).items()}
 
 
 @torch.no_grad()

@@ -84,20 +84,28 @@ class EvalContext:
 
     def _raw_stats(self, split: str, gold: bool) -> Dict[str, np.ndarray]:
         def compute(adapter, loader):
-            s = split_stats(adapter, loader, with_entropy=True)  # entropies where it classifies
-            own = membership_losses(adapter, loader)
-            if own is not None:
-                # a training loss that depends on the rest of the batch (CLIP's in-batch loss: its
-                # size, its captions) would make splits batched differently differ for no other
-                # reason; such adapters give each sample's own (CLIP: Ko et al., ICCV 2023)
-                s["loss"] = own
-            correct = split_correct(adapter, loader, [v for k, v in self.loaders.items() if k != split])
-            if correct is not None:
-                s["correct"] = correct
+            emb = self.embeddings(split, gold)
+            if emb is not None:
+                # statistics that depend on the whole split (CLIP pairs: a pair's own score, its
+                # caption ranked among every split's captions), from each split embedded once
+                others = [self.embeddings(k, gold) for k in self.loaders if k != split]
+                s = adapter.stats_from_embeddings(emb, [e for e in others if e is not None])
+            else:
+                s = split_stats(adapter, loader, with_entropy=True)  # entropies where it classifies
             s["confidence"] = np.exp(-s["loss"])
             return s
 
         return self._cached((split, gold), compute)
+
+    def embeddings(self, split: str, gold: bool = False):
+        """The adapter's ``split_embeddings`` of ``split``, computed once (CLIP: the normalised
+        image and text embeddings of every pair, and each caption's token ids); ``None`` for
+        adapters without that hook and for labelled samples."""
+        def compute(adapter, loader):
+            hook = getattr(adapter, "split_embeddings", None)
+            return None if hook is None else _in_eval(adapter, lambda: hook(loader))
+
+        return self._cached((split, gold, "emb"), compute)
 
     def nonmember_rows(self) -> np.ndarray:
         """Rows of the held-out (else test) split that ``stats("nonmember")`` holds."""
@@ -172,38 +180,6 @@ def _in_eval(adapter, fn):
         return fn()
     finally:
         model.train(was)
-
-
-def membership_losses(adapter, loader) -> Optional[np.ndarray]:
-    """The adapter's ``membership_loss`` over a loader, for adapters whose per-sample training
-    loss depends on the rest of its batch (:meth:`~erasus.models.clip.CLIPAdapter.membership_loss`);
-    ``None`` where the adapter has none or the batches need none."""
-    hook = getattr(adapter, "membership_loss", None)
-    if hook is None:
-        return None
-
-    def run():
-        out = []
-        for b in loader:
-            loss = hook(b)
-            if loss is None:
-                return None
-            out.append(loss.float().cpu())
-        return torch.cat(out).double().numpy() if out else None
-
-    return _in_eval(adapter, run)
-
-
-def split_correct(adapter, loader, others=()) -> Optional[np.ndarray]:
-    """The adapter's ``split_correct`` over a loader: per-sample correctness for adapters whose
-    correctness depends on the whole split (:meth:`~erasus.models.clip.CLIPAdapter.split_correct`:
-    an image's own caption among the captions of its split and of ``others``, the other splits
-    evaluated with it); ``None`` where the adapter has none."""
-    hook = getattr(adapter, "split_correct", None)
-    if hook is None:
-        return None
-    out = _in_eval(adapter, lambda: hook(loader, others))
-    return None if out is None else np.asarray(out, dtype=np.float64)
 
 
 def context_of(model, **loaders) -> EvalContext:

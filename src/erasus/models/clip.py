@@ -19,7 +19,7 @@ Any model with ``get_image_features``, ``get_text_features`` and ``logit_scale``
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -126,12 +126,6 @@ class CLIPAdapter(ModelAdapter):
             raise DataError("Expected image-text pairs (pixel_values, input_ids); this batch holds labels.")
         return self.scale() * (self.image_embeddings(x) * self.text_embeddings(ids, mask)).sum(-1)
 
-    def membership_loss(self, batch: Any) -> Optional[torch.Tensor]:
-        """The per-sample loss membership tests use where the training loss depends on the rest of
-        the batch: a pair's negated :meth:`pair_scores`; ``None`` for labelled images (their
-        zero-shot loss is per sample already)."""
-        return None if self.split(batch)[1] is None else -self.pair_scores(batch)
-
     @torch.no_grad()
     def split_embeddings(self, loader, images: bool = True):
         """``(image embeddings, text embeddings, captions)`` of every pair in ``loader``
@@ -151,28 +145,33 @@ class CLIPAdapter(ModelAdapter):
             raise DataError("Expected image-text pairs, got an empty loader.")
         return (torch.cat(imgs) if images else None), torch.cat(txts), keys
 
-    def split_correct(self, loader, others=()):
-        """Each pair's correctness over its whole split: whether the caption most similar to the
-        image, among every caption of this split and of ``others`` (the other splits evaluated
-        with it: the forget concept's images compete with the retained concepts' captions), is
-        its own. Zero-shot classification with the captions as the classes; correctness within a
-        batch would depend on the batch's other captions. ``None`` for labelled images (their
-        zero-shot correctness is per sample already); NaN where only one caption is there to
-        choose from."""
-        emb = self.split_embeddings(loader)
-        if emb is None:
-            return None
+    @torch.no_grad()
+    def stats_from_embeddings(self, emb, others=()) -> Dict[str, np.ndarray]:
+        """Per-sample statistics of a split of image-text pairs from its :meth:`split_embeddings`
+        ``emb`` (the evaluation context embeds each split once; ``others``: the other splits'
+        embeddings evaluated with it):
+
+        - ``loss``: a pair's negated :meth:`pair_scores`, ``−s·⟨v_i, t_i⟩``, independent of the
+          rest of its batch (the in-batch CLIP loss depends on the batch's size and captions, so
+          splits batched differently would differ for no other reason): the membership score of
+          Ko et al., "Practical Membership Inference Attacks Against Large-Scale Multi-Modal
+          Models: A Pilot Study", ICCV 2023 (a pair seen in training is closer);
+        - ``correct``: whether the caption most similar to the image, among every caption of this
+          split and of ``others`` (the forget concept's images compete with the retained
+          concepts' captions), is its own: zero-shot classification with the captions as the
+          classes, since correctness within a batch would depend on the batch's other captions;
+          NaN where only one caption is there to choose from;
+        - ``label``: 0 (pairs have no class)."""
         img, txt, keys = emb
         own = len(keys)
+        loss = -(self.scale().to(img.device) * (img * txt).sum(-1)).double().cpu().numpy()
         for other in others:
-            more = self.split_embeddings(other, images=False)
-            if more is not None:
-                txt, keys = torch.cat([txt, more[1]]), keys + more[2]
+            txt, keys = torch.cat([txt, other[1].to(txt.device)]), keys + other[2]
         index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         cap = torch.tensor([index[k] for k in keys], device=txt.device)
-        if len(index) < 2:
-            return np.full(own, np.nan)
-        return (cap[(img @ txt.T).argmax(1)] == cap[:own]).cpu().numpy()
+        correct = (np.full(own, np.nan) if len(index) < 2
+                   else (cap[(img @ txt.T).argmax(1)] == cap[:own]).double().cpu().numpy())
+        return {"loss": loss, "correct": correct, "label": np.zeros(own, dtype=np.int64)}
 
     def logits(self, batch: Any) -> torch.Tensor:
         """Zero-shot logits over the class prompts."""
