@@ -3,6 +3,7 @@ with cross-attention learns "a red / green / blue square" (8×8 images); a judge
 dominant colour channel) says which concept an image shows. Each method must lower the
 judged presence of the erased concept more than of the others."""
 import copy
+import functools
 import warnings
 
 import pytest
@@ -29,12 +30,20 @@ def colour_data(n_per=64, seed=0):
     return list(zip(torch.cat(imgs), prompts))
 
 
-@pytest.fixture(scope="module")
-def toy():
+@functools.lru_cache(maxsize=None)
+def trained_toy() -> TextToImage:
+    """The colour model the diffusion tests start from, trained once per session (600 steps,
+    about a minute) and shared read-only with the select stage's tests
+    (tests/test_family_selectors.py): deep-copy it to change it."""
     data = colour_data()
     loader = DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     model = toy_text_to_image([p for _, p in data])
     return train_text_to_image(model, loader, steps=600, lr=2e-3)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return trained_toy()
 
 
 def judged(model, n=32):

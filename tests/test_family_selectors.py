@@ -5,6 +5,8 @@ gradient; diffusion: a sample's gradient does not depend on its batch), and on a
 fixture (pairs whose caption is wrong, images unlike the rest of the request) they rank the
 planted samples first."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -55,13 +57,9 @@ def clip():
 @pytest.fixture(scope="module")
 def diffusion():
     pytest.importorskip("diffusers")
-    from erasus.models.diffusion import toy_text_to_image, train_text_to_image
+    from test_diffusion import trained_toy  # the diffusion tests' colour model, trained once per session
 
-    x, y = _squares(48, 0, 8)
-    data = [(x[i], f"a {NAMES[int(y[i])]} square") for i in range(len(y))]
-    model = toy_text_to_image([p for _, p in data])
-    train_text_to_image(model, DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
-                        steps=300, lr=2e-3)
+    model = copy.deepcopy(trained_toy())
     # the request: 24 red squares prompted "a red square", then 6 whose top half is in the opposite
     # colour (planted: images unlike anything the model learned; a prompt mismatch alone hardly
     # moves this small model's loss, measured 0.250 vs 0.248, since x_t shows the colour)
