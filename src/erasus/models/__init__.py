@@ -10,6 +10,7 @@ from .clip import CLIPAdapter, CLIPWrapper, is_clip
 from .diffusion import DiffusionAdapter, TextToImage, is_text_to_image
 from .seq2seq_lm import (MaskedLMAdapter, MaskingCollator, Seq2SeqCollator, Seq2SeqLMAdapter, SpeechSeq2SeqAdapter,
                          is_masked_lm, is_seq2seq_lm, is_speech_seq2seq)
+from .wrappers import LLaMAWrapper, LLaVAWrapper, StableDiffusionWrapper
 
 
 def wrap(model, **kwargs) -> ModelAdapter:
@@ -44,5 +45,6 @@ def wrap(model, **kwargs) -> ModelAdapter:
     return ClassifierAdapter(model, **kwargs)
 
 
-__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "CLIPWrapper", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "VisionLMAdapter", "is_vision_lm", "wrap",
+__all__ = ["ModelAdapter", "ClassifierAdapter", "CLIPAdapter", "CLIPWrapper", "LLaMAWrapper", "LLaVAWrapper",
+           "StableDiffusionWrapper", "is_clip", "DiffusionAdapter", "TextToImage", "is_text_to_image", "CausalLMAdapter", "QACollator", "is_causal_lm", "VisionLMAdapter", "is_vision_lm", "wrap",
            "Seq2SeqLMAdapter", "SpeechSeq2SeqAdapter", "is_speech_seq2seq", "MaskedLMAdapter", "Seq2SeqCollator", "MaskingCollator", "is_seq2seq_lm", "is_masked_lm"]

@@ -6,12 +6,13 @@ Selectors, strategies and metrics are written against this interface only.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+import os
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..exceptions import DataError
+from ..exceptions import ConfigError, DataError
 from ..utils.misc import model_device
 
 
@@ -82,3 +83,45 @@ class ModelAdapter:
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.model.parameters() if p.requires_grad)
+
+
+def load_or_take(model_name, load: Callable, device: Optional[str], from_pretrained_kwargs: dict, what: str):
+    """The model a by-name wrapper holds (``CLIPWrapper``, ``LLaMAWrapper``, ...): ``load(name,
+    **from_pretrained_kwargs)`` for a Hub name or local folder, else ``model_name`` itself (a
+    model object; loading options are refused then), moved to ``device`` when given."""
+    if isinstance(model_name, (str, os.PathLike)):
+        model = load(model_name, **from_pretrained_kwargs)
+    elif from_pretrained_kwargs:
+        raise ConfigError(f"Options {sorted(from_pretrained_kwargs)} are for loading {what} by name; got a model.")
+    else:
+        model = model_name
+    if device is not None:
+        from ..utils.misc import resolve_device
+
+        model = model.to(resolve_device(device))
+    return model
+
+
+def layer_outputs(model: nn.Module, layers: Sequence[nn.Module], indices: Sequence[int], run: Callable[[], Any],
+                  what: str) -> Dict[str, torch.Tensor]:
+    """``{"layer_<i>": output of layers[i]}`` for each of ``indices`` (negative ones count from the
+    end) during ``run()`` (a forward pass of ``model``, without gradients), read with forward
+    hooks; a tuple output gives its first item (the hidden states)."""
+    n = len(layers)
+    for i in indices:
+        if not -n <= i < n:
+            raise ConfigError(f"Expected layer indices in [-{n}, {n - 1}] (the {what} has {n} layers), got {i}.")
+    out: Dict[str, torch.Tensor] = {}
+    hooks = [layers[i].register_forward_hook(
+        lambda _m, _in, o, i=i: out.__setitem__(f"layer_{i}", (o[0] if isinstance(o, tuple) else o).detach()))
+        for i in indices]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return out

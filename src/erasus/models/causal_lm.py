@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exceptions import DataError
+from ..exceptions import ConfigError, DataError
 from .base import ModelAdapter
 from .batching import INDEX
 
@@ -539,3 +539,19 @@ def qa_loader(records: Sequence[dict], collator: "QACollator", batch_size: Optio
     n = batch_size or max(1, max_tokens // edges[-1])
     return DataLoader(data, batch_size=n, shuffle=shuffle, collate_fn=pad,
                       generator=torch.Generator().manual_seed(seed) if shuffle else None)
+
+
+def load_causal_lm(name_or_path, tokenizer=None, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` (weights via safetensors where the checkpoint
+    has them) and its tokenizer; a clear error when ``transformers`` is missing."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        raise ConfigError("Loading a language model needs transformers: pip install 'erasus[llm]'.") from e
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError):
+            tokenizer = None  # a weights-only folder: the caller tokenises
+    return model, tokenizer

@@ -18,7 +18,6 @@ Any model with ``get_image_features``, ``get_text_features`` and ``logit_scale``
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import ConfigError, DataError
-from .base import ModelAdapter
+from .base import ModelAdapter, layer_outputs, load_or_take
 
 
 def is_clip(model) -> bool:
@@ -241,26 +240,21 @@ class CLIPWrapper(CLIPAdapter):
 
     def __init__(self, model_name, device: Optional[str] = None, class_prompts=None, **from_pretrained_kwargs):
         self.processor = self.tokenizer = self.image_processor = None
-        if isinstance(model_name, (str, os.PathLike)):
+
+        def load(name, **kw):
             try:
                 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, CLIPProcessor
             except ImportError as e:
                 raise ConfigError("Loading a CLIP model needs transformers: pip install 'erasus[llm]'.") from e
-            model = CLIPModel.from_pretrained(model_name, **from_pretrained_kwargs)
             for attr, cls in (("processor", CLIPProcessor), ("tokenizer", AutoTokenizer),
                               ("image_processor", AutoImageProcessor)):
                 try:
-                    setattr(self, attr, cls.from_pretrained(model_name))
+                    setattr(self, attr, cls.from_pretrained(name))
                 except (OSError, ValueError, TypeError):
                     pass  # a folder without these files: the caller tokenises and preprocesses
-        elif from_pretrained_kwargs:
-            raise ConfigError(f"Options {sorted(from_pretrained_kwargs)} are for loading by name; got a model.")
-        else:
-            model = model_name
-        if device is not None:
-            from ..utils.misc import resolve_device
+            return CLIPModel.from_pretrained(name, **kw)
 
-            model = model.to(resolve_device(device))
+        model = load_or_take(model_name, load, device, from_pretrained_kwargs, "a CLIP model")
         super().__init__(model, class_prompts)
         self.vision_model = model.vision_model
         self.text_model = model.text_model
@@ -271,21 +265,8 @@ class CLIPWrapper(CLIPAdapter):
         images = images.to(self.device)
         if layer_indices is None:
             return _tensor(self.model.get_image_features(pixel_values=images))
-        layers = self.vision_model.encoder.layers
-        features, hooks = {}, []
-        for i in layer_indices:
-            if not -len(layers) <= i < len(layers):
-                raise ConfigError(f"Expected layer indices in [-{len(layers)}, {len(layers) - 1}] (the vision encoder "
-                                  f"has {len(layers)} layers), got {i}.")
-            hooks.append(layers[i].register_forward_hook(
-                lambda _m, _in, out, i=i: features.__setitem__(f"layer_{i}", (out[0] if isinstance(out, tuple) else out).detach())))
-        try:
-            with torch.no_grad():
-                self.model.get_image_features(pixel_values=images)
-        finally:
-            for h in hooks:
-                h.remove()
-        return features
+        return layer_outputs(self.model, self.vision_model.encoder.layers, layer_indices,
+                             lambda: self.model.get_image_features(pixel_values=images), "vision encoder")
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The model's text embeddings (unnormalised, as ``CLIPModel.get_text_features``)."""

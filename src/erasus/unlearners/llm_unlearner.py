@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 from torch import nn
 
 from ..core.exceptions import ConfigError, UnsupportedModelError
+from ..models.causal_lm import load_causal_lm  # noqa: F401  (its home is erasus.models.causal_lm)
 from .erasus_unlearner import ErasusUnlearner
 from .saving import SavesPretrained, _version
 
@@ -138,21 +139,5 @@ def through_lora(lora, strategy, strategy_kwargs):
     if not isinstance(strategy, str):
         raise ConfigError("lora=... needs the strategy by name (it becomes the adapters' objective).")
     return lora, "lora_unlearning", {**lora, "base": strategy, "base_kwargs": dict(strategy_kwargs or {})}
-
-
-def load_causal_lm(name_or_path, tokenizer=None, **kwargs):
-    """``AutoModelForCausalLM.from_pretrained`` (weights via safetensors where the checkpoint
-    has them) and its tokenizer; a clear error when ``transformers`` is missing."""
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as e:
-        raise ConfigError("Loading a language model needs transformers: pip install 'erasus[llm]'.") from e
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    if tokenizer is None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        except (OSError, ValueError):
-            tokenizer = None  # a weights-only folder: the caller tokenises
-    return model, tokenizer
 
 
