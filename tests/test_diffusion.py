@@ -6,6 +6,7 @@ import copy
 import functools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -164,6 +165,58 @@ def test_bad_input_gets_clear_errors(toy):
         DiffusionUnlearner(toy, strategy="esd").erase("a red square", anchor="a green square")
     with pytest.raises(ConfigError, match="TextToImage|diffusion"):
         DiffusionUnlearner(torch.nn.Linear(2, 2))
+
+
+def test_cross_attention_maps_follow_the_text_encoding(toy, tmp_path):
+    """The word's attention map (erasus.visualization.cross_attention_data) is read at the
+    word's tokens: a cheat whose text encoder reads "red" as "green" attends to "red" in "a red
+    square" exactly as the original attends to "green" in "a green square", and not as the
+    original attends to "red"; the figure draws each model's image above its map."""
+    from erasus.visualization import cross_attention_data
+    from erasus.visualization.attention import AttentionVisualizer
+    from erasus.visualization.plots import word_positions
+
+    assert word_positions(toy, "a red square", "red") == [toy.tokenizer("a red square").input_ids.index(
+        toy.tokenizer.convert_tokens_to_ids("red"))]
+    with pytest.raises(DataError, match="not among the tokens"):
+        word_positions(toy, "a red square", "purple")
+    cheat = copy.deepcopy(toy)
+    table = cheat.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        table[cheat.tokenizer.convert_tokens_to_ids("red")] = table[cheat.tokenizer.convert_tokens_to_ids("green")]
+    red = cross_attention_data({"original": toy, "cheat": cheat}, "a red square", "red")
+    green = cross_attention_data({"original": toy}, "a green square", "green")
+    assert red["original"].shape == (8, 8) and (red["original"] >= 0).all()
+    assert np.allclose(red["cheat"], green["original"], atol=1e-6)
+    assert not np.allclose(red["original"], green["original"], atol=1e-3)
+    fig = AttentionVisualizer(cheat).plot_cross_attention_comparison("a red square", "red", toy,
+                                                                     path=tmp_path / "attention", steps=5)
+    assert (tmp_path / "attention.png").exists() and len(fig.axes) == 4
+
+
+def test_the_loss_based_entry_points_refuse_a_text_to_image_model_and_name_its_report():
+    """The verifier, the benchmark, the attack suite and evaluate() read per-sample losses and
+    accuracies, which do not judge a text-to-image model (a noise prediction at a random
+    timestep, no labels: they returned INCONCLUSIVE, or crashed on the prompts); each now
+    refuses it before any work and names the erasure report."""
+    from erasus.certification import UnlearningVerificationSuite, UnlearningVerifier
+    from erasus.core.exceptions import UnsupportedModelError
+    from erasus.evaluation import UnlearningBenchmark
+
+    data = colour_data(4)
+    model = toy_text_to_image([p for _, p in data])
+    forget = DataLoader([d for d in data if "red" in d[1]], batch_size=4)
+    retain = DataLoader([d for d in data if "red" not in d[1]], batch_size=4)
+    calls = {
+        "verifier": lambda: UnlearningVerifier().verify_all(model, forget, retain, retain, original_model=model),
+        "benchmark": lambda: UnlearningBenchmark().evaluate(model, forget_data=forget, retain_data=retain,
+                                                            holdout_data=retain, gold_model=model),
+        "suite": lambda: UnlearningVerificationSuite().run(model, forget, retain, None, retain, gold_model=model),
+        "evaluate": lambda: DiffusionUnlearner(model).evaluate(forget, retain, holdout_data=retain),
+    }
+    for name, call in calls.items():
+        with pytest.raises(UnsupportedModelError, match=r"erasure_report.*retrained"):
+            call()
 
 
 def test_a_unet_without_cross_attention_is_refused_by_cross_attention_methods(toy):

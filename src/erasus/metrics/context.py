@@ -6,7 +6,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..core.exceptions import DataError
+from ..core.exceptions import DataError, UnsupportedModelError
 from ..core.stats import split_stats
 from ..utils.data import infer_forget_mode, subsample_loader
 
@@ -34,6 +34,13 @@ class EvalContext:
 
     def __init__(self, adapter, forget=None, retain=None, test=None, holdout=None, gold=None,
                  max_samples: Optional[int] = None, forget_mode: str = "auto"):
+        if "diffusion" in (getattr(adapter, "family", None), getattr(gold, "family", None)):
+            raise UnsupportedModelError(
+                "Per-sample losses and accuracies do not judge a text-to-image model (its loss is a noise prediction "
+                "at a random timestep; its samples have no labels). Judge the erasure with DiffusionUnlearner.verify("
+                "judge, label, others, gold_model=...) or erasus.metrics.diffusion.erasure_report(model, judge, "
+                "concept, label, others, original=..., gold_model=...): erasure, retention and attacks, against a "
+                "model retrained without the concept.")
         self.adapter = adapter
         self.gold = gold
         self.max_samples = max_samples

@@ -1,5 +1,7 @@
 """``AttentionVisualizer``: a transformer's attention on one input before and after unlearning
-(the specification's ``erasus.visualization.attention``), over :func:`~.analysis.attention_maps`."""
+(the specification's ``erasus.visualization.attention``), over :func:`~.analysis.attention_maps`;
+for a text-to-image model, where its UNet attends to a word of a prompt
+(:func:`~.plots.cross_attention_maps`)."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -8,7 +10,7 @@ import numpy as np
 import torch
 
 from .analysis import attention_data, attention_maps
-from .plots import PathLike
+from .plots import PathLike, cross_attention_maps
 
 
 class AttentionVisualizer:
@@ -19,7 +21,10 @@ class AttentionVisualizer:
 
     ``inputs``: the tokenizer's output for one sequence (``{"input_ids": (1, seq), ...}``);
     models: Hugging Face transformers that return attention weights (load them with
-    ``attn_implementation="eager"``)."""
+    ``attn_implementation="eager"``). For text-to-image models::
+
+        AttentionVisualizer(erased).plot_cross_attention_comparison("a photo of a sneaker", "sneaker", original)
+    """
 
     def __init__(self, model):
         self.model = model
@@ -35,3 +40,12 @@ class AttentionVisualizer:
         """Head-averaged attention at ``layer``: ``model_before`` left, this model right."""
         return attention_maps({labels[0]: model_before, labels[1]: self.model}, inputs, tokens, path, layer, formats,
                               overwrite)
+
+    def plot_cross_attention_comparison(self, prompt: str, word: str, model_before,
+                                        labels: Sequence[str] = ("before", "after"), path: Optional[PathLike] = None,
+                                        formats: Sequence[str] = ("png",), overwrite: bool = False, **kwargs):
+        """A text-to-image model's attention to ``word`` in ``prompt``, ``model_before`` left, this
+        model right, under what each draws (:func:`~.plots.cross_attention_maps`; ``kwargs``:
+        ``images``, ``timestep``, ``seed``, ``steps``, ``guidance_scale``)."""
+        return cross_attention_maps({labels[0]: model_before, labels[1]: self.model}, prompt, word, path,
+                                    formats=formats, overwrite=overwrite, **kwargs)

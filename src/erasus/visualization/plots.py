@@ -15,7 +15,9 @@ SVG through :func:`save_figure` (atomic, never over an existing file unless
 * :func:`training_history`: a run's loss per step, its validation losses, and where the
   stopping rule backed off;
 * :func:`generation_grid`: what several text-to-image models draw for the same prompts and
-  seeds (the original beside a concept-erased model), one row per prompt.
+  seeds (the original beside a concept-erased model), one row per prompt;
+* :func:`cross_attention_maps`: where each text-to-image model's UNet attends to one word of a
+  prompt (the erased concept's word before and after erasure), under what it draws.
 """
 from __future__ import annotations
 
@@ -290,5 +292,72 @@ def generation_grid(models: Mapping[str, object], prompts: Sequence[str], path: 
                     ax.set_title(name, loc="left", fontsize=9)
                 if m == 0 and j == 0:
                     ax.set_ylabel(prompt if len(prompt) <= 28 else prompt[:25] + "...", fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path, formats, overwrite)
+
+
+def word_positions(model, prompt: str, word: str) -> list:
+    """Token positions of ``word`` in ``prompt`` as a text-to-image model encodes it (padded to
+    its ``max_length``, start token included where its tokenizer adds one)."""
+    tok = model.tokenizer
+    ids = tok(prompt, padding="max_length", max_length=model.max_length, truncation=True).input_ids
+    sub = tok(word, add_special_tokens=False).input_ids
+    hits = [i for i in range(len(ids) - len(sub) + 1) if sub and ids[i:i + len(sub)] == sub]
+    if not hits:
+        raise DataError(f"Expected a word of the prompt: {word!r} is not among the tokens of {prompt!r} as the model's "
+                        f"tokenizer encodes it (within its {model.max_length} positions).")
+    return [hits[0] + j for j in range(len(sub))]
+
+
+def cross_attention_data(models: Mapping[str, object], prompt: str, word: str, timestep: Optional[int] = None,
+                         seed: int = 0) -> Dict[str, np.ndarray]:
+    """``{model name: (h, w) map}``: the attention each image position of the latent gives the
+    tokens of ``word`` in ``prompt``, summed over the word's tokens, each cross-attention
+    layer's map resized to the latent's resolution (bilinear) and averaged over the layers, as
+    Prompt-to-Prompt (Hertz et al., ICLR 2023) shows a word's attention
+    (:meth:`~erasus.models.StableDiffusionWrapper.get_cross_attention_maps`: one noise
+    prediction at ``timestep`` on seeded noise, the same for every model)."""
+    import torch.nn.functional as F
+
+    from ..models.wrappers import StableDiffusionWrapper
+
+    out = {}
+    for name, model in models.items():
+        w = model if isinstance(model, StableDiffusionWrapper) else StableDiffusionWrapper(model)
+        where = word_positions(w.model, prompt, word)
+        size = tuple(w.model.latent_shape(1)[2:])
+        maps = w.get_cross_attention_maps(prompt, timestep=timestep, seed=seed)
+        layers = [F.interpolate(m[where].sum(0)[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+                  for m in maps.values()]
+        out[name] = (sum(layers) / len(layers)).numpy()
+    return out
+
+
+def cross_attention_maps(models: Mapping[str, object], prompt: str, word: str, path: Optional[PathLike] = None,
+                         images: bool = True, timestep: Optional[int] = None, seed: int = 0, steps: int = 25,
+                         guidance_scale: float = 5.0, formats: Sequence[str] = ("png",), overwrite: bool = False):
+    """One column per text-to-image model: what it draws for ``prompt`` (with ``images``; the
+    same seed for every model) above where its UNet attends to ``word``
+    (:func:`cross_attention_data`, one colour scale for all models, so a word whose attention
+    an erasure removed fades). The concept-erasure papers' picture of an erased word."""
+    data = cross_attention_data(models, prompt, word, timestep, seed)
+    drawn = generation_grid_data(models, [prompt], 1, seed, steps, guidance_scale) if images else {}
+    plt = _plt()
+    names = list(data)
+    rows = 2 if images else 1
+    fig, axes = plt.subplots(rows, len(names), squeeze=False, figsize=(2.2 * len(names) + 0.8, 2.2 * rows + 0.4))
+    top = max(float(a.max()) for a in data.values()) or 1.0
+    for c, name in enumerate(names):
+        if images:
+            img = drawn[name][0, 0]
+            axes[0][c].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        axes[rows - 1][c].imshow(data[name], cmap="magma", vmin=0, vmax=top)
+        axes[0][c].set_title(name, fontsize=9)
+        for r in range(rows):
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+    axes[rows - 1][0].set_ylabel(f"attention to '{word}'", fontsize=8)
+    if images:
+        axes[0][0].set_ylabel(prompt if len(prompt) <= 28 else prompt[:25] + "...", fontsize=8)
     fig.tight_layout()
     return _finish(fig, path, formats, overwrite)
