@@ -174,12 +174,11 @@ def test_cross_attention_maps_follow_the_text_encoding(toy, tmp_path):
     original attends to "red"; the figure draws each model's image above its map."""
     from erasus.visualization import cross_attention_data
     from erasus.visualization.attention import AttentionVisualizer
-    from erasus.visualization.plots import word_positions
 
-    assert word_positions(toy, "a red square", "red") == [toy.tokenizer("a red square").input_ids.index(
+    assert toy.word_positions("a red square", "red") == [toy.tokenizer("a red square").input_ids.index(
         toy.tokenizer.convert_tokens_to_ids("red"))]
     with pytest.raises(DataError, match="not among the tokens"):
-        word_positions(toy, "a red square", "purple")
+        toy.word_positions("a red square", "purple")
     cheat = copy.deepcopy(toy)
     table = cheat.text_encoder.get_input_embeddings().weight
     with torch.no_grad():

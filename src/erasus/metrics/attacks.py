@@ -43,9 +43,10 @@ def relearn(model, loader: DataLoader, steps: int = 30, lr: float = 1e-3, seed: 
     a CLIP model's class prompts)."""
     from ..models import ModelAdapter, wrap
 
+    given = wrap(model)
     with isolated_rng(seed):
-        m = copy.deepcopy(model.model if isinstance(model, ModelAdapter) else model).train()
-        adapter = model.with_model(m) if isinstance(model, ModelAdapter) else wrap(m)
+        m = copy.deepcopy(given.model).train()
+        adapter = given.with_model(m)
         params = [p for p in m.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr, **adam_options(params))
         it, step = iter(loader), 0

@@ -76,6 +76,12 @@ class TextToImage(nn.Module):
     def from_pretrained(cls, path_or_name: Union[str, Path], **kwargs) -> "TextToImage":
         """A folder saved by :meth:`save_pretrained`, or any diffusers text-to-image pipeline
         (a local folder or a Hub name; weights through safetensors where the checkpoint has them)."""
+        return cls.load_with_pipeline(path_or_name, **kwargs)[0]
+
+    @classmethod
+    def load_with_pipeline(cls, path_or_name: Union[str, Path], **kwargs) -> Tuple["TextToImage", Any]:
+        """:meth:`from_pretrained`, and the diffusers pipeline it was built from (sharing its
+        parts), or ``None`` for a folder Erasus saved."""
         diffusers = _diffusers()
         path = Path(path_or_name)
         if (path / META).exists():
@@ -91,9 +97,9 @@ class TextToImage(nn.Module):
                         AutoTokenizer.from_pretrained(path / "tokenizer"), load("scheduler"),
                         load("vae") if (path / "vae").exists() else None, meta.get("max_length"))
             model.safety = meta.get("safety")
-            return model
+            return model, None
         pipe = diffusers.DiffusionPipeline.from_pretrained(str(path_or_name), **kwargs)
-        return cls.from_pipeline(pipe)
+        return cls.from_pipeline(pipe), pipe
 
     def save_pretrained(self, path: Union[str, Path]) -> Path:
         """Every part in its own subfolder (safetensors), and the settings Erasus added."""
@@ -187,6 +193,17 @@ class TextToImage(nn.Module):
             eos = getattr(self.tokenizer, "eos_token_id", None)
             out.append(n - 2 if eos is not None and ids[n - 1] == eos and n >= 2 else n - 1)
         return out
+
+    def word_positions(self, prompt: str, word: str) -> List[int]:
+        """Token positions of ``word`` in ``prompt`` as this model encodes it (padded to its
+        ``max_length``, start token included where its tokenizer adds one)."""
+        ids = self.tokenizer(prompt, padding="max_length", max_length=self.max_length, truncation=True).input_ids
+        sub = self.tokenizer(word, add_special_tokens=False).input_ids
+        hits = [i for i in range(len(ids) - len(sub) + 1) if sub and ids[i:i + len(sub)] == sub]
+        if not hits:
+            raise DataError(f"Expected a word of the prompt: {word!r} is not among the tokens of {prompt!r} as the "
+                            f"model's tokenizer encodes it (within its {self.max_length} positions).")
+        return [hits[0] + j for j in range(len(sub))]
 
     def to_latents(self, images: torch.Tensor) -> torch.Tensor:
         if self.vae is None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 from ..exceptions import ConfigError, DataError
 from .base import layer_outputs, load_or_take
 from .causal_lm import CausalLMAdapter, VisionLMAdapter, is_vision_lm, load_causal_lm
-from .diffusion import META, DiffusionAdapter, TextToImage, _diffusers
+from .diffusion import DiffusionAdapter, TextToImage
 
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -199,10 +198,8 @@ class StableDiffusionWrapper(DiffusionAdapter):
         self.pipe = None
 
         def load(name, **kw):
-            if (Path(name) / META).exists():
-                return TextToImage.from_pretrained(name)
-            self.pipe = _diffusers().DiffusionPipeline.from_pretrained(str(name), **kw)
-            return TextToImage.from_pipeline(self.pipe)
+            model, self.pipe = TextToImage.load_with_pipeline(name, **kw)
+            return model
 
         model = load_or_take(model_name, load, None, from_pretrained_kwargs, "a text-to-image model")
         if not isinstance(model, TextToImage) and hasattr(model, "unet"):  # a pipeline object

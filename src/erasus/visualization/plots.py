@@ -269,6 +269,11 @@ def generation_grid_data(models: Mapping[str, object], prompts: Sequence[str], n
     return out
 
 
+def _show_image(ax, img: np.ndarray) -> None:
+    """An ``(H, W, C)`` image in [0, 1] on ``ax``: grey for one channel, colour for three."""
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+
+
 def generation_grid(models: Mapping[str, object], prompts: Sequence[str], path: Optional[PathLike] = None, n: int = 4,
                     seed: int = 0, steps: int = 25, guidance_scale: float = 5.0, formats: Sequence[str] = ("png",),
                     overwrite: bool = False):
@@ -284,8 +289,7 @@ def generation_grid(models: Mapping[str, object], prompts: Sequence[str], path: 
         for m, name in enumerate(names):
             for j in range(n):
                 ax = axes[r][m * n + j]
-                img = data[name][r, j]
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+                _show_image(ax, data[name][r, j])
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0 and j == 0:
@@ -294,19 +298,6 @@ def generation_grid(models: Mapping[str, object], prompts: Sequence[str], path: 
                     ax.set_ylabel(prompt if len(prompt) <= 28 else prompt[:25] + "...", fontsize=8)
     fig.tight_layout()
     return _finish(fig, path, formats, overwrite)
-
-
-def word_positions(model, prompt: str, word: str) -> list:
-    """Token positions of ``word`` in ``prompt`` as a text-to-image model encodes it (padded to
-    its ``max_length``, start token included where its tokenizer adds one)."""
-    tok = model.tokenizer
-    ids = tok(prompt, padding="max_length", max_length=model.max_length, truncation=True).input_ids
-    sub = tok(word, add_special_tokens=False).input_ids
-    hits = [i for i in range(len(ids) - len(sub) + 1) if sub and ids[i:i + len(sub)] == sub]
-    if not hits:
-        raise DataError(f"Expected a word of the prompt: {word!r} is not among the tokens of {prompt!r} as the model's "
-                        f"tokenizer encodes it (within its {model.max_length} positions).")
-    return [hits[0] + j for j in range(len(sub))]
 
 
 def cross_attention_data(models: Mapping[str, object], prompt: str, word: str, timestep: Optional[int] = None,
@@ -324,7 +315,7 @@ def cross_attention_data(models: Mapping[str, object], prompt: str, word: str, t
     out = {}
     for name, model in models.items():
         w = model if isinstance(model, StableDiffusionWrapper) else StableDiffusionWrapper(model)
-        where = word_positions(w.model, prompt, word)
+        where = w.model.word_positions(prompt, word)
         size = tuple(w.model.latent_shape(1)[2:])
         maps = w.get_cross_attention_maps(prompt, timestep=timestep, seed=seed)
         layers = [F.interpolate(m[where].sum(0)[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
@@ -349,8 +340,7 @@ def cross_attention_maps(models: Mapping[str, object], prompt: str, word: str, p
     top = max(float(a.max()) for a in data.values()) or 1.0
     for c, name in enumerate(names):
         if images:
-            img = drawn[name][0, 0]
-            axes[0][c].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+            _show_image(axes[0][c], drawn[name][0, 0])
         axes[rows - 1][c].imshow(data[name], cmap="magma", vmin=0, vmax=top)
         axes[0][c].set_title(name, fontsize=9)
         for r in range(rows):
