@@ -80,8 +80,11 @@ class BaseStrategy(Configurable):
     def _guarded(model, inplace: bool, run):
         """Run ``run()``; with ``inplace=True`` a failure puts the caller's model back as it was
         (weights, buffers and train/eval mode) before the exception propagates."""
+        from ..models.base import module_of
+
         if not inplace:
             return run()
+        model = module_of(model)
         saved = ModelState(model)
         try:
             return run()

@@ -85,6 +85,13 @@ class ModelAdapter:
         return (p for p in self.model.parameters() if p.requires_grad)
 
 
+def module_of(model) -> nn.Module:
+    """The ``nn.Module`` of a model given bare or through its adapter (strategies and attacks
+    take either: an adapter carries settings the bare model lacks, such as a CLIP model's class
+    prompts)."""
+    return model.model if isinstance(model, ModelAdapter) else model
+
+
 def load_or_take(model_name, load: Callable, device: Optional[str], from_pretrained_kwargs: dict, what: str):
     """The model a by-name wrapper holds (``CLIPWrapper``, ``LLaMAWrapper``, ...): ``load(name,
     **from_pretrained_kwargs)`` for a Hub name or local folder, else ``model_name`` itself (a

@@ -97,6 +97,29 @@ class CLIPAdapter(ModelAdapter):
     def batch_size(self, batch: Any) -> int:
         return len(self.split(batch)[0])
 
+    def pairs(self, batch: Any, what: str = "data", on_device: bool = True):
+        """``(pixel_values, input_ids, attention_mask or None)`` (on the model's device unless
+        ``on_device=False``): a batch of
+        image-text pairs as it is, a batch of labelled images paired with the prompt of each
+        image's class (zero-shot class forgetting from a classification data set: a "sneaker"
+        image becomes the pair (image, "a photo of a sneaker")). ``what`` names the data in the
+        error for labelled images without class prompts."""
+        x, ids, mask, labels = self.to_device(batch) if on_device else self.split(batch)
+        if ids is not None:
+            return x, ids, mask
+        if self.class_ids is None:
+            raise DataError(f"Expected {what} as image-text pairs (pixel_values, input_ids[, attention_mask]), or "
+                            "labelled images with class prompts to pair them with: CLIPAdapter(model, "
+                            "class_prompts=<(C, L) ids>) or VLMUnlearner(model, class_prompts=...).")
+        self.check_labels(labels)
+        ids = self.class_ids.to(x.device)[labels]
+        return x, ids, (self.class_mask.to(x.device)[labels] if self.class_mask is not None else None)
+
+    def check_labels(self, labels: torch.Tensor) -> None:
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(self.class_ids)):
+            raise DataError(f"Expected labels in [0, {len(self.class_ids) - 1}] for {len(self.class_ids)} class "
+                            f"prompts, got labels in [{int(labels.min())}, {int(labels.max())}].")
+
     # embeddings ------------------------------------------------------------------------
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return F.normalize(_tensor(self.model.get_image_features(pixel_values=pixel_values)).float(), dim=-1)
@@ -191,6 +214,8 @@ class CLIPAdapter(ModelAdapter):
         labels = self.to_device(batch)[3]
         if labels is None:
             raise DataError("Expected (pixel_values, labels) for zero-shot classification; this batch holds texts.")
+        if self.class_ids is not None:
+            self.check_labels(labels)
         return labels
 
     def logits_and_labels(self, batch: Any):
@@ -199,10 +224,9 @@ class CLIPAdapter(ModelAdapter):
     def per_sample_loss(self, batch: Any, logits: torch.Tensor = None) -> torch.Tensor:
         """Each pair's symmetric CLIP loss within the batch; the zero-shot cross-entropy for a
         labelled image batch."""
-        _, ids, _, labels = self.split(batch)
-        if ids is None:
+        if self.split(batch)[1] is None:
             lg = self.logits(batch) if logits is None else logits
-            return F.cross_entropy(lg.float(), labels.to(lg.device), reduction="none")
+            return F.cross_entropy(lg.float(), self.labels(batch), reduction="none")
         lg = self.pair_logits(batch) if logits is None else logits
         target = torch.arange(len(lg), device=lg.device)
         return 0.5 * (F.cross_entropy(lg, target, reduction="none") + F.cross_entropy(lg.T, target, reduction="none"))

@@ -11,6 +11,7 @@ from ..core.exceptions import UnsupportedModelError
 from ..core.module import frozen_copy
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig
+from ..models.base import module_of
 
 
 def _check_continuous(x: torch.Tensor, who: str) -> None:
@@ -175,7 +176,7 @@ class BoundaryExpand(LossStrategy):
             result = super().unlearn(model, forget_loader, retain_loader, holdout_loader, **kwargs)
         finally:
             if kwargs.get("inplace"):  # never leave the caller's model with the shadow head
-                _prune_shadow(model)
+                _prune_shadow(module_of(model))
         _prune_shadow(result.model)
         result.stop.add("shadow neuron pruned")
         return result

@@ -14,6 +14,8 @@ from ..core.registry import build, register, resolve
 from ..core.strategy import BaseStrategy, LossStrategy
 from ..core.callbacks import UnlearningResult
 from ..core.stopping import Stop, StopKind
+from ..models import wrap
+from ..models.base import module_of
 
 
 def run_child(strategy: BaseStrategy, model, forget_loader, retain_loader, holdout_loader, *, inplace: bool,
@@ -87,7 +89,7 @@ class SequentialUnlearning(_Composite):
             history[f"{i}_{name}"] = res.history
             steps += res.steps
         timings["unlearn_s"] = sum(timings.values())
-        return UnlearningResult(model=work, history=history, timings=timings,
+        return UnlearningResult(model=module_of(work), history=history, timings=timings,
                                 stop=Stop(StopKind.COMPOSITE, " | ".join(reasons)), steps=steps,
                                 strategy=self.registered_name,
                                 config={"strategy": self.registered_name, "params": self.config.to_dict()})
@@ -121,7 +123,7 @@ class AveragedUnlearning(_Composite):
             steps += res.steps
         avg = {k: (torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
                    if v.is_floating_point() else v) for k, v in states[0].items()}
-        out = model if inplace else copy.deepcopy(model)
+        out = module_of(model if inplace else copy.deepcopy(model))
         out.load_state_dict(avg)
         out.eval()
         return UnlearningResult(model=out, history=history, timings={"unlearn_s": time.perf_counter() - t0},
@@ -191,7 +193,9 @@ class _Restricted(BaseStrategy):
     def needs_retain(self) -> bool:  # type: ignore[override]
         return build("strategy", self.config.base).needs_retain
 
-    def restrict(self, work, base, forget_loader) -> Tuple[str, Callable[[], None]]:
+    def restrict(self, adapter, base, forget_loader) -> Tuple[str, Callable[[], None]]:
+        """Hold part of ``adapter.model`` (the run's copy) fixed for ``base``; returns a
+        description and the undo callable."""
         raise NotImplementedError  # abstract
 
     def make_base(self) -> BaseStrategy:
@@ -205,13 +209,13 @@ class _Restricted(BaseStrategy):
         work = model if inplace else copy.deepcopy(model)
         if seed is not None:
             seed_everything(seed)  # restrict may draw random numbers (LoRA's initial A matrices)
-        what, undo = self.restrict(work, base, forget_loader)
+        what, undo = self.restrict(wrap(work), base, forget_loader)
         try:
             res = run_child(base, work, forget_loader, retain_loader, holdout_loader, inplace=True, seed=seed,
                             progress=progress, trainer_kwargs=trainer_kwargs)
         finally:
             undo()
-        res.model = work
+        res.model = module_of(work)
         res.stop.message = f"{self.config.base} {what}: {res.stop.message}"
         res.strategy = self.registered_name
         res.config = {"strategy": self.registered_name, "params": self.config.to_dict(),
@@ -246,10 +250,9 @@ class LayerFreezing(_Restricted):
 
     config_class = LayerFreezingConfig
 
-    def restrict(self, work, base, forget_loader):
-        from ..models import wrap
-
-        names = list(self.config.layers) or salient_modules(wrap(work), forget_loader, self.config.n_salient)
+    def restrict(self, adapter, base, forget_loader):
+        work = adapter.model
+        names = list(self.config.layers) or salient_modules(adapter, forget_loader, self.config.n_salient)
         params = dict(work.named_parameters())
         chosen = [p for n, p in params.items() if any(n == layer or n.startswith(layer + ".") for layer in names)]
         if not chosen:
@@ -288,14 +291,14 @@ class MaskBased(_Restricted):
 
     config_class = MaskBasedConfig
 
-    def restrict(self, work, base, forget_loader):
-        from ..models import wrap
+    def restrict(self, adapter, base, forget_loader):
         from .relabel import saliency_mask
 
+        work = adapter.model
         if not isinstance(base, LossStrategy):
             raise ConfigError(f"mask_based: expected a loss-based base strategy, got {self.config.base!r} "
                               "(a one-shot edit has no gradient to mask).")
-        mask = saliency_mask(wrap(work), forget_loader, self.config.sparsity)
+        mask = saliency_mask(adapter, forget_loader, self.config.sparsity)
         hooks = [p.register_hook(lambda g, m=mask[n]: g * m) for n, p in work.named_parameters() if n in mask]
         kept = sum(float(m.sum()) for m in mask.values()) / max(1, sum(m.numel() for m in mask.values()))
 
@@ -377,7 +380,8 @@ class LoRAUnlearning(_Restricted):
     def make_base(self) -> BaseStrategy:
         return build("strategy", self.config.base, **{"lr": self.config.lr, **self.config.base_kwargs})
 
-    def restrict(self, work, base, forget_loader):
+    def restrict(self, adapter, base, forget_loader):
+        work = adapter.model
         try:
             from peft import LoraConfig as PeftLoraConfig
             from peft.tuners.lora import LoraModel

@@ -145,17 +145,15 @@ class _Located(_Restricted):
         lr = {"lr": self.config.lr} if self.config.lr else {}
         return build("strategy", self.config.base, **{**lr, **self.config.base_kwargs})
 
-    def restrict(self, work, base, forget_loader):
-        from ..models import wrap
-
-        blocks = transformer_blocks(work)
-        trace = causal_trace(wrap(work), forget_loader, self.kind, self.config.noise, self.config.max_batches)
+    def restrict(self, adapter, base, forget_loader):
+        blocks = transformer_blocks(adapter.model)
+        trace = causal_trace(adapter, forget_loader, self.kind, self.config.noise, self.config.max_batches)
         n = self.config.n_layers or max(1, round(len(blocks) / 4))
         if n > len(blocks):
             raise ConfigError(f"{self.registered_name}: n_layers {n} exceeds the model's {len(blocks)} blocks.")
         self.trace_ = trace
         chosen: List[int] = sorted(np.argsort(-trace["effect"])[:n].tolist())
-        undo = train_only(work, [p for i in chosen for p in component(blocks[i], self.kind).parameters()])
+        undo = train_only(adapter.model, [p for i in chosen for p in component(blocks[i], self.kind).parameters()])
         effects = ", ".join(f"{e:.2f}" for e in trace["effect"])
         return (f"on the {self.kind} of layers {chosen} located by causal tracing (answer log-prob clean "
                 f"{trace['clean']:.2f}, corrupted {trace['corrupted']:.2f}; indirect effect per layer {effects})"), undo

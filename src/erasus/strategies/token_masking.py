@@ -104,14 +104,13 @@ class TokenMasking(_Restricted):
         self.scored_ += int(scored.sum())
         return {**b, "labels": labels}
 
-    def restrict(self, work, base, forget_loader):
-        from ..models import wrap
+    def restrict(self, adapter, base, forget_loader):
         from ..models.causal_lm import CausalLMAdapter
 
-        if not isinstance(wrap(work), CausalLMAdapter):
+        if not isinstance(adapter, CausalLMAdapter):
             raise ConfigError("token_masking applies to causal language models (batches with answer tokens); got a "
-                              f"{type(work).__name__}.")
-        ref = wrap(frozen_copy(work))
+                              f"{type(adapter.model).__name__}.")
+        ref = adapter.with_model(frozen_copy(adapter.model))
         self.selected_, self.scored_ = 0, 0
         step = base.forget_step
         base.forget_step = lambda batch, batch_idx: step(self.select(ref, batch), batch_idx)

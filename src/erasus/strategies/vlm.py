@@ -1,6 +1,8 @@
 """Unlearning for contrastive vision-language models (CLIP; ``erasus.models.clip``).
 
-The forget and retain data are image-text pairs. Unlearning a set of pairs from CLIP by plain
+The forget and retain data are image-text pairs, or labelled images that the adapter pairs
+with their classes' prompts (``VLMUnlearner(model, class_prompts=...)``: forgetting a class of a
+zero-shot classifier from a classification data set; ``CLIPAdapter.pairs``). Unlearning a set of pairs from CLIP by plain
 gradient ascent moves both encoders at once: the image tower, the more brittle of the two,
 drifts for every concept and zero-shot accuracy on the rest falls with it (the "forgetting
 cascade" Erasus's specification describes). ``modality_decoupling`` gives the two towers their
@@ -17,7 +19,6 @@ from ..core.base import BaseConfig
 from ..core.exceptions import ConfigError, DataError
 from ..core.registry import register
 from ..core.strategy import ForgetRetainConfig, ForgetRetainStrategy, OneShotStrategy
-from ..models.clip import split_clip_batch
 
 
 def _pad_to(ids: torch.Tensor, length: int, pad: int = 0) -> torch.Tensor:
@@ -29,15 +30,10 @@ def joint_pair_losses(adapter, forget_batch, retain_batch):
     (each pair's image against every text of both, and each text against every image): a
     forget batch of one concept alone holds one caption repeated, whose in-batch contrastive
     loss is constant; the retain pairs are its negatives. Returns ``(forget, retain or None)``."""
-    fx, fids, fmask, _ = adapter.to_device(forget_batch)
-    if fids is None:
-        raise DataError("Expected forget data as image-text pairs (pixel_values, input_ids[, attention_mask]).")
-    parts = [(fx, fids, fmask)]
+    parts = [adapter.pairs(forget_batch, "forget data")]
     if retain_batch is not None:
-        rx, rids, rmask, _ = adapter.to_device(retain_batch)
-        if rids is None:
-            raise DataError("Expected retain data as image-text pairs (pixel_values, input_ids[, attention_mask]).")
-        parts.append((rx, rids, rmask))
+        parts.append(adapter.pairs(retain_batch, "retain data"))
+    fx = parts[0][0]
     length = max(p[1].shape[1] for p in parts)
     x = torch.cat([p[0] for p in parts])
     ids = torch.cat([_pad_to(p[1], length) for p in parts])
@@ -121,13 +117,12 @@ class ModalityDecoupling(ForgetRetainStrategy):
         return loss + c.retain_weight * r.mean() if r is not None else loss
 
 
-def _captions(loader):
-    """The distinct captions (token-id rows, with their attention masks) of a loader of pairs."""
+def _captions(adapter, loader, what: str):
+    """The distinct captions (token-id rows, with their attention masks) of a loader of pairs
+    (of labelled images: their classes' prompts, :meth:`CLIPAdapter.pairs`)."""
     rows, masks = {}, {}
     for batch in loader or ():
-        _, ids, mask, _ = split_clip_batch(batch)
-        if ids is None:
-            raise DataError("Expected image-text pairs (pixel_values, input_ids[, attention_mask]).")
+        _, ids, mask = adapter.pairs(batch, what, on_device=False)
         for k, r in enumerate(ids):
             key = tuple(r.tolist())
             if key not in rows:
@@ -176,10 +171,10 @@ class CLIPNullSpace(OneShotStrategy):
               "with CLIP's 512-dimensional space); no benchmark on a pretrained CLIP has run yet")
 
     def apply(self, adapter, forget_loader, retain_loader) -> str:
-        fr, fm = _captions(forget_loader)
+        fr, fm = _captions(adapter, forget_loader, "forget data")
         if not fr:
             raise DataError("Expected forget data as image-text pairs: the captions name what to forget.")
-        rr, rm = _captions(retain_loader)
+        rr, rm = _captions(adapter, retain_loader, "retain data")
         rr = {k: v for k, v in rr.items() if k not in fr}
         proj = getattr(adapter.model, "visual_projection", None)
         if not isinstance(proj, torch.nn.Linear):
@@ -231,14 +226,15 @@ class ContrastiveUnlearning(ForgetRetainStrategy):
     the forgetting and retention terms of CLIPErase (Yang, Dai, Wang, Cheng, Tian & Zhang,
     "CLIPErase: Efficient Unlearning of Visual-Textual Associations in CLIP", ACL 2025) in
     their simplest form; CLIPErase adds a consistency term to the original model, which the
-    retain term and the trainer's retain guard stand in for here."""
+    retain term and the trainer's retain guard stand in for here. Labelled retain images (a
+    zero-shot classifier's data, with class prompts) are kept by the zero-shot cross-entropy over
+    the class prompts instead: CLIP's loss with the classes as the captions, since a batch of
+    labelled images holds each class's prompt many times."""
 
     config_class = ContrastiveUnlearningConfig
     supports = ("clip",)
 
     def forget_step(self, batch, batch_idx):
-        x, ids, mask, _ = self.adapter.to_device(batch)
-        if ids is None:
-            raise DataError("Expected forget data as image-text pairs (pixel_values, input_ids[, attention_mask]).")
+        x, ids, mask = self.adapter.pairs(batch, "forget data")
         cos = (self.adapter.image_embeddings(x) * self.adapter.text_embeddings(ids, mask)).sum(-1)
         return (cos - self.config.margin).clamp_min(0).mean()
