@@ -500,3 +500,42 @@ def test_simnpo_calibrates_beta_on_held_out_answers_for_language_models(tiny_tof
     a, g, p = (dict(r.model.named_parameters()) for r in (auto, given, paper))
     assert all(torch.allclose(a[k], g[k]) for k in a)
     assert not all(torch.allclose(a[k], p[k]) for k in a)
+
+
+def test_records_and_texts_given_as_data_are_encoded_once_with_the_unlearners_tokenizer(tiny_tofu):
+    """A user with the tokenizer passes question/answer records (TOFU's, a datasets.Dataset's
+    rows) or plain texts straight to fit and evaluate: the run equals the run on the loader
+    built by hand (qa_loader, QACollator / TextCollator at the model's context length, 16 per
+    batch), and the forget answers' loss rises more than the retain answers'. (They failed with
+    "Expected a causal_lm batch ... got dict".) Without a tokenizer, or with a text longer than
+    the model's context, the error says what to do."""
+    from erasus.core.exceptions import DataError
+    from erasus.models.causal_lm import TextCollator, qa_loader
+    from erasus.unlearners import LLMUnlearner
+
+    model, _, _, f_eval, r_eval = tiny_tofu
+    tok = f_eval.collate_fn.tok
+    forget, retain = list(f_eval.dataset), list(r_eval.dataset)
+    by_hand = lambda rs, coll: qa_loader(rs, coll, batch_size=16, seed=0, shuffle=True)  # noqa: E731
+    coll = QACollator(tok, max_length=128)  # the model's n_positions
+    given = LLMUnlearner(model, tokenizer=tok).fit(forget, retain, progress=False).model
+    built = LLMUnlearner(model, tokenizer=tok).fit(by_hand(forget, coll), by_hand(retain, coll), progress=False).model
+    for (k, a), b in zip(given.state_dict().items(), built.state_dict().values()):
+        assert torch.equal(a, b), k
+    rise_f = mean_nll(given, f_eval) - mean_nll(model, f_eval)
+    rise_r = mean_nll(given, r_eval) - mean_nll(model, r_eval)
+    assert rise_f > rise_r + 0.5, (rise_f, rise_r)
+
+    texts = [f"{r['question']} {r['answer']}" for r in forget]
+    u = LLMUnlearner(model, tokenizer=tok, strategy="gradient_ascent")
+    given = u.fit(texts, max_steps=4, progress=False).model
+    built = LLMUnlearner(model, tokenizer=tok, strategy="gradient_ascent").fit(
+        by_hand(texts, TextCollator(tok)), max_steps=4, progress=False).model
+    for (k, a), b in zip(given.state_dict().items(), built.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert 0.0 <= u.evaluate(forget, holdout_data=retain)["loss_auc"] <= 1.0
+
+    with pytest.raises(DataError, match="tokenizer="):
+        LLMUnlearner(model).fit(forget, progress=False)
+    with pytest.raises(DataError, match="more than the model's 128"):
+        LLMUnlearner(model, tokenizer=tok).fit([" ".join(["Answer"] * 200)], progress=False)

@@ -20,33 +20,11 @@ from torch.utils.data import DataLoader
 from ..core.exceptions import DataError
 from ..metrics.llm import attack_auc, generate_text, lm_token_stats, multiple_choice_accuracy
 from ..metrics.tofu import rouge_l
-from ..models.causal_lm import pad_rows
+from ..models.causal_lm import TextCollator  # noqa: F401  (its home is erasus.models.causal_lm)
 from .tofu import verdict_report
 
 #: WMDP's domains and the subject named in the zero-shot prompt
 WMDP_SUBJECTS = {"bio": "biology", "cyber": "computer security", "chem": "chemistry"}
-
-
-class TextCollator:
-    """Plain texts as causal-LM batches with every token scored (MUSE's corpora and PrivLeak
-    texts), encoded as MUSE and the Min-K% authors do: the tokenizer's BOS first where it
-    adds one, no EOS, every token after the first scored; ``max_length``: truncate to that
-    many tokens (``None``, the default, keeps whole texts as the reference code does);
-    right-padded; the text rides along under ``"text"`` for the zlib attack."""
-
-    def __init__(self, tokenizer, max_length: Optional[int] = None):
-        self.tok, self.max_length = tokenizer, max_length
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    def __call__(self, texts: List[str]) -> Dict:
-        from ..models.causal_lm import encode_prompt
-
-        ids = [encode_prompt(self.tok, t)[: self.max_length] for t in texts]
-        if any(len(i) < 2 for i in ids):
-            raise DataError("Every text needs at least two tokens (one to predict from, one to score).")
-        x, att = pad_rows(ids, self.pad_id)
-        labels = x.masked_fill(att == 0, -100)
-        return {"input_ids": x, "attention_mask": att, "labels": labels, "text": list(texts)}
 
 
 #: where MUSE cuts a KnowMem answer (``metrics/knowmem.py``)

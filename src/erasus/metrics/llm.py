@@ -30,7 +30,7 @@ fixtures: ``tests/test_lm_reference.py``):
   EOS the collator appended to an answer (open-unlearning drops the last labelled token, the
   EOS, for these attacks; ``score_eos=True`` keeps it). LOSS and zlib average over every
   labelled token, EOS included, as open-unlearning's ``evaluate_probability``. Texts
-  (:class:`erasus.evaluation.muse_wmdp.TextCollator`) are encoded as MUSE and the Min-K%
+  (:class:`erasus.models.causal_lm.TextCollator`) are encoded as MUSE and the Min-K%
   authors do, with the tokenizer's BOS when it adds one and no EOS, every token after the
   first scored.
 * Min-K%++'s variance under the model's next-token distribution is floored at 1e-6 before the

@@ -9,6 +9,7 @@ sample's answer tokens (length-normalised, as TOFU and SimNPO use it);
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -401,6 +402,84 @@ class QACollator:
         ids, att = pad_rows([i for i, _ in rows], self.pad_id)
         labels, _ = pad_rows([lab for _, lab in rows], IGNORE)
         return ids, att, labels
+
+
+class TextCollator:
+    """Plain texts as causal-LM batches with every token scored (MUSE's corpora and PrivLeak
+    texts), encoded as MUSE and the Min-K% authors do: the tokenizer's BOS first where it
+    adds one, no EOS, every token after the first scored; ``max_length``: truncate to that
+    many tokens (``None``, the default, keeps whole texts as the reference code does);
+    right-padded; the text rides along under ``"text"`` for the zlib attack."""
+
+    def __init__(self, tokenizer, max_length: Optional[int] = None):
+        self.tok, self.max_length = tokenizer, max_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def __call__(self, texts: List[str]) -> Dict:
+        ids = [encode_prompt(self.tok, t)[: self.max_length] for t in texts]
+        if any(len(i) < 2 for i in ids):
+            raise DataError("Every text needs at least two tokens (one to predict from, one to score).")
+        x, att = pad_rows(ids, self.pad_id)
+        labels = x.masked_fill(att == 0, -100)
+        return {"input_ids": x, "attention_mask": att, "labels": labels, "text": list(texts)}
+
+
+def context_length(model: nn.Module, tokenizer=None, default: int = 1024) -> int:
+    """The longest sequence ``model`` takes: its config's ``max_position_embeddings`` /
+    ``n_positions``, else the tokenizer's ``model_max_length`` when it is a real bound, else
+    ``default``."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else default
+
+
+def records_loader(data, tokenizer, max_length: int, batch_size: int = 16, shuffle: bool = False, seed: int = 0,
+                   what: str = "data"):
+    """A loader of causal-LM batches for data given as records, or ``None`` when ``data`` is not
+    records (a ``DataLoader``, a data set of batches, tensors): question/answer dicts (TOFU's
+    records, a Hugging Face ``datasets.Dataset`` with ``question`` and ``answer`` columns) through
+    :class:`QACollator` (the answers scored), plain texts (strings, or dicts with only a
+    ``text`` field) through :class:`TextCollator` (every token scored), each tokenised once
+    (:func:`qa_loader`). A text longer than ``max_length`` tokens is an error: cutting it would
+    leave the rest of it unlearned."""
+    from torch.utils.data import DataLoader
+
+    if data is None or isinstance(data, (DataLoader, str, bytes, os.PathLike)) or torch.is_tensor(data):
+        return None
+    try:
+        n, first = len(data), data[0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if n == 0:
+        return None
+    if isinstance(first, dict) and "question" in first and "answer" in first:
+        kind = "qa"
+    elif isinstance(first, str) or (isinstance(first, dict) and set(first) == {"text"}):
+        kind = "text"
+    else:
+        return None
+    if tokenizer is None:
+        raise DataError(f"The {what} data are {'question/answer records' if kind == 'qa' else 'texts'}: give the "
+                        "unlearner the tokenizer to encode them (LLMUnlearner(model, tokenizer=...)), or pass a "
+                        "DataLoader of encoded batches (erasus.models.causal_lm.qa_loader).")
+    if kind == "qa":
+        return qa_loader(data, QACollator(tokenizer, max_length=max_length), batch_size=batch_size, seed=seed,
+                         shuffle=shuffle)
+    texts = [t if isinstance(t, str) else t["text"] for t in data]
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise DataError(f"Expected every {what} text to be a string, got {type(t).__name__} at position {i}.")
+        n_tok = len(encode_prompt(tokenizer, t))
+        if n_tok > max_length:
+            raise DataError(f"{what.capitalize()} text {i} has {n_tok} tokens, more than the model's {max_length}: "
+                            "split long texts (e.g. into paragraphs, or erasus.models.causal_lm.chunk_text) so that "
+                            "every token is unlearned.")
+    return qa_loader(texts, TextCollator(tokenizer), batch_size=batch_size, seed=seed, shuffle=shuffle)
 
 
 def word_tokenizer(texts: Sequence[str], min_count: int = 1, mask_token: bool = False, bos: bool = False):

@@ -23,13 +23,15 @@ class LLMUnlearner(SavesPretrained, ErasusUnlearner):
 
     >>> llm = LLMUnlearner("path/to/finetuned", strategy="npo", lora={"rank": 8})
     >>> result = llm.fit(forget_loader, retain_loader)          # QACollator batches
+    >>> llm.fit(forget_records, retain_records)   # or question/answer dicts, or texts (tokenizer known)
     >>> llm.evaluate(forget_loader, retain_loader, holdout_data=holdout_loader)
     >>> llm.save_pretrained("unlearned/")                        # weights + model card
 
     ``model``: a loaded model, or a local path / Hub name given to
     ``AutoModelForCausalLM.from_pretrained`` (and ``AutoTokenizer`` when ``tokenizer`` is
     not given). Batches are dicts with ``input_ids``, ``attention_mask`` and ``labels``
-    (answer tokens only; :class:`~erasus.models.QACollator` builds them). ``lora``: train
+    (answer tokens only; :class:`~erasus.models.QACollator` builds them); with a tokenizer,
+    question/answer records and plain texts are encoded here (:meth:`_read`). ``lora``: train
     only LoRA adapters (``True`` or a dict of :class:`~erasus.strategies.composite.LoRAConfig`
     fields, e.g. ``{"rank": 8, "merge": False}``) with ``strategy`` as the objective.
     Default strategy: ``npo`` (Zhang et al. 2024), the method with the best utility /
@@ -63,6 +65,21 @@ class LLMUnlearner(SavesPretrained, ErasusUnlearner):
         except TypeError:
             self.forget_size_ = None
         return res
+
+    #: sequences per batch when the data are given as records or texts (build a loader with
+    #: erasus.models.causal_lm.qa_loader for another size, or a token budget)
+    records_batch_size = 16
+
+    def _read(self, data, what: str, shuffle: bool = False):
+        """Records and texts given as data become loaders here, encoded once with the unlearner's
+        tokenizer (:func:`erasus.models.causal_lm.records_loader`): question/answer dicts (TOFU's
+        records, a ``datasets.Dataset``) with the answers scored, plain texts with every token
+        scored; loaders and data sets of batches pass through."""
+        from ..models.causal_lm import context_length, records_loader
+
+        loader = records_loader(data, self.tokenizer, context_length(self.original_model, self.tokenizer),
+                                batch_size=self.records_batch_size, shuffle=shuffle, what=what)
+        return loader if loader is not None else super()._read(data, what, shuffle)
 
     def evaluate(self, forget_data, retain_data=None, test_data=None, holdout_data=None, *legacy, gold_model=None,
                  metrics: Optional[Sequence[str]] = None, max_samples: Optional[int] = None) -> Dict[str, float]:
