@@ -79,6 +79,27 @@ def test_the_default_strategy_forgets_a_class_like_retraining(kind, tmp_path):
         u.save_pretrained(path)
 
 
+def test_dict_batches_keyed_by_the_models_input_name_run_as_tuples():
+    """Hugging Face audio data sets give dicts of ``input_values`` (Wav2Vec2; ``input_features``
+    for spectrogram models) and ``labels``: the adapter reads the model's own input name, so the
+    run equals the one on ``(x, y)`` tuples, weight for weight. (It refused the keys.)"""
+    x, y = tones(8, 0)
+    model = audio_model()
+    runs = []
+    for as_dict in (False, True):
+        data = ([{"input_values": a, "labels": b} for a, b in zip(x, y)] if as_dict else TensorDataset(x, y))
+        forget = [i for i in range(len(y)) if y[i] == 0]
+        retain = [i for i in range(len(y)) if y[i] != 0]
+        sub = lambda idx: DataLoader(torch.utils.data.Subset(data, idx), batch_size=8)  # noqa: E731
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs.append(AudioUnlearner(model, strategy="negative_gradient").fit(
+                sub(forget), sub(retain), max_steps=3, stopping="none", progress=False).model)
+    for (k, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values()):
+        assert torch.equal(a, b), k
+    assert any(not torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), model.state_dict().values()))
+
+
 def test_the_media_unlearners_refuse_other_families():
     with pytest.raises(ConfigError, match="audio"):
         AudioUnlearner(torch.nn.Linear(3, 2))

@@ -20,8 +20,10 @@ def _last_linear(model: nn.Module) -> Optional[nn.Linear]:
 
 
 class ClassifierAdapter(ModelAdapter):
-    """Adapter for a classifier taking ``(x, y)`` batches (tuples/lists, or dicts with
-    ``"x"``/``"input"``/``"image"`` and ``"y"``/``"label"``/``"labels"`` keys).
+    """Adapter for a classifier taking ``(x, y)`` batches (tuples/lists, or dicts with an input
+    key: the model's ``main_input_name`` for a Hugging Face model, or ``"x"``, ``"input"``,
+    ``"image"``, ``"pixel_values"``, ``"input_values"``, ``"input_features"``, ... and a label
+    key: ``"y"``, ``"label"``, ``"labels"``, ...).
 
     ``features`` are the inputs of the final ``nn.Linear`` layer (the penultimate
     representation), captured with a forward hook; ``num_classes`` is that layer's
@@ -29,7 +31,7 @@ class ClassifierAdapter(ModelAdapter):
     """
 
     family = "classifier"
-    _X_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values")
+    _X_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values", "input_values", "input_features")
     _Y_KEYS = ("y", "label", "labels", "target", "targets")
 
     def __init__(self, model: nn.Module, num_classes: Optional[int] = None):
@@ -44,7 +46,8 @@ class ClassifierAdapter(ModelAdapter):
     # batches ---------------------------------------------------------------------
     def split(self, batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         if isinstance(batch, dict):
-            x = next((batch[k] for k in self._X_KEYS if k in batch), None)
+            keys = (getattr(self.model, "main_input_name", None),) + self._X_KEYS  # a Hugging Face model's own first
+            x = next((batch[k] for k in keys if k in batch), None)
             y = next((batch[k] for k in self._Y_KEYS if k in batch), None)
             if x is None or y is None:
                 raise DataError(
