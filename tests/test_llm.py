@@ -539,3 +539,25 @@ def test_records_and_texts_given_as_data_are_encoded_once_with_the_unlearners_to
         LLMUnlearner(model).fit(forget, progress=False)
     with pytest.raises(DataError, match="more than the model's 128"):
         LLMUnlearner(model, tokenizer=tok).fit([" ".join(["Answer"] * 200)], progress=False)
+
+
+def test_batches_from_hugging_face_collators_are_read_as_dicts(tiny_tofu):
+    """Tokenizers and processors return ``BatchEncoding`` / ``BatchFeature`` (mappings, not
+    dicts): a loader whose collator returns them gives the same run and the same evaluation as
+    one returning plain dicts. (They were refused: "Expected a causal_lm batch: a dict ...,
+    got BatchEncoding".)"""
+    from erasus.unlearners import LLMUnlearner
+
+    model, _, _, f_eval, r_eval = tiny_tofu
+    coll = f_eval.collate_fn
+    encoded = lambda rows: transformers.BatchEncoding(coll(rows))  # noqa: E731
+    runs = []
+    for c in (coll, encoded):
+        forget = DataLoader(f_eval.dataset, batch_size=10, collate_fn=c)
+        retain = DataLoader(r_eval.dataset, batch_size=10, collate_fn=c)
+        u = LLMUnlearner(model, strategy="negative_gradient")
+        u.fit(forget, retain, max_steps=3, progress=False)
+        runs.append((u.model, dict(u.evaluate(forget, holdout_data=retain))))
+    for (k, a), b in zip(runs[0][0].state_dict().items(), runs[1][0].state_dict().values()):
+        assert torch.equal(a, b), k
+    assert runs[0][1] == runs[1][1]

@@ -2,6 +2,8 @@
 initialised ``torch.distributed`` process group), each process taking its share of a batch."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
@@ -23,7 +25,7 @@ def shard_batch(batch, rank: int, world: int):
         return None
     if isinstance(batch, torch.Tensor) or isinstance(batch, list) and not any(isinstance(b, torch.Tensor) for b in batch):
         return batch[rank::world]
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return {k: shard_batch(v, rank, world) for k, v in batch.items()}
     if isinstance(batch, (tuple, list)):
         return type(batch)(shard_batch(v, rank, world) for v in batch)

@@ -39,6 +39,8 @@ fixtures: ``tests/test_lm_reference.py``):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
@@ -108,7 +110,7 @@ def lm_token_stats(adapter, loader, k: float = 0.4, score_eos: bool = False) -> 
             tok, z, hit, targets, counts = _scored_token_stats(adapter, adapter.to_device(batch))
             if (counts == 0).any():
                 raise DataError("A sample has no scored (answer) tokens: check max_length.")
-            texts = batch.get("text") if isinstance(batch, dict) else None
+            texts = batch.get("text") if isinstance(batch, Mapping) else None
             ends = np.cumsum(counts)
             for i, (n, e) in enumerate(zip(counts.tolist(), ends.tolist())):
                 lp, zz, h = tok[e - n:e], z[e - n:e], hit[e - n:e]

@@ -9,6 +9,7 @@ sample's answer tokens (length-normalised, as TOFU and SimNPO use it);
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -87,7 +88,7 @@ class TokenLMAdapter(ModelAdapter):
     collator = "a collator of erasus.models"
 
     def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
-        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
+        if not isinstance(batch, Mapping) or "input_ids" not in batch or "labels" not in batch:
             raise DataError(f"Expected a {self.family} batch: a dict with input_ids, attention_mask and labels (-100 "
                             f"on tokens that are not scored), e.g. from {self.collator}; got {type(batch).__name__}.")
         d = self.device
@@ -162,12 +163,12 @@ class TokenLMAdapter(ModelAdapter):
         model allows it (:meth:`scored_hidden`), the vocabulary projection is computed only at
         the scored positions, in chunks (:func:`scored_cross_entropy`): prompt and padding
         tokens never get logits."""
-        raw = batch.get("labels") if isinstance(batch, dict) else None
+        raw = batch.get("labels") if isinstance(batch, Mapping) else None
         b = self.to_device(batch)
         # the mask from the labels as given (on the host for loader batches: no device sync)
         host_labels = self._aligned_labels(raw if isinstance(raw, torch.Tensor) else b["labels"])
         host_mask = host_labels != IGNORE
-        if not (isinstance(batch, dict) and INDEX in batch) and not bool(host_mask.any(1).all()):
+        if not (isinstance(batch, Mapping) and INDEX in batch) and not bool(host_mask.any(1).all()):
             raise DataError(self.no_scored_tokens)  # batches of TokenizedRecords were checked when encoded
         mask = host_mask.to(self.device, non_blocking=True)
         labels = self._aligned_labels(b["labels"])
@@ -316,9 +317,9 @@ class VisionLMAdapter(CausalLMAdapter):
     family = "vision_lm"
 
     def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
-        if not isinstance(batch, dict) or "pixel_values" not in batch:
+        if not isinstance(batch, Mapping) or "pixel_values" not in batch:
             raise DataError("Expected an image-text batch: a dict with pixel_values, input_ids, attention_mask and "
-                            f"labels; got {sorted(batch) if isinstance(batch, dict) else type(batch).__name__}.")
+                            f"labels; got {sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}.")
         return super().to_device(batch)
 
     def _forward(self, b):

@@ -1,6 +1,7 @@
 """Adapter for classifiers: any ``nn.Module`` mapping inputs ``x`` to logits, fed ``(x, y)``."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional, Tuple
 
 import torch
@@ -45,7 +46,7 @@ class ClassifierAdapter(ModelAdapter):
 
     # batches ---------------------------------------------------------------------
     def split(self, batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(batch, dict):
+        if isinstance(batch, Mapping):
             keys = (getattr(self.model, "main_input_name", None),) + self._X_KEYS  # a Hugging Face model's own first
             x = next((batch[k] for k in keys if k in batch), None)
             y = next((batch[k] for k in self._Y_KEYS if k in batch), None)

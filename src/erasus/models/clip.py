@@ -18,6 +18,7 @@ Any model with ``get_image_features``, ``get_text_features`` and ``logit_scale``
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,7 +42,7 @@ def _tensor(out) -> torch.Tensor:
 def split_clip_batch(batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``(pixel_values, input_ids or None, attention_mask or None, labels or None)`` of a CLIP
     batch: image-text pairs, labelled images, or a dict with those keys."""
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return batch["pixel_values"], batch.get("input_ids"), batch.get("attention_mask"), batch.get("labels")
     if isinstance(batch, (list, tuple)) and len(batch) in (2, 3) and torch.is_tensor(batch[0]) and batch[0].dim() == 4:
         second = batch[1]

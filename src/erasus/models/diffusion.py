@@ -21,6 +21,7 @@ downloaded here, so tests and examples train their own.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -478,7 +479,7 @@ def split_batch(batch):
     ``{"pixel_values", "prompt"}`` or a list of prompts."""
     if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, str) for b in batch):
         return None, list(batch)
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return batch.get("pixel_values"), list(batch["prompt"])
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
         return batch[0], list(batch[1])

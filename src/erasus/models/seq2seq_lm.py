@@ -12,6 +12,8 @@ from question/answer records; :class:`MaskingCollator` masks answer tokens for a
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import random
 from typing import Any, Dict, List, Optional
 
@@ -72,10 +74,10 @@ class SpeechSeq2SeqAdapter(Seq2SeqLMAdapter):
         return SpeechSeq2SeqAdapter(model)
 
     def to_device(self, batch: Any) -> Dict[str, torch.Tensor]:
-        if not isinstance(batch, dict) or self.input_key not in batch or "labels" not in batch:
+        if not isinstance(batch, Mapping) or self.input_key not in batch or "labels" not in batch:
             raise DataError(f"Expected a speech-to-text batch: a dict with {self.input_key} and labels (the "
                             f"transcript's token ids, -100 where not scored); got "
-                            f"{sorted(batch) if isinstance(batch, dict) else type(batch).__name__}.")
+                            f"{sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}.")
         d = self.device
         return {k: v.to(d) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 

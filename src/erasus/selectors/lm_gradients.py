@@ -19,6 +19,7 @@ chosen parameters at a time).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -90,7 +91,7 @@ def rows_in(batch) -> Optional[int]:
     """The number of samples in a token-family dict batch: the rows of ``input_ids`` (text), or
     of ``labels`` (a speech-to-text batch: ``input_features`` and the transcript); ``None`` when
     the batch has neither."""
-    key = next((k for k in ("input_ids", "labels") if isinstance(batch, dict) and k in batch), None)
+    key = next((k for k in ("input_ids", "labels") if isinstance(batch, Mapping) and k in batch), None)
     return None if key is None else int(batch[key].shape[0])
 
 

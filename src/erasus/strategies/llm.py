@@ -9,6 +9,7 @@ IdkNLL / IdkDPO need forget batches that carry a refusal answer for every questi
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import copy
 from dataclasses import dataclass
 from typing import Optional
@@ -34,7 +35,7 @@ from .preference import NPO, NPOConfig
 
 def alt_view(batch, who: str) -> dict:
     """The alternative-answer encoding of a forget batch (``alt_*`` keys of QACollator)."""
-    if not isinstance(batch, dict) or "alt_input_ids" not in batch:
+    if not isinstance(batch, Mapping) or "alt_input_ids" not in batch:
         raise DataError(f"{who} needs forget batches with an alternative (refusal) answer per question: build the "
                         "forget loader with QACollator(tokenizer, alt_answers=erasus.data.datasets.tofu.load_idk()).")
     view = {"input_ids": batch["alt_input_ids"], "attention_mask": batch["alt_attention_mask"],

@@ -1,6 +1,7 @@
 """Selective pruning of the units most specific to the forget set (Pochinkov & Schoots, 2024)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 import math
 from dataclasses import dataclass
 from typing import Dict, List
@@ -80,7 +81,7 @@ def unit_activation(adapter, layers: List[nn.Module], loader, at_input: bool = F
     adapter.model.eval()
     try:
         for batch in loader:
-            am = batch.get("attention_mask") if isinstance(batch, dict) else None
+            am = batch.get("attention_mask") if isinstance(batch, Mapping) else None
             current["mask"] = am.to(adapter.device).bool() if isinstance(am, torch.Tensor) else None
             adapter.per_sample_loss(batch) if at_input else adapter.logits(batch)
     finally:

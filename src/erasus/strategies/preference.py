@@ -10,6 +10,7 @@ variants the papers report; default on, since the bare forget losses alone degra
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,7 +52,7 @@ def reference_nll(reference, loader, views) -> Optional[torch.Tensor]:
     # iterating a loader draws from torch's global generator: leave it as it was for the run
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         for batch in ordered_loader(loader):
-            if not isinstance(batch, dict) or INDEX not in batch:
+            if not isinstance(batch, Mapping) or INDEX not in batch:
                 return None
             got.append(torch.stack([sequence_log_loss(reference, view(batch)) for view in views]))
             where.append(batch[INDEX])
