@@ -62,3 +62,34 @@ def test_unlearning_dataset_gives_splits(digits):
     s = ds.splits(batch_size=16)
     assert isinstance(s, Splits) and len(s.forget.dataset) == 20 and s.holdout is not None and s.test is None
     assert len(s.retain.dataset) == len(digits.train) - 20
+
+
+def test_dict_samples_split_and_unlearn_as_tuples(digits):
+    """Samples given as dicts, as a Hugging Face data set's rows are (``{"pixel_values": x,
+    "label": y}``): ``forget_classes`` finds the class's samples by the label field, and the run
+    on the dict loaders equals the run on the (x, y) loaders weight for weight. (The labels were
+    read as ``sample[1]``: a KeyError.)"""
+    import torch
+    from torch.utils.data import Dataset
+
+    class Rows(Dataset):
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            x, y = self.base[i]
+            return {"pixel_values": x, "label": y}
+
+    model = digits.original(0)
+    runs = []
+    for data in (digits.train, Rows(digits.train)):
+        ds = UnlearningDataset(data, forget_classes=[3])
+        forget, retain = ds.to_loaders(batch_size=32)
+        runs.append((sorted(forget.dataset.indices), ErasusUnlearner(model, strategy="negative_gradient").fit(
+            forget, retain, max_steps=3, stopping="none", progress=False).model))
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) > 0
+    for (k, a), b in zip(runs[0][1].state_dict().items(), runs[1][1].state_dict().values()):
+        assert torch.equal(a, b), k

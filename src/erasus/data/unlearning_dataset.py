@@ -1,6 +1,7 @@
 """``UnlearningDataset``: a training set split into forget and retain parts."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -11,7 +12,9 @@ from ..core.exceptions import DataError
 
 
 def dataset_labels(dataset) -> np.ndarray:
-    """Integer labels of every sample (``targets``/``labels`` attributes, tensors, or iteration)."""
+    """Integer labels of every sample (``targets``/``labels`` attributes, tensors, or iteration:
+    the second element of ``(x, y)`` samples, the label field of dict samples such as a Hugging
+    Face ``datasets.Dataset``'s rows, read as one column where the data set has columns)."""
     for attr in ("targets", "labels"):
         if hasattr(dataset, attr):
             return np.asarray(getattr(dataset, attr)).astype(np.int64).reshape(-1)
@@ -19,6 +22,16 @@ def dataset_labels(dataset) -> np.ndarray:
         return dataset.tensors[1].cpu().numpy().astype(np.int64).reshape(-1)
     if isinstance(dataset, Subset):
         return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    first = dataset[0] if len(dataset) else None
+    if isinstance(first, Mapping):
+        from ..models.classifier import LABEL_KEYS
+
+        key = next((k for k in LABEL_KEYS if k in first), None)
+        if key is None:
+            raise DataError(f"Expected dict samples with a label key {LABEL_KEYS}, got keys {sorted(first)}.")
+        if key in (getattr(dataset, "column_names", None) or ()):
+            return np.asarray(dataset[key]).astype(np.int64).reshape(-1)
+        return np.asarray([int(dataset[i][key]) for i in range(len(dataset))], dtype=np.int64)
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 
 

@@ -12,6 +12,10 @@ from ..exceptions import DataError
 from .base import ModelAdapter
 
 
+#: the keys a classification sample or batch given as a dict holds its label under
+LABEL_KEYS = ("y", "label", "labels", "target", "targets")
+
+
 def _last_linear(model: nn.Module) -> Optional[nn.Linear]:
     last = None
     for m in model.modules():
@@ -33,7 +37,7 @@ class ClassifierAdapter(ModelAdapter):
 
     family = "classifier"
     _X_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values", "input_values", "input_features")
-    _Y_KEYS = ("y", "label", "labels", "target", "targets")
+    _Y_KEYS = LABEL_KEYS
 
     def __init__(self, model: nn.Module, num_classes: Optional[int] = None):
         super().__init__(model)
