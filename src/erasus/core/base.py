@@ -95,14 +95,14 @@ def resolve_k(n: int, k: Optional[int], prune_ratio: Optional[float]) -> int:
     if n == 0:
         raise DataError("The forget set is empty. Expected at least one sample to select from.")
     if k is not None and prune_ratio is not None:
-        raise ValueError(f"Expected k or prune_ratio, got both (k={k}, prune_ratio={prune_ratio}).")
+        raise ConfigError(f"Expected k or prune_ratio, got both (k={k}, prune_ratio={prune_ratio}).")
     if k is None:
         ratio = 1.0 if prune_ratio is None else float(prune_ratio)
         if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"Expected prune_ratio in (0, 1], got {prune_ratio}.")
+            raise ConfigError(f"Expected prune_ratio in (0, 1], got {prune_ratio}.")
         k = max(1, int(round(ratio * n)))
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"Expected k to be an integer in [1, {n}] (the forget set size), got {k!r}.")
+        raise ConfigError(f"Expected k to be an integer in [1, {n}] (the forget set size), got {k!r}.")
     return int(k)
 
 

@@ -16,6 +16,12 @@ from .base import ModelAdapter
 LABEL_KEYS = ("y", "label", "labels", "target", "targets")
 
 
+def as_logits(out):
+    """A classifier's logits from its output: the tensor itself, or a Hugging Face output's
+    ``.logits`` (``ImageClassifierOutput``, ``SequenceClassifierOutput``)."""
+    return out.logits if hasattr(out, "logits") else out
+
+
 def _last_linear(model: nn.Module) -> Optional[nn.Linear]:
     last = None
     for m in model.modules():
@@ -95,14 +101,20 @@ class ClassifierAdapter(ModelAdapter):
                 f"The model could not take an input batch of shape {tuple(x.shape)} and dtype {x.dtype}: "
                 f"{err}. Expected (x, y) batches whose x the model's forward accepts."
             ) from err
-        if hasattr(out, "logits"):
-            out = out.logits
+        out = as_logits(out)
         if not torch.is_tensor(out) or out.dim() != 2:
             raise DataError(
                 f"Expected the classifier to return logits of shape (batch, classes), got "
                 f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}."
             )
         return out
+
+    def functional_logits(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` with the weights ``params`` and ``buffers`` (``torch.func.functional_call``:
+        per-sample gradients with ``vmap``, Hessians)."""
+        from torch.func import functional_call
+
+        return as_logits(functional_call(self.model, (params, buffers), (x,)))
 
     # the adapter interface ---------------------------------------------------------
     def logits(self, batch: Any) -> torch.Tensor:

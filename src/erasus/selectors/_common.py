@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.exceptions import UnsupportedModelError
+from ..core.exceptions import ConfigError, UnsupportedModelError
 
 
 @torch.no_grad()
@@ -74,7 +74,7 @@ def per_sample_grad_norms(adapter, loader, last_layer: bool = False, method: str
         R, H = last_layer_grad_factors(adapter, loader)
         return (R.norm(dim=1) * H.norm(dim=1)).float().numpy()
     if method not in ("auto", "hooks", "vmap"):
-        raise ValueError(f"Expected method 'auto', 'hooks' or 'vmap', got {method!r}.")
+        raise ConfigError(f"Expected method 'auto', 'hooks' or 'vmap', got {method!r}.")
     if method != "vmap":
         out = _hook_grad_norms(adapter, loader)
         if out is not None:
@@ -86,14 +86,14 @@ def per_sample_grad_norms(adapter, loader, last_layer: bool = False, method: str
 
 
 def _vmap_grad_norms(adapter, loader) -> np.ndarray:
-    from torch.func import functional_call, grad, vmap
+    from torch.func import grad, vmap
 
     model = adapter.model
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
     def loss_one(p, x, y):
-        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        logits = adapter.functional_logits(p, buffers, x.unsqueeze(0))
         return F.cross_entropy(logits.float(), y.unsqueeze(0))
 
     g_fn = vmap(grad(loss_one), in_dims=(None, 0, 0))

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..core.base import BaseSelector
 from ..core.config import BaseConfig
+from ..core.exceptions import ConfigError
 from ..core.registry import register
 
 
@@ -37,6 +38,6 @@ class FullSelector(BaseSelector):
     def _select(self, adapter, loader, k):
         n = len(loader.dataset)
         if k != n:
-            raise ValueError(f"The 'full' selector selects all {n} samples; got k={k}. "
+            raise ConfigError(f"The 'full' selector selects all {n} samples; got k={k}. "
                              "Use prune_ratio=1.0, or another selector for a coreset.")
         return np.arange(n), None

@@ -53,12 +53,10 @@ class ParamView:
         return x, y
 
     def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        from torch.func import functional_call
-
         p = self.unflatten(flat)
         if self.last_layer:
             return F.linear(x, p["weight"], p.get("bias"))
-        return functional_call(self.adapter.model, (p, self.buffers), (x,))
+        return self.adapter.functional_logits(p, self.buffers, x)
 
     def per_sample_grads(self, loader) -> torch.Tensor:
         """``(n, dim)`` matrix of per-sample loss gradients, via ``torch.func.vmap``."""
@@ -228,6 +226,15 @@ class InfluenceSelector(BaseSelector):
     supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        # attention through its math kernel, whose backward is itself differentiable: the fused
+        # kernels' is not, and a transformer's Hessian-vector products failed ("derivative for
+        # aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented")
+        with sdpa_kernel([SDPBackend.MATH]):
+            return self._score(adapter, loader)
+
+    def _score(self, adapter, loader):
         c = self.config
         if adapter.family in GRADIENT_FAMILIES:
             # language models: projected per-sample gradients and the Gauss-Newton Hessian

@@ -12,6 +12,7 @@ from ..core.module import frozen_copy
 from ..core.registry import register
 from ..core.strategy import LossStrategy, LossStrategyConfig
 from ..models.base import module_of
+from ..models.classifier import as_logits
 
 
 def _check_continuous(x: torch.Tensor, who: str) -> None:
@@ -69,12 +70,12 @@ class BoundaryShrink(LossStrategy):
         for _ in range(c.attack_steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                loss = F.cross_entropy(self.reference(x_adv).float(), y)
+                loss = F.cross_entropy(as_logits(self.reference(x_adv)).float(), y)
                 (g,) = torch.autograd.grad(loss, x_adv)
             x_adv = x_adv.detach() + c.step * g.sign()
             x_adv = x + (x_adv - x).clamp(-c.bound, c.bound)
         with torch.no_grad():
-            return self.reference(x_adv).argmax(1)
+            return as_logits(self.reference(x_adv)).argmax(1)
 
     def forget_step(self, batch, batch_idx):
         x, y = self.adapter.to_device(batch)
@@ -166,7 +167,7 @@ class BoundaryExpand(LossStrategy):
 
     def forget_step(self, batch, batch_idx):
         x, y = self.adapter.to_device(batch)
-        logits = self.model(x).float()
+        logits = as_logits(self.model(x)).float()
         if logits.shape[1] != self._shadow.n + 1:
             raise UnsupportedModelError("boundary_expand: the model's output does not come from its last linear layer.")
         return F.cross_entropy(logits, torch.full_like(y, self._shadow.n))

@@ -23,7 +23,9 @@ def expected_fisher_diag(adapter, loader, max_samples: Optional[int] = 1000, chu
     model's own predicted probabilities (the true Fisher, not the empirical one), as in
     the authors' code. Averages over at most ``max_samples`` samples.
     """
-    from torch.func import functional_call, grad, vmap
+    from torch.func import grad, vmap
+
+    from ..models.classifier import as_logits
 
     model = adapter.model
     was = model.training
@@ -33,7 +35,7 @@ def expected_fisher_diag(adapter, loader, max_samples: Optional[int] = 1000, chu
     fisher = {k: torch.zeros_like(v) for k, v in params.items()}
 
     def nll(p, x, y):
-        return F.cross_entropy(functional_call(model, (p, buffers), (x.unsqueeze(0),)).float(), y.unsqueeze(0))
+        return F.cross_entropy(adapter.functional_logits(p, buffers, x.unsqueeze(0)).float(), y.unsqueeze(0))
 
     g_fn = vmap(grad(nll), in_dims=(None, 0, 0))
     n = 0
@@ -41,7 +43,7 @@ def expected_fisher_diag(adapter, loader, max_samples: Optional[int] = 1000, chu
         for batch in subsample_loader(loader, max_samples, seed=0, batch_size=chunk):
             x, _ = adapter.to_device(batch)
             with torch.no_grad():
-                probs = F.softmax(model(x).float(), -1)
+                probs = F.softmax(as_logits(model(x)).float(), -1)
             for k in range(probs.shape[1]):
                 grads = g_fn(params, x, torch.full((len(x),), k, device=x.device, dtype=torch.long))
                 w = probs[:, k]

@@ -71,7 +71,10 @@ def unit_activation(adapter, layers: List[nn.Module], loader, at_input: bool = F
         mask = current.get("mask")
         if a.dim() == 3 and mask is not None and tuple(a.shape[:2]) == tuple(mask.shape):
             a = a[mask]  # (attended tokens, features)
-        a = a.transpose(0, 1).reshape(a.shape[1], -1) if (a.dim() > 2 and not at_input) else a.reshape(-1, a.shape[-1]).t()
+        channels_first = a.dim() > 2 and not at_input and not isinstance(m, nn.Linear)  # a conv's (B, C, ...)
+        # units: a conv's channels; a Linear's output features, the last dimension also for
+        # token sequences (B, T, F), as in a vision transformer
+        a = a.transpose(0, 1).reshape(a.shape[1], -1) if channels_first else a.reshape(-1, a.shape[-1]).t()
         sums[m] = a.sum(1) if sums[m] is None else sums[m] + a.sum(1)
         counts[m] += a.shape[1]
 
