@@ -9,8 +9,8 @@ sample's answer tokens (length-normalised, as TOFU and SimNPO use it);
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 import os
+from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch

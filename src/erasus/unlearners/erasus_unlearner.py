@@ -159,8 +159,8 @@ class ErasusUnlearner:
             trainer_kwargs["epochs"] = epochs
         inplace = self.inplace if inplace is None else inplace
         # the unlearner's adapter carries settings the bare model lacks (a CLIP model's class prompts)
-        result = self.strategy.unlearn(self.adapter.adapter_for(self.original_model), train_loader, retain_loader, holdout_data,
-                                       inplace=inplace, **trainer_kwargs)
+        result = self.strategy.unlearn(self.adapter.adapter_for(self.original_model), train_loader, retain_loader,
+                                       holdout_data, inplace=inplace, **trainer_kwargs)
         result.coreset = coreset
         result.timings["select_s"] = select_s
         result.timings["total_s"] = time.perf_counter() - t0
