@@ -111,10 +111,16 @@ class ClassifierAdapter(ModelAdapter):
 
     def functional_logits(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` with the weights ``params`` and ``buffers`` (``torch.func.functional_call``:
-        per-sample gradients with ``vmap``, Hessians)."""
+        per-sample gradients with ``vmap``, Hessians). Attention runs through its math kernel,
+        which ``vmap`` batches and whose backward is itself differentiable: the fused kernels'
+        is not (a transformer's Hessian-vector products failed, "derivative for
+        aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented") and has
+        no batching rule (``vmap`` fell back to a loop)."""
         from torch.func import functional_call
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return as_logits(functional_call(self.model, (params, buffers), (x,)))
+        with sdpa_kernel([SDPBackend.MATH]):
+            return as_logits(functional_call(self.model, (params, buffers), (x,)))
 
     # the adapter interface ---------------------------------------------------------
     def logits(self, batch: Any) -> torch.Tensor:

@@ -226,15 +226,6 @@ class InfluenceSelector(BaseSelector):
     supports = ("classifier",) + GRADIENT_FAMILIES
 
     def score(self, adapter, loader):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        # attention through its math kernel, whose backward is itself differentiable: the fused
-        # kernels' is not, and a transformer's Hessian-vector products failed ("derivative for
-        # aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented")
-        with sdpa_kernel([SDPBackend.MATH]):
-            return self._score(adapter, loader)
-
-    def _score(self, adapter, loader):
         c = self.config
         if adapter.family in GRADIENT_FAMILIES:
             # language models: projected per-sample gradients and the Gauss-Newton Hessian
