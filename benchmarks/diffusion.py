@@ -18,6 +18,8 @@ cached in ``--cache``.
     python benchmarks/diffusion.py                       # a GPU: 3 seeds, full size
     python benchmarks/diffusion.py --preset cpu          # a CPU: 16×16, one seed, about an hour
     python benchmarks/diffusion.py --small --device cpu  # minutes on a CPU: a smoke run, not a result
+    python benchmarks/diffusion.py --preset cpu --attention-figure --methods uce,sld,concept_ablation,esd,salun_generation
+                                                         # where each model attends to "sneaker" (seed 0, minutes)
 
 Writes ``results/<name>.md`` and ``.json``.
 """
@@ -252,6 +254,10 @@ def main(argv=None):
     p.add_argument("--bare", action="store_true",
                    help="the bare call, DiffusionUnlearner(model, strategy=m).erase(prompt), with no prompts to preserve, "
                         "no seed and no guidance given: what a user gets from the defaults (results in <name>-bare)")
+    p.add_argument("--attention-figure", action="store_true",
+                   help="instead of the table: for the first seed, where each model's UNet attends to the erased "
+                        "class's word (cross_attention_maps) for the original, the retrained model and each method "
+                        "erased at its defaults (results in <name>-attention: .png, .md, .json)")
     p.add_argument("--cache", default=str(HERE / "cache"))
     from erasus.experiments.benchargs import (add_results_arguments, benchmark_device, parse_benchmark_args, render_only,
                                               results_file)
@@ -275,6 +281,8 @@ def main(argv=None):
         methods = [m for m in methods if tuple(get("strategy", m).supports) == ("diffusion",)]
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     meta = run_meta("diffusion.py", argv, hardware=hardware(args.device), args=vars(args))
+    if args.attention_figure:
+        return attention_figure(args, methods, meta, n_train)
     results = results_file(args, lambda r: (r["seed"], r["method"]), lambda rows, meta: markdown(meta, rows, args.erase),
                            meta)
     judge = train_judge(args.device, Path(args.cache), args.small, args.image_size)
@@ -337,6 +345,54 @@ def main(argv=None):
     written = results.finish()
     track_results(args, args.name, results.meta, results.all_rows(), [written, written.with_suffix('.json')])
     print(written.read_text())
+
+
+def attention_figure(args, methods, meta, n_train) -> None:
+    """Where each model's UNet attends to the erased class's word in its prompt
+    (:func:`erasus.visualization.cross_attention_maps`: one noise prediction on seeded noise,
+    each cross-attention layer's map of the word's tokens resized to the latent and averaged),
+    under the image it draws: the original, the retrained model and every method erased at its
+    defaults as the table erases it, for the first seed. Writes ``<name>-attention.png`` and
+    the mean attention to the word per model (``.md``, ``.json``)."""
+    from erasus.unlearners import DiffusionUnlearner
+    from erasus.utils.io import atomic_write_text
+    from erasus.visualization import cross_attention_data, cross_attention_maps
+
+    seed = int(args.seeds.split(",")[0])
+    word, text = CLASSES[args.erase], prompt(args.erase)
+    keep = [prompt(c) for c in range(10) if c != args.erase]
+    original, _ = train_model(image_data(True, n_train, size=args.image_size), args, seed, "original", args.device)
+    gold, _ = train_model(image_data(True, n_train, exclude=args.erase, size=args.image_size), args, seed,
+                          f"without{args.erase}", args.device)
+    models, stops = {"original": original, "retrained": gold}, {}
+    for name in methods:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            unl = DiffusionUnlearner(original, strategy=name, strategy_kwargs=QUICK.get(name) if args.small else None)
+            res = unl.erase(word if name == "sld" else text, preserve=keep, progress=False, seed=seed,
+                            guidance_scale=args.guidance)
+        models[name], stops[name] = unl.model, f"{res.stop_reason} ({time.perf_counter() - t0:.0f} s)"
+        print(name, stops[name], flush=True)
+    stem = Path(args.out) / f"{args.name}-attention"
+    maps = cross_attention_data(models, text, word, seed=seed)
+    cross_attention_maps(models, text, word, path=stem, seed=seed, steps=args.sample_steps,
+                         guidance_scale=args.guidance, overwrite=True)
+    rows = [{"model": k, "mean_attention": float(v.mean()), "max_attention": float(v.max()),
+             "stop": stops.get(k, "")} for k, v in maps.items()]
+    meta = {**meta, "seed": seed, "prompt": text, "word": word}
+    atomic_write_text(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"# Where each model attends to '{word}' in \"{text}\"", "",
+             f"Command: `{meta.get('command', '')}`; {meta.get('hardware', '')}; seed {seed}.", "",
+             f"![cross-attention maps]({stem.name}.png)", "",
+             f"Top row: the image each model draws for \"{text}\" (same seed); bottom row: the attention each position "
+             f"of the latent gives the tokens of '{word}', averaged over the cross-attention layers (one noise "
+             "prediction at the middle timestep on seeded noise; one colour scale for all models). SLD changes no "
+             "weight, so its map is the original's: it steers the sampling instead.", "",
+             "| model | mean attention to the word | max | how it was erased |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['mean_attention']:.3f} | {r['max_attention']:.3f} | {r['stop'][:160]} |" for r in rows]
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def markdown(meta, rows, erase) -> str:
