@@ -85,6 +85,14 @@ class ModelAdapter:
         return (p for p in self.model.parameters() if p.requires_grad)
 
 
+def check_label_range(labels: torch.Tensor, n: int, of: str, hint: str = "") -> None:
+    """A ``DataError`` unless every label is in ``[0, n)``; ``of`` says what the ``n`` classes
+    are (a model's outputs, a CLIP adapter's class prompts)."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
+        raise DataError(f"Expected labels in [0, {n - 1}] for {of}, got labels in "
+                        f"[{int(labels.min())}, {int(labels.max())}].{hint}")
+
+
 def module_of(model) -> nn.Module:
     """The ``nn.Module`` of a model given bare or through its adapter (strategies and attacks
     take either: an adapter carries settings the bare model lacks, such as a CLIP model's class

@@ -458,9 +458,9 @@ def records_loader(data, tokenizer, max_length: int, batch_size: int = 16, shuff
         return None
     if n == 0:
         return None
-    if isinstance(first, dict) and "question" in first and "answer" in first:
+    if isinstance(first, Mapping) and "question" in first and "answer" in first:
         kind = "qa"
-    elif isinstance(first, str) or (isinstance(first, dict) and set(first) == {"text"}):
+    elif isinstance(first, str) or (isinstance(first, Mapping) and set(first) == {"text"}):
         kind = "text"
     else:
         return None

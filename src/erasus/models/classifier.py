@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import DataError
-from .base import ModelAdapter
+from .base import ModelAdapter, check_label_range
 
 
 #: the keys a classification sample or batch given as a dict holds its label under
@@ -87,11 +87,8 @@ class ClassifierAdapter(ModelAdapter):
         return len(self.split(batch)[1])
 
     def check_labels(self, y: torch.Tensor, n_out: int) -> None:
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_out):
-            raise DataError(
-                f"Expected labels in [0, {n_out - 1}] for a model with {n_out} outputs, got labels in "
-                f"[{int(y.min())}, {int(y.max())}]. Check the label encoding or the model's output layer."
-            )
+        check_label_range(y, n_out, f"a model with {n_out} outputs",
+                          " Check the label encoding or the model's output layer.")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
@@ -112,10 +109,9 @@ class ClassifierAdapter(ModelAdapter):
     def functional_logits(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` with the weights ``params`` and ``buffers`` (``torch.func.functional_call``:
         per-sample gradients with ``vmap``, Hessians). Attention runs through its math kernel,
-        which ``vmap`` batches and whose backward is itself differentiable: the fused kernels'
-        is not (a transformer's Hessian-vector products failed, "derivative for
-        aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented") and has
-        no batching rule (``vmap`` fell back to a loop)."""
+        which ``vmap`` batches and whose backward is itself differentiable; the fused CPU
+        kernel's backward has no derivative of its own (a transformer's Hessian-vector products
+        failed on it) and no batching rule (``vmap`` fell back to a loop)."""
         from torch.func import functional_call
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

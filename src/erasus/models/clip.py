@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import ConfigError, DataError
-from .base import ModelAdapter, layer_outputs, load_or_take
+from .base import ModelAdapter, check_label_range, layer_outputs, load_or_take
 
 
 def is_clip(model) -> bool:
@@ -100,11 +100,11 @@ class CLIPAdapter(ModelAdapter):
 
     def pairs(self, batch: Any, what: str = "data", on_device: bool = True):
         """``(pixel_values, input_ids, attention_mask or None)`` (on the model's device unless
-        ``on_device=False``): a batch of
-        image-text pairs as it is, a batch of labelled images paired with the prompt of each
-        image's class (zero-shot class forgetting from a classification data set: a "sneaker"
-        image becomes the pair (image, "a photo of a sneaker")). ``what`` names the data in the
-        error for labelled images without class prompts."""
+        ``on_device=False``): a batch of image-text pairs as it is, a batch of labelled images
+        paired with the prompt of each image's class (zero-shot class forgetting from a
+        classification data set: a "sneaker" image becomes the pair (image, "a photo of a
+        sneaker")). ``what`` names the data in the error for labelled images without class
+        prompts."""
         x, ids, mask, labels = self.to_device(batch) if on_device else self.split(batch)
         if ids is not None:
             return x, ids, mask
@@ -112,14 +112,12 @@ class CLIPAdapter(ModelAdapter):
             raise DataError(f"Expected {what} as image-text pairs (pixel_values, input_ids[, attention_mask]), or "
                             "labelled images with class prompts to pair them with: CLIPAdapter(model, "
                             "class_prompts=<(C, L) ids>) or VLMUnlearner(model, class_prompts=...).")
-        self.check_labels(labels)
+        self._check_labels(labels)
         ids = self.class_ids.to(x.device)[labels]
         return x, ids, (self.class_mask.to(x.device)[labels] if self.class_mask is not None else None)
 
-    def check_labels(self, labels: torch.Tensor) -> None:
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(self.class_ids)):
-            raise DataError(f"Expected labels in [0, {len(self.class_ids) - 1}] for {len(self.class_ids)} class "
-                            f"prompts, got labels in [{int(labels.min())}, {int(labels.max())}].")
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        check_label_range(labels, len(self.class_ids), f"{len(self.class_ids)} class prompts")
 
     # embeddings ------------------------------------------------------------------------
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -216,7 +214,7 @@ class CLIPAdapter(ModelAdapter):
         if labels is None:
             raise DataError("Expected (pixel_values, labels) for zero-shot classification; this batch holds texts.")
         if self.class_ids is not None:
-            self.check_labels(labels)
+            self._check_labels(labels)
         return labels
 
     def logits_and_labels(self, batch: Any):

@@ -2,11 +2,11 @@
 
 The forget and retain data are image-text pairs, or labelled images that the adapter pairs
 with their classes' prompts (``VLMUnlearner(model, class_prompts=...)``: forgetting a class of a
-zero-shot classifier from a classification data set; ``CLIPAdapter.pairs``). Unlearning a set of pairs from CLIP by plain
-gradient ascent moves both encoders at once: the image tower, the more brittle of the two,
-drifts for every concept and zero-shot accuracy on the rest falls with it (the "forgetting
-cascade" Erasus's specification describes). ``modality_decoupling`` gives the two towers their
-own step sizes and keeps the retain pairs aligned in the same step.
+zero-shot classifier from a classification data set; ``CLIPAdapter.pairs``). Unlearning a set
+of pairs from CLIP by plain gradient ascent moves both encoders at once: the image tower, the
+more brittle of the two, drifts for every concept and zero-shot accuracy on the rest falls with
+it (the "forgetting cascade" Erasus's specification describes). ``modality_decoupling`` gives
+the two towers their own step sizes and keeps the retain pairs aligned in the same step.
 """
 from __future__ import annotations
 
