@@ -141,3 +141,39 @@ def test_protocol_original_records_its_training_dynamics(tmp_path):
     assert len(top) == 10 and forgets[top.indices].min() >= np.sort(forgets)[-10]
     with pytest.raises(DataError, match="cache_dir"):
         digits_task().original(0, dynamics=True)
+
+
+def test_two_processes_sharing_a_cache_train_a_model_once(tmp_path, monkeypatch):
+    """Two benchmark processes (here two threads, each with its own task object) asking at
+    once for the same model in one cache folder: one trains it, the other waits and loads it,
+    so both hold the same weights and the training ran once (both trained it before, each
+    seeing no cached file)."""
+    import threading
+    import time
+
+    from erasus.evaluation import protocols
+    from erasus.evaluation.protocols import digits_task
+
+    runs, train = [], protocols.train_classifier
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        time.sleep(0.5)  # long enough for the other caller to look for the cached file meanwhile
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(protocols, "train_classifier", counted)
+    tasks = [digits_task(cache_dir=tmp_path) for _ in range(2)]
+    for t in tasks:
+        t.epochs = 2
+    models = [None, None]
+
+    def fetch(i):
+        models[i] = tasks[i].original(0)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(runs) == 1
+    assert all(torch.equal(a, b) for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()))

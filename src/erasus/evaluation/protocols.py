@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from ..core.exceptions import DataError
 from ..data.unlearning_dataset import UnlearningDataset, dataset_labels
 from ..models.training import train_classifier
-from ..utils.io import load_state_dict, save_state_dict
+from ..utils.io import file_lock, load_state_dict, save_state_dict
 
 
 @dataclass
@@ -72,11 +72,18 @@ class ClassificationTask:
         """Train (or load from the cache) ``model_fn()`` on ``data``. ``dynamics``: also
         record per-sample training dynamics to this ``.npz``; a cached model without that
         record is retrained with the recorder, so model and record come from one run."""
+        if self.cache_dir is None:
+            return self._train(key, data, seed, dynamics, None)
+        # one process trains a model at a time; the others wait for it and load it
+        path = Path(self.cache_dir) / f"{self.name}-{key}-s{seed}.safetensors"
+        with file_lock(path):
+            return self._train(key, data, seed, dynamics, path)
+
+    def _train(self, key: str, data, seed: int, dynamics: Optional[Path], path: Optional[Path]) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = self.model_fn()
-        path = meta = None
-        if self.cache_dir is not None:
-            path = Path(self.cache_dir) / f"{self.name}-{key}-s{seed}.safetensors"
+        meta = None
+        if path is not None:
             meta = path.with_suffix(".json")
             if path.exists() and meta.exists() and (dynamics is None or dynamics.exists()):
                 model.load_state_dict(load_state_dict(path))
