@@ -8,6 +8,7 @@ stopping never peeks at the data the verdict is computed on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from ..core.exceptions import DataError
 from ..data.unlearning_dataset import UnlearningDataset, dataset_labels
 from ..models.training import train_classifier
-from ..utils.io import file_lock, load_state_dict, save_state_dict
+from ..utils.io import atomic_write_text, file_lock, load_state_dict, save_state_dict
 
 
 @dataclass
@@ -72,44 +73,37 @@ class ClassificationTask:
         """Train (or load from the cache) ``model_fn()`` on ``data``. ``dynamics``: also
         record per-sample training dynamics to this ``.npz``; a cached model without that
         record is retrained with the recorder, so model and record come from one run."""
-        if self.cache_dir is None:
-            return self._train(key, data, seed, dynamics, None)
-        # one process trains a model at a time; the others wait for it and load it
-        path = Path(self.cache_dir) / f"{self.name}-{key}-s{seed}.safetensors"
-        with file_lock(path):
-            return self._train(key, data, seed, dynamics, path)
-
-    def _train(self, key: str, data, seed: int, dynamics: Optional[Path], path: Optional[Path]) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = self.model_fn()
-        meta = None
-        if path is not None:
+        path = meta = None
+        if self.cache_dir is not None:
+            path = Path(self.cache_dir) / f"{self.name}-{key}-s{seed}.safetensors"
             meta = path.with_suffix(".json")
-            if path.exists() and meta.exists() and (dynamics is None or dynamics.exists()):
+        # one process trains a model at a time; the others wait for it and load it
+        with file_lock(path) if path is not None else contextlib.nullcontext():
+            if path is not None and path.exists() and meta.exists() and (dynamics is None or dynamics.exists()):
                 model.load_state_dict(load_state_dict(path))
                 self.train_seconds[f"{key}-s{seed}"] = json.loads(meta.read_text())["train_seconds"]
                 return model.eval()
-        rec = None
-        if dynamics is not None:
-            from ..selectors.dynamics import TrainingDynamicsRecorder
-            from ..utils.data import IndexedDataset
+            rec = None
+            if dynamics is not None:
+                from ..selectors.dynamics import TrainingDynamicsRecorder
+                from ..utils.data import IndexedDataset
 
-            rec, data = TrainingDynamicsRecorder(len(data)), IndexedDataset(data)
-        loader = DataLoader(data, batch_size=self.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(seed))
-        t0 = time.perf_counter()
-        train_classifier(model, loader, epochs=self.epochs, lr=self.lr, seed=seed, progress=self.progress,
-                         desc=f"train {key} (seed {seed})", cosine=self.cosine, dynamics=rec)
-        dt = time.perf_counter() - t0
-        self.train_seconds[f"{key}-s{seed}"] = dt
-        if rec is not None:
-            rec.save(dynamics)
-        if path is not None:
-            save_state_dict(model.state_dict(), path, overwrite=True)
-            from ..utils.io import atomic_write_text
-
-            atomic_write_text(meta, json.dumps({"train_seconds": dt, "epochs": self.epochs, "n": len(data)}))
-        return model.eval()
+                rec, data = TrainingDynamicsRecorder(len(data)), IndexedDataset(data)
+            loader = DataLoader(data, batch_size=self.batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed))
+            t0 = time.perf_counter()
+            train_classifier(model, loader, epochs=self.epochs, lr=self.lr, seed=seed, progress=self.progress,
+                             desc=f"train {key} (seed {seed})", cosine=self.cosine, dynamics=rec)
+            dt = time.perf_counter() - t0
+            self.train_seconds[f"{key}-s{seed}"] = dt
+            if rec is not None:
+                rec.save(dynamics)
+            if path is not None:
+                save_state_dict(model.state_dict(), path, overwrite=True)
+                atomic_write_text(meta, json.dumps({"train_seconds": dt, "epochs": self.epochs, "n": len(data)}))
+            return model.eval()
 
     def original(self, seed: int = 0, dynamics: bool = False) -> torch.nn.Module:
         """The model trained on the full training set. ``dynamics=True``: with its
